@@ -1,0 +1,1 @@
+"""Compiled kernels. Call them through fastnn.ops, which validates every argument."""

@@ -1,0 +1,25 @@
+# Row-major GEMM over scipy's BLAS, for float and double.
+#
+# BLAS is column-major. A row-major array is the column-major storage of its
+# transpose, so C = op(A) @ op(B) in row-major is C^T = op(B)^T @ op(A)^T in
+# column-major: swap the operands (and m with n), keep the transpose flags.
+
+from cython cimport floating
+from scipy.linalg.cython_blas cimport sgemm, dgemm
+
+
+cdef inline void gemm(bint trans_a, bint trans_b, int m, int n, int k, floating alpha,
+                      const floating *a, int lda, const floating *b, int ldb,
+                      floating beta, floating *c, int ldc) noexcept nogil:
+    """c[m, n] = alpha * op(a) @ op(b) + beta * c, all row-major.
+
+    lda, ldb, ldc are the row lengths of the arrays as stored.
+    """
+    cdef char ta = b'T' if trans_a else b'N'
+    cdef char tb = b'T' if trans_b else b'N'
+    if floating is float:
+        sgemm(&tb, &ta, &n, &m, &k, &alpha, <float *> b, &ldb, <float *> a, &lda,
+              &beta, c, &ldc)
+    else:
+        dgemm(&tb, &ta, &n, &m, &k, &alpha, <double *> b, &ldb, <double *> a, &lda,
+              &beta, c, &ldc)

@@ -1,0 +1,368 @@
+"""Validated entry points to fastnn's compiled kernels.
+
+Every function here checks its arguments before any compiled code runs:
+
+- arrays must be `numpy.ndarray` of float32 or float64 (`TypeError` otherwise), all
+  of the same dtype, with at least one dimension (`ValueError` for 0-d);
+- shapes must agree (`ValueError` naming the argument and the expected shape);
+- `out=`, when given, must have exactly the result's shape and dtype, be C-contiguous
+  and writeable, and must not overlap an input (element-wise functions accept the
+  input itself, for in-place use).
+
+Inputs that are not C-contiguous are copied once into a contiguous array, except for
+`matmul`, which reads a transposed (Fortran-ordered) matrix in place by flipping the
+BLAS transpose flag. A copy larger than `MAX_IMPLICIT_COPY_BYTES` is refused with a
+`ValueError` instead: pass `np.ascontiguousarray(x)` if that copy is really wanted.
+
+All functions use `fastnn.get_num_threads()` threads. NaN and inf propagate as in
+NumPy.
+"""
+
+import numpy as np
+
+from ._kernels import activations as _act
+from ._kernels import matmul as _mm
+from ._kernels import reductions as _red
+from ._threads import blas_single_thread, get_num_threads
+
+__all__ = [
+    "matmul",
+    "relu",
+    "relu_backward",
+    "leaky_relu",
+    "leaky_relu_backward",
+    "sigmoid",
+    "sigmoid_backward",
+    "tanh",
+    "tanh_backward",
+    "bias_activation",
+    "activation_bias_backward",
+    "column_sum",
+    "row_sum",
+    "ACTIVATIONS",
+    "MAX_IMPLICIT_COPY_BYTES",
+]
+
+MAX_IMPLICIT_COPY_BYTES = 256 * 2**20
+
+ACTIVATIONS = tuple(_act.ACTIVATIONS)
+
+# Batched matmul: items with fewer multiply-adds than this run in parallel, one
+# single-threaded BLAS call each; larger ones run in turn on BLAS's own threads
+# (bench/bench_kernels.py measures the crossover).
+BATCH_PARALLEL_MAX_WORK = 96**3
+
+_INT_MAX = 2**31 - 1  # BLAS dimensions are C ints
+_FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+
+
+# ---------------------------------------------------------------- validation
+
+
+def _check_array(x, name):
+    """x as a float32/float64 ndarray with ndim >= 1; nothing is copied."""
+    if not isinstance(x, np.ndarray):
+        raise TypeError(
+            f"{name}: expected a numpy.ndarray of float32 or float64, got {type(x).__name__}"
+        )
+    if x.dtype not in _FLOAT_DTYPES:
+        raise TypeError(f"{name}: expected dtype float32 or float64, got {x.dtype}")
+    if x.ndim == 0:
+        raise ValueError(f"{name}: expected an array with at least one dimension, got 0-d")
+    return x
+
+
+def _contiguous(x, name):
+    """x itself if C-contiguous, else one contiguous copy (refused when huge)."""
+    if x.flags.c_contiguous:
+        return x
+    if x.nbytes > MAX_IMPLICIT_COPY_BYTES:
+        raise ValueError(
+            f"{name}: not C-contiguous, and copying it would take {x.nbytes / 2**20:.0f} MiB "
+            f"(over fastnn.ops.MAX_IMPLICIT_COPY_BYTES); pass np.ascontiguousarray({name})"
+        )
+    return np.ascontiguousarray(x)
+
+
+def _input(x, name):
+    return _contiguous(_check_array(x, name), name)
+
+
+def _same_dtype(named):
+    (first, a), *rest = named
+    for name, x in rest:
+        if x.dtype != a.dtype:
+            raise TypeError(f"{name}: dtype {x.dtype} differs from {first}'s {a.dtype}")
+
+
+def _same_shape(named):
+    (first, a), *rest = named
+    for name, x in rest:
+        if x.shape != a.shape:
+            raise ValueError(f"{name}: shape {x.shape} differs from {first}'s {a.shape}")
+
+
+def _output(out, shape, dtype, inputs=(), inplace_ok=()):
+    """A result array: a new one, or `out` checked against shape/dtype/layout/overlap.
+
+    `inputs` must not share memory with `out`, except those in `inplace_ok` when `out`
+    is exactly that array's memory (same start, shape and strides).
+    """
+    if out is None:
+        return np.empty(shape, dtype)
+    if not isinstance(out, np.ndarray):
+        raise TypeError(f"out: expected a numpy.ndarray, got {type(out).__name__}")
+    if out.dtype != dtype:
+        raise TypeError(f"out: expected dtype {dtype}, got {out.dtype}")
+    if out.shape != tuple(shape):
+        raise ValueError(f"out: expected shape {tuple(shape)}, got {out.shape}")
+    if not out.flags.c_contiguous:
+        raise ValueError("out: must be C-contiguous")
+    if not out.flags.writeable:
+        raise ValueError("out: array is read-only")
+    for name, x in inputs:
+        if not np.may_share_memory(out, x):
+            continue
+        same = (
+            name in inplace_ok
+            and out.__array_interface__["data"][0] == x.__array_interface__["data"][0]
+            and out.strides == x.strides
+        )
+        if not same:
+            raise ValueError(f"out: overlaps {name} (only an exact in-place alias is allowed)")
+    return out
+
+
+def _activation_code(activation, slope, need_sign=False):
+    name = "identity" if activation is None else activation
+    if name not in _act.ACTIVATIONS:
+        raise ValueError(f"activation: expected one of {ACTIVATIONS} or None, got {activation!r}")
+    slope = _check_slope(slope)
+    if need_sign and name == "leaky_relu" and slope < 0:
+        raise ValueError(
+            "slope: the fused backward reads the forward output, which needs slope >= 0; "
+            "use leaky_relu_backward with the input for a negative slope"
+        )
+    return _act.ACTIVATIONS[name], slope
+
+
+def _check_slope(slope):
+    try:
+        slope = float(slope)
+    except (TypeError, ValueError):
+        raise TypeError(f"slope: expected a real number, got {slope!r}") from None
+    if not np.isfinite(slope):
+        raise ValueError(f"slope: must be finite, got {slope}")
+    return slope
+
+
+# ---------------------------------------------------------------- matmul
+
+
+def _transposed_view(x, trans):
+    """(array, trans) with the array C-contiguous in its last two axes when possible.
+
+    A matrix whose transpose is C-contiguous (e.g. `w.T`) is passed as that transpose
+    with the flag flipped, so BLAS reads it in place.
+    """
+    if not x.flags.c_contiguous:
+        swapped = np.swapaxes(x, -1, -2)
+        if swapped.flags.c_contiguous:
+            return swapped, not trans
+    return x, trans
+
+
+def matmul(a, b, out=None, trans_a=False, trans_b=False):
+    """op(a) @ op(b), where op(x) is x, or its transpose (last two axes) if trans_x.
+
+    Shapes: (M, K) @ (K, N) -> (M, N); batched (B, M, K) @ (B, K, N) -> (B, M, N),
+    where either operand may be 2-D, or have a batch of 1, to be shared by every item.
+    GEMM comes from BLAS (scipy's); BLAS uses fastnn's thread count.
+    """
+    a = _check_array(a, "a")
+    b = _check_array(b, "b")
+    _same_dtype([("a", a), ("b", b)])
+    for name, x in (("a", a), ("b", b)):
+        if x.ndim not in (2, 3):
+            raise ValueError(f"{name}: expected a 2-D or 3-D array, got {x.ndim}-D")
+    a, trans_a = _transposed_view(a, bool(trans_a))
+    b, trans_b = _transposed_view(b, bool(trans_b))
+    a = _contiguous(a, "a")
+    b = _contiguous(b, "b")
+
+    m, ka = a.shape[-2:][::-1] if trans_a else a.shape[-2:]
+    kb, n = b.shape[-2:][::-1] if trans_b else b.shape[-2:]
+    if ka != kb:
+        raise ValueError(
+            f"matmul: op(a) is {m}x{ka} and op(b) is {kb}x{n}: inner dimensions differ"
+        )
+    batch_a = a.shape[0] if a.ndim == 3 else 1
+    batch_b = b.shape[0] if b.ndim == 3 else 1
+    if batch_a != batch_b and 1 not in (batch_a, batch_b):
+        raise ValueError(f"matmul: batch sizes differ: a has {batch_a}, b has {batch_b}")
+    batched = a.ndim == 3 or b.ndim == 3
+    batch = max(batch_a, batch_b)
+    shape = (batch, m, n) if batched else (m, n)
+    if max(m, n, ka, a.shape[-1], b.shape[-1]) > _INT_MAX:
+        raise ValueError("matmul: a dimension exceeds the BLAS limit of 2**31 - 1")
+    out = _output(out, shape, a.dtype, [("a", a), ("b", b)])
+    if out.size == 0:
+        return out
+    if ka == 0:
+        out.fill(0)
+        return out
+
+    if not batched:
+        _mm.matmul(a, b, out, trans_a, trans_b)
+    elif b.ndim == 2 and not trans_a and a.ndim == 3:
+        # One tall GEMM: (B*M, K) @ op(b) -> (B*M, N), all of BLAS's threads.
+        _mm.matmul(a.reshape(-1, a.shape[2]), b, out.reshape(-1, n), False, trans_b)
+    else:
+        a3 = a if a.ndim == 3 else a[None]
+        b3 = b if b.ndim == 3 else b[None]
+        threads = get_num_threads()
+        if threads > 1 and batch > 1 and m * n * ka < BATCH_PARALLEL_MAX_WORK:
+            with blas_single_thread():
+                _mm.matmul_batched(a3, b3, out, trans_a, trans_b, threads)
+        else:
+            _mm.matmul_batched(a3, b3, out, trans_a, trans_b, 1)
+    return out
+
+
+# ---------------------------------------------------------------- activations
+
+
+def _forward(code, x, out, slope):
+    x = _input(x, "x")
+    out = _output(out, x.shape, x.dtype, [("x", x)], inplace_ok=("x",))
+    if x.size:
+        _act.act_forward(code, x.reshape(-1), out.reshape(-1), slope, get_num_threads())
+    return out
+
+
+def _backward(code, dout, y, out, slope, y_name):
+    dout = _input(dout, "dout")
+    y = _input(y, y_name)
+    _same_dtype([("dout", dout), (y_name, y)])
+    _same_shape([("dout", dout), (y_name, y)])
+    out = _output(out, dout.shape, dout.dtype, [("dout", dout), (y_name, y)],
+                  inplace_ok=("dout",))
+    if dout.size:
+        _act.act_backward(code, dout.reshape(-1), y.reshape(-1), out.reshape(-1), slope,
+                          get_num_threads())
+    return out
+
+
+def relu(x, out=None):
+    """max(x, 0) element-wise (NaN stays NaN). `out` may be `x`."""
+    return _forward(_act.ACTIVATIONS["relu"], x, out, 0.0)
+
+
+def relu_backward(dout, x, out=None):
+    """dout where x > 0, else 0. `x` is the forward input (its output works too)."""
+    return _backward(_act.ACTIVATIONS["relu"], dout, x, out, 0.0, "x")
+
+
+def leaky_relu(x, slope=0.01, out=None):
+    """x where x > 0, else slope * x. `out` may be `x`."""
+    return _forward(_act.ACTIVATIONS["leaky_relu"], x, out, _check_slope(slope))
+
+
+def leaky_relu_backward(dout, x, slope=0.01, out=None):
+    """dout where x > 0, else slope * dout. `x` is the forward input."""
+    return _backward(_act.ACTIVATIONS["leaky_relu"], dout, x, out, _check_slope(slope), "x")
+
+
+def sigmoid(x, out=None):
+    """1 / (1 + exp(-x)), computed without overflow for any x; exactly 0 and 1 at -inf
+    and +inf. `out` may be `x`."""
+    return _forward(_act.ACTIVATIONS["sigmoid"], x, out, 0.0)
+
+
+def sigmoid_backward(dout, y, out=None):
+    """dout * y * (1 - y), where y = sigmoid(x) is the forward OUTPUT."""
+    return _backward(_act.ACTIVATIONS["sigmoid"], dout, y, out, 0.0, "y")
+
+
+def tanh(x, out=None):
+    """tanh(x) element-wise. `out` may be `x`."""
+    return _forward(_act.ACTIVATIONS["tanh"], x, out, 0.0)
+
+
+def tanh_backward(dout, y, out=None):
+    """dout * (1 - y**2), where y = tanh(x) is the forward OUTPUT."""
+    return _backward(_act.ACTIVATIONS["tanh"], dout, y, out, 0.0, "y")
+
+
+# ---------------------------------------------------------------- fused epilogues
+
+
+def _matrix(x, name):
+    x = _input(x, name)
+    if x.ndim != 2:
+        raise ValueError(f"{name}: expected a 2-D array (rows, features), got {x.ndim}-D")
+    return x
+
+
+def bias_activation(x, bias, activation=None, slope=0.01, out=None):
+    """f(x + bias) in one pass: x (N, D), bias (D,), f one of ACTIVATIONS (None: identity).
+
+    The epilogue of a linear layer; `out` may be `x` to apply it in place after a GEMM.
+    """
+    code, slope = _activation_code(activation, slope)
+    x = _matrix(x, "x")
+    bias = _input(bias, "bias")
+    _same_dtype([("x", x), ("bias", bias)])
+    if bias.shape != (x.shape[1],):
+        raise ValueError(f"bias: expected shape ({x.shape[1]},) to match x, got {bias.shape}")
+    out = _output(out, x.shape, x.dtype, [("x", x), ("bias", bias)], inplace_ok=("x",))
+    if x.size:
+        _act.bias_act_forward(code, x, bias, out, slope, get_num_threads())
+    return out
+
+
+def activation_bias_backward(dout, y, activation=None, slope=0.01, out=None, dbias=None):
+    """(dx, dbias) in one pass: dx = dout * f'(x), dbias = dx.sum(axis=0).
+
+    dout and y are (N, D); y is the forward OUTPUT f(x + bias) (for LeakyReLU this
+    needs slope >= 0). `out` (for dx) may be `dout`. dbias is (D,) and is overwritten.
+    The column sum is bitwise the same for any thread count.
+    """
+    code, slope = _activation_code(activation, slope, need_sign=True)
+    dout = _matrix(dout, "dout")
+    y = _matrix(y, "y")
+    _same_dtype([("dout", dout), ("y", y)])
+    _same_shape([("dout", dout), ("y", y)])
+    inputs = [("dout", dout), ("y", y)]
+    out = _output(out, dout.shape, dout.dtype, inputs, inplace_ok=("dout",))
+    dbias = _output(dbias, (dout.shape[1],), dout.dtype, inputs + [("out", out)])
+    if dout.shape[0] == 0 or dout.shape[1] == 0:
+        dbias.fill(0)
+        return out, dbias
+    _red.act_backward_column_sum(code, dout, y, out, dbias, slope, get_num_threads())
+    return out, dbias
+
+
+# ---------------------------------------------------------------- reductions
+
+
+def column_sum(x, out=None):
+    """x.sum(axis=0) for a 2-D x, bitwise the same for any thread count."""
+    x = _matrix(x, "x")
+    out = _output(out, (x.shape[1],), x.dtype, [("x", x)])
+    if x.shape[0] == 0 or x.shape[1] == 0:
+        out.fill(0)
+    else:
+        _red.column_sum(x, out, get_num_threads())
+    return out
+
+
+def row_sum(x, out=None):
+    """x.sum(axis=1) for a 2-D x, bitwise the same for any thread count."""
+    x = _matrix(x, "x")
+    out = _output(out, (x.shape[0],), x.dtype, [("x", x)])
+    if x.shape[0] == 0 or x.shape[1] == 0:
+        out.fill(0)
+    else:
+        _red.row_sum(x, out, get_num_threads())
+    return out
