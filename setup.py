@@ -21,6 +21,8 @@ KERNEL_DIR = Path("fastnn", "_kernels")
 BASE_FLAGS = ["-O3", "-fno-math-errno"]
 OPENMP_FLAGS = ["-fopenmp"]
 NATIVE = os.environ.get("FASTNN_NATIVE", "0") not in ("", "0")
+# FASTNN_OPENMP=0 builds serial kernels even where OpenMP is available (to test that build).
+WANT_OPENMP = os.environ.get("FASTNN_OPENMP", "1") not in ("", "0")
 
 OPENMP_TEST = r"""
 #include <omp.h>
@@ -52,14 +54,12 @@ class BuildExt(build_ext):
     def build_extensions(self):
         compile_flags = list(BASE_FLAGS)
         link_flags = []
-        openmp = _compiles(self.compiler, OPENMP_TEST, OPENMP_FLAGS)
+        openmp = WANT_OPENMP and _compiles(self.compiler, OPENMP_TEST, OPENMP_FLAGS)
         if openmp:
             compile_flags += OPENMP_FLAGS
             link_flags += OPENMP_FLAGS
         else:
-            sys.stderr.write(
-                "fastnn: the compiler does not support OpenMP; building serial kernels\n"
-            )
+            sys.stderr.write("fastnn: building serial kernels, without OpenMP\n")
             if _compiles(self.compiler, "int main(void){return 0;}", ["-fopenmp-simd"]):
                 compile_flags.append("-fopenmp-simd")
         if NATIVE:
@@ -67,23 +67,28 @@ class BuildExt(build_ext):
         for ext in self.extensions:
             ext.extra_compile_args = compile_flags + ext.extra_compile_args
             ext.extra_link_args = link_flags + ext.extra_link_args
+        self._build_info = self._info_text(openmp, compile_flags, link_flags)
+        previous = Path(self.build_lib, "fastnn", "_build_info.py")
+        if not previous.exists() or previous.read_text() != self._build_info:
+            self.force = True  # other flags than the objects in build/ were made with
         super().build_extensions()
-        self._build_info = (openmp, compile_flags, link_flags)
 
     def run(self):
         super().run()
         if getattr(self, "_build_info", None) is not None:
-            self._write_build_info(*self._build_info)
+            self._write_build_info(self._build_info)
 
-    def _write_build_info(self, openmp, compile_flags, link_flags):
+    def _info_text(self, openmp, compile_flags, link_flags):
         compiler = " ".join(getattr(self.compiler, "compiler_so", ["unknown"])[:1])
-        text = (
+        return (
             "# Written by setup.py at build time.\n"
             f"openmp = {openmp!r}\n"
             f"compiler = {compiler!r}\n"
             f"compile_flags = {shlex.join(compile_flags)!r}\n"
             f"link_flags = {shlex.join(link_flags)!r}\n"
         )
+
+    def _write_build_info(self, text):
         targets = [Path(self.build_lib, "fastnn")]
         if self.inplace or getattr(self, "editable_mode", False):
             targets.append(Path("fastnn"))
