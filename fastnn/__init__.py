@@ -9,13 +9,15 @@ import warnings
 
 __version__ = "0.1.0"
 
-from . import ops  # noqa: E402
+from . import losses, nn, ops  # noqa: E402
 from ._config import openmp_enabled, show_config  # noqa: E402
 from ._threads import get_num_threads, set_num_threads, threads  # noqa: E402
 
 __all__ = [
     "__version__",
     "ops",
+    "nn",
+    "losses",
     "show_config",
     "openmp_enabled",
     "get_num_threads",

@@ -21,6 +21,8 @@ NumPy.
 import numpy as np
 
 from ._kernels import activations as _act
+from ._kernels import batchnorm as _bn
+from ._kernels import dropout as _drop
 from ._kernels import matmul as _mm
 from ._kernels import reductions as _red
 from ._threads import blas_single_thread, get_num_threads
@@ -39,6 +41,9 @@ __all__ = [
     "activation_bias_backward",
     "column_sum",
     "row_sum",
+    "batchnorm_forward",
+    "batchnorm_backward",
+    "dropout",
     "ACTIVATIONS",
     "MAX_IMPLICIT_COPY_BYTES",
 ]
@@ -172,11 +177,13 @@ def _transposed_view(x, trans):
     return x, trans
 
 
-def matmul(a, b, out=None, trans_a=False, trans_b=False):
+def matmul(a, b, out=None, trans_a=False, trans_b=False, accumulate=False):
     """op(a) @ op(b), where op(x) is x, or its transpose (last two axes) if trans_x.
 
     Shapes: (M, K) @ (K, N) -> (M, N); batched (B, M, K) @ (B, K, N) -> (B, M, N),
     where either operand may be 2-D, or have a batch of 1, to be shared by every item.
+    With accumulate=True (2-D only, `out` required) the product is added to `out`, in
+    the same BLAS call: how layers accumulate weight gradients.
     GEMM comes from BLAS (scipy's); BLAS uses fastnn's thread count.
     """
     a = _check_array(a, "a")
@@ -205,15 +212,18 @@ def matmul(a, b, out=None, trans_a=False, trans_b=False):
     shape = (batch, m, n) if batched else (m, n)
     if max(m, n, ka, a.shape[-1], b.shape[-1]) > _INT_MAX:
         raise ValueError("matmul: a dimension exceeds the BLAS limit of 2**31 - 1")
+    if accumulate and (out is None or batched):
+        raise ValueError("matmul: accumulate=True needs 2-D operands and an out= array")
     out = _output(out, shape, a.dtype, [("a", a), ("b", b)])
     if out.size == 0:
         return out
     if ka == 0:
-        out.fill(0)
+        if not accumulate:
+            out.fill(0)
         return out
 
     if not batched:
-        _mm.matmul(a, b, out, trans_a, trans_b)
+        _mm.matmul(a, b, out, trans_a, trans_b, bool(accumulate))
     elif b.ndim == 2 and not trans_a and a.ndim == 3:
         # One tall GEMM: (B*M, K) @ op(b) -> (B*M, N), all of BLAS's threads.
         _mm.matmul(a.reshape(-1, a.shape[2]), b, out.reshape(-1, n), False, trans_b)
@@ -365,4 +375,155 @@ def row_sum(x, out=None):
         out.fill(0)
     else:
         _red.row_sum(x, out, get_num_threads())
+    return out
+
+
+# ---------------------------------------------------------------- batch normalization
+
+
+def _vector(v, name, length, dtype):
+    v = _input(v, name)
+    if v.shape != (length,):
+        raise ValueError(f"{name}: expected shape ({length},), got {v.shape}")
+    if v.dtype != dtype:
+        raise TypeError(f"{name}: dtype {v.dtype} differs from x's {dtype}")
+    return v
+
+
+def _check_eps(eps):
+    eps = float(eps)
+    if not eps > 0 or not np.isfinite(eps):
+        raise ValueError(f"eps: must be a positive finite number, got {eps}")
+    return eps
+
+
+def batchnorm_forward(x, gamma, beta, running_mean=None, running_var=None, training=True,
+                      momentum=0.1, eps=1e-5, out=None):
+    """Batch normalization of x (N, D) over its rows -> (y, mean, inv_std).
+
+    training=True: normalize with the batch mean and BIASED variance; when given,
+    running_mean and running_var are updated in place with the new batch weighted by
+    `momentum` (running_var receives the UNBIASED variance), as in PyTorch. Needs N > 1.
+    training=False: normalize with running_mean and running_var (both required).
+    y = (x - mean) * inv_std * gamma + beta with inv_std = 1 / sqrt(var + eps). The
+    returned mean and inv_std are what batchnorm_backward needs.
+    """
+    x = _matrix(x, "x")
+    n, d = x.shape
+    gamma = _vector(gamma, "gamma", d, x.dtype)
+    beta = _vector(beta, "beta", d, x.dtype)
+    eps = _check_eps(eps)
+    momentum = float(momentum)
+    if not 0 <= momentum <= 1:
+        raise ValueError(f"momentum: must be in [0, 1], got {momentum}")
+    running = [(name, v) for name, v in (("running_mean", running_mean),
+                                         ("running_var", running_var)) if v is not None]
+    for name, v in running:
+        _vector(v, name, d, x.dtype)
+        if not (v.flags.c_contiguous and v.flags.writeable):
+            raise ValueError(f"{name}: must be a writeable C-contiguous array (updated in place)")
+    out = _output(out, x.shape, x.dtype, [("x", x), ("gamma", gamma), ("beta", beta)])
+    threads = get_num_threads()
+    if training:
+        if n < 2:
+            raise ValueError(
+                f"batchnorm_forward: training needs more than 1 row per batch, got {n}"
+            )
+        mean = np.empty(d, x.dtype)
+        var = np.empty(d, x.dtype)
+        _bn.batch_stats(x, mean, var, threads)
+        if running_mean is not None:
+            running_mean *= 1 - momentum
+            running_mean += momentum * mean
+        if running_var is not None:
+            running_var *= 1 - momentum
+            running_var += (momentum * n / (n - 1)) * var
+    else:
+        if running_mean is None or running_var is None:
+            raise ValueError("batchnorm_forward: training=False needs running_mean and running_var")
+        if n == 0:
+            return out, running_mean.copy(), 1 / np.sqrt(running_var + eps)
+        mean, var = running_mean.copy(), running_var
+    inv_std = (1 / np.sqrt(var + x.dtype.type(eps))).astype(x.dtype, copy=False)
+    scale = gamma * inv_std
+    _bn.scale_shift(x, scale, beta - mean * scale, out, threads)
+    return out, mean, inv_std
+
+
+def batchnorm_backward(dout, x, gamma, mean, inv_std, training=True, out=None):
+    """Gradients of batchnorm_forward -> (dx, dgamma, dbeta), in two passes over dout.
+
+    x is the forward INPUT; mean and inv_std are what batchnorm_forward returned.
+    training=True is the closed form through the batch statistics:
+        dx = gamma * inv_std / N * (N * dout - sum(dout) - xhat * sum(dout * xhat));
+    training=False treats the running statistics as constants: dx = gamma * inv_std * dout.
+    dgamma = sum(dout * xhat), dbeta = sum(dout), summed over rows; bitwise the same for
+    any thread count. `out` (for dx) may be `dout`.
+    """
+    dout = _matrix(dout, "dout")
+    x = _matrix(x, "x")
+    _same_dtype([("dout", dout), ("x", x)])
+    _same_shape([("dout", dout), ("x", x)])
+    n, d = x.shape
+    gamma = _vector(gamma, "gamma", d, x.dtype)
+    mean = _vector(mean, "mean", d, x.dtype)
+    inv_std = _vector(inv_std, "inv_std", d, x.dtype)
+    out = _output(out, x.shape, x.dtype, [("dout", dout), ("x", x)], inplace_ok=("dout",))
+    dgamma = np.zeros(d, x.dtype)
+    dbeta = np.zeros(d, x.dtype)
+    if n == 0 or d == 0:
+        return out, dgamma, dbeta
+    threads = get_num_threads()
+    _red.batchnorm_grad_sums(dout, x, mean, inv_std, dbeta, dgamma, threads)
+    a = gamma * inv_std
+    if training:
+        b = a * inv_std * (dgamma / n)
+        c = a * (dbeta / n)
+    else:
+        b = c = np.zeros(d, x.dtype)
+    _bn.batchnorm_dx(dout, x, mean, a, b, c, out, threads)
+    return out, dgamma, dbeta
+
+
+# ---------------------------------------------------------------- dropout
+
+_MASK64 = (1 << 64) - 1
+
+
+def _splitmix64(z):
+    z = (z + 0x9E3779B97F4A7C15) & _MASK64
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & _MASK64
+    return z ^ (z >> 31)
+
+
+def random_key(seed, step):
+    """The 64-bit key of the counter-based generator for (seed, step)."""
+    return _splitmix64(_splitmix64(int(seed) & _MASK64) ^ (int(step) & _MASK64))
+
+
+def dropout(x, p, seed, step, out=None):
+    """Inverted dropout: each element is zeroed with probability p, the rest scaled by
+    1 / (1 - p), so that the expectation is x.
+
+    Element i is dropped when a hash of (seed, step, i) says so: the mask depends on
+    nothing else (not on the thread count), and the backward pass is the same call
+    applied to the upstream gradient with the same (seed, step). `out` may be `x`.
+    """
+    p = float(p)
+    if not 0 <= p <= 1:
+        raise ValueError(f"p: the drop probability must be in [0, 1], got {p}")
+    for name, v in (("seed", seed), ("step", step)):
+        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 0:
+            raise ValueError(f"{name}: expected a non-negative int, got {v!r}")
+    x = _input(x, "x")
+    out = _output(out, x.shape, x.dtype, [("x", x)], inplace_ok=("x",))
+    if x.size == 0:
+        return out
+    if p == 1:
+        out.fill(0)
+        return out
+    threshold = min(int(round(p * 2**32)), 2**32 - 1)
+    _drop.dropout(x.reshape(-1), out.reshape(-1), random_key(seed, step), threshold,
+                  1 / (1 - p), get_num_threads())
     return out

@@ -10,13 +10,14 @@ from .blas cimport gemm
 
 
 def matmul(const floating[:, ::1] a, const floating[:, ::1] b, floating[:, ::1] c,
-           bint trans_a, bint trans_b):
-    """c = op(a) @ op(b), op(x) = x.T if its flag is set; one BLAS call, BLAS threads."""
+           bint trans_a, bint trans_b, bint accumulate=False):
+    """c = op(a) @ op(b) (c += ... if accumulate), op(x) = x.T if its flag is set; one
+    BLAS call, on BLAS's threads."""
     cdef int m = c.shape[0], n = c.shape[1]
     cdef int k = a.shape[0] if trans_a else a.shape[1]
     with nogil:
         gemm(trans_a, trans_b, m, n, k, 1, &a[0, 0], a.shape[1], &b[0, 0], b.shape[1],
-             0, &c[0, 0], n)
+             1 if accumulate else 0, &c[0, 0], n)
 
 
 def matmul_batched(const floating[:, :, ::1] a, const floating[:, :, ::1] b,

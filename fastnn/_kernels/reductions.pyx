@@ -1,4 +1,5 @@
-"""Row and column sums, and the fused activation backward + bias-gradient column sum.
+"""Row and column sums, the fused activation backward + bias-gradient column sum, and
+the two column sums of the batch-norm backward pass.
 
 Column sums run over fixed tiles of FN_REDUCE_ROWS x FN_REDUCE_COLS; each tile sums
 its rows in order into a partial row, and the partial rows are added in order. The
@@ -19,28 +20,42 @@ from .simd cimport (
     fn_act_backward_acc_f,
     fn_add_row_d,
     fn_add_row_f,
+    fn_bn_grad_acc_d,
+    fn_bn_grad_acc_f,
     fn_sum_d,
     fn_sum_f,
 )
 
 
-cdef int _column_sum(int act, const floating *g, const floating *y, floating *dx,
-                     floating *out, Py_ssize_t rows, Py_ssize_t d, floating slope,
-                     int n_threads) noexcept nogil:
-    """out[j] = sum_r v[r, j] with v = g, or, when dx is given, v = dx = g * f'(y).
+# What a tiled column reduction sums per element.
+cdef enum:
+    SUM_X = 0            # out += x
+    SUM_ACT_GRAD = 1     # dx = g * f'(y); out += dx
+    SUM_BN_GRAD = 2      # out += dy; out2 += dy * (x - mean) * inv_std
+
+
+cdef int _column_sums(int mode, int act, const floating *g, const floating *y, floating *dx,
+                      const floating *mean, const floating *inv_std, floating *out,
+                      floating *out2, Py_ssize_t rows, Py_ssize_t d, floating slope,
+                      int n_threads) noexcept nogil:
+    """Column sums of `rows` x `d` row-major data, per `mode`; out2 only for SUM_BN_GRAD.
 
     Returns -1 when the workspace cannot be allocated, 0 otherwise.
     """
     cdef Py_ssize_t n_rb = (rows + FN_REDUCE_ROWS - 1) // FN_REDUCE_ROWS
     cdef Py_ssize_t n_cb = (d + FN_REDUCE_COLS - 1) // FN_REDUCE_COLS
+    cdef int n_out = 2 if mode == SUM_BN_GRAD else 1
     cdef floating *partial = out
+    cdef floating *partial2 = out2
     cdef floating *acc
+    cdef floating *acc2
     cdef Py_ssize_t t, rb, cb, r, r0, r1, c0, width, off
     cdef bint threaded = n_threads > 1 and rows * d >= FN_PARALLEL_MIN
     if n_rb > 1:
-        partial = <floating *> malloc(n_rb * d * sizeof(floating))
+        partial = <floating *> malloc(n_out * n_rb * d * sizeof(floating))
         if partial == NULL:
             return -1
+        partial2 = partial + n_rb * d
     for t in prange(n_rb * n_cb, schedule='static', num_threads=n_threads,
                     use_threads_if=threaded):
         rb = t // n_cb
@@ -50,39 +65,56 @@ cdef int _column_sum(int act, const floating *g, const floating *y, floating *dx
         c0 = cb * FN_REDUCE_COLS
         width = min(FN_REDUCE_COLS, d - c0)
         acc = partial + rb * d + c0
+        acc2 = partial2 + rb * d + c0
         memset(acc, 0, width * sizeof(floating))
+        if mode == SUM_BN_GRAD:
+            memset(acc2, 0, width * sizeof(floating))
         for r in range(r0, r1):
             off = r * d + c0
-            if dx == NULL:
+            if mode == SUM_X:
                 if floating is float:
                     fn_add_row_f(acc, g + off, width)
                 else:
                     fn_add_row_d(acc, g + off, width)
+            elif mode == SUM_ACT_GRAD:
+                if floating is float:
+                    fn_act_backward_acc_f(act, g + off, y + off, dx + off, acc, width, slope)
+                else:
+                    fn_act_backward_acc_d(act, g + off, y + off, dx + off, acc, width, slope)
             elif floating is float:
-                fn_act_backward_acc_f(act, g + off, y + off, dx + off, acc, width, slope)
+                fn_bn_grad_acc_f(g + off, y + off, mean + c0, inv_std + c0, acc, acc2, width)
             else:
-                fn_act_backward_acc_d(act, g + off, y + off, dx + off, acc, width, slope)
+                fn_bn_grad_acc_d(g + off, y + off, mean + c0, inv_std + c0, acc, acc2, width)
     if n_rb > 1:
         for cb in prange(n_cb, schedule='static', num_threads=n_threads,
                          use_threads_if=threaded):
             c0 = cb * FN_REDUCE_COLS
             width = min(FN_REDUCE_COLS, d - c0)
-            memcpy(out + c0, partial + c0, width * sizeof(floating))
-            for rb in range(1, n_rb):
-                if floating is float:
-                    fn_add_row_f(out + c0, partial + rb * d + c0, width)
-                else:
-                    fn_add_row_d(out + c0, partial + rb * d + c0, width)
+            _sum_partials(out + c0, partial + c0, n_rb, d, width)
+            if mode == SUM_BN_GRAD:
+                _sum_partials(out2 + c0, partial2 + c0, n_rb, d, width)
         free(partial)
     return 0
+
+
+cdef inline void _sum_partials(floating *out, const floating *partial, Py_ssize_t n_rb,
+                               Py_ssize_t stride, Py_ssize_t width) noexcept nogil:
+    """out[j] = sum over rb, in order, of partial[rb * stride + j]."""
+    cdef Py_ssize_t rb
+    memcpy(out, partial, width * sizeof(floating))
+    for rb in range(1, n_rb):
+        if floating is float:
+            fn_add_row_f(out, partial + rb * stride, width)
+        else:
+            fn_add_row_d(out, partial + rb * stride, width)
 
 
 def column_sum(const floating[:, ::1] x, floating[::1] out, int n_threads):
     """out[j] = sum_r x[r, j]."""
     cdef int status
     with nogil:
-        status = _column_sum(0, &x[0, 0], NULL, NULL, &out[0], x.shape[0], x.shape[1],
-                             0, n_threads)
+        status = _column_sums(SUM_X, 0, &x[0, 0], NULL, NULL, NULL, NULL, &out[0], NULL,
+                              x.shape[0], x.shape[1], 0, n_threads)
     if status != 0:
         raise MemoryError("column_sum: cannot allocate its workspace")
 
@@ -93,10 +125,25 @@ def act_backward_column_sum(int act, const floating[:, ::1] dout, const floating
     """dx = dout * f'(y) and dbias[j] = sum_r dx[r, j], in one pass; dx may be dout."""
     cdef int status
     with nogil:
-        status = _column_sum(act, &dout[0, 0], &y[0, 0], &dx[0, 0], &dbias[0],
-                             dout.shape[0], dout.shape[1], <floating> slope, n_threads)
+        status = _column_sums(SUM_ACT_GRAD, act, &dout[0, 0], &y[0, 0], &dx[0, 0], NULL, NULL,
+                              &dbias[0], NULL, dout.shape[0], dout.shape[1], <floating> slope,
+                              n_threads)
     if status != 0:
         raise MemoryError("act_backward_column_sum: cannot allocate its workspace")
+
+
+def batchnorm_grad_sums(const floating[:, ::1] dy, const floating[:, ::1] x,
+                       const floating[::1] mean, const floating[::1] inv_std,
+                       floating[::1] sum_dy, floating[::1] sum_dy_xhat, int n_threads):
+    """sum_dy[j] = sum_r dy[r, j]; sum_dy_xhat[j] = sum_r dy[r, j] * xhat[r, j], where
+    xhat = (x - mean) * inv_std is recomputed on the fly."""
+    cdef int status
+    with nogil:
+        status = _column_sums(SUM_BN_GRAD, 0, &dy[0, 0], &x[0, 0], NULL, &mean[0], &inv_std[0],
+                              &sum_dy[0], &sum_dy_xhat[0], dy.shape[0], dy.shape[1], 0,
+                              n_threads)
+    if status != 0:
+        raise MemoryError("batchnorm_grad_sums: cannot allocate its workspace")
 
 
 def row_sum(const floating[:, ::1] x, floating[::1] out, int n_threads):

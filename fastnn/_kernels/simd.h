@@ -10,6 +10,7 @@
 
 #include <math.h>
 #include <stddef.h>
+#include <stdint.h>
 
 /* Activation codes shared with the Python layer (fastnn/ops.py). */
 #define FN_ACT_IDENTITY 0
@@ -29,6 +30,25 @@
 #define FN_REDUCE_COLS 256
 
 #define FN_SIMD _Pragma("omp simd")
+
+/* Counter-based random bits for dropout and augmentation: a 32-bit hash of a 64-bit
+ * element index under a 64-bit key (two rounds of murmur3's finalizer). The same
+ * (key, index) gives the same bits whatever thread computes it. */
+static inline uint32_t fn_fmix32(uint32_t h)
+{
+    h ^= h >> 16;
+    h *= 0x85ebca6bu;
+    h ^= h >> 13;
+    h *= 0xc2b2ae35u;
+    h ^= h >> 16;
+    return h;
+}
+
+static inline uint32_t fn_hash32(uint64_t index, uint32_t key_lo, uint32_t key_hi)
+{
+    uint32_t h = fn_fmix32((uint32_t)index * 0x9e3779b9u ^ key_lo);
+    return fn_fmix32(h + ((uint32_t)(index >> 32) ^ key_hi));
+}
 #define FN_CAT_(a, b) a##b
 #define FN_CAT(a, b) FN_CAT_(a, b)
 

@@ -22,3 +22,45 @@ cdef extern from "simd.h" nogil:
     void fn_add_row_d(double *acc, const double *x, Py_ssize_t n)
     float fn_sum_f(const float *x, Py_ssize_t n)
     double fn_sum_d(const double *x, Py_ssize_t n)
+
+    void fn_tile_mean_m2_f(const float *x, Py_ssize_t d, Py_ssize_t rows, Py_ssize_t width,
+                           float *mean, float *m2)
+    void fn_tile_mean_m2_d(const double *x, Py_ssize_t d, Py_ssize_t rows, Py_ssize_t width,
+                           double *mean, double *m2)
+    void fn_scale_shift_f(const float *x, const float *scale, const float *shift, float *y,
+                          Py_ssize_t n)
+    void fn_scale_shift_d(const double *x, const double *scale, const double *shift, double *y,
+                          Py_ssize_t n)
+    void fn_bn_grad_acc_f(const float *dy, const float *x, const float *mean,
+                          const float *inv_std, float *sum_dy, float *sum_dyx, Py_ssize_t n)
+    void fn_bn_grad_acc_d(const double *dy, const double *x, const double *mean,
+                          const double *inv_std, double *sum_dy, double *sum_dyx, Py_ssize_t n)
+    void fn_bn_dx_f(const float *dy, const float *x, const float *mean, const float *a,
+                    const float *b, const float *c, float *dx, Py_ssize_t n)
+    void fn_bn_dx_d(const double *dy, const double *x, const double *mean, const double *a,
+                    const double *b, const double *c, double *dx, Py_ssize_t n)
+    void fn_dropout_f(const float *x, float *y, Py_ssize_t n, unsigned long long first,
+                      unsigned int key_lo, unsigned int key_hi, unsigned int threshold,
+                      float scale)
+    void fn_dropout_d(const double *x, double *y, Py_ssize_t n, unsigned long long first,
+                      unsigned int key_lo, unsigned int key_hi, unsigned int threshold,
+                      double scale)
+    double fn_softmax_xent_row_f(const float *s, Py_ssize_t n, Py_ssize_t y, float *grad,
+                                 float scale)
+    double fn_softmax_xent_row_d(const double *s, Py_ssize_t n, Py_ssize_t y, double *grad,
+                                 double scale)
+    double fn_hinge_row_f(const float *s, Py_ssize_t n, Py_ssize_t y, float margin, float *grad,
+                          float scale)
+    double fn_hinge_row_d(const double *s, Py_ssize_t n, Py_ssize_t y, double margin,
+                          double *grad, double scale)
+    double fn_mse_row_f(const float *s, const float *t, Py_ssize_t n, float *grad, float scale)
+    double fn_mse_row_d(const double *s, const double *t, Py_ssize_t n, double *grad,
+                        double scale)
+    double fn_bce_logits_row_f(const float *x, const float *t, Py_ssize_t n, float *grad,
+                               float scale)
+    double fn_bce_logits_row_d(const double *x, const double *t, Py_ssize_t n, double *grad,
+                               double scale)
+    double fn_penalty_block_f(const float *w, float *g, Py_ssize_t n, float c2, float c1,
+                              float lam)
+    double fn_penalty_block_d(const double *w, double *g, Py_ssize_t n, double c2, double c1,
+                              double lam)

@@ -97,4 +97,148 @@ static inline FN_T FN_NAME(fn_sum)(const FN_T *x, ptrdiff_t n)
     return s;
 }
 
+/* ---- batch normalization (per column j of a row-major tile) ---- */
+
+/* mean[j] and m2[j] = sum_r (x[r, j] - mean[j])^2 over `rows` rows of a tile of
+ * `width` columns, row stride `d`. Two passes over a tile that sits in cache. */
+static inline void FN_NAME(fn_tile_mean_m2)(const FN_T *x, ptrdiff_t d, ptrdiff_t rows,
+                                            ptrdiff_t width, FN_T *mean, FN_T *m2)
+{
+    for (ptrdiff_t j = 0; j < width; j++) { mean[j] = 0; m2[j] = 0; }
+    for (ptrdiff_t r = 0; r < rows; r++) FN_NAME(fn_add_row)(mean, x + r * d, width);
+    FN_T inv = (FN_T)1 / (FN_T)rows;
+    FN_SIMD for (ptrdiff_t j = 0; j < width; j++) mean[j] *= inv;
+    for (ptrdiff_t r = 0; r < rows; r++) {
+        const FN_T *xr = x + r * d;
+        FN_SIMD for (ptrdiff_t j = 0; j < width; j++) {
+            FN_T c = xr[j] - mean[j];
+            m2[j] += c * c;
+        }
+    }
+}
+
+/* y[j] = x[j] * scale[j] + shift[j] */
+static inline void FN_NAME(fn_scale_shift)(const FN_T *x, const FN_T *scale, const FN_T *shift,
+                                           FN_T *y, ptrdiff_t n)
+{
+    FN_SIMD for (ptrdiff_t j = 0; j < n; j++) y[j] = x[j] * scale[j] + shift[j];
+}
+
+/* With xhat = (x - mean) * inv_std: sum_dy[j] += dy[j]; sum_dyx[j] += dy[j] * xhat[j] */
+static inline void FN_NAME(fn_bn_grad_acc)(const FN_T *dy, const FN_T *x, const FN_T *mean,
+                                           const FN_T *inv_std, FN_T *sum_dy, FN_T *sum_dyx,
+                                           ptrdiff_t n)
+{
+    FN_SIMD for (ptrdiff_t j = 0; j < n; j++) {
+        FN_T g = dy[j];
+        sum_dy[j] += g;
+        sum_dyx[j] += g * (x[j] - mean[j]) * inv_std[j];
+    }
+}
+
+/* dx[j] = a[j] * dy[j] - b[j] * (x[j] - mean[j]) - c[j]; the closed-form BN backward
+ * with per-column coefficients prepared by the caller. dx may be dy. */
+static inline void FN_NAME(fn_bn_dx)(const FN_T *dy, const FN_T *x, const FN_T *mean,
+                                     const FN_T *a, const FN_T *b, const FN_T *c, FN_T *dx,
+                                     ptrdiff_t n)
+{
+    FN_SIMD for (ptrdiff_t j = 0; j < n; j++) dx[j] = a[j] * dy[j] - b[j] * (x[j] - mean[j]) - c[j];
+}
+
+/* ---- dropout: y[i] = x[i] * scale, or 0 where the hash of (key, first + i) falls
+ * below `threshold` (= p * 2^32). The mask is a pure function of (key, index). ---- */
+static inline void FN_NAME(fn_dropout)(const FN_T *x, FN_T *y, ptrdiff_t n, uint64_t first,
+                                       uint32_t key_lo, uint32_t key_hi, uint32_t threshold,
+                                       FN_T scale)
+{
+    FN_SIMD for (ptrdiff_t i = 0; i < n; i++) {
+        uint32_t h = fn_hash32((uint64_t)(first + (uint64_t)i), key_lo, key_hi);
+        y[i] = h < threshold ? (FN_T)0 : x[i] * scale;
+    }
+}
+
+/* ---- losses, one row of a (rows, n) score matrix; each returns the row's loss and
+ * writes the row's gradient, already multiplied by `scale` (1/rows or 1/numel) ---- */
+
+/* Softmax cross-entropy: loss = logsumexp(s) - s[y]; grad = scale * (softmax(s) - onehot(y)). */
+static inline double FN_NAME(fn_softmax_xent_row)(const FN_T *s, ptrdiff_t n, ptrdiff_t y,
+                                                  FN_T *grad, FN_T scale)
+{
+    FN_T m = s[0];
+    for (ptrdiff_t j = 1; j < n; j++) m = s[j] > m ? s[j] : m;
+    FN_T total = 0;
+    for (ptrdiff_t j = 0; j < n; j++) {
+        grad[j] = FN_EXP(s[j] - m);
+        total += grad[j];
+    }
+    FN_T k = scale / total;
+    FN_SIMD for (ptrdiff_t j = 0; j < n; j++) grad[j] *= k;
+    grad[y] -= scale;
+    return (double)m + log((double)total) - (double)s[y];
+}
+
+/* Multiclass hinge (SVM): loss = sum_{j != y} max(0, s_j - s_y + margin). */
+static inline double FN_NAME(fn_hinge_row)(const FN_T *s, ptrdiff_t n, ptrdiff_t y, FN_T margin,
+                                           FN_T *grad, FN_T scale)
+{
+    double loss = 0;
+    FN_T count = 0;
+    FN_T sy = s[y];
+    for (ptrdiff_t j = 0; j < n; j++) {
+        FN_T v = s[j] - sy + margin;
+        int active = j != y && v > 0;
+        loss += active ? (double)v : 0.0;
+        count += active ? (FN_T)1 : (FN_T)0;
+        grad[j] = active ? scale : (FN_T)0;
+    }
+    grad[y] = -count * scale;
+    return loss;
+}
+
+/* Squared error: loss = sum (s - t)^2; grad = scale * 2 (s - t). */
+static inline double FN_NAME(fn_mse_row)(const FN_T *s, const FN_T *t, ptrdiff_t n, FN_T *grad,
+                                         FN_T scale)
+{
+    FN_T loss = 0;
+    FN_T k = 2 * scale;
+    _Pragma("omp simd reduction(+:loss)")
+    for (ptrdiff_t j = 0; j < n; j++) {
+        FN_T e = s[j] - t[j];
+        loss += e * e;
+        grad[j] = k * e;
+    }
+    return (double)loss;
+}
+
+/* Binary cross-entropy on logits, stable for any x:
+ * loss = max(x, 0) - x t + log1p(exp(-|x|)); grad = scale * (sigmoid(x) - t). */
+static inline double FN_NAME(fn_bce_logits_row)(const FN_T *x, const FN_T *t, ptrdiff_t n,
+                                                FN_T *grad, FN_T scale)
+{
+    double loss = 0;
+    for (ptrdiff_t j = 0; j < n; j++) {
+        FN_T e = FN_EXP(-FN_FABS(x[j]));
+        loss += (double)(x[j] > 0 ? x[j] : 0) - (double)x[j] * (double)t[j] + log1p((double)e);
+        grad[j] = scale * (FN_NAME(fn_sigmoid)(x[j], 0) - t[j]);
+    }
+    return loss;
+}
+
+/* ---- weight penalty over a block: R(w) = c2 w^2 + c1 |w| (L2: c2 = 1, c1 = 0; L1: 0, 1;
+ * the seed's elastic net: beta, 1). Returns sum R(w) and adds lam * R'(w) into g. ---- */
+static inline double FN_NAME(fn_penalty_block)(const FN_T *w, FN_T *g, ptrdiff_t n, FN_T c2,
+                                               FN_T c1, FN_T lam)
+{
+    FN_T total = 0;
+    FN_T k2 = 2 * lam * c2, k1 = lam * c1;
+    _Pragma("omp simd reduction(+:total)")
+    for (ptrdiff_t i = 0; i < n; i++) {
+        FN_T v = w[i];
+        FN_T sign = v > 0 ? (FN_T)1 : (v < 0 ? (FN_T)-1 : (FN_T)0);
+        total += c2 * v * v + c1 * FN_FABS(v);
+        g[i] += k2 * v + k1 * sign;
+    }
+    return (double)total;
+}
+
 #undef FN_NAME

@@ -1,0 +1,51 @@
+"""Inverted dropout with reproducible, thread-count independent masks."""
+
+import numpy as np
+
+from .. import ops
+from .module import Module
+
+__all__ = ["Dropout"]
+
+
+class Dropout(Module):
+    """Zero each element with probability p (the DROP probability) in train mode and
+    scale the rest by 1 / (1 - p); the identity in eval mode.
+
+    (The seed lecture's plain dropout scales by p at test time instead; inverted dropout
+    gives the same expectations and leaves inference untouched, as PyTorch does.)
+    The mask of the k-th train-mode forward is a function of (seed, k, element index)
+    only: the same seed gives the same masks for any thread count. seed=None draws one.
+    """
+
+    def __init__(self, p=0.5, seed=None):
+        super().__init__()
+        p = float(p)
+        if not 0 <= p <= 1:
+            raise ValueError(f"p: the drop probability must be in [0, 1], got {p}")
+        self.p = p
+        if seed is None:
+            seed = int(np.random.SeedSequence().generate_state(1, np.uint64)[0])
+        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+            raise ValueError(f"seed: expected a non-negative int or None, got {seed!r}")
+        self.add_buffer("seed", np.array(seed, np.uint64))
+        self.add_buffer("step", np.array(0, np.int64))  # train-mode forwards so far
+        self._active_step = None
+
+    def extra_repr(self):
+        return f"p={self.p}"
+
+    def forward(self, x):
+        if not self.training or self.p == 0:
+            self._active_step = None
+            return x
+        self._active_step = int(self.step)
+        self.step += 1
+        return ops.dropout(x, self.p, int(self.seed), self._active_step,
+                           out=self.workspace("y", x.shape, x.dtype))
+
+    def backward(self, dout):
+        if self._active_step is None:
+            return dout
+        return ops.dropout(dout, self.p, int(self.seed), self._active_step,
+                           out=self.workspace("dx", dout.shape, dout.dtype))
