@@ -15,7 +15,7 @@ from Cython.Build import cythonize
 from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
 
-KERNELS = ["_openmp", "activations", "reductions", "matmul", "batchnorm", "dropout", "losses"]
+KERNELS = ["_openmp", "activations", "reductions", "matmul", "batchnorm", "dropout", "losses", "optim"]
 KERNEL_DIR = Path("fastnn", "_kernels")
 
 BASE_FLAGS = ["-O3", "-fno-math-errno"]

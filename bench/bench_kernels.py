@@ -12,11 +12,17 @@ repeat, k chosen so that a repeat takes >= 20 ms; there are at least 7 repeats (
 when a call takes under 100 us), and the callables of a case take turns, in
 alternating order (A B, B A, A B, ...), so that drift hits them alike. The figure is
 the median time per call. ratio = NumPy time / fastnn time: above 1, fastnn is faster.
+A case whose medians show another process stalling it is measured again (see measure()).
 
 Two sections check tuning constants: `crossover` times the two strategies of batched
 matmul against each other (ops.BATCH_PARALLEL_MAX_WORK), `threshold` times kernels at
-1 thread and at all threads around FN_PARALLEL_MIN (fastnn/_kernels/simd.h).
+1 thread and at all threads around FN_PARALLEL_MIN (fastnn/_kernels/simd.h). Below
+FN_PARALLEL_MIN the kernels never use threads; to time them threaded there, build a
+copy of the package with a smaller FN_PARALLEL_MIN and run this script with PYTHONPATH
+pointing at that copy (`--only threshold`).
 """
+
+from __future__ import annotations
 
 import argparse
 import json
@@ -30,8 +36,8 @@ from dataclasses import dataclass, field
 from itertools import repeat
 from pathlib import Path
 from statistics import median
-from time import perf_counter
-from typing import Callable, Optional
+from time import perf_counter, sleep
+from typing import Callable
 
 import numpy as np
 import scipy
@@ -57,6 +63,7 @@ THRESHOLD_SIZES = [4096, 8192, 16384, 32768, 65536, 131072]
 CROSSOVER_WORK = 2**26  # multiply-adds per batched call, whatever the item size
 FULL_ITEMS = [16, 24, 32, 48, 64, 80, 96, 112, 128, 160, 192, 256]
 QUICK_ITEMS = [16, 32, 64, 96, 128, 256]
+BLAS_COOLDOWN = 0.15  # seconds; see measure()
 SECTIONS = ["matmul", "batched", "crossover", "activations", "backward", "fused",
             "reductions", "threshold"]
 
@@ -68,10 +75,13 @@ class Config:
     repeats_small: int  # when a call takes under 100 us
     sizes: list
     items: list
+    attempts: int  # measurements of a case at most, while it is noisy
+    wait_budget: float  # seconds, in all, to wait for idle CPUs before measuring again
 
 
-FULL = Config(0.020, 7, 11, FULL_SIZES, FULL_ITEMS)
-QUICK = Config(0.010, 5, 7, QUICK_SIZES, QUICK_ITEMS)
+FULL = Config(0.020, 7, 11, FULL_SIZES, FULL_ITEMS, 3, 90.0)
+QUICK = Config(0.010, 5, 7, QUICK_SIZES, QUICK_ITEMS, 2, 10.0)
+NOISY = 1.5  # median / fastest repeat, for any callable of a case: measure again
 
 
 # ---------------------------------------------------------------- timing
@@ -109,20 +119,82 @@ def _run(slot, k):
         return perf_counter() - start
 
 
-def _calibrate(slot, target):
-    """(k, seconds per call) such that k calls take about `target`; warms up too."""
-    _run(slot, 2)
+def _calibrate(run, target):
+    """(k, seconds per call) such that run(k), k calls, takes about `target`; warms up."""
+    run(2)
     k = 1
-    elapsed = _run(slot, k)
+    elapsed = run(k)
     while elapsed < target / 4:
         k = max(2 * k, math.ceil(k * target / 4 / max(elapsed, 1e-7)))
-        elapsed = _run(slot, k)
+        elapsed = run(k)
     return max(1, round(k * target / elapsed)), elapsed / k
 
 
-def measure(slots, cfg):
-    """Median seconds per call of each slot, the slots' repeats interleaved."""
-    plan = [_calibrate(slot, cfg.target) for slot in slots]
+@dataclass
+class Timing:
+    medians: list  # seconds per call, one per slot
+    mins: list
+    attempts: int = 1
+
+    @property
+    def spread(self):
+        """The largest median / fastest-repeat ratio among the slots (1: steady)."""
+        return max(m / lo for m, lo in zip(self.medians, self.mins))
+
+
+class QuietWait:
+    """Waits for the other processes to leave the CPUs idle, within a total budget."""
+
+    IDLE = 0.9  # fraction of all CPU time idle over a window
+    WINDOW = 0.5  # seconds
+
+    def __init__(self):
+        self.left = 0.0
+        self.waited = 0.0
+
+    @staticmethod
+    def _idle(window):
+        """Fraction of all CPUs' time spent idle over `window` seconds; None if unknown."""
+
+        def ticks():
+            with open("/proc/stat") as f:
+                values = [int(v) for v in f.readline().split()[1:]]
+            return sum(values), values[3] + values[4]  # all, idle + iowait
+
+        try:
+            total0, idle0 = ticks()
+            sleep(window)
+            total1, idle1 = ticks()
+        except (OSError, ValueError, IndexError):
+            return None
+        return (idle1 - idle0) / max(1, total1 - total0)
+
+    def wait(self):
+        start = perf_counter()
+        while perf_counter() - start < self.left:
+            idle = self._idle(self.WINDOW)
+            if idle is None or idle >= self.IDLE:
+                break
+        spent = perf_counter() - start
+        self.left = max(0.0, self.left - spent)
+        self.waited += spent
+
+
+QUIET = QuietWait()  # main() sets its budget
+
+
+def _measure_once(slots, cfg, cooldown):
+    previous = None
+
+    def run(i, k):
+        nonlocal previous
+        if cooldown and previous not in (None, i) and max(
+                slots[i].threads, slots[previous].threads) > 1:
+            sleep(cooldown)
+        previous = i
+        return _run(slots[i], k)
+
+    plan = [_calibrate(lambda k, i=i: run(i, k), cfg.target) for i in range(len(slots))]
     fastest = min(per_call for _, per_call in plan)
     n_repeats = cfg.repeats_small if fastest < 100e-6 else cfg.repeats
     times = [[] for _ in slots]
@@ -130,8 +202,40 @@ def measure(slots, cfg):
     for r in range(n_repeats):
         for i in order if r % 2 == 0 else order[::-1]:
             k = plan[i][0]
-            times[i].append(_run(slots[i], k) / k)
-    return [median(t) for t in times]
+            times[i].append(run(i, k) / k)
+    return Timing([median(t) for t in times], [min(t) for t in times])
+
+
+def measure(slots, cfg, cooldown=0.0):
+    """Timing (median seconds per call) of each slot, the slots' repeats interleaved.
+
+    `cooldown` seconds pass before a slot runs right after another one, when either
+    uses more than one thread: an OpenBLAS worker thread spins for ~0.1 s after its
+    last call, and on a small machine would slow whichever library runs next.
+
+    Another process taking a core stalls every multi-threaded call for a time slice;
+    while the medians show it (spread over NOISY), the case is measured again, up to
+    cfg.attempts times in all, once the CPUs are idle (QUIET), and the steadiest
+    attempt is kept.
+    """
+    best = None
+    for attempt in range(1, cfg.attempts + 1):
+        if attempt > 1:
+            QUIET.wait()
+        timing = _measure_once(slots, cfg, cooldown)
+        if best is None or timing.spread < best.spread:
+            best = timing
+        if timing.spread <= NOISY:
+            break
+    best.attempts = attempt
+    return best
+
+
+def noise_note(timing):
+    """A table note for a case whose medians stayed unsteady, else None."""
+    if timing.spread <= NOISY:
+        return None
+    return f"noisy (median {timing.spread:.1f}x fastest repeat)"
 
 
 # ---------------------------------------------------------------- data
@@ -177,8 +281,8 @@ class Kernel:
     fastnn: str
     numpy: list
     make: Callable
-    torch: Optional[str] = None
-    note: Optional[Callable] = None  # note(shape, threads) -> str
+    torch: str | None = None
+    note: Callable | None = None  # note(shape, threads) -> str
 
 
 def _matmul_maker(dtype, trans_a=False, trans_b=False):
@@ -246,12 +350,12 @@ def _forward_maker(activation):
         if torch:
             tx, to = as_torch(x, no)
         if activation == "relu":
-            fast = lambda: ops.relu(x, out=fo)  # noqa: E731
+            fast = lambda: ops.relu(x, out=fo)
             bases = [lambda: np.maximum(x, 0, out=no), lambda: np.maximum(x, zeros, out=no)]
             if torch:
-                torch_fn = lambda: torch.clamp(tx, min=0, out=to)  # noqa: E731
+                torch_fn = lambda: torch.clamp(tx, min=0, out=to)
         elif activation == "leaky_relu":
-            fast = lambda: ops.leaky_relu(x, SLOPE, out=fo)  # noqa: E731
+            fast = lambda: ops.leaky_relu(x, SLOPE, out=fo)
 
             def leaky():
                 np.multiply(x, SLOPE, out=no)
@@ -259,9 +363,9 @@ def _forward_maker(activation):
 
             bases = [leaky]
             if torch:
-                torch_fn = lambda: torch.nn.functional.leaky_relu(tx, SLOPE)  # noqa: E731
+                torch_fn = lambda: torch.nn.functional.leaky_relu(tx, SLOPE)
         elif activation == "sigmoid":
-            fast = lambda: ops.sigmoid(x, out=fo)  # noqa: E731
+            fast = lambda: ops.sigmoid(x, out=fo)
 
             def naive():
                 np.negative(x, out=no)
@@ -271,12 +375,12 @@ def _forward_maker(activation):
 
             bases = [lambda: expit(x, out=no), naive]
             if torch:
-                torch_fn = lambda: torch.sigmoid(tx, out=to)  # noqa: E731
+                torch_fn = lambda: torch.sigmoid(tx, out=to)
         else:
-            fast = lambda: ops.tanh(x, out=fo)  # noqa: E731
+            fast = lambda: ops.tanh(x, out=fo)
             bases = [lambda: np.tanh(x, out=no)]
             if torch:
-                torch_fn = lambda: torch.tanh(tx, out=to)  # noqa: E731
+                torch_fn = lambda: torch.tanh(tx, out=to)
         return fast, bases, torch_fn
 
     return make
@@ -289,7 +393,7 @@ def _backward_maker(activation):
         dout, x = randn(*shape), randn(*shape)
         fo, no = np.empty_like(x), np.empty_like(x)
         if activation == "relu":
-            fast = lambda: ops.relu_backward(dout, x, out=fo)  # noqa: E731
+            fast = lambda: ops.relu_backward(dout, x, out=fo)
 
             def mask_float():
                 np.greater(x, 0, out=no)
@@ -297,7 +401,7 @@ def _backward_maker(activation):
 
             bases = [lambda: np.multiply(dout, x > 0, out=no), mask_float]
         elif activation == "leaky_relu":
-            fast = lambda: ops.leaky_relu_backward(dout, x, SLOPE, out=fo)  # noqa: E731
+            fast = lambda: ops.leaky_relu_backward(dout, x, SLOPE, out=fo)
 
             def leaky():
                 np.greater(x, 0, out=no)
@@ -308,7 +412,7 @@ def _backward_maker(activation):
             bases = [leaky]
         elif activation == "sigmoid":
             y = expit(x)
-            fast = lambda: ops.sigmoid_backward(dout, y, out=fo)  # noqa: E731
+            fast = lambda: ops.sigmoid_backward(dout, y, out=fo)
 
             def sig():
                 np.subtract(1, y, out=no)
@@ -318,7 +422,7 @@ def _backward_maker(activation):
             bases = [sig]
         else:
             y = np.tanh(x)
-            fast = lambda: ops.tanh_backward(dout, y, out=fo)  # noqa: E731
+            fast = lambda: ops.tanh_backward(dout, y, out=fo)
 
             def tanh():
                 np.multiply(y, y, out=no)
@@ -431,17 +535,17 @@ BATCHED = Kernel("batched A@B", "ops.matmul(a, b, out=o)",
 FORWARD = [
     Kernel("relu", "ops.relu(x, out=o)",
            [("max(x,0)", "np.maximum(x, 0, out=o)"),
-            ("max(x,zeros)", "np.maximum(x, zeros, out=o)  (zeros preallocated; "
-             "faster than the scalar form on this NumPy)")],
+            ("max(x,zeros)", ("np.maximum(x, zeros, out=o)  (zeros preallocated; "
+             "faster than the scalar form on this NumPy)"))],
            _forward_maker("relu"), "torch.clamp(x, min=0, out=o)"),
     Kernel("leaky_relu", f"ops.leaky_relu(x, {SLOPE}, out=o)",
-           [("max(x,s*x)", "np.multiply(x, s, out=o); np.maximum(x, o, out=o)  "
-             "(valid for 0 <= s <= 1; np.where(x > 0, x, s*x) is ~20x slower)")],
+           [("max(x,s*x)", ("np.multiply(x, s, out=o); np.maximum(x, o, out=o)  "
+             "(valid for 0 <= s <= 1; np.where(x > 0, x, s*x) is ~20x slower)"))],
            _forward_maker("leaky_relu"), "F.leaky_relu(x, s)  (allocates: no out=)"),
     Kernel("sigmoid", "ops.sigmoid(x, out=o)",
            [("expit(x)", "scipy.special.expit(x, out=o)  (stable)"),
-            ("1/(1+exp(-x))", "np.negative(x, out=o); np.exp(o, out=o); "
-             "np.add(o, 1, out=o); np.reciprocal(o, out=o)  (naive)")],
+            ("1/(1+exp(-x))", ("np.negative(x, out=o); np.exp(o, out=o); "
+             "np.add(o, 1, out=o); np.reciprocal(o, out=o)  (naive)"))],
            _forward_maker("sigmoid"), "torch.sigmoid(x, out=o)"),
     Kernel("tanh", "ops.tanh(x, out=o)", [("tanh(x)", "np.tanh(x, out=o)")],
            _forward_maker("tanh"), "torch.tanh(x, out=o)"),
@@ -453,8 +557,8 @@ BACKWARD = [
             ("float mask", "np.greater(x, 0, out=o); np.multiply(o, dout, out=o)")],
            _backward_maker("relu")),
     Kernel("leaky_relu_backward", f"ops.leaky_relu_backward(dout, x, {SLOPE}, out=o)",
-           [("4 passes", "np.greater(x, 0, out=o); o *= 1 - s; o += s; o *= dout  "
-             "(np.where(x > 0, dout, s*dout) is ~20x slower)")],
+           [("4 passes", ("np.greater(x, 0, out=o); o *= 1 - s; o += s; o *= dout  "
+             "(np.where(x > 0, dout, s*dout) is ~20x slower)"))],
            _backward_maker("leaky_relu")),
     Kernel("sigmoid_backward", "ops.sigmoid_backward(dout, y, out=o)",
            [("dout*y*(1-y)", "np.subtract(1, y, out=o); o *= y; o *= dout")],
@@ -481,12 +585,12 @@ FUSED_OTHERS = [
            [("add;tanh", "np.add(x, b, out=o); np.tanh(o, out=o)")],
            _bias_forward_maker("tanh")),
     Kernel("sigmoid_bwd+dbias", "ops.activation_bias_backward(dout, y, 'sigmoid', ...)",
-           [("dout*y*(1-y);sum", "np.subtract(1, y, out=dx); dx *= y; dx *= dout; "
-             "dx.sum(axis=0, out=db)")],
+           [("dout*y*(1-y);sum", ("np.subtract(1, y, out=dx); dx *= y; dx *= dout; "
+             "dx.sum(axis=0, out=db)"))],
            _bias_backward_maker("sigmoid")),
     Kernel("tanh_bwd+dbias", "ops.activation_bias_backward(dout, y, 'tanh', ...)",
-           [("dout*(1-y*y);sum", "np.multiply(y, y, out=dx); np.subtract(1, dx, out=dx); "
-             "dx *= dout; dx.sum(axis=0, out=db)")],
+           [("dout*(1-y*y);sum", ("np.multiply(y, y, out=dx); np.subtract(1, dx, out=dx); "
+             "dx *= dout; dx.sum(axis=0, out=db)"))],
            _bias_backward_maker("tanh")),
 ]
 
@@ -497,7 +601,7 @@ ROW_SUM = Kernel("row_sum", "ops.row_sum(x, out=o)",
 
 
 def sections(cfg):
-    """{section: (title, [(kernel, [shapes])])} for the NumPy-vs-fastnn tables."""
+    """{section: (title, [(kernel, [shapes])], cooldown)} for the NumPy-vs-fastnn tables."""
     sizes = cfg.sizes
     wide = [(rows_for(n, 1024), 1024) for n in sizes]
     narrow = [(rows_for(10**6, 10), 10)]
@@ -506,18 +610,19 @@ def sections(cfg):
     return {
         "matmul": ("1. matmul, MLP shapes (size = MxKxN)", [
             (MATMUL, mlp), (MATMUL_DW, [(784, 256, 1024)]), (MATMUL_DX, [(256, 1024, 784)]),
-            (MATMUL_F64, [(256, 784, 1024)])]),
+            (MATMUL_F64, [(256, 784, 1024)])], BLAS_COOLDOWN),
         "batched": ("2. batched matmul (size = BxMxKxN)", [
-            (BATCHED, [(512, 32, 32, 32), (64, 64, 64, 64), (8, 512, 512, 512)])]),
+            (BATCHED, [(512, 32, 32, 32), (64, 64, 64, 64), (8, 512, 512, 512)])],
+                    BLAS_COOLDOWN),
         "activations": ("3. activations, forward (float32, 1-D)",
-                        [(k, [(n,) for n in sizes]) for k in FORWARD]),
+                        [(k, [(n,) for n in sizes]) for k in FORWARD], 0.0),
         "backward": ("4. activations, backward (float32, 1-D)",
-                     [(k, [(n,) for n in sizes]) for k in BACKWARD]),
+                     [(k, [(n,) for n in sizes]) for k in BACKWARD], 0.0),
         "fused": ("5. fused epilogues (size = NxD)", [
             (BIAS_RELU, wide + narrow), (RELU_BACK_BIAS, wide + narrow)]
-            + [(k, one) for k in FUSED_OTHERS]),
+            + [(k, one) for k in FUSED_OTHERS], 0.0),
         "reductions": ("6. reductions (size = NxD)", [
-            (COLUMN_SUM, wide + narrow), (ROW_SUM, wide + narrow)]),
+            (COLUMN_SUM, wide + narrow), (ROW_SUM, wide + narrow)], 0.0),
     }
 
 
@@ -544,7 +649,7 @@ class Table:
             elif fmt:
                 cells.append(f"{value:>{width}{fmt}}")
             else:
-                cells.append(f"{str(value):<{width}}")
+                cells.append(f"{value!s:<{width}}")
         print(" | ".join(cells).rstrip(), flush=True)
 
 
@@ -573,7 +678,7 @@ def print_legend(kernels, with_torch):
     print()
 
 
-def run_comparisons(section, title, plan, threads, cfg):
+def run_comparisons(section, title, plan, cooldown, threads, cfg):
     with_torch = torch is not None and any(k.torch for k, _ in plan)
     print(f"\n== {title}")
     print_legend([k for k, _ in plan], with_torch)
@@ -584,9 +689,11 @@ def run_comparisons(section, title, plan, threads, cfg):
             fast, bases, torch_fn = kernel.make(shape)
             callables = [fast, *bases] + ([torch_fn] if with_torch and torch_fn else [])
             for n in threads:
-                times = measure([Slot(fn, n) for fn in callables], cfg)
+                timing = measure([Slot(fn, n) for fn in callables], cfg, cooldown)
+                times = timing.medians
                 fast_s = times[0]
                 torch_s = times[-1] if with_torch and torch_fn else None
+                notes = [kernel.note(shape, n) if kernel.note else None, noise_note(timing)]
                 for i, ((tag, _), base_s) in enumerate(zip(kernel.numpy, times[1:])):
                     table.add({
                         "section": section, "case": kernel.name, "form": tag,
@@ -596,7 +703,10 @@ def run_comparisons(section, title, plan, threads, cfg):
                         "numpy_us": base_s * 1e6, "fastnn_us": fast_s * 1e6,
                         "ratio": base_s / fast_s,
                         "torch_us": torch_s * 1e6 if torch_s else None,
-                        "note": kernel.note(shape, n) if kernel.note else None,
+                        "note": "; ".join(filter(None, notes)) or None,
+                        "numpy_min_us": timing.mins[1 + i] * 1e6,
+                        "fastnn_min_us": timing.mins[0] * 1e6,
+                        "spread": timing.spread, "attempts": timing.attempts,
                     })
     return table.rows
 
@@ -634,15 +744,18 @@ def run_crossover(threads, cfg):
     table = Table([("item", 8, "item", ""), ("work", 9, "work", "d"), ("B", 6, "batch", "d"),
                    ("P us", 10, "parallel_us", ".1f"), ("S us", 10, "in_turn_us", ".1f"),
                    ("S/P", 6, "ratio", ".2f"), ("faster", 6, "faster", ""),
-                   ("ops.matmul", 10, "picks", "")])
+                   ("ops.matmul", 10, "picks", ""), ("note", 4, "note", "")])
     table.header()
     for size in cfg.items:
         batch = max(threads, round(CROSSOVER_WORK / size**3 / threads) * threads)
         parallel, in_turn = _strategies(size, batch, threads)
-        p, s = measure([Slot(parallel, threads), Slot(in_turn, threads)], cfg)
+        timing = measure([Slot(parallel, threads), Slot(in_turn, threads)], cfg, BLAS_COOLDOWN)
+        p, s = timing.medians
         table.add({"item": f"{size}^3", "size": size, "work": size**3, "batch": batch,
                    "parallel_us": p * 1e6, "in_turn_us": s * 1e6, "ratio": s / p,
-                   "faster": "P" if p < s else "S", "picks": "P" if size**3 < current else "S"})
+                   "faster": "P" if p < s else "S", "picks": "P" if size**3 < current else "S",
+                   "note": noise_note(timing), "spread": timing.spread,
+                   "attempts": timing.attempts})
     rows = table.rows
     first_s = next((i for i in range(len(rows))
                     if all(r["faster"] == "S" for r in rows[i:])), None)
@@ -689,11 +802,14 @@ def run_threshold(threads, cfg):
         for n in THRESHOLD_SIZES:
             shape = (n,) if d is None else (n // d, d)
             fast = kernel.make(shape)[0]
-            one, full = measure([Slot(fast, 1), Slot(fast, threads)], cfg)
+            timing = measure([Slot(fast, 1), Slot(fast, threads)], cfg)
+            one, full = timing.medians
             serial = limit is not None and n < limit
+            notes = ["serial (< FN_PARALLEL_MIN)" if serial else None, noise_note(timing)]
             table.add({"case": kernel.name, "elements": n, "one_us": one * 1e6,
                        "all_us": full * 1e6, "ratio": one / full,
-                       "note": "serial (< FN_PARALLEL_MIN)" if serial else None})
+                       "note": "; ".join(filter(None, notes)) or None,
+                       "spread": timing.spread, "attempts": timing.attempts})
         rows = table.rows[first:]
         wins = next((r["elements"] for i, r in enumerate(rows)
                      if all(q["ratio"] > 1 for q in rows[i:])), None)
@@ -744,7 +860,7 @@ def header(threads, cfg, quick):
         "scipy": scipy.__version__, "torch": torch.__version__ if torch else None,
         "compile_flags": config["compile_flags"], "blas": blas_libraries(),
         "openblas_env": env, "quick": quick, "repeat_s": cfg.target,
-        "repeats": [cfg.repeats, cfg.repeats_small],
+        "repeats": [cfg.repeats, cfg.repeats_small], "load_at_start": os.getloadavg(),
     }
     print("fastnn kernel benchmark" + (" (--quick)" if quick else ""))
     print(f"  fastnn {info['fastnn']}, OpenMP {openmp}, compiled with {info['compile_flags']}")
@@ -762,7 +878,16 @@ def header(threads, cfg, quick):
     print(f"  method: median per call of {cfg.repeats} repeats ({cfg.repeats_small} under "
           f"100 us/call), each >= {cfg.target * 1e3:.0f} ms, after warm-up; the callables "
           "of a case interleaved (A B, B A, ...)")
+    print(f"  matmul sections: {BLAS_COOLDOWN * 1e3:.0f} ms pause before switching callables "
+          "at > 1 thread (OpenBLAS worker threads spin ~0.1 s after a call)")
+    print(f"  a case whose median is over {NOISY}x its fastest repeat (another process took a "
+          f"core) is measured again once the CPUs are idle ({cfg.attempts} times at most, "
+          f"{cfg.wait_budget:.0f} s of waiting in all), the steadiest kept; 'noisy' marks "
+          "one that stayed so")
     print("  ratio = numpy time / fastnn time (> 1: fastnn faster)")
+    load = info["load_at_start"]
+    print(f"  load average at start: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}"
+          + ("  (machine busy: expect noisy figures)" if load[0] > 0.5 else ""))
     return info
 
 
@@ -835,12 +960,13 @@ def parse_args(argv=None):
 def main(argv=None):
     args = parse_args(argv)
     cfg = QUICK if args.quick else FULL
+    QUIET.left = cfg.wait_budget
     started = perf_counter()
     report = {"header": header(args.threads, cfg, args.quick), "rows": []}
     most = max(args.threads)
-    for section, (title, plan) in sections(cfg).items():
+    for section, (title, plan, cooldown) in sections(cfg).items():
         if section in args.only:
-            report["rows"] += run_comparisons(section, title, plan, args.threads, cfg)
+            report["rows"] += run_comparisons(section, title, plan, cooldown, args.threads, cfg)
         if section == "batched" and "crossover" in args.only:
             if most > 1:
                 report["crossover"] = run_crossover(most, cfg)
@@ -853,7 +979,11 @@ def main(argv=None):
             print("\n(parallel threshold needs more than 1 thread: skipped)")
     report["targets"] = targets(report["rows"])
     report["seconds"] = perf_counter() - started
-    print(f"\n(total {report['seconds']:.0f} s)")
+    report["load_at_end"] = os.getloadavg()
+    report["waited_for_idle_s"] = QUIET.waited
+    load = report["load_at_end"]
+    print(f"\n(total {report['seconds']:.0f} s, {QUIET.waited:.0f} s of it waiting for idle "
+          f"CPUs; load average at end: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f})")
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         with open(args.json, "w") as f:

@@ -9,19 +9,20 @@ import warnings
 
 __version__ = "0.1.0"
 
-from . import losses, nn, ops  # noqa: E402
-from ._config import openmp_enabled, show_config  # noqa: E402
-from ._threads import get_num_threads, set_num_threads, threads  # noqa: E402
+from . import losses, nn, ops, optim
+from ._config import openmp_enabled, show_config
+from ._threads import get_num_threads, set_num_threads, threads
 
 __all__ = [
     "__version__",
-    "ops",
-    "nn",
-    "losses",
-    "show_config",
-    "openmp_enabled",
     "get_num_threads",
+    "losses",
+    "nn",
+    "openmp_enabled",
+    "ops",
+    "optim",
     "set_num_threads",
+    "show_config",
     "threads",
 ]
 

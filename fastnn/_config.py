@@ -63,8 +63,8 @@ def show_config(mode="stdout"):
         f"  python:     {info['python']} on {info['platform']}",
         f"  numpy:      {info['numpy']}    scipy: {info['scipy']}",
         f"  OpenMP:     {openmp}",
-        f"  threads:    {info['num_threads']} (from {info['num_threads_source']}; "
-        f"{info['usable_cpus']} usable CPUs)",
+        (f"  threads:    {info['num_threads']} (from {info['num_threads_source']}; "
+         f"{info['usable_cpus']} usable CPUs)"),
     ]
     for blas in info["blas"] or [None]:
         if blas is None:

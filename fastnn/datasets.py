@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["load_mnist", "load_digits", "find_mnist"]
+__all__ = ["find_mnist", "load_digits", "load_mnist"]
 
 _MNIST_FILES = {
     "train_images": "train-images-idx3-ubyte",

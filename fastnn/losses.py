@@ -18,15 +18,15 @@ from ._kernels import losses as _k
 from ._threads import get_num_threads
 
 __all__ = [
-    "Loss",
-    "SoftmaxCrossEntropy",
-    "MulticlassHinge",
+    "L1",
+    "L2",
     "MSE",
     "BCEWithLogits",
-    "Penalty",
-    "L2",
-    "L1",
     "ElasticNet",
+    "Loss",
+    "MulticlassHinge",
+    "Penalty",
+    "SoftmaxCrossEntropy",
 ]
 
 
@@ -54,7 +54,8 @@ class Loss:
         return self._grad, self._row_loss
 
     def _scores(self, scores):
-        scores = ops._input(scores, "scores")
+        scores = ops._contiguous(ops._input(scores, "scores"), "scores")
+        self._shape = scores.shape
         if scores.ndim == 1:
             scores = scores.reshape(-1, 1)
         if scores.ndim != 2:
@@ -73,7 +74,7 @@ class Loss:
         """d(mean loss)/d(scores) of the last forward."""
         if not self._ready:
             raise RuntimeError(f"{type(self).__name__}.backward() called before forward()")
-        return self._grad
+        return self._grad.reshape(self._shape)
 
 
 class _ClassLoss(Loss):
@@ -128,7 +129,7 @@ class _TargetLoss(Loss):
 
     def forward(self, scores, y):
         scores = self._scores(scores)
-        y = ops._input(y, "y")
+        y = ops._contiguous(ops._input(y, "y"), "y")
         if y.dtype != scores.dtype:
             raise TypeError(f"y: dtype {y.dtype} differs from scores' {scores.dtype}")
         if y.size != scores.size or y.shape[0] != scores.shape[0]:

@@ -28,24 +28,24 @@ from ._kernels import reductions as _red
 from ._threads import blas_single_thread, get_num_threads
 
 __all__ = [
+    "ACTIVATIONS",
+    "MAX_IMPLICIT_COPY_BYTES",
+    "activation_bias_backward",
+    "batchnorm_backward",
+    "batchnorm_forward",
+    "bias_activation",
+    "column_sum",
+    "dropout",
+    "leaky_relu",
+    "leaky_relu_backward",
     "matmul",
     "relu",
     "relu_backward",
-    "leaky_relu",
-    "leaky_relu_backward",
+    "row_sum",
     "sigmoid",
     "sigmoid_backward",
     "tanh",
     "tanh_backward",
-    "bias_activation",
-    "activation_bias_backward",
-    "column_sum",
-    "row_sum",
-    "batchnorm_forward",
-    "batchnorm_backward",
-    "dropout",
-    "ACTIVATIONS",
-    "MAX_IMPLICIT_COPY_BYTES",
 ]
 
 MAX_IMPLICIT_COPY_BYTES = 256 * 2**20
@@ -90,7 +90,9 @@ def _contiguous(x, name):
 
 
 def _input(x, name):
-    return _contiguous(_check_array(x, name), name)
+    """A checked input, NOT yet made contiguous: check `out` for overlap against it
+    first, then pass it through _contiguous."""
+    return _check_array(x, name)
 
 
 def _same_dtype(named):
@@ -107,7 +109,7 @@ def _same_shape(named):
             raise ValueError(f"{name}: shape {x.shape} differs from {first}'s {a.shape}")
 
 
-def _output(out, shape, dtype, inputs=(), inplace_ok=()):
+def _output(out, shape, dtype, inputs=(), inplace_ok=(), name="out"):
     """A result array: a new one, or `out` checked against shape/dtype/layout/overlap.
 
     `inputs` must not share memory with `out`, except those in `inplace_ok` when `out`
@@ -116,25 +118,27 @@ def _output(out, shape, dtype, inputs=(), inplace_ok=()):
     if out is None:
         return np.empty(shape, dtype)
     if not isinstance(out, np.ndarray):
-        raise TypeError(f"out: expected a numpy.ndarray, got {type(out).__name__}")
+        raise TypeError(f"{name}: expected a numpy.ndarray, got {type(out).__name__}")
     if out.dtype != dtype:
-        raise TypeError(f"out: expected dtype {dtype}, got {out.dtype}")
+        raise TypeError(f"{name}: expected dtype {dtype}, got {out.dtype}")
     if out.shape != tuple(shape):
-        raise ValueError(f"out: expected shape {tuple(shape)}, got {out.shape}")
+        raise ValueError(f"{name}: expected shape {tuple(shape)}, got {out.shape}")
     if not out.flags.c_contiguous:
-        raise ValueError("out: must be C-contiguous")
+        raise ValueError(f"{name}: must be C-contiguous")
     if not out.flags.writeable:
-        raise ValueError("out: array is read-only")
-    for name, x in inputs:
+        raise ValueError(f"{name}: array is read-only")
+    for input_name, x in inputs:
         if not np.may_share_memory(out, x):
             continue
         same = (
-            name in inplace_ok
+            input_name in inplace_ok
             and out.__array_interface__["data"][0] == x.__array_interface__["data"][0]
             and out.strides == x.strides
         )
         if not same:
-            raise ValueError(f"out: overlaps {name} (only an exact in-place alias is allowed)")
+            raise ValueError(
+                f"{name}: overlaps {input_name} (only an exact in-place alias is allowed)"
+            )
     return out
 
 
@@ -194,8 +198,6 @@ def matmul(a, b, out=None, trans_a=False, trans_b=False, accumulate=False):
             raise ValueError(f"{name}: expected a 2-D or 3-D array, got {x.ndim}-D")
     a, trans_a = _transposed_view(a, bool(trans_a))
     b, trans_b = _transposed_view(b, bool(trans_b))
-    a = _contiguous(a, "a")
-    b = _contiguous(b, "b")
 
     m, ka = a.shape[-2:][::-1] if trans_a else a.shape[-2:]
     kb, n = b.shape[-2:][::-1] if trans_b else b.shape[-2:]
@@ -215,6 +217,8 @@ def matmul(a, b, out=None, trans_a=False, trans_b=False, accumulate=False):
     if accumulate and (out is None or batched):
         raise ValueError("matmul: accumulate=True needs 2-D operands and an out= array")
     out = _output(out, shape, a.dtype, [("a", a), ("b", b)])
+    a = _contiguous(a, "a")
+    b = _contiguous(b, "b")
     if out.size == 0:
         return out
     if ka == 0:
@@ -245,6 +249,7 @@ def matmul(a, b, out=None, trans_a=False, trans_b=False, accumulate=False):
 def _forward(code, x, out, slope):
     x = _input(x, "x")
     out = _output(out, x.shape, x.dtype, [("x", x)], inplace_ok=("x",))
+    x = _contiguous(x, "x")
     if x.size:
         _act.act_forward(code, x.reshape(-1), out.reshape(-1), slope, get_num_threads())
     return out
@@ -257,6 +262,7 @@ def _backward(code, dout, y, out, slope, y_name):
     _same_shape([("dout", dout), (y_name, y)])
     out = _output(out, dout.shape, dout.dtype, [("dout", dout), (y_name, y)],
                   inplace_ok=("dout",))
+    dout, y = _contiguous(dout, "dout"), _contiguous(y, y_name)
     if dout.size:
         _act.act_backward(code, dout.reshape(-1), y.reshape(-1), out.reshape(-1), slope,
                           get_num_threads())
@@ -326,6 +332,7 @@ def bias_activation(x, bias, activation=None, slope=0.01, out=None):
     if bias.shape != (x.shape[1],):
         raise ValueError(f"bias: expected shape ({x.shape[1]},) to match x, got {bias.shape}")
     out = _output(out, x.shape, x.dtype, [("x", x), ("bias", bias)], inplace_ok=("x",))
+    x, bias = _contiguous(x, "x"), _contiguous(bias, "bias")
     if x.size:
         _act.bias_act_forward(code, x, bias, out, slope, get_num_threads())
     return out
@@ -345,7 +352,8 @@ def activation_bias_backward(dout, y, activation=None, slope=0.01, out=None, dbi
     _same_shape([("dout", dout), ("y", y)])
     inputs = [("dout", dout), ("y", y)]
     out = _output(out, dout.shape, dout.dtype, inputs, inplace_ok=("dout",))
-    dbias = _output(dbias, (dout.shape[1],), dout.dtype, inputs + [("out", out)])
+    dbias = _output(dbias, (dout.shape[1],), dout.dtype, [*inputs, ("out", out)], name="dbias")
+    dout, y = _contiguous(dout, "dout"), _contiguous(y, "y")
     if dout.shape[0] == 0 or dout.shape[1] == 0:
         dbias.fill(0)
         return out, dbias
@@ -360,6 +368,7 @@ def column_sum(x, out=None):
     """x.sum(axis=0) for a 2-D x, bitwise the same for any thread count."""
     x = _matrix(x, "x")
     out = _output(out, (x.shape[1],), x.dtype, [("x", x)])
+    x = _contiguous(x, "x")
     if x.shape[0] == 0 or x.shape[1] == 0:
         out.fill(0)
     else:
@@ -371,6 +380,7 @@ def row_sum(x, out=None):
     """x.sum(axis=1) for a 2-D x, bitwise the same for any thread count."""
     x = _matrix(x, "x")
     out = _output(out, (x.shape[0],), x.dtype, [("x", x)])
+    x = _contiguous(x, "x")
     if x.shape[0] == 0 or x.shape[1] == 0:
         out.fill(0)
     else:
@@ -423,6 +433,7 @@ def batchnorm_forward(x, gamma, beta, running_mean=None, running_var=None, train
         if not (v.flags.c_contiguous and v.flags.writeable):
             raise ValueError(f"{name}: must be a writeable C-contiguous array (updated in place)")
     out = _output(out, x.shape, x.dtype, [("x", x), ("gamma", gamma), ("beta", beta)])
+    x, gamma, beta = _contiguous(x, "x"), _contiguous(gamma, "gamma"), _contiguous(beta, "beta")
     threads = get_num_threads()
     if training:
         if n < 2:
@@ -469,6 +480,9 @@ def batchnorm_backward(dout, x, gamma, mean, inv_std, training=True, out=None):
     mean = _vector(mean, "mean", d, x.dtype)
     inv_std = _vector(inv_std, "inv_std", d, x.dtype)
     out = _output(out, x.shape, x.dtype, [("dout", dout), ("x", x)], inplace_ok=("dout",))
+    dout, x = _contiguous(dout, "dout"), _contiguous(x, "x")
+    gamma, mean = _contiguous(gamma, "gamma"), _contiguous(mean, "mean")
+    inv_std = _contiguous(inv_std, "inv_std")
     dgamma = np.zeros(d, x.dtype)
     dbeta = np.zeros(d, x.dtype)
     if n == 0 or d == 0:
@@ -518,12 +532,13 @@ def dropout(x, p, seed, step, out=None):
             raise ValueError(f"{name}: expected a non-negative int, got {v!r}")
     x = _input(x, "x")
     out = _output(out, x.shape, x.dtype, [("x", x)], inplace_ok=("x",))
+    x = _contiguous(x, "x")
     if x.size == 0:
         return out
     if p == 1:
         out.fill(0)
         return out
-    threshold = min(int(round(p * 2**32)), 2**32 - 1)
+    threshold = min(round(p * 2**32), 2**32 - 1)
     _drop.dropout(x.reshape(-1), out.reshape(-1), random_key(seed, step), threshold,
                   1 / (1 - p), get_num_threads())
     return out

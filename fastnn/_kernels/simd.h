@@ -57,23 +57,27 @@ static inline uint32_t fn_hash32(uint64_t index, uint32_t key_lo, uint32_t key_h
 #define FN_EXP expf
 #define FN_TANH tanhf
 #define FN_FABS fabsf
+#define FN_SQRT sqrtf
 #include "simd_impl.h"
 #undef FN_T
 #undef FN_SUFFIX
 #undef FN_EXP
 #undef FN_TANH
 #undef FN_FABS
+#undef FN_SQRT
 
 #define FN_T double
 #define FN_SUFFIX _d
 #define FN_EXP exp
 #define FN_TANH tanh
 #define FN_FABS fabs
+#define FN_SQRT sqrt
 #include "simd_impl.h"
 #undef FN_T
 #undef FN_SUFFIX
 #undef FN_EXP
 #undef FN_TANH
 #undef FN_FABS
+#undef FN_SQRT
 
 #endif

@@ -64,3 +64,22 @@ cdef extern from "simd.h" nogil:
                               float lam)
     double fn_penalty_block_d(const double *w, double *g, Py_ssize_t n, double c2, double c1,
                               double lam)
+    void fn_sgd_f(float *p, const float *g, float *v, Py_ssize_t n, float lr, float mu,
+                  float wd, int nesterov)
+    void fn_sgd_d(double *p, const double *g, double *v, Py_ssize_t n, double lr, double mu,
+                  double wd, int nesterov)
+    void fn_adagrad_f(float *p, const float *g, float *s, Py_ssize_t n, float lr, float eps,
+                      float wd)
+    void fn_adagrad_d(double *p, const double *g, double *s, Py_ssize_t n, double lr,
+                      double eps, double wd)
+    void fn_rmsprop_f(float *p, const float *g, float *s, Py_ssize_t n, float lr, float alpha,
+                      float eps, float wd)
+    void fn_rmsprop_d(double *p, const double *g, double *s, Py_ssize_t n, double lr,
+                      double alpha, double eps, double wd)
+    void fn_adam_f(float *p, const float *g, float *m, float *v, Py_ssize_t n, float step,
+                   float b1, float b2, float eps, float inv_sqrt_bc2, float wd, float decay)
+    void fn_adam_d(double *p, const double *g, double *m, double *v, Py_ssize_t n, double step,
+                   double b1, double b2, double eps, double inv_sqrt_bc2, double wd,
+                   double decay)
+    double fn_sum_squares_f(const float *x, Py_ssize_t n)
+    double fn_sum_squares_d(const double *x, Py_ssize_t n)

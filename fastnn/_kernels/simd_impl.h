@@ -241,4 +241,82 @@ static inline double FN_NAME(fn_penalty_block)(const FN_T *w, FN_T *g, ptrdiff_t
     return (double)total;
 }
 
+/* ---- optimizer updates over a span of n parameters; p, g and the state arrays are
+ * distinct (restrict) so that every loop vectorizes. wd is L2 weight decay added to
+ * the gradient (g + wd p), as torch.optim does. ---- */
+
+/* SGD; with momentum: v = mu v + g', and p -= lr v (Nesterov: p -= lr (g' + mu v)). */
+static inline void FN_NAME(fn_sgd)(FN_T *restrict p, const FN_T *restrict g, FN_T *restrict v,
+                                   ptrdiff_t n, FN_T lr, FN_T mu, FN_T wd, int nesterov)
+{
+    if (v == NULL) {
+        FN_SIMD for (ptrdiff_t i = 0; i < n; i++) p[i] -= lr * (g[i] + wd * p[i]);
+    } else if (nesterov) {
+        FN_SIMD for (ptrdiff_t i = 0; i < n; i++) {
+            FN_T d = g[i] + wd * p[i];
+            FN_T b = mu * v[i] + d;
+            v[i] = b;
+            p[i] -= lr * (d + mu * b);
+        }
+    } else {
+        FN_SIMD for (ptrdiff_t i = 0; i < n; i++) {
+            FN_T b = mu * v[i] + (g[i] + wd * p[i]);
+            v[i] = b;
+            p[i] -= lr * b;
+        }
+    }
+}
+
+/* Adagrad: s += g'^2; p -= lr g' / (sqrt(s) + eps). */
+static inline void FN_NAME(fn_adagrad)(FN_T *restrict p, const FN_T *restrict g, FN_T *restrict s,
+                                       ptrdiff_t n, FN_T lr, FN_T eps, FN_T wd)
+{
+    FN_SIMD for (ptrdiff_t i = 0; i < n; i++) {
+        FN_T d = g[i] + wd * p[i];
+        FN_T acc = s[i] + d * d;
+        s[i] = acc;
+        p[i] -= lr * d / (FN_SQRT(acc) + eps);
+    }
+}
+
+/* RMSProp: s = alpha s + (1 - alpha) g'^2; p -= lr g' / (sqrt(s) + eps). */
+static inline void FN_NAME(fn_rmsprop)(FN_T *restrict p, const FN_T *restrict g, FN_T *restrict s,
+                                       ptrdiff_t n, FN_T lr, FN_T alpha, FN_T eps, FN_T wd)
+{
+    FN_SIMD for (ptrdiff_t i = 0; i < n; i++) {
+        FN_T d = g[i] + wd * p[i];
+        FN_T acc = alpha * s[i] + (1 - alpha) * d * d;
+        s[i] = acc;
+        p[i] -= lr * d / (FN_SQRT(acc) + eps);
+    }
+}
+
+/* Adam / AdamW: m = b1 m + (1 - b1) g'; v = b2 v + (1 - b2) g'^2;
+ * p -= step * m / (sqrt(v) * inv_sqrt_bc2 + eps), step = lr / (1 - b1^t),
+ * inv_sqrt_bc2 = 1 / sqrt(1 - b2^t). Adam: g' = g + wd p. AdamW (decoupled): g' = g
+ * and p *= 1 - lr wd first (the caller passes wd = 0 and decay = 1 - lr wd). */
+static inline void FN_NAME(fn_adam)(FN_T *restrict p, const FN_T *restrict g, FN_T *restrict m,
+                                    FN_T *restrict v, ptrdiff_t n, FN_T step, FN_T b1, FN_T b2,
+                                    FN_T eps, FN_T inv_sqrt_bc2, FN_T wd, FN_T decay)
+{
+    FN_SIMD for (ptrdiff_t i = 0; i < n; i++) {
+        FN_T w = p[i] * decay;
+        FN_T d = g[i] + wd * w;
+        FN_T mi = b1 * m[i] + (1 - b1) * d;
+        FN_T vi = b2 * v[i] + (1 - b2) * d * d;
+        m[i] = mi;
+        v[i] = vi;
+        p[i] = w - step * mi / (FN_SQRT(vi) * inv_sqrt_bc2 + eps);
+    }
+}
+
+/* sum of x[i]^2 (the simd reduction order is fixed at compile time) */
+static inline double FN_NAME(fn_sum_squares)(const FN_T *x, ptrdiff_t n)
+{
+    FN_T s = 0;
+    _Pragma("omp simd reduction(+:s)")
+    for (ptrdiff_t i = 0; i < n; i++) s += x[i] * x[i];
+    return (double)s;
+}
+
 #undef FN_NAME

@@ -9,15 +9,15 @@ from .module import Module
 from .parameter import Arena, Parameter
 
 __all__ = [
-    "Module",
-    "Parameter",
     "Arena",
-    "Sequential",
-    "Linear",
-    "ReLU",
-    "LeakyReLU",
-    "Sigmoid",
-    "Tanh",
     "BatchNorm1d",
     "Dropout",
+    "LeakyReLU",
+    "Linear",
+    "Module",
+    "Parameter",
+    "ReLU",
+    "Sequential",
+    "Sigmoid",
+    "Tanh",
 ]

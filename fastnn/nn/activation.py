@@ -3,7 +3,7 @@
 from .. import ops
 from .module import Module
 
-__all__ = ["ReLU", "LeakyReLU", "Sigmoid", "Tanh"]
+__all__ = ["LeakyReLU", "ReLU", "Sigmoid", "Tanh"]
 
 
 class _Activation(Module):

@@ -42,9 +42,12 @@ class Linear(Module):
         if init not in _INITS:
             raise ValueError(f"init: expected one of {_INITS}, got {init!r}")
         dtype = _float_dtype(dtype)
-        fan = self.in_features if init == "he" else (self.in_features + self.out_features) / 2
+        if init == "he":
+            std = np.sqrt(2.0 / self.in_features)
+        else:
+            std = np.sqrt(2.0 / (self.in_features + self.out_features))
         rng = np.random.default_rng(seed)
-        weight = rng.standard_normal((self.in_features, self.out_features)) * np.sqrt(1.0 / fan)
+        weight = rng.standard_normal((self.in_features, self.out_features)) * std
         params = {"weight": (weight, "weight")}
         if bias:
             params["bias"] = (np.zeros(self.out_features), "bias")

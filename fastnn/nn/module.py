@@ -108,7 +108,9 @@ class Module:
             return None
         dtypes = {getattr(m, name).dtype for _, m, name in slots}
         if len(dtypes) > 1:
-            raise TypeError(f"parameters of one model must share a dtype, got {sorted(map(str, dtypes))}")
+            raise TypeError(
+                f"parameters of one model must share a dtype, got {sorted(map(str, dtypes))}"
+            )
         arena = Arena([(q, getattr(m, name), getattr(m, name).kind) for q, m, name in slots],
                       dtypes.pop())
         for _, module in self.modules():
@@ -152,7 +154,10 @@ class Module:
         return state
 
     def load_state_dict(self, state):
-        """Copy values in place from a state_dict; names and shapes must match exactly."""
+        """Copy values in place from a state_dict; names and shapes must match exactly.
+
+        Everything is checked before anything is copied: a failed load changes nothing.
+        """
         targets = OrderedDict(self.named_parameters())
         targets.update(self.named_buffers())
         missing = [k for k in targets if k not in state]
@@ -167,8 +172,12 @@ class Module:
                 raise ValueError(
                     f"load_state_dict: {name} has shape {value.shape}, expected {target.shape}"
                 )
-            if value.dtype.kind not in "fiu":
-                raise TypeError(f"load_state_dict: {name} has dtype {value.dtype}, not numeric")
+            if value.dtype.kind not in "fiu" or not np.can_cast(value.dtype, target.dtype,
+                                                                 casting="same_kind"):
+                raise TypeError(
+                    f"load_state_dict: {name} has dtype {value.dtype}, which does not fit "
+                    f"its {target.dtype} target"
+                )
         for name, target in targets.items():
             np.copyto(target, state[name], casting="same_kind")
 

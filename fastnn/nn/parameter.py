@@ -2,7 +2,7 @@
 
 import numpy as np
 
-__all__ = ["Parameter", "Arena", "KINDS"]
+__all__ = ["KINDS", "Arena", "Parameter"]
 
 # A parameter's kind decides whether penalties and weight decay apply to it by default:
 # "weight" (yes), "bias" and "norm" (BatchNorm's gamma and beta) (no).
@@ -16,18 +16,22 @@ class Parameter(np.ndarray):
     one of KINDS. Arithmetic on a Parameter gives plain ndarrays.
     """
 
-    def __new__(cls, data, grad, kind="weight"):
+    def __new__(cls, data, grad, kind="weight", arena=None, offset=0):
         if kind not in KINDS:
             raise ValueError(f"kind: expected one of {KINDS}, got {kind!r}")
         obj = np.asarray(data).view(cls)
         obj.grad = grad
         obj.kind = kind
+        obj.arena = arena  # the Arena this is a view into, at `offset` (or None)
+        obj.offset = offset
         return obj
 
     def __array_finalize__(self, obj):
         # Views and results derived from a parameter are not parameters themselves.
         self.grad = None
         self.kind = getattr(obj, "kind", "weight")
+        self.arena = None
+        self.offset = 0
 
     def __array_wrap__(self, array, context=None, return_scalar=False):
         array = array.view(np.ndarray)
@@ -62,7 +66,7 @@ class Arena:
             data = self.data[offset:offset + size].reshape(values.shape)
             data[...] = values
             grad = self.grad[offset:offset + size].reshape(values.shape)
-            self.params[name] = Parameter(data, grad, kind)
+            self.params[name] = Parameter(data, grad, kind, self, offset)
             self.segments.append((name, offset, size, values.shape, kind))
             offset += size
         self.n_weights = sum(size for _, _, size, _, kind in self.segments if kind == "weight")

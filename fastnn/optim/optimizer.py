@@ -1,0 +1,198 @@
+"""The Optimizer base class: parameter groups, flat spans, state, state_dict."""
+
+import math
+
+import numpy as np
+
+from .._threads import get_num_threads
+
+__all__ = ["Optimizer", "flat_spans"]
+
+
+def _as_param_list(params):
+    """A list of parameters from a Module (its parameters()), or an iterable."""
+    if hasattr(params, "parameters") and callable(params.parameters):
+        params = params.parameters()
+    if isinstance(params, np.ndarray):
+        raise TypeError("params: expected an iterable of parameters or a Module, got one array")
+    return list(params)
+
+
+def _check_param(p, i):
+    if not isinstance(p, np.ndarray) or p.dtype not in (np.float32, np.float64):
+        raise TypeError(f"params[{i}]: expected a float32/float64 array, got {type(p).__name__}")
+    grad = getattr(p, "grad", None)
+    if not isinstance(grad, np.ndarray) or grad.shape != p.shape or grad.dtype != p.dtype:
+        raise ValueError(f"params[{i}]: needs a .grad array of its own shape and dtype")
+    if not (p.flags.c_contiguous and grad.flags.c_contiguous and p.flags.writeable):
+        raise ValueError(f"params[{i}]: parameter and gradient must be writeable and C-contiguous")
+
+
+def flat_spans(params):
+    """[(values, gradients)] as flat views covering `params`. Parameters of one arena are
+    taken in arena order and merged where adjacent, so that a whole arena is one span
+    (or one per group when groups split it)."""
+    for i, p in enumerate(params):
+        _check_param(p, i)
+    arenas = {}
+    spans = []
+    for p in params:
+        arena = getattr(p, "arena", None)
+        if arena is None:
+            spans.append((p.reshape(-1), p.grad.reshape(-1)))
+        else:
+            arenas.setdefault(id(arena), (arena, []))[1].append(p)
+    for arena, members in arenas.values():
+        members.sort(key=lambda p: p.offset)
+        start = end = members[0].offset
+        for p in members:
+            if p.offset != end:
+                spans.append(_arena_span(arena, start, end))
+                start = p.offset
+            end = p.offset + p.size
+        spans.append(_arena_span(arena, start, end))
+    return spans
+
+
+def _arena_span(arena, start, end):
+    return arena.data[start:end], arena.grad[start:end]
+
+
+class Optimizer:
+    """Base of the optimizers.
+
+    `params` is a Module, an iterable of parameters (arrays with a `.grad`, such as a
+    model's parameters()), or a list of dicts, each a parameter group with a "params"
+    entry and its own hyperparameters. Given plain parameters, weight decay (when the
+    optimizer has it) applies to parameters of kind "weight" only: biases and BatchNorm
+    parameters form a second group without it. Parameters adjacent in one arena are
+    updated as one flat span, by one kernel call per group.
+    """
+
+    # names of the per-element state arrays, created at the first step
+    state_names = ()
+
+    def __init__(self, params, **hyper):
+        self.defaults = dict(hyper)
+        for name, value in hyper.items():
+            self._check(name, value)
+        self.param_groups = []
+        for group in self._groups(params, hyper):
+            self._add_group(group)
+        self.step_count = 0
+        self._state = None  # per span: {name: array}
+
+    # ------------------------------------------------------------ groups
+
+    def _groups(self, params, hyper):
+        is_groups = isinstance(params, (list, tuple)) and params
+        if is_groups and all(isinstance(g, dict) for g in params):
+            return [dict(g) for g in params]
+        params = _as_param_list(params)
+        if not params:
+            raise ValueError("params: the optimizer got no parameters")
+        if hyper.get("weight_decay", 0) and any(getattr(p, "kind", "weight") != "weight"
+                                                for p in params):
+            return [
+                {"params": [p for p in params if getattr(p, "kind", "weight") == "weight"]},
+                {"params": [p for p in params if getattr(p, "kind", "weight") != "weight"],
+                 "weight_decay": 0.0},
+            ]
+        return [{"params": params}]
+
+    def _add_group(self, group):
+        if "params" not in group:
+            raise ValueError("param group: needs a 'params' entry")
+        params = _as_param_list(group["params"])
+        for key in group:
+            if key not in self.defaults and key not in ("params", "initial_lr"):
+                raise ValueError(f"param group: unknown hyperparameter {key!r}")
+        merged = {**self.defaults, **{k: v for k, v in group.items() if k != "params"}}
+        for name, value in merged.items():
+            if name in self.defaults:
+                merged[name] = self._check(name, value)
+        merged["params"] = params
+        merged["spans"] = flat_spans(params)
+        self.param_groups.append(merged)
+
+    def _check(self, name, value):
+        """Validate one hyperparameter; subclasses extend this."""
+        if name in ("lr", "weight_decay", "eps", "momentum"):
+            value = float(value)
+            if not math.isfinite(value) or value < 0:
+                raise ValueError(f"{name}: must be a finite number >= 0, got {value}")
+            if name == "eps" and value == 0:
+                raise ValueError("eps: must be > 0")
+        return value
+
+    # ------------------------------------------------------------ stepping
+
+    def _spans(self):
+        for group in self.param_groups:
+            for span in group["spans"]:
+                yield group, span
+
+    def _ensure_state(self):
+        if self._state is None:
+            self._state = [{name: np.zeros_like(values) for name in self.state_names}
+                           for _, (values, _) in self._spans()]
+        return self._state
+
+    def step(self):
+        """Update every parameter from its gradient, in one kernel pass per span."""
+        self.step_count += 1
+        state = self._ensure_state()
+        threads = get_num_threads()
+        for (group, (values, grads)), span_state in zip(self._spans(), state):
+            self._update(group, values, grads, span_state, threads)
+
+    def _update(self, group, values, grads, state, threads):
+        raise NotImplementedError
+
+    def zero_grad(self):
+        for _, (_, grads) in self._spans():
+            grads.fill(0)
+
+    # ------------------------------------------------------------ state
+
+    def state_dict(self):
+        """Hyperparameters per group, the step count, and copies of the state arrays."""
+        groups = [{k: v for k, v in g.items() if k not in ("params", "spans")}
+                  for g in self.param_groups]
+        state = None if self._state is None else [
+            {name: arr.copy() for name, arr in s.items()} for s in self._state
+        ]
+        return {"param_groups": groups, "step_count": self.step_count, "state": state}
+
+    def load_state_dict(self, state_dict):
+        """Restore what state_dict() saved, into an optimizer built over the same
+        parameters; resuming then follows the same trajectory as never stopping."""
+        groups = state_dict["param_groups"]
+        if len(groups) != len(self.param_groups):
+            raise ValueError(
+                f"load_state_dict: {len(groups)} param groups saved, {len(self.param_groups)} here"
+            )
+        saved = state_dict["state"]
+        if saved is not None:
+            spans = list(self._spans())
+            if len(saved) != len(spans):
+                raise ValueError("load_state_dict: the saved state covers other parameters")
+            for (_, (values, _)), s in zip(spans, saved):
+                for name in self.state_names:
+                    if name not in s or np.shape(s[name]) != values.shape:
+                        raise ValueError(f"load_state_dict: state {name!r} missing or misshapen")
+        for group, saved_group in zip(self.param_groups, groups):
+            for key, value in saved_group.items():
+                group[key] = self._check(key, value) if key in self.defaults else value
+        self.step_count = int(state_dict["step_count"])
+        if saved is None:
+            self._state = None
+        else:
+            state = self._ensure_state()
+            for mine, s in zip(state, saved):
+                for name in self.state_names:
+                    np.copyto(mine[name], s[name], casting="same_kind")
+
+    def __repr__(self):
+        hyper = ", ".join(f"{k}={v}" for k, v in self.defaults.items())
+        return f"{type(self).__name__}({hyper}, groups={len(self.param_groups)})"
