@@ -49,7 +49,8 @@ def ref_mse(s, y):
 def ref_bce(s, y):
     s, y = np.asarray(s, np.float64), np.asarray(y, np.float64).reshape(np.shape(s))
     loss = np.maximum(s, 0) - s * y + np.log1p(np.exp(-np.abs(s)))
-    sig = np.where(s >= 0, 1 / (1 + np.exp(-np.abs(s))), np.exp(-np.abs(s)) / (1 + np.exp(-np.abs(s))))
+    e = np.exp(-np.abs(s))  # never overflows
+    sig = np.where(s >= 0, 1 / (1 + e), e / (1 + e))
     return loss.mean(), (sig - y) / s.size
 
 

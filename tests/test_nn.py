@@ -240,7 +240,7 @@ def test_segments_list_weights_first_and_penalties_see_only_them():
     assert [s[0] for s in segs if s[4] == "weight"] == ["0.weight", "4.weight"]
     assert {s[0]: s[4] for s in segs}["1.weight"] == "norm"
     offset = 0
-    for name, off, size, shape, _ in segs:
+    for _, off, size, shape, _ in segs:
         assert off == offset and size == int(np.prod(shape))
         offset += size
     assert model.arena.n_weights == 5 * 6 + 6 * 3
@@ -349,18 +349,18 @@ def test_load_state_dict_errors_and_leaves_model_unchanged():
     missing = dict(good)
     missing["0.weight"] = missing["0.weight"] + 1
     del missing["4.bias"]
-    with pytest.raises(KeyError, match="4.bias"):
+    with pytest.raises(KeyError, match=r"4\.bias"):
         model.load_state_dict(missing)
 
     unexpected = dict(good, **{"9.weight": np.zeros(3, np.float32)})
     unexpected["0.weight"] = unexpected["0.weight"] + 1
-    with pytest.raises(KeyError, match="9.weight"):
+    with pytest.raises(KeyError, match=r"9\.weight"):
         model.load_state_dict(unexpected)
 
     wrong = dict(good)
     wrong["0.weight"] = wrong["0.weight"] + 1
     wrong["4.weight"] = np.zeros((3, 6), np.float32)  # transposed
-    with pytest.raises(ValueError, match="4.weight"):
+    with pytest.raises(ValueError, match=r"4\.weight"):
         model.load_state_dict(wrong)
 
     for name, value in model.state_dict().items():
@@ -405,7 +405,7 @@ def test_linear_init_scale(init, expected_std):
     layer = nn.Linear(400, 300, init=init, seed=0)
     w = np.array(layer.weight, np.float64)
     assert w.shape == (400, 300) and layer.weight.dtype == np.float32
-    assert abs(w.mean()) < 0.01 * expected_std(400, 300) * 10
+    assert abs(w.mean()) < 0.02 * expected_std(400, 300)  # standard error ~0.003 std
     assert w.std() == pytest.approx(expected_std(400, 300), rel=0.02)
     assert not layer.bias.any()
 
@@ -508,7 +508,7 @@ def test_end_to_end_sgd_learns_a_separable_problem():
     loss = losses.SoftmaxCrossEntropy()
     order = np.random.default_rng(1)
     first = None
-    for epoch in range(10):
+    for _ in range(10):
         perm = order.permutation(n)
         for start in range(0, n, 60):
             idx = perm[start:start + 60]
