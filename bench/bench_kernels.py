@@ -76,11 +76,11 @@ class Config:
     sizes: list
     items: list
     attempts: int  # measurements of a case at most, while it is noisy
-    wait_budget: float  # seconds, in all, to wait for idle CPUs before measuring again
+    retry_budget: float  # seconds, in all, for measuring noisy cases again
 
 
-FULL = Config(0.020, 7, 11, FULL_SIZES, FULL_ITEMS, 3, 90.0)
-QUICK = Config(0.010, 5, 7, QUICK_SIZES, QUICK_ITEMS, 2, 10.0)
+FULL = Config(0.020, 7, 11, FULL_SIZES, FULL_ITEMS, 3, 150.0)
+QUICK = Config(0.010, 5, 7, QUICK_SIZES, QUICK_ITEMS, 1, 0.0)
 NOISY = 1.5  # median / fastest repeat, for any callable of a case: measure again
 
 
@@ -142,15 +142,15 @@ class Timing:
         return max(m / lo for m, lo in zip(self.medians, self.mins))
 
 
-class QuietWait:
-    """Waits for the other processes to leave the CPUs idle, within a total budget."""
+class Retries:
+    """Time left for measuring noisy cases again, waiting first for idle CPUs."""
 
     IDLE = 0.9  # fraction of all CPU time idle over a window
     WINDOW = 0.5  # seconds
 
     def __init__(self):
         self.left = 0.0
-        self.waited = 0.0
+        self.spent = 0.0
 
     @staticmethod
     def _idle(window):
@@ -169,18 +169,19 @@ class QuietWait:
             return None
         return (idle1 - idle0) / max(1, total1 - total0)
 
-    def wait(self):
-        start = perf_counter()
+    def wait_for_idle(self, start):
         while perf_counter() - start < self.left:
             idle = self._idle(self.WINDOW)
             if idle is None or idle >= self.IDLE:
-                break
+                return
+
+    def charge(self, start):
         spent = perf_counter() - start
         self.left = max(0.0, self.left - spent)
-        self.waited += spent
+        self.spent += spent
 
 
-QUIET = QuietWait()  # main() sets its budget
+RETRIES = Retries()  # main() sets its budget
 
 
 def _measure_once(slots, cfg, cooldown):
@@ -215,19 +216,20 @@ def measure(slots, cfg, cooldown=0.0):
 
     Another process taking a core stalls every multi-threaded call for a time slice;
     while the medians show it (spread over NOISY), the case is measured again, up to
-    cfg.attempts times in all, once the CPUs are idle (QUIET), and the steadiest
-    attempt is kept.
+    cfg.attempts times in all, once the CPUs are idle, while RETRIES has time left;
+    the steadiest attempt is kept.
     """
-    best = None
-    for attempt in range(1, cfg.attempts + 1):
-        if attempt > 1:
-            QUIET.wait()
+    best = _measure_once(slots, cfg, cooldown)
+    while best.spread > NOISY and best.attempts < cfg.attempts and RETRIES.left > 0:
+        start = perf_counter()
+        RETRIES.wait_for_idle(start)
         timing = _measure_once(slots, cfg, cooldown)
-        if best is None or timing.spread < best.spread:
+        RETRIES.charge(start)
+        timing.attempts = best.attempts + 1
+        if timing.spread < best.spread:
             best = timing
-        if timing.spread <= NOISY:
-            break
-    best.attempts = attempt
+        else:
+            best.attempts = timing.attempts
     return best
 
 
@@ -540,7 +542,7 @@ FORWARD = [
            _forward_maker("relu"), "torch.clamp(x, min=0, out=o)"),
     Kernel("leaky_relu", f"ops.leaky_relu(x, {SLOPE}, out=o)",
            [("max(x,s*x)", ("np.multiply(x, s, out=o); np.maximum(x, o, out=o)  "
-             "(valid for 0 <= s <= 1; np.where(x > 0, x, s*x) is ~20x slower)"))],
+             "(valid for 0 <= s <= 1; np.where(x > 0, x, s*x) is >10x slower)"))],
            _forward_maker("leaky_relu"), "F.leaky_relu(x, s)  (allocates: no out=)"),
     Kernel("sigmoid", "ops.sigmoid(x, out=o)",
            [("expit(x)", "scipy.special.expit(x, out=o)  (stable)"),
@@ -558,7 +560,7 @@ BACKWARD = [
            _backward_maker("relu")),
     Kernel("leaky_relu_backward", f"ops.leaky_relu_backward(dout, x, {SLOPE}, out=o)",
            [("4 passes", ("np.greater(x, 0, out=o); o *= 1 - s; o += s; o *= dout  "
-             "(np.where(x > 0, dout, s*dout) is ~20x slower)"))],
+             "(np.where(x > 0, dout, s*dout) is >10x slower)"))],
            _backward_maker("leaky_relu")),
     Kernel("sigmoid_backward", "ops.sigmoid_backward(dout, y, out=o)",
            [("dout*y*(1-y)", "np.subtract(1, y, out=o); o *= y; o *= dout")],
@@ -880,10 +882,12 @@ def header(threads, cfg, quick):
           "of a case interleaved (A B, B A, ...)")
     print(f"  matmul sections: {BLAS_COOLDOWN * 1e3:.0f} ms pause before switching callables "
           "at > 1 thread (OpenBLAS worker threads spin ~0.1 s after a call)")
-    print(f"  a case whose median is over {NOISY}x its fastest repeat (another process took a "
-          f"core) is measured again once the CPUs are idle ({cfg.attempts} times at most, "
-          f"{cfg.wait_budget:.0f} s of waiting in all), the steadiest kept; 'noisy' marks "
-          "one that stayed so")
+    noisy = (f"  'noisy' marks a case whose median is over {NOISY}x its fastest repeat "
+             "(another process took a core)")
+    if cfg.attempts > 1:
+        noisy += (f"; such a case is measured again once the CPUs are idle ({cfg.attempts} "
+                  f"times at most, {cfg.retry_budget:.0f} s in all), the steadiest kept")
+    print(noisy)
     print("  ratio = numpy time / fastnn time (> 1: fastnn faster)")
     load = info["load_at_start"]
     print(f"  load average at start: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}"
@@ -960,7 +964,7 @@ def parse_args(argv=None):
 def main(argv=None):
     args = parse_args(argv)
     cfg = QUICK if args.quick else FULL
-    QUIET.left = cfg.wait_budget
+    RETRIES.left = cfg.retry_budget
     started = perf_counter()
     report = {"header": header(args.threads, cfg, args.quick), "rows": []}
     most = max(args.threads)
@@ -980,10 +984,10 @@ def main(argv=None):
     report["targets"] = targets(report["rows"])
     report["seconds"] = perf_counter() - started
     report["load_at_end"] = os.getloadavg()
-    report["waited_for_idle_s"] = QUIET.waited
+    report["retry_s"] = RETRIES.spent
     load = report["load_at_end"]
-    print(f"\n(total {report['seconds']:.0f} s, {QUIET.waited:.0f} s of it waiting for idle "
-          f"CPUs; load average at end: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f})")
+    print(f"\n(total {report['seconds']:.0f} s, {RETRIES.spent:.0f} s of it measuring noisy "
+          f"cases again; load average at end: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f})")
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         with open(args.json, "w") as f:

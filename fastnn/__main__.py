@@ -125,7 +125,7 @@ def demo(args):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog="python -m fastnn", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="fastnn", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("demo", help="train a small MLP on real digits with fastnn's kernels")
     p.add_argument("--data", help="folder of the MNIST IDX files (default: $FASTNN_MNIST_DIR)")
