@@ -1,8 +1,10 @@
 """fastnn: fast neural-network training on CPU-only servers.
 
-Cython + OpenMP kernels do the arithmetic (`fastnn.ops`); threads are controlled with
-`set_num_threads`, `get_num_threads` and the `threads` context manager;
-`show_config()` tells how this build runs.
+Cython + OpenMP kernels do the arithmetic (`fastnn.ops`); `fastnn.nn` has the layers,
+`fastnn.losses` the losses and penalties, `fastnn.optim` the optimizers and schedules,
+`fastnn.Trainer` the training loop, `fastnn.save`/`fastnn.load` the model files.
+Threads are controlled with `set_num_threads`, `get_num_threads` and the `threads`
+context manager; `show_config()` tells how this build runs.
 """
 
 import warnings
@@ -12,15 +14,24 @@ __version__ = "0.1.0"
 from . import losses, nn, ops, optim
 from ._config import openmp_enabled, show_config
 from ._threads import get_num_threads, set_num_threads, threads
+from .io import load, save
+from .train import Callback, Checkpoint, EarlyStopping, History, Trainer
 
 __all__ = [
+    "Callback",
+    "Checkpoint",
+    "EarlyStopping",
+    "History",
+    "Trainer",
     "__version__",
     "get_num_threads",
+    "load",
     "losses",
     "nn",
     "openmp_enabled",
     "ops",
     "optim",
+    "save",
     "set_num_threads",
     "show_config",
     "threads",

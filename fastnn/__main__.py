@@ -1,8 +1,12 @@
-"""The command line: `python -m fastnn demo` trains a small MLP on real digits.
+"""The fastnn command line.
 
-The demo uses MNIST when its folder is given (--data, or FASTNN_MNIST_DIR), else the
-8x8 digits that ship with scikit-learn. Every matrix product, bias + ReLU epilogue and
-their gradients run in fastnn's kernels (`fastnn.ops`).
+    fastnn train [options]        train an MLP on MNIST (--data DIR or $FASTNN_MNIST_DIR)
+                                  or on scikit-learn's bundled 8x8 digits
+    fastnn evaluate MODEL         test accuracy of a saved model
+    fastnn predict MODEL [--input X.npy]
+    fastnn config                 how this fastnn was built and will run
+
+`python -m fastnn ...` is the same.
 """
 
 import argparse
@@ -12,139 +16,260 @@ import time
 import numpy as np
 
 import fastnn
-from fastnn import datasets, ops
+from fastnn import datasets, losses, nn, optim
+
+_OPTIMIZERS = ("sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adam", "adamw")
+_SCHEDULES = ("none", "step", "exponential", "inverse-time", "cosine", "warmup-cosine",
+              "plateau")
+_ACTIVATIONS = {"relu": nn.ReLU, "leaky_relu": nn.LeakyReLU, "sigmoid": nn.Sigmoid,
+                "tanh": nn.Tanh}
 
 
-def _load(data, limit, seed):
-    """(x_train, y_train, x_test, y_test, name), images flattened to float32 in [0, 1]."""
+class UsageError(Exception):
+    """A bad argument: reported with the usage line, without a traceback."""
+
+
+def load_data(data, seed=0):
+    """(name, scale, (x_train, y_train), (x_test, y_test)), images as flat float32 rows
+    in [0, 1]: MNIST from `data` or $FASTNN_MNIST_DIR, else the bundled digits."""
     folder = datasets.find_mnist(data)
     if folder is not None:
-        (xtr, ytr), (xte, yte) = datasets.load_mnist(folder)
-        xtr = xtr.reshape(len(xtr), -1).astype(np.float32) / 255
-        xte = xte.reshape(len(xte), -1).astype(np.float32) / 255
-        name = f"MNIST from {folder}"
+        try:
+            (xtr, ytr), (xte, yte) = datasets.load_mnist(folder)
+        except (OSError, ValueError) as exc:
+            raise UsageError(f"cannot load MNIST from {folder}: {exc}") from exc
+        name, scale = f"MNIST ({folder})", 255.0
     else:
-        x, y = datasets.load_digits()
+        try:
+            x, y = datasets.load_digits()
+        except ImportError as exc:
+            raise UsageError(f"{exc} (or give --data DIR with the MNIST files)") from exc
         order = np.random.default_rng(seed).permutation(len(x))
-        x = (x[order] / 16).astype(np.float32)
-        y = y[order]
         cut = int(0.8 * len(x))
-        xtr, ytr, xte, yte = x[:cut], y[:cut], x[cut:], y[cut:]
-        name = "scikit-learn's 8x8 digits (no MNIST folder given)"
-    if limit:
-        xtr, ytr = xtr[:limit], ytr[:limit]
-    return xtr, ytr.astype(np.intp), xte, yte.astype(np.intp), name
+        xtr, ytr, xte, yte = x[order[:cut]], y[order[:cut]], x[order[cut:]], y[order[cut:]]
+        name, scale = "scikit-learn's 8x8 digits (80/20 split)", 16.0
+
+    def prep(images, labels):
+        return images.reshape(len(images), -1).astype(np.float32) / scale, labels.astype(np.intp)
+
+    return name, scale, prep(xtr, ytr), prep(xte, yte)
 
 
-class MLP:
-    """Linear -> ReLU -> ... -> Linear, forward and backward on fastnn.ops."""
-
-    def __init__(self, sizes, seed):
-        rng = np.random.default_rng(seed)
-        self.weights = [
-            (rng.standard_normal((n_in, n_out)) * np.sqrt(2.0 / n_in)).astype(np.float32)
-            for n_in, n_out in zip(sizes[:-1], sizes[1:])
-        ]
-        self.biases = [np.zeros(n_out, np.float32) for n_out in sizes[1:]]
-
-    def forward(self, x):
-        self.inputs = [x]
-        last = len(self.weights) - 1
-        for i, (w, b) in enumerate(zip(self.weights, self.biases)):
-            h = ops.matmul(x, w)
-            x = ops.bias_activation(h, b, None if i == last else "relu", out=h)
-            self.inputs.append(x)
-        return x
-
-    def backward(self, dout):
-        grads = []
-        for i in reversed(range(len(self.weights))):
-            activation = None if i == len(self.weights) - 1 else "relu"
-            dout, db = ops.activation_bias_backward(dout, self.inputs[i + 1], activation,
-                                                    out=dout)
-            grads.append((ops.matmul(self.inputs[i], dout, trans_a=True), db))
-            if i:
-                dout = ops.matmul(dout, self.weights[i], trans_b=True)
-        return grads[::-1]
+def build_model(n_in, n_out, hidden, activation="relu", batch_norm=False, dropout=0.0, seed=0):
+    """Linear [-> BatchNorm1d] -> activation [-> Dropout] per hidden width, then Linear."""
+    layers = []
+    for i, width in enumerate(hidden):
+        layers.append(nn.Linear(n_in, width, init="he" if "relu" in activation else "xavier",
+                                seed=seed + i))
+        if batch_norm:
+            layers.append(nn.BatchNorm1d(width))
+        layers.append(_ACTIVATIONS[activation]())
+        if dropout:
+            layers.append(nn.Dropout(dropout, seed=seed + 1000 + i))
+        n_in = width
+    layers.append(nn.Linear(n_in, n_out, init="xavier", seed=seed + len(hidden)))
+    return nn.Sequential(*layers)
 
 
-def _softmax_cross_entropy(logits, y):
-    shifted = logits - logits.max(axis=1, keepdims=True)
-    exp = np.exp(shifted)
-    p = exp / exp.sum(axis=1, keepdims=True)
-    n = len(y)
-    loss = -np.log(p[np.arange(n), y] + 1e-12).mean()
-    p[np.arange(n), y] -= 1
-    return float(loss), p / n
+def make_optimizer(name, model, lr, weight_decay):
+    if name in ("sgd", "momentum", "nesterov"):
+        return optim.SGD(model, lr, momentum=0.0 if name == "sgd" else 0.9,
+                         nesterov=name == "nesterov", weight_decay=weight_decay)
+    if name == "adagrad":
+        return optim.Adagrad(model, lr, weight_decay=weight_decay)
+    if name == "rmsprop":
+        return optim.RMSProp(model, lr, weight_decay=weight_decay)
+    cls = optim.AdamW if name == "adamw" else optim.Adam
+    return cls(model, lr, weight_decay=weight_decay)
 
 
-def _accuracy(model, x, y, batch=2048):
-    hits = sum(int((model.forward(x[i:i + batch]).argmax(1) == y[i:i + batch]).sum())
-               for i in range(0, len(x), batch))
-    return hits / len(x)
+def make_schedule(name, opt, epochs):
+    if name == "none":
+        return None
+    if name == "step":
+        return optim.StepDecay(opt, max(1, epochs // 3), 0.1)
+    if name == "exponential":
+        return optim.ExponentialDecay(opt, 0.2)
+    if name == "inverse-time":
+        return optim.InverseTimeDecay(opt, 0.5)
+    if name == "cosine":
+        return optim.CosineDecay(opt, epochs)
+    if name == "warmup-cosine":
+        return optim.Warmup(opt, 1, then=optim.CosineDecay(opt, max(1, epochs - 1)))
+    return optim.ReduceOnPlateau(opt, factor=0.5, patience=1)
 
 
-def demo(args):
-    xtr, ytr, xte, yte, name = _load(args.data, args.limit, args.seed)
-    hidden = [256, 128] if xtr.shape[1] > 100 else [128, 64]
-    model = MLP([xtr.shape[1], *hidden, 10], args.seed)
-    velocity = [np.zeros_like(p) for p in model.weights + model.biases]
-    rng = np.random.default_rng(args.seed)
-    print(f"fastnn {fastnn.__version__}: MLP {[xtr.shape[1], *hidden, 10]} on {name}")
-    print(f"  {len(xtr)} training / {len(xte)} test samples, {fastnn.get_num_threads()} threads,"
-          f" SGD + Nesterov momentum, lr {args.lr}, batch {args.batch_size}")
-    tty = sys.stdout.isatty()
-    for epoch in range(1, args.epochs + 1):
-        start = time.perf_counter()
-        order = rng.permutation(len(xtr))
-        total, steps = 0.0, 0
-        n_batches = (len(xtr) + args.batch_size - 1) // args.batch_size
-        for step, lo in enumerate(range(0, len(xtr), args.batch_size), 1):
-            idx = order[lo:lo + args.batch_size]
-            loss, dlogits = _softmax_cross_entropy(model.forward(xtr[idx]), ytr[idx])
-            grads = model.backward(dlogits.astype(np.float32))
-            params = model.weights + model.biases
-            flat = [g for g, _ in grads] + [b for _, b in grads]
-            for p, g, v in zip(params, flat, velocity):
-                v *= 0.9
-                v += g
-                p -= args.lr * (g + 0.9 * v)
-            total += loss
-            steps += 1
-            if tty and step % 20 == 0:
-                bar = "#" * (30 * step // n_batches)
-                print(f"\r  epoch {epoch}/{args.epochs} [{bar:<30}] loss {total / steps:.4f}",
-                      end="", flush=True)
-        seconds = time.perf_counter() - start
-        test_acc = _accuracy(model, xte, yte)
-        print(f"\r  epoch {epoch}/{args.epochs}  loss {total / steps:.4f}  "
-              f"test accuracy {test_acc:.4f}  {seconds:.1f} s  "
-              f"{len(xtr) / seconds:,.0f} samples/s" + " " * 10)
-    print(f"result: test accuracy {test_acc:.4f} after {args.epochs} epochs")
-    return test_acc
+def train(args):
+    name, scale, (xtr, ytr), (xte, yte) = load_data(args.data, args.seed)
+    if args.limit:
+        xtr, ytr = xtr[:args.limit], ytr[:args.limit]
+    n_classes = int(max(ytr.max(), yte.max())) + 1
+    hidden = args.hidden or ([512, 512] if xtr.shape[1] > 100 else [128, 64])
+    epochs = args.epochs or (5 if xtr.shape[1] > 100 else 30)
+    model = build_model(xtr.shape[1], n_classes, hidden, args.activation, args.batch_norm,
+                        args.dropout, args.seed)
+    opt = make_optimizer(args.optimizer, model, args.lr, args.weight_decay)
+    schedule = make_schedule(args.schedule, opt, epochs)
+    trainer = fastnn.Trainer(model, losses.SoftmaxCrossEntropy(), opt, schedule=schedule,
+                             regularizer=losses.L2(args.l2) if args.l2 else None,
+                             progress=not args.quiet)
+    print(f"fastnn {fastnn.__version__}: training {xtr.shape[1]}-{'-'.join(map(str, hidden))}-"
+          f"{n_classes} ({args.activation}{', batch norm' if args.batch_norm else ''}"
+          f"{f', dropout {args.dropout}' if args.dropout else ''}) on {name}")
+    print(f"  {len(xtr)} training / {len(xte)} test samples; {args.optimizer} lr {args.lr}, "
+          f"schedule {args.schedule}, batch {args.batch_size}, {epochs} epochs, "
+          f"{fastnn.get_num_threads()} threads")
+    start = time.perf_counter()
+    history = trainer.fit(xtr, ytr, epochs=epochs, batch_size=args.batch_size,
+                          validation_data=(xte, yte), seed=args.seed)
+    wall = time.perf_counter() - start
+    result = trainer.evaluate(xte, yte)
+    train_seconds = sum(history["seconds"])
+    print(f"result: test accuracy {result['accuracy']:.4f}, test loss {result['loss']:.4f}; "
+          f"wall time {wall:.1f} s, {len(xtr) * history.epochs / train_seconds:,.0f} "
+          f"training samples/s")
+    if args.out:
+        fastnn.save(model, args.out, metadata={"dataset": name, "input_scale": scale,
+                                               "n_features": xtr.shape[1],
+                                               "n_classes": n_classes})
+        print(f"saved the model to {args.out}")
+    if args.plot:
+        try:
+            history.plot(args.plot)
+            print(f"saved the learning curves to {args.plot}")
+        except ImportError as exc:
+            print(f"no plot: {exc}")
+    return result["accuracy"]
+
+
+def _load_model(path):
+    try:
+        return fastnn.load(path, with_metadata=True)
+    except (OSError, ValueError) as exc:
+        raise UsageError(f"cannot load {path}: {exc}") from exc
+
+
+def evaluate(args):
+    model, meta = _load_model(args.model)
+    _, _, _, (xte, yte) = load_data(args.data, args.seed)
+    if xte.shape[1] != meta.get("n_features"):
+        raise UsageError(f"{args.model} expects {meta.get('n_features')} features; the test "
+                         f"data have {xte.shape[1]}")
+    trainer = fastnn.Trainer(model, losses.SoftmaxCrossEntropy(), optim.SGD(model, 0.0),
+                             progress=False)
+    result = trainer.evaluate(xte, yte)
+    print(f"{args.model}: test accuracy {result['accuracy']:.4f}, loss {result['loss']:.4f} "
+          f"on {len(xte)} samples")
+    return result["accuracy"]
+
+
+def predict(args):
+    model, meta = _load_model(args.model)
+    if args.input:
+        try:
+            x = np.load(args.input, allow_pickle=False)
+        except (OSError, ValueError) as exc:
+            raise UsageError(f"cannot read {args.input}: {exc}") from exc
+        x = np.asarray(x, np.float32).reshape(len(x), -1) / float(meta.get("input_scale", 1.0))
+    else:
+        _, _, _, (x, _) = load_data(args.data, args.seed)
+        x = x[:args.count]
+    if x.shape[1] != meta.get("n_features"):
+        raise UsageError(f"{args.model} expects {meta.get('n_features')} features per sample, "
+                         f"got {x.shape[1]}")
+    trainer = fastnn.Trainer(model, losses.SoftmaxCrossEntropy(), optim.SGD(model, 0.0),
+                             progress=False)
+    try:
+        labels = trainer.predict(x)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from exc
+    print(" ".join(map(str, labels)))
+    return labels
+
+
+def _positive_int(text):
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def _probability(text):
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1), got {text!r}") from None
+    if not 0 <= value < 1:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1), got {text!r}")
+    return value
+
+
+def _nonnegative(text):
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}") from None
+    if not value >= 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a finite number >= 0, got {text!r}")
+    return value
+
+
+def parser():
+    p = argparse.ArgumentParser(prog="fastnn", description="Fast MLP training on CPUs.")
+    sub = p.add_subparsers(dest="command", required=True)
+    data = argparse.ArgumentParser(add_help=False)
+    data.add_argument("--data", help="folder of the MNIST IDX files (default: "
+                      "$FASTNN_MNIST_DIR, else scikit-learn's digits)")
+    data.add_argument("--seed", type=int, default=0)
+    data.add_argument("--threads", type=_positive_int, help="threads (default: all usable)")
+
+    t = sub.add_parser("train", parents=[data], help="train an MLP and report test accuracy")
+    t.add_argument("--hidden", type=_positive_int, nargs="+", metavar="WIDTH",
+                   help="hidden layer widths (default: 512 512 on MNIST, 128 64 on digits)")
+    t.add_argument("--activation", choices=sorted(_ACTIVATIONS), default="relu")
+    t.add_argument("--batch-norm", action=argparse.BooleanOptionalAction, default=True)
+    t.add_argument("--dropout", type=_probability, default=0.0)
+    t.add_argument("--optimizer", choices=_OPTIMIZERS, default="adam")
+    t.add_argument("--lr", type=_nonnegative, default=1e-3)
+    t.add_argument("--weight-decay", type=_nonnegative, default=0.0)
+    t.add_argument("--l2", type=_nonnegative, default=0.0, help="L2 penalty lambda")
+    t.add_argument("--schedule", choices=_SCHEDULES, default="cosine")
+    t.add_argument("--epochs", type=_positive_int, help="default: 5 on MNIST, 30 on digits")
+    t.add_argument("--batch-size", type=_positive_int, default=128)
+    t.add_argument("--limit", type=_positive_int, help="train on the first N samples only")
+    t.add_argument("--out", default="fastnn-model.safetensors",
+                   help="where to save the model ('' to skip)")
+    t.add_argument("--plot", default="fastnn-curves.png",
+                   help="learning-curve PNG ('' to skip; needs matplotlib)")
+    t.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    e = sub.add_parser("evaluate", parents=[data], help="test accuracy of a saved model")
+    e.add_argument("model")
+
+    r = sub.add_parser("predict", parents=[data], help="class labels from a saved model")
+    r.add_argument("model")
+    r.add_argument("--input", help=".npy file of samples (default: the first test samples)")
+    r.add_argument("--count", type=_positive_int, default=20)
+
+    sub.add_parser("config", help="print fastnn.show_config()")
+    return p
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog="fastnn", description=__doc__.split("\n")[0])
-    sub = parser.add_subparsers(dest="command", required=True)
-    p = sub.add_parser("demo", help="train a small MLP on real digits with fastnn's kernels")
-    p.add_argument("--data", help="folder of the MNIST IDX files (default: $FASTNN_MNIST_DIR)")
-    p.add_argument("--epochs", type=int, default=None)
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--lr", type=float, default=0.05)
-    p.add_argument("--limit", type=int, default=0, help="use only this many training samples")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threads", type=int, default=None)
-    sub.add_parser("config", help="print fastnn.show_config()")
-    args = parser.parse_args(argv)
+    p = parser()
+    args = p.parse_args(argv)
     if args.command == "config":
         fastnn.show_config()
         return 0
-    if args.threads is not None:
+    if args.threads:
         fastnn.set_num_threads(args.threads)
-    if args.epochs is None:
-        args.epochs = 3 if datasets.find_mnist(args.data) else 20
-    demo(args)
+    try:
+        {"train": train, "evaluate": evaluate, "predict": predict}[args.command](args)
+    except UsageError as exc:
+        p.exit(2, f"{p.prog} {args.command}: error: {exc}\n")
     return 0
 
 

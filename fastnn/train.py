@@ -15,7 +15,7 @@ import numpy as np
 from . import losses as _losses
 from . import ops
 
-__all__ = ["Trainer", "History", "Callback", "EarlyStopping", "Checkpoint"]
+__all__ = ["Callback", "Checkpoint", "EarlyStopping", "History", "Trainer"]
 
 
 class History(dict):
@@ -156,6 +156,15 @@ class Checkpoint(Callback):
         self.saved.append(path)
 
 
+def _epoch_line(epoch, logs):
+    parts = [f"epoch {epoch:3d}"]
+    for key in ("loss", "accuracy", "val_loss", "val_accuracy"):
+        if key in logs:
+            parts.append(f"{key} {logs[key]:.4f}")
+    parts.append(f"{logs['seconds']:.1f} s, {logs['samples_per_s']:,.0f} samples/s")
+    return "  ".join(parts)
+
+
 def _progress_bar(total, desc, enabled):
     if not enabled:
         return None
@@ -176,8 +185,9 @@ class Trainer:
     fastnn.losses penalty (L2, L1, ElasticNet) added to the loss. augment: a callable
     applied to each training batch (e.g. fastnn.augment.Compose); with image_shape,
     flat rows are viewed as images of that shape for it. clip_norm: clip the gradient
-    norm to this value every step. progress: a tqdm bar per epoch when tqdm is
-    installed and stderr is a terminal (True), never (False), or always ("always").
+    norm to this value every step. progress=True: a tqdm bar per epoch when tqdm is
+    installed and stderr is a terminal, else one printed line per epoch; "always": the
+    bar even without a terminal; False: silent.
     """
 
     def __init__(self, model, loss, optimizer, schedule=None, regularizer=None, augment=None,
@@ -342,6 +352,8 @@ class Trainer:
                 bar.set_postfix({k: f"{v:.4f}" for k, v in logs.items()
                                  if k in ("loss", "accuracy", "val_loss", "val_accuracy")})
                 bar.close()
+            elif self.progress:
+                print(_epoch_line(epoch, logs), flush=True)
             self.epoch = epoch
             self.history.append(logs)
             self._step_schedule(logs)

@@ -118,9 +118,12 @@ def probe(**env_vars):
     """Import fastnn in a fresh interpreter with these thread variables (and no others)."""
     env = {k: v for k, v in os.environ.items() if k not in _threads._ENV_VARS}
     env.update(env_vars)
-    env["PYTHONPATH"] = os.path.dirname(os.path.dirname(fastnn.__file__))
+    site = os.path.dirname(os.path.dirname(fastnn.__file__))
+    env["PYTHONPATH"] = site
+    # cwd: `python -c` puts it first on sys.path; a source checkout there would shadow
+    # the fastnn under test.
     result = subprocess.run([sys.executable, "-c", _PROBE], env=env, capture_output=True,
-                            text=True, timeout=60, check=False)
+                            text=True, timeout=60, check=False, cwd=site)
     assert result.returncode == 0, result.stderr
     return json.loads(result.stdout.strip().splitlines()[-1])
 

@@ -310,13 +310,14 @@ static inline void FN_NAME(fn_adam)(FN_T *restrict p, const FN_T *restrict g, FN
     }
 }
 
-/* sum of x[i]^2 (the simd reduction order is fixed at compile time) */
+/* sum of x[i]^2, accumulated in double so that large finite float gradients do not
+ * overflow (the simd reduction order is fixed at compile time) */
 static inline double FN_NAME(fn_sum_squares)(const FN_T *x, ptrdiff_t n)
 {
-    FN_T s = 0;
+    double s = 0;
     _Pragma("omp simd reduction(+:s)")
-    for (ptrdiff_t i = 0; i < n; i++) s += x[i] * x[i];
-    return (double)s;
+    for (ptrdiff_t i = 0; i < n; i++) s += (double)x[i] * (double)x[i];
+    return s;
 }
 
 #undef FN_NAME

@@ -14,6 +14,9 @@ class _Activation(Module):
         super().__init__()
         self.fused = False  # set by Sequential when a Linear computes it
 
+    def config(self):
+        return {}
+
     def extra_repr(self):
         return "fused" if self.fused else ""
 
@@ -51,6 +54,9 @@ class LeakyReLU(_Activation):
     def __init__(self, slope=0.01):
         super().__init__()
         self.slope = ops._check_slope(slope)
+
+    def config(self):
+        return {"slope": self.slope}
 
     def extra_repr(self):
         return f"slope={self.slope}" + (", fused" if self.fused else "")

@@ -34,6 +34,10 @@ class BatchNorm1d(Module):
         self.add_buffer("running_mean", np.zeros(d, dtype))
         self.add_buffer("running_var", np.ones(d, dtype))
 
+    def config(self):
+        return {"num_features": self.num_features, "momentum": self.momentum, "eps": self.eps,
+                "dtype": str(self.weight.dtype)}
+
     def extra_repr(self):
         return f"{self.num_features}, momentum={self.momentum}, eps={self.eps}"
 

@@ -32,6 +32,9 @@ class Dropout(Module):
         self.add_buffer("step", np.array(0, np.int64))  # train-mode forwards so far
         self._active_step = None
 
+    def config(self):
+        return {"p": self.p, "seed": int(self.seed)}
+
     def extra_repr(self):
         return f"p={self.p}"
 

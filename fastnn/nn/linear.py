@@ -59,6 +59,10 @@ class Linear(Module):
         self.slope = 0.01
         self.input_grad = True  # whether backward computes dx
 
+    def config(self):
+        return {"in_features": self.in_features, "out_features": self.out_features,
+                "bias": self.bias is not None, "dtype": str(self.weight.dtype)}
+
     def extra_repr(self):
         act = f", activation={self.activation!r}" if self.activation else ""
         return (f"{self.in_features}, {self.out_features}, bias={self.bias is not None}"

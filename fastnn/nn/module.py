@@ -181,6 +181,11 @@ class Module:
         for name, target in targets.items():
             np.copyto(target, state[name], casting="same_kind")
 
+    def config(self):
+        """Constructor arguments that rebuild this module (fastnn.save stores them).
+        A module without them cannot be saved."""
+        raise NotImplementedError(f"{type(self).__name__} does not define config()")
+
     def extra_repr(self):
         return ""
 

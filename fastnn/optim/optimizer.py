@@ -79,6 +79,7 @@ class Optimizer:
         self.param_groups = []
         for group in self._groups(params, hyper):
             self._add_group(group)
+        self._check_disjoint()
         self.step_count = 0
         self._state = None  # per span: {name: array}
 
@@ -114,6 +115,19 @@ class Optimizer:
         merged["params"] = params
         merged["spans"] = flat_spans(params)
         self.param_groups.append(merged)
+
+    def _check_disjoint(self):
+        """Each parameter must appear once: in one group, once (as torch.optim requires
+        across groups); a repeat would be updated twice per step."""
+        ranges = sorted(
+            (values.__array_interface__["data"][0],
+             values.__array_interface__["data"][0] + values.nbytes)
+            for _, (values, _) in self._spans() if values.size
+        )
+        for (_, end), (start, _) in zip(ranges, ranges[1:]):
+            if start < end:
+                raise ValueError("params: a parameter appears more than once (within a group "
+                                 "or in two groups)")
 
     def _check(self, name, value):
         """Validate one hyperparameter; subclasses extend this."""

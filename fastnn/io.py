@@ -1,0 +1,278 @@
+"""Saving and loading models and training checkpoints.
+
+One file in the safetensors format (readable by the `safetensors` package): an 8-byte
+little-endian header length, a JSON header naming every array with its dtype, shape
+and byte range, then the raw array bytes. fastnn puts its own description in the
+header's "__metadata__": a format version, the model's architecture (layer types and
+constructor arguments) and, for checkpoints, the optimizer, schedule and RNG state.
+
+Loading never executes code (no pickle, no imports by name: layer types come from a
+fixed table), checks the header against the file's size before reading anything,
+and checks every array's name, dtype and shape against the rebuilt model. Writes go to
+a temporary file that replaces the target only when complete.
+"""
+
+import json
+import os
+import struct
+import tempfile
+
+import numpy as np
+
+from . import nn
+
+__all__ = ["FormatError", "load", "load_checkpoint", "save", "save_checkpoint"]
+
+FORMAT = "fastnn"
+FORMAT_VERSION = 1
+MAX_HEADER_BYTES = 64 * 2**20
+
+_DTYPES = {"F32": np.float32, "F64": np.float64, "I64": np.int64, "U64": np.uint64,
+           "I32": np.int32, "U8": np.uint8}
+_DTYPE_NAMES = {np.dtype(v): k for k, v in _DTYPES.items()}
+
+# The layer types a file may name, and nothing else.
+LAYERS = {cls.__name__: cls for cls in (nn.Linear, nn.ReLU, nn.LeakyReLU, nn.Sigmoid, nn.Tanh,
+                                        nn.BatchNorm1d, nn.Dropout)}
+
+
+class FormatError(ValueError):
+    """A file that is not a valid fastnn model or checkpoint."""
+
+
+# ---------------------------------------------------------------- architecture
+
+
+def architecture(model):
+    """A JSON-able description that rebuilds `model` (a Sequential or a known layer)."""
+    if isinstance(model, nn.Sequential):
+        return {"type": "Sequential", "layers": [architecture(m) for m in model.layers]}
+    name = type(model).__name__
+    if LAYERS.get(name) is not type(model):
+        raise TypeError(f"save: cannot describe a {name}; fastnn.save handles Sequential "
+                        f"models of {sorted(LAYERS)}")
+    return {"type": name, "config": model.config()}
+
+
+def build(arch, depth=0):
+    """The model an architecture() describes; anything else raises FormatError."""
+    if depth > 32 or not isinstance(arch, dict):
+        raise FormatError("architecture: malformed")
+    kind = arch.get("type")
+    if kind == "Sequential":
+        layers = arch.get("layers")
+        if not isinstance(layers, list):
+            raise FormatError("architecture: Sequential without a layer list")
+        return nn.Sequential(*(build(a, depth + 1) for a in layers))
+    if kind not in LAYERS:
+        raise FormatError(f"architecture: unknown layer type {kind!r}")
+    config = arch.get("config", {})
+    if not isinstance(config, dict) or not all(
+        isinstance(v, (int, float, str, bool)) for v in config.values()
+    ):
+        raise FormatError(f"architecture: bad arguments for {kind}")
+    try:
+        return LAYERS[kind](**config)
+    except (TypeError, ValueError) as exc:
+        raise FormatError(f"architecture: {kind}({config}) is invalid: {exc}") from exc
+
+
+# ---------------------------------------------------------------- safetensors
+
+
+def _write(path, arrays, metadata):
+    """Write arrays (name -> ndarray) and metadata (str -> str) atomically."""
+    header = {"__metadata__": metadata}
+    offset = 0
+    blobs = []
+    for name, array in arrays.items():
+        array = np.ascontiguousarray(array)
+        if array.dtype not in _DTYPE_NAMES:
+            raise TypeError(f"save: {name} has unsupported dtype {array.dtype}")
+        data = array.astype(array.dtype.newbyteorder("<"), copy=False).tobytes()
+        header[name] = {"dtype": _DTYPE_NAMES[array.dtype], "shape": list(array.shape),
+                        "data_offsets": [offset, offset + len(data)]}
+        blobs.append(data)
+        offset += len(data)
+    text = json.dumps(header, separators=(",", ":")).encode()
+    text += b" " * (-len(text) % 8)
+    folder = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=".fastnn-", suffix=".tmp", dir=folder)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(struct.pack("<Q", len(text)))
+            f.write(text)
+            for blob in blobs:
+                f.write(blob)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def _read(path):
+    """(arrays, metadata) of a safetensors file, every entry checked before use."""
+    size = os.path.getsize(path)
+    with open(path, "rb") as f:
+        head = f.read(8)
+        if len(head) < 8:
+            raise FormatError(f"{path}: truncated (no header)")
+        (n,) = struct.unpack("<Q", head)
+        if n > MAX_HEADER_BYTES or 8 + n > size:
+            raise FormatError(f"{path}: header of {n} bytes does not fit the file ({size} bytes)")
+        try:
+            header = json.loads(f.read(n))
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise FormatError(f"{path}: header is not JSON: {exc}") from exc
+        if not isinstance(header, dict):
+            raise FormatError(f"{path}: header is not a JSON object")
+        metadata = header.pop("__metadata__", {})
+        data_size = size - 8 - n
+        spans = []
+        for name, entry in header.items():
+            try:
+                dtype = np.dtype(_DTYPES[entry["dtype"]]).newbyteorder("<")
+                shape = tuple(entry["shape"])
+                begin, end = entry["data_offsets"]
+            except (KeyError, TypeError, ValueError) as exc:
+                raise FormatError(f"{path}: bad entry for {name!r}") from exc
+            if not all(isinstance(d, int) and d >= 0 for d in shape) or not (
+                isinstance(begin, int) and isinstance(end, int) and 0 <= begin <= end <= data_size
+            ):
+                raise FormatError(f"{path}: {name!r} has a bad shape or byte range")
+            if int(np.prod(shape, dtype=object)) * dtype.itemsize != end - begin:
+                raise FormatError(f"{path}: {name!r}: shape {shape} does not match its bytes")
+            spans.append((begin, end, name, dtype, shape))
+        spans.sort()
+        for (_, end_a, name_a, _, _), (begin_b, _, name_b, _, _) in zip(spans, spans[1:]):
+            if begin_b < end_a:
+                raise FormatError(f"{path}: {name_a!r} and {name_b!r} overlap")
+        data = f.read(data_size)
+    if len(data) != data_size:
+        raise FormatError(f"{path}: truncated data")
+    arrays = {name: np.frombuffer(data, dtype, count=int(np.prod(shape)), offset=begin)
+              .reshape(shape).astype(dtype.newbyteorder("="))
+              for begin, end, name, dtype, shape in spans}
+    if not isinstance(metadata, dict) or not all(isinstance(v, str) for v in metadata.values()):
+        raise FormatError(f"{path}: bad __metadata__")
+    return arrays, metadata
+
+
+def _fastnn_meta(path, metadata, kind):
+    if metadata.get("format") != FORMAT:
+        raise FormatError(f"{path}: not a fastnn file")
+    if metadata.get("format_version") != str(FORMAT_VERSION):
+        raise FormatError(f"{path}: format version {metadata.get('format_version')!r} is not "
+                          f"{FORMAT_VERSION}")
+    if metadata.get("kind") != kind:
+        raise FormatError(f"{path}: holds a {metadata.get('kind')}, not a {kind}")
+    try:
+        return {k: json.loads(v) for k, v in metadata.items()
+                if k not in ("format", "format_version", "kind")}
+    except json.JSONDecodeError as exc:
+        raise FormatError(f"{path}: malformed metadata: {exc}") from exc
+
+
+def _load_model_arrays(path, model, arrays, prefix="model."):
+    expected = model.state_dict()
+    got = {k[len(prefix):]: v for k, v in arrays.items() if k.startswith(prefix)}
+    if set(got) != set(expected):
+        raise FormatError(f"{path}: arrays {sorted(set(got) ^ set(expected))} do not match "
+                          f"the architecture")
+    for name, value in expected.items():
+        if got[name].shape != value.shape or got[name].dtype != value.dtype:
+            raise FormatError(f"{path}: {name} is {got[name].dtype}{got[name].shape}, "
+                              f"expected {value.dtype}{value.shape}")
+    model.load_state_dict(got)
+
+
+def _model_metadata(model, kind, extra):
+    from . import __version__
+
+    meta = {"format": FORMAT, "format_version": str(FORMAT_VERSION), "kind": kind,
+            "fastnn_version": json.dumps(__version__),
+            "architecture": json.dumps(architecture(model))}
+    meta.update({k: json.dumps(v) for k, v in extra.items()})
+    return meta
+
+
+# ---------------------------------------------------------------- models
+
+
+def save(model, path, metadata=None):
+    """Save a model (architecture and every parameter and buffer) to one file.
+
+    `metadata`: a JSON-able dict stored with it (hyperparameters, class names...),
+    returned by load(..., with_metadata=True).
+    """
+    arrays = {f"model.{k}": v for k, v in model.state_dict().items()}
+    _write(path, arrays, _model_metadata(model, "model", {"user": metadata or {}}))
+
+
+def load(path, with_metadata=False):
+    """The model saved at `path` (in eval mode); with_metadata=True: (model, metadata)."""
+    arrays, metadata = _read(path)
+    meta = _fastnn_meta(path, metadata, "model")
+    model = build(meta.get("architecture"))
+    _load_model_arrays(path, model, arrays)
+    model.eval()
+    return (model, meta.get("user", {})) if with_metadata else model
+
+
+# ---------------------------------------------------------------- checkpoints
+
+
+def save_checkpoint(trainer, path):
+    """Model, optimizer state, schedule, epoch, history and shuffling RNG of a Trainer."""
+    arrays = {f"model.{k}": v for k, v in trainer.model.state_dict().items()}
+    opt_state = trainer.optimizer.state_dict()
+    for i, span in enumerate(opt_state["state"] or []):
+        for name, value in span.items():
+            arrays[f"optim.{i}.{name}"] = value
+    extra = {
+        "optimizer": {"type": type(trainer.optimizer).__name__,
+                      "param_groups": opt_state["param_groups"],
+                      "step_count": opt_state["step_count"],
+                      "has_state": opt_state["state"] is not None},
+        "schedule": None if trainer.schedule is None else trainer.schedule.state_dict(),
+        "epoch": trainer.epoch,
+        "history": dict(trainer.history),
+        "rng": trainer.rng.bit_generator.state,
+    }
+    _write(path, arrays, _model_metadata(trainer.model, "checkpoint", extra))
+
+
+def load_checkpoint(trainer, path):
+    """Restore a Trainer (built like the one that saved) from save_checkpoint's file;
+    training then continues exactly as if it had not stopped."""
+    arrays, metadata = _read(path)
+    meta = _fastnn_meta(path, metadata, "checkpoint")
+    if meta.get("architecture") != architecture(trainer.model):
+        raise FormatError(f"{path}: the checkpoint's architecture differs from the model's")
+    opt = meta.get("optimizer") or {}
+    if opt.get("type") != type(trainer.optimizer).__name__:
+        raise FormatError(f"{path}: saved with {opt.get('type')}, the trainer has "
+                          f"{type(trainer.optimizer).__name__}")
+    state = None
+    if opt.get("has_state"):
+        state = []
+        i = 0
+        while any(k.startswith(f"optim.{i}.") for k in arrays):
+            state.append({k.split(".", 2)[2]: v for k, v in arrays.items()
+                          if k.startswith(f"optim.{i}.")})
+            i += 1
+    _load_model_arrays(path, trainer.model, arrays)
+    try:
+        trainer.optimizer.load_state_dict({"param_groups": opt["param_groups"],
+                                           "step_count": opt["step_count"], "state": state})
+        if trainer.schedule is not None and meta.get("schedule") is not None:
+            trainer.schedule.load_state_dict(meta["schedule"])
+        trainer.rng.bit_generator.state = meta["rng"]
+    except (KeyError, TypeError, ValueError) as exc:
+        raise FormatError(f"{path}: cannot restore the training state: {exc}") from exc
+    trainer.epoch = int(meta.get("epoch", 0))
+    trainer.history.clear()
+    trainer.history.update(meta.get("history", {}))
