@@ -242,7 +242,7 @@ def test_matmul_out_is_the_storage_of_a_transposed_operand():
         ops.matmul(a, w.T, out=w)
 
 
-@pytest.mark.parametrize("op", ELEMENTWISE_FORWARD + ["bias_activation"])
+@pytest.mark.parametrize("op", [*ELEMENTWISE_FORWARD, "bias_activation"])
 def test_in_place_view_of_the_input_is_allowed(op):
     args = arrays(op)
     x = args["x"]
