@@ -12,7 +12,7 @@ repeat, k chosen so that a repeat takes >= 20 ms; there are at least 7 repeats (
 when a call takes under 100 us), and the callables of a case take turns, in
 alternating order (A B, B A, A B, ...), so that drift hits them alike. The figure is
 the median time per call. ratio = NumPy time / fastnn time: above 1, fastnn is faster.
-A case whose medians show another process stalling it is measured again (see measure()).
+A case disturbed by other processes is measured again (see measure()).
 
 Two sections check tuning constants: `crossover` times the two strategies of batched
 matmul against each other (ops.BATCH_PARALLEL_MAX_WORK), `threshold` times kernels at
@@ -82,6 +82,8 @@ class Config:
 FULL = Config(0.020, 7, 11, FULL_SIZES, FULL_ITEMS, 3, 150.0)
 QUICK = Config(0.010, 5, 7, QUICK_SIZES, QUICK_ITEMS, 1, 0.0)
 NOISY = 1.5  # median / fastest repeat, for any callable of a case: measure again
+BUSY = 0.25  # CPUs kept busy by other processes during a case: measure again
+WIN = 1.05  # a speed-up below this is not called a win (noise)
 
 
 # ---------------------------------------------------------------- timing
@@ -130,10 +132,41 @@ def _calibrate(run, target):
     return max(1, round(k * target / elapsed)), elapsed / k
 
 
+def _cpu_seconds():
+    """(CPU seconds used by the whole machine, by this process) so far; None if unknown.
+
+    The machine's count includes the hypervisor's steal: time our CPUs were taken.
+    """
+    try:
+        with open("/proc/stat") as f:
+            ticks = [int(v) for v in f.readline().split()[1:9]]
+    except (OSError, ValueError):
+        return None
+    own = os.times()
+    busy = sum(ticks) - ticks[3] - ticks[4]  # all but idle and iowait
+    return busy / os.sysconf("SC_CLK_TCK"), own.user + own.system
+
+
+class OtherLoad:
+    """How many CPUs other processes keep busy, from now until cpus() is called."""
+
+    def __init__(self):
+        self.start = _cpu_seconds()
+        self.wall = perf_counter()
+
+    def cpus(self):
+        end = _cpu_seconds()
+        if self.start is None or end is None:
+            return 0.0
+        wall = max(perf_counter() - self.wall, 1e-9)
+        return max(0.0, (end[0] - self.start[0]) - (end[1] - self.start[1])) / wall
+
+
 @dataclass
 class Timing:
     medians: list  # seconds per call, one per slot
     mins: list
+    others: float  # CPUs other processes kept busy meanwhile
     attempts: int = 1
 
     @property
@@ -141,38 +174,26 @@ class Timing:
         """The largest median / fastest-repeat ratio among the slots (1: steady)."""
         return max(m / lo for m, lo in zip(self.medians, self.mins))
 
+    @property
+    def disturbance(self):
+        """Over 1 when the figures are suspect: see NOISY and BUSY."""
+        return max(self.spread / NOISY, self.others / BUSY)
+
 
 class Retries:
-    """Time left for measuring noisy cases again, waiting first for idle CPUs."""
+    """Time left for measuring disturbed cases again, waiting first for idle CPUs."""
 
-    IDLE = 0.9  # fraction of all CPU time idle over a window
     WINDOW = 0.5  # seconds
 
     def __init__(self):
         self.left = 0.0
         self.spent = 0.0
 
-    @staticmethod
-    def _idle(window):
-        """Fraction of all CPUs' time spent idle over `window` seconds; None if unknown."""
-
-        def ticks():
-            with open("/proc/stat") as f:
-                values = [int(v) for v in f.readline().split()[1:]]
-            return sum(values), values[3] + values[4]  # all, idle + iowait
-
-        try:
-            total0, idle0 = ticks()
-            sleep(window)
-            total1, idle1 = ticks()
-        except (OSError, ValueError, IndexError):
-            return None
-        return (idle1 - idle0) / max(1, total1 - total0)
-
     def wait_for_idle(self, start):
         while perf_counter() - start < self.left:
-            idle = self._idle(self.WINDOW)
-            if idle is None or idle >= self.IDLE:
+            load = OtherLoad()
+            sleep(self.WINDOW)
+            if load.cpus() <= BUSY:
                 return
 
     def charge(self, start):
@@ -195,6 +216,7 @@ def _measure_once(slots, cfg, cooldown):
         previous = i
         return _run(slots[i], k)
 
+    load = OtherLoad()
     plan = [_calibrate(lambda k, i=i: run(i, k), cfg.target) for i in range(len(slots))]
     fastest = min(per_call for _, per_call in plan)
     n_repeats = cfg.repeats_small if fastest < 100e-6 else cfg.repeats
@@ -204,7 +226,7 @@ def _measure_once(slots, cfg, cooldown):
         for i in order if r % 2 == 0 else order[::-1]:
             k = plan[i][0]
             times[i].append(run(i, k) / k)
-    return Timing([median(t) for t in times], [min(t) for t in times])
+    return Timing([median(t) for t in times], [min(t) for t in times], load.cpus())
 
 
 def measure(slots, cfg, cooldown=0.0):
@@ -214,19 +236,20 @@ def measure(slots, cfg, cooldown=0.0):
     uses more than one thread: an OpenBLAS worker thread spins for ~0.1 s after its
     last call, and on a small machine would slow whichever library runs next.
 
-    Another process taking a core stalls every multi-threaded call for a time slice;
-    while the medians show it (spread over NOISY), the case is measured again, up to
+    Another process taking a core stalls every multi-threaded call for a time slice.
+    While a case looks disturbed (other processes kept over BUSY CPUs busy, or its
+    medians are over NOISY times its fastest repeats), it is measured again, up to
     cfg.attempts times in all, once the CPUs are idle, while RETRIES has time left;
-    the steadiest attempt is kept.
+    the least disturbed attempt is kept.
     """
     best = _measure_once(slots, cfg, cooldown)
-    while best.spread > NOISY and best.attempts < cfg.attempts and RETRIES.left > 0:
+    while best.disturbance > 1 and best.attempts < cfg.attempts and RETRIES.left > 0:
         start = perf_counter()
         RETRIES.wait_for_idle(start)
         timing = _measure_once(slots, cfg, cooldown)
         RETRIES.charge(start)
         timing.attempts = best.attempts + 1
-        if timing.spread < best.spread:
+        if timing.disturbance < best.disturbance:
             best = timing
         else:
             best.attempts = timing.attempts
@@ -234,10 +257,15 @@ def measure(slots, cfg, cooldown=0.0):
 
 
 def noise_note(timing):
-    """A table note for a case whose medians stayed unsteady, else None."""
-    if timing.spread <= NOISY:
+    """A table note for a case that stayed disturbed, else None."""
+    if timing.disturbance <= 1:
         return None
-    return f"noisy (median {timing.spread:.1f}x fastest repeat)"
+    why = []
+    if timing.others > BUSY:
+        why.append(f"other processes used {timing.others:.1f} CPUs")
+    if timing.spread > NOISY:
+        why.append(f"median {timing.spread:.1f}x fastest repeat")
+    return f"noisy ({', '.join(why)})"
 
 
 # ---------------------------------------------------------------- data
@@ -337,8 +365,8 @@ def batch_strategy(shape, threads):
     """Which of ops.matmul's two batched strategies runs for this shape."""
     batch, m, k, n = shape
     if threads > 1 and batch > 1 and m * n * k < ops.BATCH_PARALLEL_MAX_WORK:
-        return "parallel items (1-thread BLAS each)"
-    return "items in turn (threaded BLAS)"
+        return "items in parallel, 1-thread BLAS each"
+    return "items in turn, on BLAS's threads"
 
 
 def _forward_maker(activation):
@@ -701,14 +729,16 @@ def run_comparisons(section, title, plan, cooldown, threads, cfg):
                         "section": section, "case": kernel.name, "form": tag,
                         "primary": i == 0,
                         "size": size_label(shape), "shape": list(shape),
-                        "elements": math.prod(shape), "threads": n,
+                        # elements, or multiply-adds for a matmul
+                        "work": math.prod(shape), "threads": n,
                         "numpy_us": base_s * 1e6, "fastnn_us": fast_s * 1e6,
                         "ratio": base_s / fast_s,
                         "torch_us": torch_s * 1e6 if torch_s else None,
                         "note": "; ".join(filter(None, notes)) or None,
                         "numpy_min_us": timing.mins[1 + i] * 1e6,
                         "fastnn_min_us": timing.mins[0] * 1e6,
-                        "spread": timing.spread, "attempts": timing.attempts,
+                        "spread": timing.spread, "others_cpus": timing.others,
+                        "attempts": timing.attempts,
                     })
     return table.rows
 
@@ -757,7 +787,7 @@ def run_crossover(threads, cfg):
                    "parallel_us": p * 1e6, "in_turn_us": s * 1e6, "ratio": s / p,
                    "faster": "P" if p < s else "S", "picks": "P" if size**3 < current else "S",
                    "note": noise_note(timing), "spread": timing.spread,
-                   "attempts": timing.attempts})
+                   "others_cpus": timing.others, "attempts": timing.attempts})
     rows = table.rows
     first_s = next((i for i in range(len(rows))
                     if all(r["faster"] == "S" for r in rows[i:])), None)
@@ -809,17 +839,18 @@ def run_threshold(threads, cfg):
             serial = limit is not None and n < limit
             notes = ["serial (< FN_PARALLEL_MIN)" if serial else None, noise_note(timing)]
             table.add({"case": kernel.name, "elements": n, "one_us": one * 1e6,
-                       "all_us": full * 1e6, "ratio": one / full,
+                       "all_us": full * 1e6, "ratio": one / full, "serial": serial,
                        "note": "; ".join(filter(None, notes)) or None,
-                       "spread": timing.spread, "attempts": timing.attempts})
-        rows = table.rows[first:]
-        wins = next((r["elements"] for i, r in enumerate(rows)
-                     if all(q["ratio"] > 1 for q in rows[i:])), None)
-        verdicts[kernel.name] = wins
+                       "spread": timing.spread, "others_cpus": timing.others,
+                       "attempts": timing.attempts})
+        # Serial rows run the same code at both counts: their ratio is noise around 1.
+        rows = [r for r in table.rows[first:] if not r["serial"]]
+        verdicts[kernel.name] = next((r["elements"] for i, r in enumerate(rows)
+                                      if all(q["ratio"] >= WIN for q in rows[i:])), None)
     print()
     for name, wins in verdicts.items():
-        where = f"from {wins} elements up" if wins else "at none of the sizes measured"
-        print(f"  -> {name}: {threads} threads faster {where}")
+        where = f"from {wins} elements up" if wins else "at none of the threaded sizes"
+        print(f"  -> {name}: {threads} threads >= {WIN:.2f}x faster {where}")
     return {"threads": threads, "fn_parallel_min": limit, "rows": table.rows,
             "two_threads_win_from": verdicts}
 
@@ -882,8 +913,8 @@ def header(threads, cfg, quick):
           "of a case interleaved (A B, B A, ...)")
     print(f"  matmul sections: {BLAS_COOLDOWN * 1e3:.0f} ms pause before switching callables "
           "at > 1 thread (OpenBLAS worker threads spin ~0.1 s after a call)")
-    noisy = (f"  'noisy' marks a case whose median is over {NOISY}x its fastest repeat "
-             "(another process took a core)")
+    noisy = (f"  'noisy' marks a case during which other processes kept over {BUSY} CPUs "
+             f"busy, or whose median is over {NOISY}x its fastest repeat")
     if cfg.attempts > 1:
         noisy += (f"; such a case is measured again once the CPUs are idle ({cfg.attempts} "
                   f"times at most, {cfg.retry_budget:.0f} s in all), the steadiest kept")
@@ -901,9 +932,9 @@ def targets(rows):
         ("matmul within 5% of NumPy's @", 0.95,
          lambda r: r["section"] == "matmul"),
         ("fused bias+ReLU forward >= 2x NumPy at >= 1e6 elements", 2.0,
-         lambda r: r["case"] == BIAS_RELU.name and r["elements"] >= 10**6),
+         lambda r: r["case"] == BIAS_RELU.name and r["work"] >= 10**6),
         ("ReLU backward + bias-grad >= 2x NumPy at >= 1e6 elements", 2.0,
-         lambda r: r["case"] == RELU_BACK_BIAS.name and r["elements"] >= 10**6),
+         lambda r: r["case"] == RELU_BACK_BIAS.name and r["work"] >= 10**6),
     ]
     results = []
     for name, goal, selects in checks:

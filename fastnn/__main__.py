@@ -168,9 +168,11 @@ def predict(args):
     if args.input:
         try:
             x = np.load(args.input, allow_pickle=False)
-        except (OSError, ValueError) as exc:
+            if x.ndim < 1 or len(x) == 0:
+                raise ValueError(f"expected an array of samples, got shape {x.shape}")
+            x = np.asarray(x, np.float32).reshape(len(x), -1) / float(meta.get("input_scale", 1))
+        except (OSError, ValueError, TypeError) as exc:
             raise UsageError(f"cannot read {args.input}: {exc}") from exc
-        x = np.asarray(x, np.float32).reshape(len(x), -1) / float(meta.get("input_scale", 1.0))
     else:
         _, _, _, (x, _) = load_data(args.data, args.seed)
         x = x[:args.count]
@@ -269,7 +271,7 @@ def main(argv=None):
     try:
         {"train": train, "evaluate": evaluate, "predict": predict}[args.command](args)
     except UsageError as exc:
-        p.exit(2, f"{p.prog} {args.command}: error: {exc}\n")
+        p.error(f"{args.command}: {exc}")
     return 0
 
 

@@ -63,7 +63,10 @@ def build(arch, depth=0):
         layers = arch.get("layers")
         if not isinstance(layers, list):
             raise FormatError("architecture: Sequential without a layer list")
-        return nn.Sequential(*(build(a, depth + 1) for a in layers))
+        try:
+            return nn.Sequential(*(build(a, depth + 1) for a in layers))
+        except TypeError as exc:
+            raise FormatError(f"architecture: {exc}") from exc
     if kind not in LAYERS:
         raise FormatError(f"architecture: unknown layer type {kind!r}")
     config = arch.get("config", {})
@@ -86,7 +89,7 @@ def _write(path, arrays, metadata):
     offset = 0
     blobs = []
     for name, array in arrays.items():
-        array = np.ascontiguousarray(array)
+        array = np.asarray(array, order="C")  # (ascontiguousarray would make 0-d 1-d)
         if array.dtype not in _DTYPE_NAMES:
             raise TypeError(f"save: {name} has unsupported dtype {array.dtype}")
         data = array.astype(array.dtype.newbyteorder("<"), copy=False).tobytes()
@@ -125,7 +128,7 @@ def _read(path):
             raise FormatError(f"{path}: header of {n} bytes does not fit the file ({size} bytes)")
         try:
             header = json.loads(f.read(n))
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
             raise FormatError(f"{path}: header is not JSON: {exc}") from exc
         if not isinstance(header, dict):
             raise FormatError(f"{path}: header is not a JSON object")
@@ -172,8 +175,46 @@ def _fastnn_meta(path, metadata, kind):
     try:
         return {k: json.loads(v) for k, v in metadata.items()
                 if k not in ("format", "format_version", "kind")}
-    except json.JSONDecodeError as exc:
+    except (json.JSONDecodeError, RecursionError) as exc:
         raise FormatError(f"{path}: malformed metadata: {exc}") from exc
+
+
+def _declared_elements(arch, depth=0):
+    """Elements of parameters and buffers the architecture would allocate, computed from
+    its description alone, so a small file cannot make load() allocate gigabytes."""
+    if depth > 32 or not isinstance(arch, dict):
+        raise FormatError("architecture: malformed")
+    if arch.get("type") == "Sequential":
+        layers = arch.get("layers")
+        if not isinstance(layers, list):
+            raise FormatError("architecture: Sequential without a layer list")
+        return sum(_declared_elements(a, depth + 1) for a in layers)
+    config = arch.get("config", {})
+    if not isinstance(config, dict):
+        raise FormatError("architecture: malformed layer arguments")
+
+    def size(key):
+        value = config.get(key, 0)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise FormatError(f"architecture: {arch.get('type')} has a bad {key}")
+        return value
+
+    kind = arch.get("type")
+    if kind == "Linear":
+        bias = size("out_features") if config.get("bias", True) else 0
+        return size("in_features") * size("out_features") + bias
+    if kind == "BatchNorm1d":
+        return 4 * size("num_features")
+    return 2 if kind == "Dropout" else 0
+
+
+def _build_checked(path, arch, arrays, prefix="model."):
+    """The architecture's model, built only if the file holds arrays of its size."""
+    stored = sum(a.size for k, a in arrays.items() if k.startswith(prefix))
+    if _declared_elements(arch) > stored:
+        raise FormatError(f"{path}: the architecture declares more parameters than the file "
+                          f"holds ({stored} values)")
+    return build(arch)
 
 
 def _load_model_arrays(path, model, arrays, prefix="model."):
@@ -216,7 +257,7 @@ def load(path, with_metadata=False):
     """The model saved at `path` (in eval mode); with_metadata=True: (model, metadata)."""
     arrays, metadata = _read(path)
     meta = _fastnn_meta(path, metadata, "model")
-    model = build(meta.get("architecture"))
+    model = _build_checked(path, meta.get("architecture"), arrays)
     _load_model_arrays(path, model, arrays)
     model.eval()
     return (model, meta.get("user", {})) if with_metadata else model

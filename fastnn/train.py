@@ -272,12 +272,12 @@ class Trainer:
             model.backward(dscores)
         if self.regularizer is not None:
             value += self.regularizer.backward(model)
+        if not math.isfinite(value):
+            return value
         if self.clip_norm is not None:
             from .optim import clip_grad_norm
 
-            clip_grad_norm(model, self.clip_norm)
-        if not math.isfinite(value):
-            return value
+            clip_grad_norm(model, self.clip_norm)  # raises on a non-finite gradient
         opt.step()
         return value
 
@@ -321,14 +321,17 @@ class Trainer:
                 if self.augment is not None:
                     xb = self._augmented(xb)
                 yb = self._target_batch(y, idx)
-                value = self.train_step(xb, yb)
-                if not math.isfinite(value):
+                try:
+                    value = self.train_step(xb, yb)
+                    if not math.isfinite(value):
+                        raise FloatingPointError(f"non-finite loss ({value})")
+                except FloatingPointError as exc:
                     if bar is not None:
                         bar.close()
                     raise FloatingPointError(
-                        f"non-finite loss ({value}) at epoch {epoch}, step {step}: training "
-                        f"stopped before the update; the weights are those of the previous step"
-                    )
+                        f"{exc} at epoch {epoch}, step {step}: training stopped before the "
+                        f"update; the weights are those of the previous step"
+                    ) from exc
                 total += value * len(idx)
                 if self.classifier:
                     hits += self._hits(self.model_output(), yb)

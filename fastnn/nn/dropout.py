@@ -33,7 +33,8 @@ class Dropout(Module):
         self._active_step = None
 
     def config(self):
-        return {"p": self.p, "seed": int(self.seed)}
+        # The seed is state (a buffer, saved with the weights), not architecture.
+        return {"p": self.p}
 
     def extra_repr(self):
         return f"p={self.p}"

@@ -1,0 +1,423 @@
+"""scikit-learn compatible estimators: MLPClassifier and MLPRegressor.
+
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+    from fastnn.sklearn import MLPClassifier
+    clf = make_pipeline(StandardScaler(), MLPClassifier(hidden_layer_sizes=(128,)))
+    clf.fit(X, y).score(X_test, y_test)
+
+The network is the command line's (`fastnn.__main__.build_model`): per hidden width,
+Linear [-> BatchNorm1d] -> activation [-> Dropout], then a Linear output layer; the
+optimizer is `make_optimizer`'s, and a fastnn.Trainer runs the epochs. The classifier
+minimizes the softmax cross-entropy (labels of any type, encoded with LabelEncoder),
+the regressor the mean squared error over all outputs (y of shape (n,) or (n, k)).
+Both add alpha * sum(W**2) over the weights (fastnn.losses.L2; not scikit-learn's
+alpha / (2 n) * sum(W**2)). Parameters are float32 whatever the input dtype.
+
+Needs scikit-learn >= 1.6 (`validate_data` and `__sklearn_tags__`):
+pip install 'fastnn[sklearn]'.
+
+sklearn.utils.estimator_checks.check_estimator: every check that applies passes, for
+both estimators (tests/test_sklearn.py runs them with parametrize_with_checks and
+expects no failure). Checks that do not apply and are not run: sample weights (fit takes
+none), sparse input (rejected with TypeError, as the sparse checks accept), multi-label
+classification, and check_classifier_multioutput.
+
+Pickling an estimator (joblib, GridSearchCV with n_jobs) stores its fitted model as
+plain arrays (the parameters, the optimizer state and the shuffling RNG state) and
+rebuilds the model on load, so that training can continue; fastnn's own model files
+(fastnn.save) never use pickle.
+"""
+
+import contextlib
+import math
+import numbers
+import warnings
+
+import numpy as np
+
+try:
+    from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
+    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.model_selection import train_test_split
+    from sklearn.preprocessing import LabelEncoder
+    from sklearn.utils import check_random_state
+    from sklearn.utils.multiclass import check_classification_targets
+    from sklearn.utils.validation import check_is_fitted, validate_data
+except ImportError as exc:
+    raise ImportError(
+        "fastnn.sklearn needs scikit-learn >= 1.6: pip install 'fastnn[sklearn]'"
+    ) from exc
+
+from . import losses
+from .__main__ import _ACTIVATIONS, _OPTIMIZERS, build_model, make_optimizer
+from ._threads import threads
+from .ensemble import _load_trainer_state, _trainer_state
+from .train import EarlyStopping, Trainer
+
+__all__ = ["MLPClassifier", "MLPRegressor"]
+
+# Inputs of any other dtype (ints, bools) become float32, the parameters' dtype;
+# float64 stays as it is: the Trainer converts it batch by batch, never copied whole.
+_X_DTYPES = [np.float32, np.float64]
+
+
+def _is_int(value):
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def _check_number(name, value, low, high=math.inf, low_open=False):
+    """A real number in [low, high) (or (low, high) with low_open)."""
+    if not isinstance(value, numbers.Real) or isinstance(value, bool) or not (
+        (low < value if low_open else low <= value) and value < high
+    ):
+        left = "(" if low_open else "["
+        raise ValueError(f"{name}: expected a number in {left}{low}, {high}), got {value!r}")
+    return float(value)
+
+
+def _check_positive_int(name, value):
+    if not _is_int(value) or value <= 0:
+        raise ValueError(f"{name}: expected a positive int, got {value!r}")
+    return int(value)
+
+
+class _BaseMLP(BaseEstimator):
+    """What the classifier and the regressor share: parameters, training, pickling.
+
+    Subclasses give the loss, the number of outputs and the target encoding.
+    """
+
+    def __init__(self, hidden_layer_sizes=(100,), activation="relu", batch_norm=False,
+                 dropout=0.0, optimizer="adam", learning_rate=1e-3, alpha=0.0, max_iter=200,
+                 batch_size=64, early_stopping=False, validation_fraction=0.1,
+                 n_iter_no_change=10, tol=1e-4, random_state=None, n_threads=None,
+                 verbose=False):
+        self.hidden_layer_sizes = hidden_layer_sizes
+        self.activation = activation
+        self.batch_norm = batch_norm
+        self.dropout = dropout
+        self.optimizer = optimizer
+        self.learning_rate = learning_rate
+        self.alpha = alpha
+        self.max_iter = max_iter
+        self.batch_size = batch_size
+        self.early_stopping = early_stopping
+        self.validation_fraction = validation_fraction
+        self.n_iter_no_change = n_iter_no_change
+        self.tol = tol
+        self.random_state = random_state
+        self.n_threads = n_threads
+        self.verbose = verbose
+
+    # ------------------------------------------------------------ parameters
+
+    def _checked_params(self):
+        """The parameters, validated at fit time (scikit-learn's rule: __init__ and
+        set_params only store). Returns the hidden widths as a list."""
+        sizes = self.hidden_layer_sizes
+        try:
+            hidden = [sizes] if _is_int(sizes) else list(sizes)
+        except TypeError:
+            raise ValueError(f"hidden_layer_sizes: expected an int or a sequence of ints, "
+                             f"got {sizes!r}") from None
+        for width in hidden:
+            _check_positive_int("hidden_layer_sizes: each width", width)
+        if self.activation not in _ACTIVATIONS:
+            raise ValueError(f"activation: expected one of {sorted(_ACTIVATIONS)}, "
+                             f"got {self.activation!r}")
+        if self.optimizer not in _OPTIMIZERS:
+            raise ValueError(f"optimizer: expected one of {_OPTIMIZERS}, got {self.optimizer!r}")
+        _check_number("dropout", self.dropout, 0.0, 1.0)
+        _check_number("learning_rate", self.learning_rate, 0.0, low_open=True)
+        _check_number("alpha", self.alpha, 0.0)
+        _check_positive_int("max_iter", self.max_iter)
+        if self.batch_size != "auto":
+            _check_positive_int("batch_size ('auto' or)", self.batch_size)
+        _check_number("validation_fraction", self.validation_fraction, 0.0, 1.0, low_open=True)
+        _check_positive_int("n_iter_no_change", self.n_iter_no_change)
+        _check_number("tol", self.tol, 0.0)
+        if self.n_threads is not None:
+            _check_positive_int("n_threads (None or)", self.n_threads)
+        return [int(w) for w in hidden]
+
+    def _threads(self):
+        return contextlib.nullcontext() if self.n_threads is None else threads(self.n_threads)
+
+    def _batch_size(self, n):
+        """"auto" = min(200, n); a size above n is n. With batch_norm, a size that would
+        leave a last batch of one sample grows until it does not: BatchNorm1d cannot
+        normalize a single sample in train mode."""
+        size = min(200 if self.batch_size == "auto" else self.batch_size, n)
+        if self.batch_norm:
+            if n < 2:
+                raise ValueError("batch_norm=True needs at least 2 samples per fit call, "
+                                 f"got n_samples={n}")
+            while n % size == 1:
+                size += 1
+        return size
+
+    # ------------------------------------------------------------ the model
+
+    def _new_trainer(self, hidden, n_in, n_out, seed):
+        """A Trainer over a fresh model; `seed` fixes initialization, dropout masks and
+        the shuffling order."""
+        model = build_model(n_in, n_out, hidden, self.activation, self.batch_norm,
+                            self.dropout, seed)
+        trainer = Trainer(model, self._loss(), make_optimizer(self.optimizer, model,
+                                                              self.learning_rate, 0.0),
+                          regularizer=losses.L2(self.alpha) if self.alpha else None,
+                          progress=bool(self.verbose))
+        trainer.rng = np.random.default_rng(seed)
+        return trainer
+
+    def _seed(self):
+        # Leaves room for build_model's per-layer offsets (seed + 1000 + i).
+        return int(check_random_state(self.random_state).randint(2**31 - 2**16))
+
+    @property
+    def model_(self):
+        """The trained fastnn model (a fastnn.nn.Sequential; fastnn.save writes it)."""
+        return self._trainer.model
+
+    # ------------------------------------------------------------ training
+
+    def _validate(self, X, y, reset):
+        X, y = validate_data(self, X, y, reset=reset, dtype=_X_DTYPES,
+                             multi_output=self._multi_output, y_numeric=not self._classifier)
+        return X, y
+
+    def fit(self, X, y):
+        """Train a new model for up to max_iter epochs; returns self.
+
+        Stops earlier when the monitored loss has not improved by more than tol for
+        n_iter_no_change epochs: the loss on a held-out validation_fraction of the data
+        with early_stopping=True (the model then keeps its best epoch's weights), the
+        training loss otherwise. Reaching max_iter without stopping so warns
+        (ConvergenceWarning), as scikit-learn's MLPs do.
+        """
+        hidden = self._checked_params()
+        X, y = self._validate(X, y, reset=True)
+        self._init_targets(y)
+        targets = self._encode(y)
+        seed = self._seed()
+        validation = None
+        if self.early_stopping:
+            X, Xv, targets, yv = train_test_split(X, targets, test_size=self.validation_fraction,
+                                                  random_state=seed,
+                                                  stratify=self._stratify(targets))
+            validation = (Xv, yv)
+        stopper = EarlyStopping(monitor="val_loss" if self.early_stopping else "loss",
+                                patience=self.n_iter_no_change, min_delta=self.tol,
+                                restore_best_weights=self.early_stopping)
+        with self._threads():
+            self._start(hidden, X.shape[1], seed)
+            self._trainer.callbacks = [stopper]
+            self._trainer.fit(X, targets, epochs=self.max_iter,
+                              batch_size=self._batch_size(len(X)), validation_data=validation)
+        self._trainer.callbacks = []
+        self._set_results()
+        if stopper.stopped_epoch is None:
+            warnings.warn(f"{type(self).__name__}: max_iter={self.max_iter} epochs reached and "
+                          f"the loss has not stopped improving", ConvergenceWarning,
+                          stacklevel=2)
+        return self
+
+    def _stratify(self, targets):
+        """The classes, for a stratified validation split when one is possible: every
+        class twice or more, and both parts at least as large as the number of classes
+        (train_test_split's conditions); else None, a plain random split."""
+        if not self._classifier:
+            return None
+        n, n_classes = len(targets), len(self.classes_)
+        n_val = math.ceil(self.validation_fraction * n)
+        possible = np.bincount(targets).min() >= 2 and min(n_val, n - n_val) >= n_classes
+        return targets if possible else None
+
+    def _partial_fit(self, X, y, classes=None):
+        """One epoch over (X, y); the first call builds the model, with the classes
+        (classifier) or the number of outputs (regressor) of its data."""
+        first = not hasattr(self, "_trainer")
+        hidden = self._checked_params() if first else None
+        X, y = self._validate(X, y, reset=first)
+        if first:
+            self._init_targets(y if classes is None else classes)
+        targets = self._encode(y)
+        with self._threads():
+            if first:
+                self._start(hidden, X.shape[1], self._seed())
+            self._trainer.fit(X, targets, epochs=1, batch_size=self._batch_size(len(X)))
+        self._set_results()
+        return self
+
+    def _start(self, hidden, n_in, seed):
+        """A new model and Trainer, and the parameters that built them (for pickling)."""
+        self._fit_params = self.get_params()
+        self._trainer = self._new_trainer(hidden, n_in, self._n_out(), seed)
+
+    def _set_results(self):
+        history = self._trainer.history
+        self.loss_curve_ = list(history["loss"])
+        if "val_loss" in history:
+            self.validation_loss_curve_ = list(history["val_loss"])
+        self.n_iter_ = self._trainer.epoch
+
+    def _run(self, method, X):
+        """trainer.<method>(X) on validated X, with the estimator's thread count."""
+        check_is_fitted(self)
+        X = validate_data(self, X, reset=False, dtype=_X_DTYPES)
+        with self._threads():
+            return getattr(self._trainer, method)(X)
+
+    # ------------------------------------------------------------ pickling
+
+    def __getstate__(self):
+        state = dict(super().__getstate__())  # a copy: object's default is __dict__ itself
+        trainer = state.pop("_trainer", None)
+        if trainer is not None:
+            # Parameters are views into the model's arena, which a pickle would not keep:
+            # store plain arrays, rebuilt into the same model and optimizer on load.
+            state["_trainer_state"] = _trainer_state(trainer)
+        return state
+
+    def __setstate__(self, state):
+        saved = state.pop("_trainer_state", None)
+        super().__setstate__(state)
+        if saved is not None:
+            builder = type(self)(**self._fit_params)
+            self._trainer = builder._new_trainer(builder._checked_params(), self.n_features_in_,
+                                                 self._n_out(), seed=0)
+            _load_trainer_state(self._trainer, saved)
+
+
+class MLPClassifier(ClassifierMixin, _BaseMLP):
+    """A multi-layer perceptron classifier trained by fastnn (softmax cross-entropy).
+
+    Parameters
+    ----------
+    hidden_layer_sizes : int or sequence of int, default (100,)
+        Widths of the hidden layers; () gives a linear (softmax regression) model.
+    activation : {"relu", "leaky_relu", "sigmoid", "tanh"}, default "relu"
+    batch_norm : bool, default False
+        BatchNorm1d after each hidden Linear layer.
+    dropout : float in [0, 1), default 0.0
+        Drop probability of a Dropout layer after each hidden activation.
+    optimizer : {"sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adam", "adamw"}
+    learning_rate : float > 0, default 1e-3
+    alpha : float >= 0, default 0.0
+        L2 penalty alpha * sum(W**2) over the weights (not biases, not BatchNorm).
+    max_iter : int, default 200
+        Epochs (fit) at most.
+    batch_size : int or "auto", default 64
+        "auto" is min(200, n_samples).
+    early_stopping : bool, default False
+        Hold out validation_fraction of the training data (stratified when every class
+        can be) and stop when its loss has not improved by tol for n_iter_no_change
+        epochs, keeping the best epoch's weights. Without it, the training loss decides
+        when to stop.
+    validation_fraction : float in (0, 1), default 0.1
+    n_iter_no_change : int, default 10
+    tol : float >= 0, default 1e-4
+    random_state : None, int or RandomState
+        Fixes the initialization, the dropout masks, the shuffling and the validation
+        split: training is then reproducible, for any thread count.
+    n_threads : int or None
+        Threads for fit and predict (None: fastnn's setting, fastnn.get_num_threads()).
+    verbose : bool
+        A line (or a progress bar) per epoch.
+
+    Attributes
+    ----------
+    classes_ : (n_classes,) the labels seen by fit (or given to partial_fit).
+    n_features_in_ : int
+    loss_curve_ : list of the training loss (data loss + penalty) per epoch.
+    validation_loss_curve_ : list of the validation loss per epoch (early_stopping).
+    n_iter_ : int, epochs trained.
+    model_ : the fastnn model.
+    """
+
+    _classifier = True
+    _multi_output = False
+
+    def _loss(self):
+        return losses.SoftmaxCrossEntropy()
+
+    def _n_out(self):
+        return len(self.classes_)
+
+    def _init_targets(self, labels):
+        self._label_encoder = LabelEncoder().fit(labels)
+        self.classes_ = self._label_encoder.classes_
+
+    def _encode(self, y):
+        """Labels -> their positions in classes_ (intp); unknown labels raise ValueError."""
+        check_classification_targets(y)
+        return self._label_encoder.transform(y).astype(np.intp, copy=False)
+
+    def partial_fit(self, X, y, classes=None):
+        """One epoch over (X, y); returns self. The first call builds the model and needs
+        `classes`, every label that any call will give; later calls may repeat them."""
+        if not hasattr(self, "_trainer"):
+            if classes is None:
+                raise ValueError("classes: must be given on the first call to partial_fit")
+            check_classification_targets(classes)
+        elif classes is not None and not np.array_equal(np.unique(classes), self.classes_):
+            raise ValueError(f"classes: {np.unique(classes)} differs from the classes of the "
+                             f"first call, {self.classes_}")
+        return self._partial_fit(X, y, classes)
+
+    def predict_proba(self, X):
+        """(n_samples, n_classes) softmax of the scores; columns in the order of classes_."""
+        return self._run("predict_proba", X)
+
+    def predict(self, X):
+        """(n_samples,) the most probable class of each sample."""
+        indices = self._run("predict", X)  # first: it raises NotFittedError before fit
+        return self.classes_[indices]
+
+
+class MLPRegressor(RegressorMixin, _BaseMLP):
+    """A multi-layer perceptron regressor trained by fastnn (mean squared error).
+
+    Parameters: those of MLPClassifier (there, `early_stopping`'s split is not
+    stratified). y may be (n_samples,) or (n_samples, n_outputs); predict returns
+    (n_samples,) for one output and (n_samples, n_outputs) otherwise.
+
+    Attributes: n_features_in_, n_outputs_, loss_curve_, validation_loss_curve_
+    (early_stopping), n_iter_, model_.
+    """
+
+    _classifier = False
+    _multi_output = True
+
+    def _loss(self):
+        return losses.MSE()
+
+    def _n_out(self):
+        return self.n_outputs_
+
+    def _init_targets(self, y):
+        self.n_outputs_ = 1 if y.ndim == 1 else y.shape[1]
+
+    def _encode(self, y):
+        """y as a float32 (n_samples, n_outputs) array."""
+        y = np.asarray(y, np.float32).reshape(len(y), -1)
+        if y.shape[1] != self.n_outputs_:
+            raise ValueError(f"y: {y.shape[1]} outputs, the model was fitted with "
+                             f"{self.n_outputs_}")
+        return y
+
+    def partial_fit(self, X, y):
+        """One epoch over (X, y); returns self. The first call builds the model."""
+        return self._partial_fit(X, y)
+
+    def predict(self, X):
+        """(n_samples,) or (n_samples, n_outputs) predicted targets, float64 (the model
+        computes in float32; scikit-learn expects regressors to predict float64)."""
+        out = self._run("predict", X).astype(np.float64)
+        return out.ravel() if self.n_outputs_ == 1 else out
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.target_tags.multi_output = True
+        return tags

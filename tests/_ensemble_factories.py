@@ -1,0 +1,22 @@
+"""Trainer factories for tests/test_ensemble.py, in a module of their own: Ensemble's
+worker processes (started with "spawn") import a factory by module and name."""
+
+import fastnn
+from fastnn import losses, optim
+from fastnn.__main__ import build_model
+
+N_FEATURES = 20
+N_CLASSES = 5
+
+
+def small_classifier(seed):
+    """A 20-32-5 ReLU MLP with dropout, Adam; silent."""
+    model = build_model(N_FEATURES, N_CLASSES, [32], dropout=0.1, seed=seed)
+    return fastnn.Trainer(model, losses.SoftmaxCrossEntropy(), optim.Adam(model, 1e-2),
+                          progress=False)
+
+
+def regressor(seed):
+    """Not a classifier: an ensemble refuses it."""
+    model = build_model(N_FEATURES, 1, [4], seed=seed)
+    return fastnn.Trainer(model, losses.MSE(), optim.SGD(model, 0.1), progress=False)
