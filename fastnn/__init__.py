@@ -14,6 +14,7 @@ __version__ = "0.1.0"
 from . import losses, nn, ops, optim
 from ._config import openmp_enabled, show_config
 from ._threads import get_num_threads, set_num_threads, threads
+from .ensemble import Ensemble
 from .io import load, save
 from .train import Callback, Checkpoint, EarlyStopping, History, Trainer
 
@@ -21,6 +22,7 @@ __all__ = [
     "Callback",
     "Checkpoint",
     "EarlyStopping",
+    "Ensemble",
     "History",
     "Trainer",
     "__version__",

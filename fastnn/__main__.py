@@ -18,11 +18,8 @@ import numpy as np
 import fastnn
 from fastnn import datasets, losses, nn, optim
 
-_OPTIMIZERS = ("sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adam", "adamw")
 _SCHEDULES = ("none", "step", "exponential", "inverse-time", "cosine", "warmup-cosine",
               "plateau")
-_ACTIVATIONS = {"relu": nn.ReLU, "leaky_relu": nn.LeakyReLU, "sigmoid": nn.Sigmoid,
-                "tanh": nn.Tanh}
 
 
 class UsageError(Exception):
@@ -55,34 +52,6 @@ def load_data(data, seed=0):
     return name, scale, prep(xtr, ytr), prep(xte, yte)
 
 
-def build_model(n_in, n_out, hidden, activation="relu", batch_norm=False, dropout=0.0, seed=0):
-    """Linear [-> BatchNorm1d] -> activation [-> Dropout] per hidden width, then Linear."""
-    layers = []
-    for i, width in enumerate(hidden):
-        layers.append(nn.Linear(n_in, width, init="he" if "relu" in activation else "xavier",
-                                seed=seed + i))
-        if batch_norm:
-            layers.append(nn.BatchNorm1d(width))
-        layers.append(_ACTIVATIONS[activation]())
-        if dropout:
-            layers.append(nn.Dropout(dropout, seed=seed + 1000 + i))
-        n_in = width
-    layers.append(nn.Linear(n_in, n_out, init="xavier", seed=seed + len(hidden)))
-    return nn.Sequential(*layers)
-
-
-def make_optimizer(name, model, lr, weight_decay):
-    if name in ("sgd", "momentum", "nesterov"):
-        return optim.SGD(model, lr, momentum=0.0 if name == "sgd" else 0.9,
-                         nesterov=name == "nesterov", weight_decay=weight_decay)
-    if name == "adagrad":
-        return optim.Adagrad(model, lr, weight_decay=weight_decay)
-    if name == "rmsprop":
-        return optim.RMSProp(model, lr, weight_decay=weight_decay)
-    cls = optim.AdamW if name == "adamw" else optim.Adam
-    return cls(model, lr, weight_decay=weight_decay)
-
-
 def make_schedule(name, opt, epochs):
     if name == "none":
         return None
@@ -106,9 +75,9 @@ def train(args):
     n_classes = int(max(ytr.max(), yte.max())) + 1
     hidden = args.hidden or ([512, 512] if xtr.shape[1] > 100 else [128, 64])
     epochs = args.epochs or (5 if xtr.shape[1] > 100 else 30)
-    model = build_model(xtr.shape[1], n_classes, hidden, args.activation, args.batch_norm,
+    model = nn.mlp(xtr.shape[1], n_classes, hidden, args.activation, args.batch_norm,
                         args.dropout, args.seed)
-    opt = make_optimizer(args.optimizer, model, args.lr, args.weight_decay)
+    opt = optim.create(args.optimizer, model, args.lr, args.weight_decay)
     schedule = make_schedule(args.schedule, opt, epochs)
     trainer = fastnn.Trainer(model, losses.SoftmaxCrossEntropy(), opt, schedule=schedule,
                              regularizer=losses.L2(args.l2) if args.l2 else None,
@@ -231,10 +200,10 @@ def parser():
     t = sub.add_parser("train", parents=[data], help="train an MLP and report test accuracy")
     t.add_argument("--hidden", type=_positive_int, nargs="+", metavar="WIDTH",
                    help="hidden layer widths (default: 512 512 on MNIST, 128 64 on digits)")
-    t.add_argument("--activation", choices=sorted(_ACTIVATIONS), default="relu")
+    t.add_argument("--activation", choices=sorted(nn.ACTIVATIONS), default="relu")
     t.add_argument("--batch-norm", action=argparse.BooleanOptionalAction, default=True)
     t.add_argument("--dropout", type=_probability, default=0.0)
-    t.add_argument("--optimizer", choices=_OPTIMIZERS, default="adam")
+    t.add_argument("--optimizer", choices=optim.NAMES, default="adam")
     t.add_argument("--lr", type=_nonnegative, default=1e-3)
     t.add_argument("--weight-decay", type=_nonnegative, default=0.0)
     t.add_argument("--l2", type=_nonnegative, default=0.0, help="L2 penalty lambda")

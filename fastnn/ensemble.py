@@ -1,8 +1,10 @@
 """Model ensembles (the lecture's): train n models independently, average their
 predicted probabilities.
 
+    from fastnn.nn import mlp
+
     def make_trainer(seed):  # at module level: worker processes import it by name
-        model = build_model(64, 10, [128], seed=seed)
+        model = mlp(64, 10, [128], seed=seed)
         return fastnn.Trainer(model, losses.SoftmaxCrossEntropy(),
                               optim.Adam(model, 1e-3), progress=False)
 
@@ -10,8 +12,9 @@ predicted probabilities.
     ensemble.evaluate(X_test, y_test)  # {"accuracy": ..., "member_accuracy": [...]}
 
 Members differ only by their seed, which fixes a member's initialization and dropout
-masks (through the factory) and its shuffling order (Trainer.fit's seed): averaging
-models that err differently usually beats the average member by a few percent.
+masks (through the factory) and its shuffling order (Trainer.fit's seed). Averaging
+models that err differently beats the average member: "enjoy 2% extra performance",
+says the lecture; on the 8x8 digits, 5 members of 64-128-10 gain 0.2 to 0.5 points.
 """
 
 import multiprocessing
@@ -41,33 +44,6 @@ def _count(name, value):
     return value
 
 
-def _trainer_state(trainer):
-    """What training changes in a Trainer, as arrays, numbers and lists: the model's
-    parameters and buffers, the optimizer and schedule state, the epoch count, the
-    history and the shuffling RNG."""
-    return {
-        "model": trainer.model.state_dict(),
-        "optimizer": trainer.optimizer.state_dict(),
-        "schedule": None if trainer.schedule is None else trainer.schedule.state_dict(),
-        "epoch": trainer.epoch,
-        "history": dict(trainer.history),
-        "rng": trainer.rng.bit_generator.state,
-    }
-
-
-def _load_trainer_state(trainer, state):
-    """Put _trainer_state's result into a Trainer built like the one it came from; it
-    then predicts, and trains on, exactly as that one would."""
-    trainer.model.load_state_dict(state["model"])
-    trainer.optimizer.load_state_dict(state["optimizer"])
-    if trainer.schedule is not None and state["schedule"] is not None:
-        trainer.schedule.load_state_dict(state["schedule"])
-    trainer.epoch = state["epoch"]
-    trainer.history.clear()
-    trainer.history.update(state["history"])
-    trainer.rng.bit_generator.state = state["rng"]
-
-
 # What one worker process trains with; set once per process by _init_worker, so that
 # the data cross to each worker once, not once per member.
 _worker = {}
@@ -81,7 +57,7 @@ def _init_worker(factory, X, y, fit_kwargs, n_threads):
 def _train_member(seed):
     trainer = _worker["factory"](seed)
     trainer.fit(_worker["X"], _worker["y"], seed=seed, **_worker["fit_kwargs"])
-    return _trainer_state(trainer)
+    return trainer.state_dict()
 
 
 def _check_spawnable(factory):
@@ -117,7 +93,9 @@ class Ensemble:
     n_jobs > 1 trains members in that many worker processes (at most n), started with
     the "spawn" method (never fork: a forked OpenMP runtime can hang), each running
     fastnn.get_num_threads() // workers threads (at least 1). The factory must then be
-    picklable: a function defined at the top level of an importable module. Every
+    picklable: a function defined at the top level of an importable module (and a
+    script that fits with n_jobs > 1 must guard its entry point with
+    `if __name__ == "__main__":`, as multiprocessing requires). Every
     worker builds its members with factory(seed), trains them, and sends back their
     state as arrays; the parent loads it into members it built with factory(seed)
     itself. Training is deterministic given the seed and the thread count, so members
@@ -177,7 +155,7 @@ class Ensemble:
                     f"factory's module, {getattr(self.factory, '__module__', '?')!r}?)"
                 ) from exc
             for trainer, state in zip(members, states):
-                _load_trainer_state(trainer, state)
+                trainer.load_state_dict(state)
         self._members = members
         return self
 

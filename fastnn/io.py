@@ -217,8 +217,7 @@ def _build_checked(path, arch, arrays, prefix="model."):
     return build(arch)
 
 
-def _load_model_arrays(path, model, arrays, prefix="model."):
-    expected = model.state_dict()
+def _check_model_arrays(path, expected, arrays, prefix="model."):
     got = {k[len(prefix):]: v for k, v in arrays.items() if k.startswith(prefix)}
     if set(got) != set(expected):
         raise FormatError(f"{path}: arrays {sorted(set(got) ^ set(expected))} do not match "
@@ -227,7 +226,7 @@ def _load_model_arrays(path, model, arrays, prefix="model."):
         if got[name].shape != value.shape or got[name].dtype != value.dtype:
             raise FormatError(f"{path}: {name} is {got[name].dtype}{got[name].shape}, "
                               f"expected {value.dtype}{value.shape}")
-    model.load_state_dict(got)
+    return got
 
 
 def _model_metadata(model, kind, extra):
@@ -258,7 +257,7 @@ def load(path, with_metadata=False):
     arrays, metadata = _read(path)
     meta = _fastnn_meta(path, metadata, "model")
     model = _build_checked(path, meta.get("architecture"), arrays)
-    _load_model_arrays(path, model, arrays)
+    model.load_state_dict(_check_model_arrays(path, model.state_dict(), arrays))
     model.eval()
     return (model, meta.get("user", {})) if with_metadata else model
 
@@ -267,23 +266,18 @@ def load(path, with_metadata=False):
 
 
 def save_checkpoint(trainer, path):
-    """Model, optimizer state, schedule, epoch, history and shuffling RNG of a Trainer."""
-    arrays = {f"model.{k}": v for k, v in trainer.model.state_dict().items()}
-    opt_state = trainer.optimizer.state_dict()
-    for i, span in enumerate(opt_state["state"] or []):
+    """A Trainer's state_dict(): model, optimizer state, schedule, epoch, history and
+    shuffling RNG."""
+    state = trainer.state_dict()
+    arrays = {f"model.{k}": v for k, v in state.pop("model").items()}
+    opt_state = state.pop("optimizer")
+    spans = opt_state.pop("state")
+    for i, span in enumerate(spans or []):
         for name, value in span.items():
             arrays[f"optim.{i}.{name}"] = value
-    extra = {
-        "optimizer": {"type": type(trainer.optimizer).__name__,
-                      "param_groups": opt_state["param_groups"],
-                      "step_count": opt_state["step_count"],
-                      "has_state": opt_state["state"] is not None},
-        "schedule": None if trainer.schedule is None else trainer.schedule.state_dict(),
-        "epoch": trainer.epoch,
-        "history": dict(trainer.history),
-        "rng": trainer.rng.bit_generator.state,
-    }
-    _write(path, arrays, _model_metadata(trainer.model, "checkpoint", extra))
+    opt_state.update(type=type(trainer.optimizer).__name__, has_state=spans is not None)
+    state["optimizer"] = opt_state
+    _write(path, arrays, _model_metadata(trainer.model, "checkpoint", state))
 
 
 def load_checkpoint(trainer, path):
@@ -293,27 +287,23 @@ def load_checkpoint(trainer, path):
     meta = _fastnn_meta(path, metadata, "checkpoint")
     if meta.get("architecture") != architecture(trainer.model):
         raise FormatError(f"{path}: the checkpoint's architecture differs from the model's")
-    opt = meta.get("optimizer") or {}
-    if opt.get("type") != type(trainer.optimizer).__name__:
-        raise FormatError(f"{path}: saved with {opt.get('type')}, the trainer has "
+    opt = dict(meta.get("optimizer") or {})
+    saved_type = opt.pop("type", None)
+    if saved_type != type(trainer.optimizer).__name__:
+        raise FormatError(f"{path}: saved with {saved_type}, the trainer has "
                           f"{type(trainer.optimizer).__name__}")
     state = None
-    if opt.get("has_state"):
+    if opt.pop("has_state", False):
         state = []
-        i = 0
-        while any(k.startswith(f"optim.{i}.") for k in arrays):
-            state.append({k.split(".", 2)[2]: v for k, v in arrays.items()
-                          if k.startswith(f"optim.{i}.")})
-            i += 1
-    _load_model_arrays(path, trainer.model, arrays)
+        while any(k.startswith(f"optim.{len(state)}.") for k in arrays):
+            prefix = f"optim.{len(state)}."
+            state.append({k[len(prefix):]: v for k, v in arrays.items() if k.startswith(prefix)})
+    expected = trainer.model.state_dict()
+    _check_model_arrays(path, expected, arrays)
+    saved = {k: meta.get(k) for k in ("schedule", "epoch", "history", "rng")}
+    saved.update(model={k: arrays[f"model.{k}"] for k in expected},
+                 optimizer={**opt, "state": state})
     try:
-        trainer.optimizer.load_state_dict({"param_groups": opt["param_groups"],
-                                           "step_count": opt["step_count"], "state": state})
-        if trainer.schedule is not None and meta.get("schedule") is not None:
-            trainer.schedule.load_state_dict(meta["schedule"])
-        trainer.rng.bit_generator.state = meta["rng"]
+        trainer.load_state_dict(saved)
     except (KeyError, TypeError, ValueError) as exc:
         raise FormatError(f"{path}: cannot restore the training state: {exc}") from exc
-    trainer.epoch = int(meta.get("epoch", 0))
-    trainer.history.clear()
-    trainer.history.update(meta.get("history", {}))

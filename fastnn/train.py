@@ -285,7 +285,8 @@ class Trainer:
         """Train for `epochs` epochs; returns the History (also `trainer.history`).
 
         Each epoch visits every sample once in a new random order (shuffle=True; the
-        order depends on `seed`), in batches of batch_size, the last one smaller. The
+        order depends on `seed`), in batches of batch_size, the last one smaller (or one
+        larger: a last batch of a single sample joins the one before it). The
         data are gathered batch by batch into a reused buffer, never copied whole.
         A non-finite loss stops training with FloatingPointError naming the epoch and
         step, before the optimizer step, so the weights and checkpoints stay finite.
@@ -300,7 +301,13 @@ class Trainer:
         if seed is not None:
             self.rng = np.random.default_rng(seed)
         n = len(X)
-        buf = np.empty((min(batch_size, n), X.shape[1]), self._dtype())
+        # A last batch of one sample joins the one before it: a batch of one cannot be
+        # batch-normalized, and dropping it would skip a sample.
+        starts = list(range(0, n, batch_size))
+        if len(starts) > 1 and n - starts[-1] == 1:
+            starts.pop()
+        ends = [*starts[1:], n]
+        buf = np.empty((max(e - b for b, e in zip(starts, ends)), X.shape[1]), self._dtype())
         self.stop_training = False
         for cb in self.callbacks:
             cb.on_train_begin(self)
@@ -313,10 +320,10 @@ class Trainer:
             lr = self.optimizer.param_groups[0]["lr"]
             start = time.perf_counter()
             total = hits = 0.0
-            n_batches = -(-n // batch_size)
+            n_batches = len(starts)
             bar = _progress_bar(n_batches, f"epoch {epoch}", self._show_progress())
-            for step, lo in enumerate(range(0, n, batch_size), 1):
-                idx = order[lo:lo + batch_size]
+            for step, (lo, hi) in enumerate(zip(starts, ends), 1):
+                idx = order[lo:hi]
                 xb = self._batch(X, idx, buf)
                 if self.augment is not None:
                     xb = self._augmented(xb)
@@ -340,9 +347,9 @@ class Trainer:
                 if bar is not None:
                     bar.update(1)
                     if step % 10 == 0 or step == n_batches:
-                        post = {"loss": f"{total / min(lo + batch_size, n):.4f}"}
+                        post = {"loss": f"{total / hi:.4f}"}
                         if self.classifier:
-                            post["acc"] = f"{hits / min(lo + batch_size, n):.4f}"
+                            post["acc"] = f"{hits / hi:.4f}"
                         bar.set_postfix(post, refresh=False)
             seconds = time.perf_counter() - start
             logs = {"loss": total / n}
@@ -436,6 +443,32 @@ class Trainer:
         np.exp(shifted, out=shifted)
         shifted /= shifted.sum(axis=1, keepdims=True)
         return shifted
+
+    # ------------------------------------------------------------ state
+
+    def state_dict(self):
+        """What training changes, as arrays, numbers and lists: the model's parameters and
+        buffers, the optimizer and schedule state, the epoch count, the history and the
+        shuffling RNG. A Trainer built the same way that loads it trains on exactly as
+        this one would."""
+        return {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "schedule": None if self.schedule is None else self.schedule.state_dict(),
+            "epoch": self.epoch,
+            "history": {k: list(v) for k, v in self.history.items()},
+            "rng": self.rng.bit_generator.state,
+        }
+
+    def load_state_dict(self, state):
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        if self.schedule is not None and state["schedule"] is not None:
+            self.schedule.load_state_dict(state["schedule"])
+        self.rng.bit_generator.state = state["rng"]
+        self.epoch = int(state["epoch"])
+        self.history.clear()
+        self.history.update({k: list(v) for k, v in state["history"].items()})
 
     # ------------------------------------------------------------ checkpoints
 

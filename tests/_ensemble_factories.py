@@ -3,7 +3,7 @@ worker processes (started with "spawn") import a factory by module and name."""
 
 import fastnn
 from fastnn import losses, optim
-from fastnn.__main__ import build_model
+from fastnn.nn import mlp
 
 N_FEATURES = 20
 N_CLASSES = 5
@@ -11,12 +11,12 @@ N_CLASSES = 5
 
 def small_classifier(seed):
     """A 20-32-5 ReLU MLP with dropout, Adam; silent."""
-    model = build_model(N_FEATURES, N_CLASSES, [32], dropout=0.1, seed=seed)
+    model = mlp(N_FEATURES, N_CLASSES, [32], dropout=0.1, seed=seed)
     return fastnn.Trainer(model, losses.SoftmaxCrossEntropy(), optim.Adam(model, 1e-2),
                           progress=False)
 
 
 def regressor(seed):
     """Not a classifier: an ensemble refuses it."""
-    model = build_model(N_FEATURES, 1, [4], seed=seed)
+    model = mlp(N_FEATURES, 1, [4], seed=seed)
     return fastnn.Trainer(model, losses.MSE(), optim.SGD(model, 0.1), progress=False)

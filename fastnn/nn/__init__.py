@@ -5,10 +5,12 @@ from .batchnorm import BatchNorm1d
 from .container import Sequential
 from .dropout import Dropout
 from .linear import Linear
+from .mlp import ACTIVATIONS, mlp
 from .module import Module
 from .parameter import Arena, Parameter
 
 __all__ = [
+    "ACTIVATIONS",
     "Arena",
     "BatchNorm1d",
     "Dropout",
@@ -20,4 +22,5 @@ __all__ = [
     "Sequential",
     "Sigmoid",
     "Tanh",
+    "mlp",
 ]

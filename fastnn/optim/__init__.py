@@ -4,6 +4,7 @@ learning-rate schedules."""
 from .adagrad import Adagrad
 from .adam import Adam, AdamW
 from .clip import clip_grad_norm
+from .create import NAMES, create
 from .optimizer import Optimizer
 from .rmsprop import RMSProp
 from .schedules import (
@@ -20,6 +21,7 @@ from .schedules import (
 from .sgd import SGD
 
 __all__ = [
+    "NAMES",
     "SGD",
     "Adagrad",
     "Adam",
@@ -34,6 +36,7 @@ __all__ = [
     "StepDecay",
     "Warmup",
     "clip_grad_norm",
+    "create",
     "lr_curve",
     "plot_lr",
 ]
