@@ -6,9 +6,12 @@ affinity mask and its cgroup CPU quota, so a container limited to 4 CPUs gets 4
 threads, not the host's 64).
 
 fastnn calls BLAS (scipy's, through `scipy.linalg.cython_blas`) for its matrix
-products. Its thread count is set to fastnn's whenever fastnn's changes, so that BLAS
-and fastnn's OpenMP kernels never run more threads than fastnn was given. The setting
-is process-wide, like `torch.set_num_threads`.
+products, and runs it inside its own OpenMP threads: each thread multiplies a slab of
+the output with a single-threaded BLAS call. One pool of threads then does all the
+work; two pools (BLAS's and OpenMP's) spinning for the same cores slow each other down
+many times over. So while fastnn is imported, the BLAS it calls is held to one thread
+(process-wide, as `torch.set_num_threads` is). A build without OpenMP leaves BLAS
+fastnn's thread count instead.
 """
 
 import math
@@ -127,12 +130,14 @@ def blas_info():
 
 def _apply(n, source):
     global _num_threads, _source
+    from ._kernels import _openmp
+
     _num_threads, _source = n, source
-    set_blas_threads(n)
+    set_blas_threads(1 if _openmp.openmp_version() else n)
 
 
 def get_num_threads():
-    """The number of threads fastnn's kernels (and the BLAS they call) use."""
+    """The number of threads fastnn's kernels (matrix products included) use."""
     if _num_threads is None:
         _apply(*_from_environment())
     return _num_threads
@@ -145,7 +150,7 @@ def num_threads_source():
 
 
 def set_num_threads(n):
-    """Use `n` threads in fastnn's kernels and in BLAS. `n` must be a positive int."""
+    """Use `n` threads in fastnn's kernels. `n` must be a positive int."""
     _apply(_check_count(n), "set_num_threads()")
 
 
@@ -163,13 +168,3 @@ def threads(n):
         yield n
     finally:
         _apply(*previous)
-
-
-@contextmanager
-def blas_single_thread():
-    """Hold BLAS to one thread, for BLAS calls made from several threads at once."""
-    set_blas_threads(1)
-    try:
-        yield
-    finally:
-        set_blas_threads(get_num_threads())

@@ -20,12 +20,13 @@ NumPy.
 
 import numpy as np
 
+from ._kernels import _openmp
 from ._kernels import activations as _act
 from ._kernels import batchnorm as _bn
 from ._kernels import dropout as _drop
 from ._kernels import matmul as _mm
 from ._kernels import reductions as _red
-from ._threads import blas_single_thread, get_num_threads
+from ._threads import get_num_threads
 
 __all__ = [
     "ACTIVATIONS",
@@ -52,12 +53,8 @@ MAX_IMPLICIT_COPY_BYTES = 256 * 2**20
 
 ACTIVATIONS = tuple(_act.ACTIVATIONS)
 
-# Batched matmul: items with fewer multiply-adds than this run in parallel, one
-# single-threaded BLAS call each; larger ones run in turn on BLAS's own threads
-# (bench/bench_kernels.py measures the crossover).
-BATCH_PARALLEL_MAX_WORK = 96**3
-
 _INT_MAX = 2**31 - 1  # BLAS dimensions are C ints
+_OPENMP = _openmp.openmp_version() != 0
 _FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
 
@@ -188,7 +185,8 @@ def matmul(a, b, out=None, trans_a=False, trans_b=False, accumulate=False):
     where either operand may be 2-D, or have a batch of 1, to be shared by every item.
     With accumulate=True (2-D only, `out` required) the product is added to `out`, in
     the same BLAS call: how layers accumulate weight gradients.
-    GEMM comes from BLAS (scipy's); BLAS uses fastnn's thread count.
+    GEMM comes from BLAS (scipy's): fastnn's threads each multiply a slab of the output
+    (or, batched, their share of the items) with single-threaded BLAS calls.
     """
     a = _check_array(a, "a")
     b = _check_array(b, "b")
@@ -226,21 +224,29 @@ def matmul(a, b, out=None, trans_a=False, trans_b=False, accumulate=False):
             out.fill(0)
         return out
 
+    threads = _gemm_threads()
     if not batched:
-        _mm.matmul(a, b, out, trans_a, trans_b, bool(accumulate))
+        _mm.matmul(a, b, out, trans_a, trans_b, bool(accumulate), threads)
     elif b.ndim == 2 and not trans_a and a.ndim == 3:
-        # One tall GEMM: (B*M, K) @ op(b) -> (B*M, N), all of BLAS's threads.
-        _mm.matmul(a.reshape(-1, a.shape[2]), b, out.reshape(-1, n), False, trans_b)
+        # One tall GEMM: (B*M, K) @ op(b) -> (B*M, N).
+        _mm.matmul(a.reshape(-1, a.shape[2]), b, out.reshape(-1, n), False, trans_b, False,
+                   threads)
     else:
         a3 = a if a.ndim == 3 else a[None]
         b3 = b if b.ndim == 3 else b[None]
-        threads = get_num_threads()
-        if threads > 1 and batch > 1 and m * n * ka < BATCH_PARALLEL_MAX_WORK:
-            with blas_single_thread():
-                _mm.matmul_batched(a3, b3, out, trans_a, trans_b, threads)
-        else:
-            _mm.matmul_batched(a3, b3, out, trans_a, trans_b, 1)
+        if batch >= threads:
+            _mm.matmul_batched(a3, b3, out, trans_a, trans_b, threads)
+        else:  # fewer items than threads: each item's product is split instead
+            for i in range(batch):
+                _mm.matmul(a3[i % len(a3)], b3[i % len(b3)], out[i], trans_a, trans_b, False,
+                           threads)
     return out
+
+
+def _gemm_threads():
+    """Threads that split a matrix product: fastnn's, each running one-thread BLAS; 1 in
+    a build without OpenMP, where BLAS itself has fastnn's thread count."""
+    return get_num_threads() if _OPENMP else 1
 
 
 # ---------------------------------------------------------------- activations

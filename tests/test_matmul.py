@@ -19,8 +19,8 @@ TRANS_IDS = ["NN", "TN", "NT", "TT"]
 # Batch sizes of a and b; None: a 2-D operand shared by every item.
 BATCHES = [(4, 4), (4, None), (None, 4), (1, 4), (4, 1), (1, 1), (1, None), (None, 1)]
 
-# Items below ops.BATCH_PARALLEL_MAX_WORK multiply-adds run in parallel over the batch
-# (when there are 2+ threads); larger ones one after the other on BLAS's threads.
+# Small and large items: with fewer items than threads, each item's product is split
+# into slabs; with more, the items are shared out among the threads.
 ITEM_SIZES = {"small": (7, 13, 11), "large": (97, 101, 103)}
 
 
@@ -41,11 +41,6 @@ def expected(a, b, trans_a, trans_b):
 def check(c, a, b, trans_a, trans_b, dtype):
     value, magnitude = expected(a, b, trans_a, trans_b)
     ref.assert_close(c, value, dtype, magnitude=magnitude)
-
-
-def test_batch_parallel_threshold_is_between_the_item_sizes():
-    small, large = (np.prod(ITEM_SIZES[k]) for k in ("small", "large"))
-    assert small < ops.BATCH_PARALLEL_MAX_WORK < large
 
 
 @pytest.mark.parametrize("trans_a, trans_b", TRANS, ids=TRANS_IDS)
@@ -153,14 +148,38 @@ def test_batched_parallel_and_sequential_paths_agree(size, dtype, rng):
                      magnitude=ref.matmul(np.abs(a), np.abs(b), False, True))
 
 
-def test_parallel_batch_restores_blas_threads(dtype, rng):
+def test_blas_runs_one_thread_inside_fastnn_threads(dtype, rng):
+    """One pool of threads: fastnn's OpenMP threads each call one-thread BLAS."""
     a = operand(rng, 8, 7, 13, False, dtype)
     b = operand(rng, 8, 13, 11, False, dtype)
     fastnn.set_num_threads(2)
     ops.matmul(a, b)
     info = _threads.blas_info()
     assert info, "threadpoolctl found no BLAS for fastnn"
-    assert [threads for _, _, _, threads, _ in info] == [2] * len(info)
+    expected = 1 if fastnn.openmp_enabled() else 2
+    assert [threads for _, _, _, threads, _ in info] == [expected] * len(info)
+
+
+@pytest.mark.parametrize("trans_a, trans_b", TRANS, ids=TRANS_IDS)
+@pytest.mark.parametrize("shape", [(300, 70, 40), (40, 70, 300), (33, 17, 35), (17, 5, 1000)],
+                         ids=str)
+def test_split_into_slabs_matches_one_thread(shape, trans_a, trans_b, dtype, rng):
+    """The output cut into slabs (rows or columns, whichever is longer, on 16-aligned
+    boundaries) per thread gives the one-thread product."""
+    m, k, n = shape
+    a = operand(rng, None, m, k, trans_a, dtype)
+    b = operand(rng, None, k, n, trans_b, dtype)
+    with fastnn.threads(1):
+        one = ops.matmul(a, b, trans_a=trans_a, trans_b=trans_b)
+    for threads in (2, 3, 5):
+        with fastnn.threads(threads):
+            many = ops.matmul(a, b, trans_a=trans_a, trans_b=trans_b)
+        check(many, a, b, trans_a, trans_b, dtype)
+        np.testing.assert_allclose(many, one, rtol=1e-5 if dtype == np.float32 else 1e-12)
+    acc = one.copy()
+    with fastnn.threads(3):
+        ops.matmul(a, b, out=acc, trans_a=trans_a, trans_b=trans_b, accumulate=True)
+    np.testing.assert_allclose(acc, 2 * one, rtol=1e-5 if dtype == np.float32 else 1e-12)
 
 
 @pytest.mark.parametrize("a_shape, b_shape, c_shape", [

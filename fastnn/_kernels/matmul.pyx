@@ -13,9 +13,8 @@ def matmul(const floating[:, ::1] a, const floating[:, ::1] b, floating[:, ::1] 
            bint trans_a, bint trans_b, bint accumulate=False, int n_threads=1):
     """c = op(a) @ op(b) (c += ... if accumulate), op(x) = x.T if its flag is set.
 
-    n_threads == 1: one BLAS call, on BLAS's own threads. n_threads > 1: the output is
-    cut into n_threads slabs along its longer side and each thread makes one BLAS call
-    for its slab; the caller must hold BLAS to one thread meanwhile.
+    The output is cut into up to n_threads slabs along its longer side, and each thread
+    makes one BLAS call for its slab (BLAS itself must run one thread: see _threads.py).
     """
     cdef int m = c.shape[0], n = c.shape[1]
     cdef int k = a.shape[0] if trans_a else a.shape[1]
@@ -48,9 +47,8 @@ def matmul_batched(const floating[:, :, ::1] a, const floating[:, :, ::1] b,
                    floating[:, :, ::1] c, bint trans_a, bint trans_b, int n_threads):
     """c[i] = op(a[i]) @ op(b[i]); an operand with a batch of 1 is shared by every item.
 
-    n_threads > 1 runs the items in parallel, one BLAS call per item: the caller must
-    hold BLAS to one thread meanwhile. n_threads == 1 runs them in turn, leaving BLAS
-    its own threads.
+    The items are shared out among n_threads threads, one BLAS call per item (BLAS
+    itself must run one thread: see _threads.py).
     """
     cdef Py_ssize_t batch = c.shape[0], i
     cdef int m = c.shape[1], n = c.shape[2]
