@@ -15,8 +15,9 @@ the median time per call. ratio = NumPy time / fastnn time: above 1, fastnn is f
 A case disturbed by other processes is measured again (see measure()).
 
 Two sections check tuning constants: `crossover` times the two strategies of batched
-matmul against each other (ops.BATCH_PARALLEL_MAX_WORK), `threshold` times kernels at
-1 thread and at all threads around FN_PARALLEL_MIN (fastnn/_kernels/simd.h). Below
+matmul against each other (ops.BATCH_PARALLEL_MAX_WORK chose between them), `threshold`
+times kernels at 1 thread and at all threads around FN_PARALLEL_MIN
+(fastnn/_kernels/simd.h). Below
 FN_PARALLEL_MIN the kernels never use threads; to time them threaded there, build a
 copy of the package with a smaller FN_PARALLEL_MIN and run this script with PYTHONPATH
 pointing at that copy (`--only threshold`).
@@ -62,7 +63,7 @@ QUICK_SIZES = [10**4, 10**6]
 THRESHOLD_SIZES = [4096, 8192, 16384, 32768, 65536, 131072]
 CROSSOVER_WORK = 2**26  # multiply-adds per batched call, whatever the item size
 FULL_ITEMS = [16, 24, 32, 48, 64, 80, 96, 112, 128, 160, 192, 256]
-QUICK_ITEMS = [16, 32, 64, 96, 128, 256]
+QUICK_ITEMS = [16, 64, 128, 256]
 BLAS_COOLDOWN = 0.15  # seconds; see measure()
 SECTIONS = ["matmul", "batched", "crossover", "activations", "backward", "fused",
             "reductions", "threshold"]
@@ -109,12 +110,15 @@ def using_threads(n):
 class Slot:
     fn: Callable
     threads: int
+    blas: int | None = None  # threads of the BLAS fastnn calls, if not fastnn's choice
 
 
 def _run(slot, k):
     """Seconds for k calls of slot.fn at slot.threads."""
     fn = slot.fn
     with using_threads(slot.threads):
+        if slot.blas is not None:
+            fastnn._threads.set_blas_threads(slot.blas)
         start = perf_counter()
         for _ in repeat(None, k):
             fn()
@@ -162,6 +166,13 @@ class OtherLoad:
         return max(0.0, (end[0] - self.start[0]) - (end[1] - self.start[1])) / wall
 
 
+def others_now(window=1.0):
+    """CPUs other processes keep busy, over the next `window` seconds."""
+    load = OtherLoad()
+    sleep(window)
+    return load.cpus()
+
+
 @dataclass
 class Timing:
     medians: list  # seconds per call, one per slot
@@ -191,9 +202,7 @@ class Retries:
 
     def wait_for_idle(self, start):
         while perf_counter() - start < self.left:
-            load = OtherLoad()
-            sleep(self.WINDOW)
-            if load.cpus() <= BUSY:
+            if others_now(self.WINDOW) <= BUSY:
                 return
 
     def charge(self, start):
@@ -362,9 +371,13 @@ def _batched_maker(shape):
 
 
 def batch_strategy(shape, threads):
-    """Which of ops.matmul's two batched strategies runs for this shape."""
+    """Which of ops.matmul's two batched strategies runs for this shape (None: this fastnn
+    has no BATCH_PARALLEL_MAX_WORK to choose by)."""
+    limit = getattr(ops, "BATCH_PARALLEL_MAX_WORK", None)
+    if limit is None:
+        return None
     batch, m, k, n = shape
-    if threads > 1 and batch > 1 and m * n * k < ops.BATCH_PARALLEL_MAX_WORK:
+    if threads > 1 and batch > 1 and m * n * k < limit:
         return "items in parallel, 1-thread BLAS each"
     return "items in turn, on BLAS's threads"
 
@@ -747,45 +760,50 @@ def run_comparisons(section, title, plan, cooldown, threads, cfg):
 
 
 def _strategies(size, batch, threads):
-    """(strategy P, strategy S) callables for a batch of size**3 items."""
+    """Slots of strategies P and S for a batch of size**3 items (see run_crossover)."""
     a, b = randn(batch, size, size), randn(batch, size, size)
     c = np.empty_like(a)
     matmul_batched = fastnn._kernels.matmul.matmul_batched
 
     def parallel():
-        with fastnn._threads.blas_single_thread():
-            matmul_batched(a, b, c, False, False, threads)
+        matmul_batched(a, b, c, False, False, threads)
 
     def in_turn():
         matmul_batched(a, b, c, False, False, 1)
 
-    return parallel, in_turn
+    return Slot(parallel, threads, blas=1), Slot(in_turn, threads, blas=threads)
 
 
 def run_crossover(threads, cfg):
     """Time batched matmul's two strategies at item sizes 16..256, total work fixed."""
-    current = ops.BATCH_PARALLEL_MAX_WORK
+    current = getattr(ops, "BATCH_PARALLEL_MAX_WORK", None)
     print(f"\n== 2b. batched matmul strategies, {threads} threads, float32, "
           f"~{CROSSOVER_WORK / 2**20:.0f} Mi multiply-adds per call")
-    print(f"  P: with blas_single_thread(): matmul_batched(a, b, c, False, False, {threads})"
+    print(f"  P: matmul_batched(a, b, c, False, False, {threads}) with 1-thread BLAS"
           "  (items in parallel)")
     print(f"  S: matmul_batched(a, b, c, False, False, 1) with {threads}-thread BLAS"
           "  (items in turn)")
-    print(f"  ops.matmul picks P for item work M*N*K < BATCH_PARALLEL_MAX_WORK = {current}"
-          f" (= {round(current ** (1 / 3))}**3)\n")
-    table = Table([("item", 8, "item", ""), ("work", 9, "work", "d"), ("B", 6, "batch", "d"),
-                   ("P us", 10, "parallel_us", ".1f"), ("S us", 10, "in_turn_us", ".1f"),
-                   ("S/P", 6, "ratio", ".2f"), ("faster", 6, "faster", ""),
-                   ("ops.matmul", 10, "picks", ""), ("note", 4, "note", "")])
+    print("  (BLAS's thread count is set outside the timed loop)")
+    columns = [("item", 8, "item", ""), ("work", 9, "work", "d"), ("B", 6, "batch", "d"),
+               ("P us", 10, "parallel_us", ".1f"), ("S us", 10, "in_turn_us", ".1f"),
+               ("S/P", 6, "ratio", ".2f"), ("faster", 6, "faster", "")]
+    if current:
+        print(f"  ops.matmul picks P for item work M*N*K < BATCH_PARALLEL_MAX_WORK = {current}"
+              f" (= {round(current ** (1 / 3))}**3)")
+        columns.append(("ops.matmul", 10, "picks", ""))
+    else:
+        print("  (this fastnn has no ops.BATCH_PARALLEL_MAX_WORK)")
+    print()
+    table = Table([*columns, ("note", 4, "note", "")])
     table.header()
     for size in cfg.items:
         batch = max(threads, round(CROSSOVER_WORK / size**3 / threads) * threads)
-        parallel, in_turn = _strategies(size, batch, threads)
-        timing = measure([Slot(parallel, threads), Slot(in_turn, threads)], cfg, BLAS_COOLDOWN)
+        timing = measure(list(_strategies(size, batch, threads)), cfg, BLAS_COOLDOWN)
         p, s = timing.medians
         table.add({"item": f"{size}^3", "size": size, "work": size**3, "batch": batch,
                    "parallel_us": p * 1e6, "in_turn_us": s * 1e6, "ratio": s / p,
-                   "faster": "P" if p < s else "S", "picks": "P" if size**3 < current else "S",
+                   "faster": "P" if p < s else "S",
+                   "picks": ("P" if size**3 < current else "S") if current else None,
                    "note": noise_note(timing), "spread": timing.spread,
                    "others_cpus": timing.others, "attempts": timing.attempts})
     rows = table.rows
@@ -797,10 +815,12 @@ def run_crossover(threads, cfg):
         verdict = f"S is faster from {rows[0]['item']}, the smallest item measured"
     else:
         lo, hi = rows[first_s - 1], rows[first_s]
-        agrees = lo["work"] < current <= hi["work"]
         verdict = (f"S is faster from {hi['item']} = {hi['work']} up; the last item where P "
-                   f"wins is {lo['item']} = {lo['work']}: BATCH_PARALLEL_MAX_WORK = {current} "
-                   + ("lies in that gap" if agrees else "lies OUTSIDE that gap"))
+                   f"wins is {lo['item']} = {lo['work']}")
+        if current:
+            agrees = lo["work"] < current <= hi["work"]
+            verdict += (f": BATCH_PARALLEL_MAX_WORK = {current} "
+                        + ("lies in that gap" if agrees else "lies OUTSIDE that gap"))
     print(f"  -> {verdict}")
     return {"threads": threads, "work_per_call": CROSSOVER_WORK, "current": current,
             "rows": rows, "verdict": verdict}
@@ -893,7 +913,7 @@ def header(threads, cfg, quick):
         "scipy": scipy.__version__, "torch": torch.__version__ if torch else None,
         "compile_flags": config["compile_flags"], "blas": blas_libraries(),
         "openblas_env": env, "quick": quick, "repeat_s": cfg.target,
-        "repeats": [cfg.repeats, cfg.repeats_small], "load_at_start": os.getloadavg(),
+        "repeats": [cfg.repeats, cfg.repeats_small], "others_cpus_at_start": others_now(),
     }
     print("fastnn kernel benchmark" + (" (--quick)" if quick else ""))
     print(f"  fastnn {info['fastnn']}, OpenMP {openmp}, compiled with {info['compile_flags']}")
@@ -920,9 +940,9 @@ def header(threads, cfg, quick):
                   f"times at most, {cfg.retry_budget:.0f} s in all), the steadiest kept")
     print(noisy)
     print("  ratio = numpy time / fastnn time (> 1: fastnn faster)")
-    load = info["load_at_start"]
-    print(f"  load average at start: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}"
-          + ("  (machine busy: expect noisy figures)" if load[0] > 0.5 else ""))
+    others = info["others_cpus_at_start"]
+    print(f"  CPUs kept busy by other processes at start: {others:.2f}"
+          + ("  (machine busy: expect noisy figures)" if others > BUSY else ""))
     return info
 
 
@@ -1014,11 +1034,10 @@ def main(argv=None):
             print("\n(parallel threshold needs more than 1 thread: skipped)")
     report["targets"] = targets(report["rows"])
     report["seconds"] = perf_counter() - started
-    report["load_at_end"] = os.getloadavg()
     report["retry_s"] = RETRIES.spent
-    load = report["load_at_end"]
-    print(f"\n(total {report['seconds']:.0f} s, {RETRIES.spent:.0f} s of it measuring noisy "
-          f"cases again; load average at end: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f})")
+    noisy = sum(bool(r.get("note") and "noisy" in r["note"]) for r in report["rows"])
+    print(f"\n(total {report['seconds']:.0f} s, {RETRIES.spent:.0f} s of it measuring disturbed "
+          f"cases again; {noisy} of {len(report['rows'])} comparison rows stayed noisy)")
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         with open(args.json, "w") as f:
