@@ -18,7 +18,9 @@ from setuptools.command.build_ext import build_ext
 KERNELS = ["_openmp", "activations", "reductions", "matmul", "batchnorm", "dropout", "losses", "optim"]
 KERNEL_DIR = Path("fastnn", "_kernels")
 
-BASE_FLAGS = ["-O3", "-fno-math-errno"]
+# -fno-math-errno and -fno-trapping-math let loops with sqrt and selects vectorize;
+# unlike -ffast-math they keep IEEE results, NaN and inf included.
+BASE_FLAGS = ["-O3", "-fno-math-errno", "-fno-trapping-math"]
 OPENMP_FLAGS = ["-fopenmp"]
 NATIVE = os.environ.get("FASTNN_NATIVE", "0") not in ("", "0")
 # FASTNN_OPENMP=0 builds serial kernels even where OpenMP is available (to test that build).

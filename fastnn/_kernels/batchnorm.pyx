@@ -1,8 +1,8 @@
 """Batch-normalization kernels: batch statistics in one parallel pass, the per-column
 affine map, and the closed-form input gradient.
 
-Statistics are computed over fixed tiles of FN_REDUCE_ROWS x FN_REDUCE_COLS (mean and
-squared deviations of each tile, in cache), then merged tile by tile in a fixed order
+Statistics are computed over fixed blocks of FN_REDUCE_ROWS whole rows (mean and
+squared deviations of each block, in cache), then merged block by block in a fixed order
 with Chan's formula, in double precision: accurate for large means, and bitwise the
 same for any thread count. Arguments are checked by fastnn.ops; here they are trusted.
 """
@@ -13,7 +13,6 @@ from libc.stdlib cimport free, malloc
 
 from .simd cimport (
     FN_PARALLEL_MIN,
-    FN_REDUCE_COLS,
     FN_REDUCE_ROWS,
     fn_bn_dx_d,
     fn_bn_dx_f,
@@ -32,8 +31,7 @@ def batch_stats(const floating[:, ::1] x, floating[::1] mean, floating[::1] var,
     """mean[j] and the biased variance var[j] of column j of x (rows >= 1)."""
     cdef Py_ssize_t rows = x.shape[0], d = x.shape[1]
     cdef Py_ssize_t n_rb = (rows + FN_REDUCE_ROWS - 1) // FN_REDUCE_ROWS
-    cdef Py_ssize_t n_cb = (d + FN_REDUCE_COLS - 1) // FN_REDUCE_COLS
-    cdef Py_ssize_t t, rb, cb, r0, c0, j, width
+    cdef Py_ssize_t rb, r0, j
     cdef double n_a, n_b, n_ab, mean_a, m2_a, delta
     cdef bint threaded = n_threads > 1 and rows * d >= FN_PARALLEL_MIN
     cdef floating *tile_mean = <floating *> malloc(2 * n_rb * d * sizeof(floating))
@@ -41,19 +39,15 @@ def batch_stats(const floating[:, ::1] x, floating[::1] mean, floating[::1] var,
     if tile_mean == NULL:
         raise MemoryError("batch_stats: cannot allocate its workspace")
     with nogil:
-        for t in prange(n_rb * n_cb, schedule='static', num_threads=n_threads,
-                        use_threads_if=threaded):
-            rb = t // n_cb
-            cb = t % n_cb
+        for rb in prange(n_rb, schedule='static', num_threads=n_threads,
+                         use_threads_if=threaded):
             r0 = rb * FN_REDUCE_ROWS
-            c0 = cb * FN_REDUCE_COLS
-            width = min(FN_REDUCE_COLS, d - c0)
             if floating is float:
-                fn_tile_mean_m2_f(&x[r0, c0], d, min(FN_REDUCE_ROWS, rows - r0), width,
-                                  tile_mean + rb * d + c0, tile_m2 + rb * d + c0)
+                fn_tile_mean_m2_f(&x[r0, 0], d, min(FN_REDUCE_ROWS, rows - r0), d,
+                                  tile_mean + rb * d, tile_m2 + rb * d)
             else:
-                fn_tile_mean_m2_d(&x[r0, c0], d, min(FN_REDUCE_ROWS, rows - r0), width,
-                                  tile_mean + rb * d + c0, tile_m2 + rb * d + c0)
+                fn_tile_mean_m2_d(&x[r0, 0], d, min(FN_REDUCE_ROWS, rows - r0), d,
+                                  tile_mean + rb * d, tile_m2 + rb * d)
         for j in prange(d, schedule='static', num_threads=n_threads,
                         use_threads_if=threaded and d >= 64):
             n_a = min(FN_REDUCE_ROWS, rows)

@@ -1,10 +1,10 @@
 """Row and column sums, the fused activation backward + bias-gradient column sum, and
 the two column sums of the batch-norm backward pass.
 
-Column sums run over fixed tiles of FN_REDUCE_ROWS x FN_REDUCE_COLS; each tile sums
-its rows in order into a partial row, and the partial rows are added in order. The
-tiling depends on the shape alone, so results are bitwise the same for any thread
-count. Arguments are checked by fastnn.ops; here they are trusted.
+Column sums run over fixed blocks of FN_REDUCE_ROWS whole rows; each block sums its
+rows in order into a partial row, and the partial rows are added in order (in column
+chunks of FN_REDUCE_COLS, spread over the threads). The blocks depend on the shape
+alone, so results are bitwise the same for any thread count. Arguments are checked by fastnn.ops; here they are trusted.
 """
 
 from cython cimport floating
@@ -49,42 +49,40 @@ cdef int _column_sums(int mode, int act, const floating *g, const floating *y, f
     cdef floating *partial2 = out2
     cdef floating *acc
     cdef floating *acc2
-    cdef Py_ssize_t t, rb, cb, r, r0, r1, c0, width, off
+    cdef Py_ssize_t rb, cb, r, r0, r1, c0, width, off
     cdef bint threaded = n_threads > 1 and rows * d >= FN_PARALLEL_MIN
     if n_rb > 1:
         partial = <floating *> malloc(n_out * n_rb * d * sizeof(floating))
         if partial == NULL:
             return -1
         partial2 = partial + n_rb * d
-    for t in prange(n_rb * n_cb, schedule='static', num_threads=n_threads,
-                    use_threads_if=threaded):
-        rb = t // n_cb
-        cb = t % n_cb
+    # A task is a block of whole rows: it streams through contiguous memory while its
+    # partial row stays in cache.
+    for rb in prange(n_rb, schedule='static', num_threads=n_threads,
+                     use_threads_if=threaded):
         r0 = rb * FN_REDUCE_ROWS
         r1 = min(r0 + FN_REDUCE_ROWS, rows)
-        c0 = cb * FN_REDUCE_COLS
-        width = min(FN_REDUCE_COLS, d - c0)
-        acc = partial + rb * d + c0
-        acc2 = partial2 + rb * d + c0
-        memset(acc, 0, width * sizeof(floating))
+        acc = partial + rb * d
+        acc2 = partial2 + rb * d
+        memset(acc, 0, d * sizeof(floating))
         if mode == SUM_BN_GRAD:
-            memset(acc2, 0, width * sizeof(floating))
+            memset(acc2, 0, d * sizeof(floating))
         for r in range(r0, r1):
-            off = r * d + c0
+            off = r * d
             if mode == SUM_X:
                 if floating is float:
-                    fn_add_row_f(acc, g + off, width)
+                    fn_add_row_f(acc, g + off, d)
                 else:
-                    fn_add_row_d(acc, g + off, width)
+                    fn_add_row_d(acc, g + off, d)
             elif mode == SUM_ACT_GRAD:
                 if floating is float:
-                    fn_act_backward_acc_f(act, g + off, y + off, dx + off, acc, width, slope)
+                    fn_act_backward_acc_f(act, g + off, y + off, dx + off, acc, d, slope)
                 else:
-                    fn_act_backward_acc_d(act, g + off, y + off, dx + off, acc, width, slope)
+                    fn_act_backward_acc_d(act, g + off, y + off, dx + off, acc, d, slope)
             elif floating is float:
-                fn_bn_grad_acc_f(g + off, y + off, mean + c0, inv_std + c0, acc, acc2, width)
+                fn_bn_grad_acc_f(g + off, y + off, mean, inv_std, acc, acc2, d)
             else:
-                fn_bn_grad_acc_d(g + off, y + off, mean + c0, inv_std + c0, acc, acc2, width)
+                fn_bn_grad_acc_d(g + off, y + off, mean, inv_std, acc, acc2, d)
     if n_rb > 1:
         for cb in prange(n_cb, schedule='static', num_threads=n_threads,
                          use_threads_if=threaded):

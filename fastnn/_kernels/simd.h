@@ -52,10 +52,52 @@ static inline uint32_t fn_hash32(uint64_t index, uint32_t key_lo, uint32_t key_h
 #define FN_CAT_(a, b) a##b
 #define FN_CAT(a, b) FN_CAT_(a, b)
 
+/* exp(x) for x <= 0 and tanh(x), in float, written so that loops calling them
+ * vectorize (libm's expf and tanhf are scalar calls; these are Cephes' polynomials,
+ * within 2 ulp of libm over the float range). Results below 2^-126 flush to 0: exactly
+ * 0 at -inf, as sigmoid and softmax need; NaN propagates. */
+static inline float fn_exp_nonpos_f(float x)
+{
+    const float lo = -87.3365448f; /* log(2^-126) */
+    float xc = x < lo ? lo : x;
+    int n = (int)(xc * 1.44269504088896341f - 0.5f); /* round(xc / ln 2), xc <= 0 */
+    float nf = (float)n;
+    float r = xc - nf * 0.693359375f + nf * 2.12194440e-4f;
+    float p = 1.9875691500e-4f;
+    p = p * r + 1.3981999507e-3f;
+    p = p * r + 8.3334519073e-3f;
+    p = p * r + 4.1665795894e-2f;
+    p = p * r + 1.6666665459e-1f;
+    p = p * r + 5.0000001201e-1f;
+    float y = p * r * r + r + 1.0f;
+    int bits = (n + 127) << 23; /* 2^n, n in [-126, 0] */
+    float scale;
+    __builtin_memcpy(&scale, &bits, sizeof scale);
+    float result = y * scale;
+    return x < lo ? 0.0f : result;
+}
+
+static inline float fn_tanh_poly_f(float x)
+{
+    float a = x < 0 ? -x : x;
+    /* |x| < 0.625: odd polynomial; above: (1 - e) / (1 + e) with e = exp(-2|x|) */
+    float z = x * x;
+    float p = -5.70498872745e-3f;
+    p = p * z + 2.06390887954e-2f;
+    p = p * z - 5.37397155531e-2f;
+    p = p * z + 1.33314422036e-1f;
+    p = p * z - 3.33332819422e-1f;
+    float small = p * z * x + x;
+    float e = fn_exp_nonpos_f(-2.0f * a);
+    float big = (1.0f - e) / (1.0f + e);
+    big = x < 0 ? -big : big;
+    return a < 0.625f ? small : big;
+}
+
 #define FN_T float
 #define FN_SUFFIX _f
-#define FN_EXP expf
-#define FN_TANH tanhf
+#define FN_EXP fn_exp_nonpos_f
+#define FN_TANH fn_tanh_poly_f
 #define FN_FABS fabsf
 #define FN_SQRT sqrtf
 #include "simd_impl.h"
@@ -66,6 +108,7 @@ static inline uint32_t fn_hash32(uint64_t index, uint32_t key_lo, uint32_t key_h
 #undef FN_FABS
 #undef FN_SQRT
 
+/* double keeps libm (float64 is for gradient checks; exactness over speed) */
 #define FN_T double
 #define FN_SUFFIX _d
 #define FN_EXP exp
