@@ -30,11 +30,13 @@
 #define FN_REDUCE_COLS 256
 
 #define FN_SIMD _Pragma("omp simd")
+/* Scalar helpers: always inlined, so that the loops calling them vectorize. */
+#define FN_INLINE static inline __attribute__((always_inline))
 
 /* Counter-based random bits for dropout and augmentation: a 32-bit hash of a 64-bit
  * element index under a 64-bit key (two rounds of murmur3's finalizer). The same
  * (key, index) gives the same bits whatever thread computes it. */
-static inline uint32_t fn_fmix32(uint32_t h)
+FN_INLINE uint32_t fn_fmix32(uint32_t h)
 {
     h ^= h >> 16;
     h *= 0x85ebca6bu;
@@ -44,7 +46,7 @@ static inline uint32_t fn_fmix32(uint32_t h)
     return h;
 }
 
-static inline uint32_t fn_hash32(uint64_t index, uint32_t key_lo, uint32_t key_hi)
+FN_INLINE uint32_t fn_hash32(uint64_t index, uint32_t key_lo, uint32_t key_hi)
 {
     uint32_t h = fn_fmix32((uint32_t)index * 0x9e3779b9u ^ key_lo);
     return fn_fmix32(h + ((uint32_t)(index >> 32) ^ key_hi));
@@ -56,7 +58,7 @@ static inline uint32_t fn_hash32(uint64_t index, uint32_t key_lo, uint32_t key_h
  * vectorize (libm's expf and tanhf are scalar calls; these are Cephes' polynomials,
  * within 2 ulp of libm over the float range). Results below 2^-126 flush to 0: exactly
  * 0 at -inf, as sigmoid and softmax need; NaN propagates. */
-static inline float fn_exp_nonpos_f(float x)
+FN_INLINE float fn_exp_nonpos_f(float x)
 {
     const float lo = -87.3365448f; /* log(2^-126) */
     float xc = x < lo ? lo : x;
@@ -77,7 +79,7 @@ static inline float fn_exp_nonpos_f(float x)
     return x < lo ? 0.0f : result;
 }
 
-static inline float fn_tanh_poly_f(float x)
+FN_INLINE float fn_tanh_poly_f(float x)
 {
     float a = x < 0 ? -x : x;
     /* |x| < 0.625: odd polynomial; above: (1 - e) / (1 + e) with e = exp(-2|x|) */

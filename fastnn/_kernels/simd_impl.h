@@ -3,29 +3,29 @@
 #define FN_NAME(name) FN_CAT(name, FN_SUFFIX)
 
 /* ---- scalar activations: y = f(x) ---- */
-static inline FN_T FN_NAME(fn_identity)(FN_T x, FN_T slope) { (void)slope; return x; }
+FN_INLINE FN_T FN_NAME(fn_identity)(FN_T x, FN_T slope) { (void)slope; return x; }
 /* x < 0 rather than max(x, 0): NaN propagates, as in NumPy and PyTorch. */
-static inline FN_T FN_NAME(fn_relu)(FN_T x, FN_T slope) { (void)slope; return x < 0 ? (FN_T)0 : x; }
+FN_INLINE FN_T FN_NAME(fn_relu)(FN_T x, FN_T slope) { (void)slope; return x < 0 ? (FN_T)0 : x; }
 /* The product is computed unconditionally so that the select vectorizes. */
-static inline FN_T FN_NAME(fn_leaky_relu)(FN_T x, FN_T slope) { FN_T t = slope * x; return x > 0 ? x : t; }
+FN_INLINE FN_T FN_NAME(fn_leaky_relu)(FN_T x, FN_T slope) { FN_T t = slope * x; return x > 0 ? x : t; }
 /* exp of a non-positive argument only (FN_EXP need not handle more): no overflow for
  * any x; exp(-inf) = 0 gives the exact limits 0 and 1. */
-static inline FN_T FN_NAME(fn_sigmoid)(FN_T x, FN_T slope)
+FN_INLINE FN_T FN_NAME(fn_sigmoid)(FN_T x, FN_T slope)
 {
     (void)slope;
     FN_T e = FN_EXP(-FN_FABS(x));
     FN_T s = (FN_T)1 / ((FN_T)1 + e);
     return x >= 0 ? s : e * s;
 }
-static inline FN_T FN_NAME(fn_tanh)(FN_T x, FN_T slope) { (void)slope; return FN_TANH(x); }
+FN_INLINE FN_T FN_NAME(fn_tanh)(FN_T x, FN_T slope) { (void)slope; return FN_TANH(x); }
 
 /* ---- scalar derivatives from the forward OUTPUT y: dx = g * f'(x) ---- */
-static inline FN_T FN_NAME(fn_identity_grad)(FN_T g, FN_T y, FN_T slope) { (void)y; (void)slope; return g; }
-static inline FN_T FN_NAME(fn_relu_grad)(FN_T g, FN_T y, FN_T slope) { (void)slope; return y > 0 ? g : (FN_T)0; }
+FN_INLINE FN_T FN_NAME(fn_identity_grad)(FN_T g, FN_T y, FN_T slope) { (void)y; (void)slope; return g; }
+FN_INLINE FN_T FN_NAME(fn_relu_grad)(FN_T g, FN_T y, FN_T slope) { (void)slope; return y > 0 ? g : (FN_T)0; }
 /* y > 0 exactly where x > 0 when slope >= 0, so the input serves too. */
-static inline FN_T FN_NAME(fn_leaky_relu_grad)(FN_T g, FN_T y, FN_T slope) { FN_T t = slope * g; return y > 0 ? g : t; }
-static inline FN_T FN_NAME(fn_sigmoid_grad)(FN_T g, FN_T y, FN_T slope) { (void)slope; return g * y * ((FN_T)1 - y); }
-static inline FN_T FN_NAME(fn_tanh_grad)(FN_T g, FN_T y, FN_T slope) { (void)slope; return g * ((FN_T)1 - y * y); }
+FN_INLINE FN_T FN_NAME(fn_leaky_relu_grad)(FN_T g, FN_T y, FN_T slope) { FN_T t = slope * g; return y > 0 ? g : t; }
+FN_INLINE FN_T FN_NAME(fn_sigmoid_grad)(FN_T g, FN_T y, FN_T slope) { (void)slope; return g * y * ((FN_T)1 - y); }
+FN_INLINE FN_T FN_NAME(fn_tanh_grad)(FN_T g, FN_T y, FN_T slope) { (void)slope; return g * ((FN_T)1 - y * y); }
 
 /* One loop per activation: a switch inside the loop would stop vectorization. */
 #define FN_SWITCH_ACT(act, LOOP, SUFFIX)                       \
