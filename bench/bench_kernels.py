@@ -12,7 +12,8 @@ repeat, k chosen so that a repeat takes >= 20 ms; there are at least 7 repeats (
 when a call takes under 100 us), and the callables of a case take turns, in
 alternating order (A B, B A, A B, ...), so that drift hits them alike. The figure is
 the median time per call. ratio = NumPy time / fastnn time: above 1, fastnn is faster.
-A case disturbed by other processes is measured again (see measure()).
+A case disturbed by other processes is measured again (see measure() in
+bench/_common.py, which holds the method shared by the scripts in bench/).
 
 Two sections check tuning constants: `crossover` times the two strategies of batched
 matmul against each other (ops.BATCH_PARALLEL_MAX_WORK chose between them), `threshold`
@@ -25,36 +26,31 @@ pointing at that copy (`--only threshold`).
 
 from __future__ import annotations
 
-import argparse
-import json
 import math
-import os
-import platform
 import re
-import sys
-from contextlib import contextmanager
-from dataclasses import dataclass, field
-from itertools import repeat
+from dataclasses import dataclass
 from pathlib import Path
-from statistics import median
-from time import perf_counter, sleep
+from time import perf_counter
 from typing import Callable
 
 import numpy as np
-import scipy
+from _common import (
+    Config,
+    Slot,
+    Table,
+    as_torch,
+    base_parser,
+    fastnn,
+    finish,
+    header,
+    measure,
+    noise_note,
+    parse_threads,
+    randn,
+    size_label,
+    torch,
+)
 from scipy.special import expit
-from threadpoolctl import ThreadpoolController, threadpool_info
-
-try:
-    import fastnn
-except ImportError:  # run from a checkout that is not installed: the package is beside bench/
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    import fastnn
-
-try:
-    import torch
-except ImportError:
-    torch = None
 
 ops = fastnn.ops
 SLOPE = 0.01  # LeakyReLU slope (ops' default)
@@ -64,240 +60,23 @@ THRESHOLD_SIZES = [4096, 8192, 16384, 32768, 65536, 131072]
 CROSSOVER_WORK = 2**26  # multiply-adds per batched call, whatever the item size
 FULL_ITEMS = [16, 24, 32, 48, 64, 80, 96, 112, 128, 160, 192, 256]
 QUICK_ITEMS = [16, 64, 128, 256]
-BLAS_COOLDOWN = 0.15  # seconds; see measure()
+BLAS_COOLDOWN = 0.15  # seconds; see _common.measure()
 SECTIONS = ["matmul", "batched", "crossover", "activations", "backward", "fused",
             "reductions", "threshold"]
 
 
 @dataclass
-class Config:
-    target: float  # seconds per repeat
-    repeats: int
-    repeats_small: int  # when a call takes under 100 us
+class KernelConfig(Config):
     sizes: list
     items: list
-    attempts: int  # measurements of a case at most, while it is noisy
-    retry_budget: float  # seconds, in all, for measuring noisy cases again
 
 
-FULL = Config(0.020, 7, 11, FULL_SIZES, FULL_ITEMS, 3, 150.0)
-QUICK = Config(0.010, 5, 7, QUICK_SIZES, QUICK_ITEMS, 1, 0.0)
-NOISY = 1.5  # median / fastest repeat, for any callable of a case: measure again
-BUSY = 0.25  # CPUs kept busy by other processes during a case: measure again
+FULL = KernelConfig(0.020, 7, 11, 3, 150.0, FULL_SIZES, FULL_ITEMS)
+QUICK = KernelConfig(0.010, 5, 7, 1, 0.0, QUICK_SIZES, QUICK_ITEMS)
 WIN = 1.05  # a speed-up below this is not called a win (noise)
 
 
-# ---------------------------------------------------------------- timing
-
-_CONTROLLER = ThreadpoolController()
-
-
-@contextmanager
-def using_threads(n):
-    """n threads for fastnn (and the BLAS it calls), NumPy's BLAS, and torch."""
-    previous_torch = torch.get_num_threads() if torch else None
-    with _CONTROLLER.limit(limits=n, user_api="blas"), fastnn.threads(n):
-        if torch:
-            torch.set_num_threads(n)
-        try:
-            yield
-        finally:
-            if torch:
-                torch.set_num_threads(previous_torch)
-
-
-@dataclass
-class Slot:
-    fn: Callable
-    threads: int
-    blas: int | None = None  # threads of the BLAS fastnn calls, if not fastnn's choice
-
-
-def _run(slot, k):
-    """Seconds for k calls of slot.fn at slot.threads."""
-    fn = slot.fn
-    with using_threads(slot.threads):
-        if slot.blas is not None:
-            fastnn._threads.set_blas_threads(slot.blas)
-        start = perf_counter()
-        for _ in repeat(None, k):
-            fn()
-        return perf_counter() - start
-
-
-def _calibrate(run, target):
-    """(k, seconds per call) such that run(k), k calls, takes about `target`; warms up."""
-    run(2)
-    k = 1
-    elapsed = run(k)
-    while elapsed < target / 4:
-        k = max(2 * k, math.ceil(k * target / 4 / max(elapsed, 1e-7)))
-        elapsed = run(k)
-    return max(1, round(k * target / elapsed)), elapsed / k
-
-
-def _cpu_seconds():
-    """(CPU seconds used by the whole machine, by this process) so far; None if unknown.
-
-    The machine's count includes the hypervisor's steal: time our CPUs were taken.
-    """
-    try:
-        with open("/proc/stat") as f:
-            ticks = [int(v) for v in f.readline().split()[1:9]]
-    except (OSError, ValueError):
-        return None
-    own = os.times()
-    busy = sum(ticks) - ticks[3] - ticks[4]  # all but idle and iowait
-    return busy / os.sysconf("SC_CLK_TCK"), own.user + own.system
-
-
-class OtherLoad:
-    """How many CPUs other processes keep busy, from now until cpus() is called."""
-
-    def __init__(self):
-        self.start = _cpu_seconds()
-        self.wall = perf_counter()
-
-    def cpus(self):
-        end = _cpu_seconds()
-        if self.start is None or end is None:
-            return 0.0
-        wall = max(perf_counter() - self.wall, 1e-9)
-        return max(0.0, (end[0] - self.start[0]) - (end[1] - self.start[1])) / wall
-
-
-def others_now(window=1.0):
-    """CPUs other processes keep busy, over the next `window` seconds."""
-    load = OtherLoad()
-    sleep(window)
-    return load.cpus()
-
-
-@dataclass
-class Timing:
-    medians: list  # seconds per call, one per slot
-    mins: list
-    others: float  # CPUs other processes kept busy meanwhile
-    attempts: int = 1
-
-    @property
-    def spread(self):
-        """The largest median / fastest-repeat ratio among the slots (1: steady)."""
-        return max(m / lo for m, lo in zip(self.medians, self.mins))
-
-    @property
-    def disturbance(self):
-        """Over 1 when the figures are suspect: see NOISY and BUSY."""
-        return max(self.spread / NOISY, self.others / BUSY)
-
-
-class Retries:
-    """Time left for measuring disturbed cases again, waiting first for idle CPUs."""
-
-    WINDOW = 0.5  # seconds
-
-    def __init__(self):
-        self.left = 0.0
-        self.spent = 0.0
-
-    def wait_for_idle(self, start):
-        while perf_counter() - start < self.left:
-            if others_now(self.WINDOW) <= BUSY:
-                return
-
-    def charge(self, start):
-        spent = perf_counter() - start
-        self.left = max(0.0, self.left - spent)
-        self.spent += spent
-
-
-RETRIES = Retries()  # main() sets its budget
-
-
-def _measure_once(slots, cfg, cooldown):
-    previous = None
-
-    def run(i, k):
-        nonlocal previous
-        if cooldown and previous not in (None, i) and max(
-                slots[i].threads, slots[previous].threads) > 1:
-            sleep(cooldown)
-        previous = i
-        return _run(slots[i], k)
-
-    load = OtherLoad()
-    plan = [_calibrate(lambda k, i=i: run(i, k), cfg.target) for i in range(len(slots))]
-    fastest = min(per_call for _, per_call in plan)
-    n_repeats = cfg.repeats_small if fastest < 100e-6 else cfg.repeats
-    times = [[] for _ in slots]
-    order = list(range(len(slots)))
-    for r in range(n_repeats):
-        for i in order if r % 2 == 0 else order[::-1]:
-            k = plan[i][0]
-            times[i].append(run(i, k) / k)
-    return Timing([median(t) for t in times], [min(t) for t in times], load.cpus())
-
-
-def measure(slots, cfg, cooldown=0.0):
-    """Timing (median seconds per call) of each slot, the slots' repeats interleaved.
-
-    `cooldown` seconds pass before a slot runs right after another one, when either
-    uses more than one thread: an OpenBLAS worker thread spins for ~0.1 s after its
-    last call, and on a small machine would slow whichever library runs next.
-
-    Another process taking a core stalls every multi-threaded call for a time slice.
-    While a case looks disturbed (other processes kept over BUSY CPUs busy, or its
-    medians are over NOISY times its fastest repeats), it is measured again, up to
-    cfg.attempts times in all, once the CPUs are idle, while RETRIES has time left;
-    the least disturbed attempt is kept.
-    """
-    best = _measure_once(slots, cfg, cooldown)
-    while best.disturbance > 1 and best.attempts < cfg.attempts and RETRIES.left > 0:
-        start = perf_counter()
-        RETRIES.wait_for_idle(start)
-        timing = _measure_once(slots, cfg, cooldown)
-        RETRIES.charge(start)
-        timing.attempts = best.attempts + 1
-        if timing.disturbance < best.disturbance:
-            best = timing
-        else:
-            best.attempts = timing.attempts
-    return best
-
-
-def noise_note(timing):
-    """A table note for a case that stayed disturbed, else None."""
-    if timing.disturbance <= 1:
-        return None
-    why = []
-    if timing.others > BUSY:
-        why.append(f"other processes used {timing.others:.1f} CPUs")
-    if timing.spread > NOISY:
-        why.append(f"median {timing.spread:.1f}x fastest repeat")
-    return f"noisy ({', '.join(why)})"
-
-
 # ---------------------------------------------------------------- data
-
-
-_RNG = np.random.default_rng(0)
-
-
-def randn(*shape, dtype=np.float32):
-    return _RNG.standard_normal(shape, dtype=dtype)
-
-
-def as_torch(*arrays):
-    """torch views of numpy arrays (shared memory)."""
-    return [torch.from_numpy(a) for a in arrays]
-
-
-def size_label(shape):
-    if len(shape) == 1:
-        n = shape[0]
-        exponent = round(math.log10(n))
-        return f"1e{exponent}" if 10**exponent == n else str(n)
-    return "x".join(str(s) for s in shape)
 
 
 def rows_for(n, d):
@@ -672,30 +451,6 @@ def sections(cfg):
 # ---------------------------------------------------------------- tables
 
 
-@dataclass
-class Table:
-    columns: list  # (header, width, key, format)
-    rows: list = field(default_factory=list)
-
-    def header(self):
-        head = " | ".join(f"{h:>{w}}" if f else f"{h:<{w}}" for h, w, _, f in self.columns)
-        print(head)
-        print("-" * len(head))
-
-    def add(self, row):
-        self.rows.append(row)
-        cells = []
-        for _, width, key, fmt in self.columns:
-            value = row.get(key)
-            if value is None:
-                cells.append(" " * width)
-            elif fmt:
-                cells.append(f"{value:>{width}{fmt}}")
-            else:
-                cells.append(f"{value!s:<{width}}")
-        print(" | ".join(cells).rstrip(), flush=True)
-
-
 def comparison_table(with_torch):
     columns = [("case", 19, "case", ""), ("numpy form", 17, "form", ""),
                ("size", 14, "size", ""), ("thr", 3, "threads", "d"),
@@ -878,74 +633,6 @@ def run_threshold(threads, cfg):
 # ---------------------------------------------------------------- report
 
 
-def cpu_model():
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
-def blas_libraries():
-    libs = []
-    for info in threadpool_info():
-        if info.get("user_api") != "blas":
-            continue
-        folders = info["filepath"].split(os.sep)
-        owner = next((o for o in ("numpy", "scipy") for part in folders
-                      if part == o or part.startswith(o + ".")), "other")
-        libs.append({"owner": owner, **info})
-    return libs
-
-
-def header(threads, cfg, quick):
-    config = fastnn.show_config(mode="dicts")
-    openmp = f"on (OpenMP {config['openmp_version']})" if config["openmp"] else "OFF"
-    env = {k: v for k, v in os.environ.items() if k.startswith("OPENBLAS")}
-    info = {
-        "fastnn": fastnn.__version__, "openmp": config["openmp"],
-        "openmp_version": config["openmp_version"], "threads": threads,
-        "usable_cpus": config["usable_cpus"], "cpu": cpu_model(),
-        "python": platform.python_version(), "numpy": np.__version__,
-        "scipy": scipy.__version__, "torch": torch.__version__ if torch else None,
-        "compile_flags": config["compile_flags"], "blas": blas_libraries(),
-        "openblas_env": env, "quick": quick, "repeat_s": cfg.target,
-        "repeats": [cfg.repeats, cfg.repeats_small], "others_cpus_at_start": others_now(),
-    }
-    print("fastnn kernel benchmark" + (" (--quick)" if quick else ""))
-    print(f"  fastnn {info['fastnn']}, OpenMP {openmp}, compiled with {info['compile_flags']}")
-    print(f"  threads: {', '.join(map(str, threads))} (usable CPUs: {info['usable_cpus']})")
-    print(f"  CPU: {info['cpu']}")
-    print(f"  python {info['python']}, numpy {info['numpy']}, scipy {info['scipy']}"
-          + (f", torch {info['torch']}" if torch else ", torch not installed"))
-    for lib in info["blas"]:
-        user = "NumPy's @" if lib["owner"] == "numpy" else (
-            "fastnn's GEMM (scipy's)" if lib["owner"] == "scipy" else "unknown user")
-        print(f"  BLAS for {user}: {lib['internal_api']} {lib['version']}, "
-              f"{lib.get('architecture', '?')}, {lib.get('threading_layer', '?')}, "
-              f"{os.path.basename(lib['filepath'])}")
-    print(f"  OPENBLAS_* environment: {env or 'none'}")
-    print(f"  method: median per call of {cfg.repeats} repeats ({cfg.repeats_small} under "
-          f"100 us/call), each >= {cfg.target * 1e3:.0f} ms, after warm-up; the callables "
-          "of a case interleaved (A B, B A, ...)")
-    print(f"  matmul sections: {BLAS_COOLDOWN * 1e3:.0f} ms pause before switching callables "
-          "at > 1 thread (OpenBLAS worker threads spin ~0.1 s after a call)")
-    noisy = (f"  'noisy' marks a case during which other processes kept over {BUSY} CPUs "
-             f"busy, or whose median is over {NOISY}x its fastest repeat")
-    if cfg.attempts > 1:
-        noisy += (f"; such a case is measured again once the CPUs are idle ({cfg.attempts} "
-                  f"times at most, {cfg.retry_budget:.0f} s in all), the steadiest kept")
-    print(noisy)
-    print("  ratio = numpy time / fastnn time (> 1: fastnn faster)")
-    others = info["others_cpus_at_start"]
-    print(f"  CPUs kept busy by other processes at start: {others:.2f}"
-          + ("  (machine busy: expect noisy figures)" if others > BUSY else ""))
-    return info
-
-
 def targets(rows):
     """The project's speed targets, checked on this run's rows, per thread count."""
     checks = [
@@ -986,25 +673,11 @@ def targets(rows):
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true",
-                        help="sizes 1e4 and 1e6 only, fewer and shorter repeats")
-    parser.add_argument("--threads", default=None,
-                        help="comma-separated thread counts (default: 1 and all usable CPUs)")
-    parser.add_argument("--json", metavar="PATH", help="also write every figure as JSON")
+    parser = base_parser(__doc__.split("\n\n")[0],
+                         "sizes 1e4 and 1e6 only, fewer and shorter repeats")
     parser.add_argument("--only", default=",".join(SECTIONS),
                         help=f"comma-separated sections to run, of: {', '.join(SECTIONS)}")
-    args = parser.parse_args(argv)
-    if args.threads is None:
-        cpus = fastnn._threads.usable_cpus()
-        args.threads = sorted({1, cpus})
-    else:
-        try:
-            args.threads = [int(t) for t in args.threads.split(",")]
-        except ValueError:
-            parser.error(f"--threads: expected comma-separated integers, got {args.threads!r}")
-        if min(args.threads) < 1:
-            parser.error("--threads: counts must be >= 1")
+    args = parse_threads(parser, parser.parse_args(argv))
     args.only = [s.strip() for s in args.only.split(",") if s.strip()]
     unknown = sorted(set(args.only) - set(SECTIONS))
     if unknown:
@@ -1015,9 +688,13 @@ def parse_args(argv=None):
 def main(argv=None):
     args = parse_args(argv)
     cfg = QUICK if args.quick else FULL
-    RETRIES.left = cfg.retry_budget
     started = perf_counter()
-    report = {"header": header(args.threads, cfg, args.quick), "rows": []}
+    info = header("fastnn kernel benchmark", args.threads, cfg, args.quick,
+                  method_lines=[f"matmul sections: {BLAS_COOLDOWN * 1e3:.0f} ms pause before "
+                                "switching callables at > 1 thread (OpenBLAS worker threads "
+                                "spin ~0.1 s after a call)"],
+                  legend_lines=["ratio = numpy time / fastnn time (> 1: fastnn faster)"])
+    report = {"header": info, "rows": []}
     most = max(args.threads)
     for section, (title, plan, cooldown) in sections(cfg).items():
         if section in args.only:
@@ -1033,16 +710,7 @@ def main(argv=None):
         else:
             print("\n(parallel threshold needs more than 1 thread: skipped)")
     report["targets"] = targets(report["rows"])
-    report["seconds"] = perf_counter() - started
-    report["retry_s"] = RETRIES.spent
-    noisy = sum(bool(r.get("note") and "noisy" in r["note"]) for r in report["rows"])
-    print(f"\n(total {report['seconds']:.0f} s, {RETRIES.spent:.0f} s of it measuring disturbed "
-          f"cases again; {noisy} of {len(report['rows'])} comparison rows stayed noisy)")
-    if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        with open(args.json, "w") as f:
-            json.dump(report, f, indent=1)
-        print(f"wrote {args.json}")
+    finish(report, report["rows"], started, args.json)
 
 
 if __name__ == "__main__":

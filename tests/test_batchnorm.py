@@ -3,6 +3,7 @@ numerical gradients, the running statistics (PyTorch's formulas), and nn.BatchNo
 
 import numpy as np
 import pytest
+from reference import numerical_gradient
 
 import fastnn
 from fastnn import nn, ops
@@ -40,22 +41,6 @@ def ref_backward(dout, x, gamma, eps):
     dmean = -(dxhat * inv).sum(axis=0) + dvar * (-2 * xc).mean(axis=0)
     dx = dxhat * inv + dvar * 2 * xc / n + dmean / n
     return dx, dgamma, dbeta
-
-
-def numerical_gradient(f, x, eps=1e-6):
-    """Central differences of the scalar f() w.r.t. every entry of x (changed in place)."""
-    g = np.zeros(x.shape)
-    flat, gflat = x.reshape(-1), g.reshape(-1)
-    assert np.shares_memory(flat, x)
-    for i in range(flat.size):
-        old = flat[i]
-        flat[i] = old + eps
-        fp = f()
-        flat[i] = old - eps
-        fm = f()
-        flat[i] = old
-        gflat[i] = (fp - fm) / (2 * eps)
-    return g
 
 
 def problem(dtype, n=9, d=4, seed=0, loc=0.0):

@@ -3,28 +3,13 @@ element index -> mask; nothing else), and the nn.Dropout layer."""
 
 import numpy as np
 import pytest
+from reference import numerical_gradient
 
 import fastnn
 from fastnn import nn, ops
 
 DTYPES = (np.float32, np.float64)
 N_STAT = 1_000_000
-
-
-def numerical_gradient(f, x, eps=1e-6):
-    """Central differences of the scalar f() w.r.t. every entry of x (changed in place)."""
-    g = np.zeros(x.shape)
-    flat, gflat = x.reshape(-1), g.reshape(-1)
-    assert np.shares_memory(flat, x)
-    for i in range(flat.size):
-        old = flat[i]
-        flat[i] = old + eps
-        fp = f()
-        flat[i] = old - eps
-        fm = f()
-        flat[i] = old
-        gflat[i] = (fp - fm) / (2 * eps)
-    return g
 
 
 def kept(p, seed, step, shape=(N_STAT,), dtype=np.float32):

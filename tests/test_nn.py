@@ -4,6 +4,7 @@ and of whole models; a small end-to-end learning check."""
 
 import numpy as np
 import pytest
+from reference import numerical_gradient
 from scipy.special import expit
 
 from fastnn import losses, nn
@@ -14,22 +15,6 @@ ACTIVATIONS = {
     "sigmoid": (nn.Sigmoid, expit),
     "tanh": (nn.Tanh, np.tanh),
 }
-
-
-def numerical_gradient(f, x, eps=1e-6):
-    """Central differences of the scalar f() w.r.t. every entry of x (changed in place)."""
-    g = np.zeros(x.shape)
-    flat, gflat = x.reshape(-1), g.reshape(-1)
-    assert np.shares_memory(flat, x)
-    for i in range(flat.size):
-        old = flat[i]
-        flat[i] = old + eps
-        fp = f()
-        flat[i] = old - eps
-        fm = f()
-        flat[i] = old
-        gflat[i] = (fp - fm) / (2 * eps)
-    return g
 
 
 def check_gradients(model, x, reset=lambda: None, seed=0):
