@@ -1,8 +1,12 @@
-"""MNIST IDX loading (real files when present) and the digits fallback."""
+"""MNIST IDX loading (real files when present), checksums, downloads from local HTTP
+servers on 127.0.0.1 (never the internet), and the digits fallback."""
 
 import gzip
 import hashlib
 import os
+import threading
+from functools import partial
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +21,20 @@ MNIST_DIR = Path(
 needs_mnist = pytest.mark.skipif(
     not (MNIST_DIR / "t10k-labels-idx1-ubyte.gz").exists(), reason="MNIST folder not found"
 )
+STEMS = list(datasets.MNIST_MD5)
+LABELS = "t10k-labels-idx1-ubyte"  # the smallest file: the one the tests corrupt or fetch
+
+
+@pytest.fixture(autouse=True)
+def _offline(monkeypatch, tmp_path):
+    """No test may reach a public mirror or a real cache: the default mirror is a
+    closed port on 127.0.0.1, the default cache an empty tmp folder, and no proxy
+    stands between the client and the local servers."""
+    monkeypatch.setenv("FASTNN_MNIST_MIRROR", "http://127.0.0.1:9/")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    for var in ("http_proxy", "HTTP_PROXY", "https_proxy", "HTTPS_PROXY"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("no_proxy", "*")
 
 
 def _write_idx(path, array, gz=False):
@@ -24,7 +42,8 @@ def _write_idx(path, array, gz=False):
         int(n).to_bytes(4, "big") for n in array.shape
     )
     data = header + np.ascontiguousarray(array, np.uint8).tobytes()
-    (gzip.open if gz else open)(path, "wb").write(data)
+    with (gzip.open if gz else open)(path, "wb") as f:
+        f.write(data)
 
 
 @needs_mnist
@@ -82,3 +101,220 @@ def test_missing_folder_and_unpaired_files(tmp_path, monkeypatch):
     _write_idx(tmp_path / "t10k-labels-idx1-ubyte", np.zeros(2))
     with pytest.raises(ValueError, match="do not pair"):
         datasets.load_mnist(tmp_path)
+
+
+# ---------------------------------------------------------------- checksums and counts
+
+
+def _corrupt_gz(src, dst):
+    """A copy of gzipped IDX file `src` at `dst` with its last data byte changed:
+    well-formed, right counts, wrong checksum."""
+    raw = bytearray(gzip.decompress(Path(src).read_bytes()))
+    raw[-1] = (raw[-1] + 1) % 10  # still a digit, so only the checksum can tell
+    Path(dst).write_bytes(gzip.compress(bytes(raw), compresslevel=1))
+    return hashlib.md5(raw).hexdigest()
+
+
+def _folder_without(folder, missing=(LABELS,)):
+    """`folder` (created) holding links to the real .gz files, except `missing`."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for stem in STEMS:
+        if stem not in missing:
+            (folder / f"{stem}.gz").symlink_to(MNIST_DIR / f"{stem}.gz")
+    return folder
+
+
+def _assert_real_shapes(data):
+    (xtr, ytr), (xte, yte) = data
+    assert xtr.shape == (60000, 28, 28) and ytr.shape == (60000,)
+    assert xte.shape == (10000, 28, 28) and yte.shape == (10000,)
+
+
+@needs_mnist
+def test_real_files_match_the_canonical_md5():
+    assert datasets.load_mnist(MNIST_DIR, verify=True)
+    for stem, md5 in datasets.MNIST_MD5.items():
+        raw = gzip.decompress((MNIST_DIR / f"{stem}.gz").read_bytes())
+        assert hashlib.md5(raw).hexdigest() == md5
+
+
+@needs_mnist
+def test_a_corrupted_file_fails_verification(tmp_path):
+    folder = _folder_without(tmp_path / "mnist")
+    bad_md5 = _corrupt_gz(MNIST_DIR / f"{LABELS}.gz", folder / f"{LABELS}.gz")
+    good_md5 = datasets.MNIST_MD5[LABELS]
+    with pytest.raises(ValueError, match=LABELS) as info:
+        datasets.load_mnist(folder)
+    assert bad_md5 in str(info.value) and good_md5 in str(info.value)
+    # download=True does not hide a bad file that is already there
+    with pytest.raises(ValueError, match=bad_md5):
+        datasets.load_mnist(folder, download=True)
+    _, (_, yte) = datasets.load_mnist(folder, verify=False)
+    _, (_, real) = datasets.load_mnist(MNIST_DIR)
+    assert (yte != real).sum() == 1
+
+
+def test_other_idx_data_loads_only_without_verification(tmp_path):
+    rng = np.random.default_rng(0)
+    _write_idx(tmp_path / "train-images-idx3-ubyte", rng.integers(0, 256, (6, 5, 5)))
+    _write_idx(tmp_path / "train-labels-idx1-ubyte.gz", rng.integers(0, 10, 6), gz=True)
+    _write_idx(tmp_path / "t10k-images-idx3-ubyte", rng.integers(0, 256, (4, 5, 5)))
+    _write_idx(tmp_path / "t10k-labels-idx1-ubyte", rng.integers(0, 10, 4))
+    with pytest.raises(ValueError, match=r"expected \(60000, 28, 28\)"):
+        datasets.load_mnist(tmp_path)
+    (xtr, ytr), (xte, yte) = datasets.load_mnist(tmp_path, verify=False)
+    assert xtr.shape == (6, 5, 5) and ytr.shape == (6,)
+    assert xte.shape == (4, 5, 5) and yte.shape == (4,)
+
+
+def test_right_counts_wrong_bytes_fail_the_checksum(tmp_path):
+    """Counts and shapes alone do not make MNIST: the checksum names the first file."""
+    for split, n in (("train", 60000), ("t10k", 10000)):
+        _write_idx(tmp_path / f"{split}-images-idx3-ubyte", np.zeros((n, 28, 28)))
+        _write_idx(tmp_path / f"{split}-labels-idx1-ubyte", np.zeros(n))
+    with pytest.raises(ValueError, match=r"train-images-idx3-ubyte: MD5 .* expected "
+                       r"6bbc9ace898e44ae57da46a324031adb"):
+        datasets.load_mnist(tmp_path)
+    assert len(datasets.load_mnist(tmp_path, verify=False)[0][0]) == 60000
+
+
+def test_missing_files_suggest_download(tmp_path):
+    with pytest.raises(FileNotFoundError, match="download=True"):
+        datasets.load_mnist(tmp_path / "nowhere")
+    assert not (tmp_path / "nowhere").exists()
+
+
+# ---------------------------------------------------------------- downloads (127.0.0.1 only)
+
+
+class _Handler(SimpleHTTPRequestHandler):
+    """Serves one folder, quietly, recording each requested path in `self.log`."""
+
+    def __init__(self, *args, log, **kwargs):
+        self.log = log
+        super().__init__(*args, **kwargs)
+
+    def do_GET(self):
+        self.log.append(self.path)
+        super().do_GET()
+
+    def log_message(self, *args):
+        pass
+
+
+class _ShortBodyHandler(_Handler):
+    """Promises more bytes than it sends, then hangs up: a download cut short."""
+
+    def do_GET(self):
+        self.log.append(self.path)
+        self.send_response(200)
+        self.send_header("Content-Length", "100000")
+        self.end_headers()
+        self.wfile.write(b"\x1f\x8b" + b"\0" * 100)
+
+
+@pytest.fixture
+def serve():
+    """serve(folder, handler=_Handler) -> (base URL, list of requested paths); every
+    server listens on 127.0.0.1 only and is shut down after the test."""
+    servers = []
+
+    def start(folder, handler=_Handler):
+        log = []
+        server = ThreadingHTTPServer(
+            ("127.0.0.1", 0), partial(handler, directory=str(folder), log=log)
+        )
+        thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
+        thread.start()
+        servers.append((server, thread))
+        return f"http://127.0.0.1:{server.server_address[1]}/", log
+
+    yield start
+    for server, thread in servers:
+        server.shutdown()
+        server.server_close()
+        thread.join()
+
+
+def _names(folder):
+    return sorted(p.name for p in folder.iterdir())
+
+
+@needs_mnist
+def test_download_fetches_all_files_once(tmp_path, serve):
+    url, log = serve(MNIST_DIR)
+    folder = tmp_path / "new" / "mnist"
+    _assert_real_shapes(datasets.load_mnist(folder, download=True, mirrors=[url]))
+    assert sorted(log) == sorted(f"/{stem}.gz" for stem in STEMS)
+    assert _names(folder) == sorted(f"{stem}.gz" for stem in STEMS)
+    for stem in STEMS:  # byte-for-byte the served files
+        assert (folder / f"{stem}.gz").read_bytes() == (MNIST_DIR / f"{stem}.gz").read_bytes()
+    _assert_real_shapes(datasets.load_mnist(folder, download=True, mirrors=[url]))
+    assert len(log) == 4  # the second call found the files and fetched nothing
+
+
+@needs_mnist
+def test_download_defaults_to_the_mirror_env_var_and_the_cache(tmp_path, serve, monkeypatch):
+    url, log = serve(MNIST_DIR)
+    cache = _folder_without(tmp_path / "cache" / "fastnn" / "mnist")
+    monkeypatch.delenv("FASTNN_MNIST_DIR", raising=False)
+    monkeypatch.setenv("FASTNN_MNIST_MIRROR", f"http://127.0.0.1:9, {url.rstrip('/')}")
+    _assert_real_shapes(datasets.load_mnist(download=True))
+    assert log == [f"/{LABELS}.gz"] and (cache / f"{LABELS}.gz").is_file()
+
+
+@needs_mnist
+def test_download_falls_through_bad_mirrors(tmp_path, serve):
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    _corrupt_gz(MNIST_DIR / f"{LABELS}.gz", bad / f"{LABELS}.gz")
+    (tmp_path / "empty").mkdir()
+    missing_url, missing_log = serve(tmp_path / "empty")
+    bad_url, bad_log = serve(bad)
+    good_url, good_log = serve(MNIST_DIR)
+    folder = _folder_without(tmp_path / "mnist")
+    data = datasets.load_mnist(folder, download=True, mirrors=[missing_url, bad_url, good_url])
+    _assert_real_shapes(data)
+    assert missing_log == bad_log == good_log == [f"/{LABELS}.gz"]
+    assert _names(folder) == sorted(f"{stem}.gz" for stem in STEMS)
+
+
+@needs_mnist
+def test_download_fails_when_every_mirror_is_bad_and_leaves_nothing(tmp_path, serve):
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    _corrupt_gz(MNIST_DIR / f"{LABELS}.gz", bad / f"{LABELS}.gz")
+    junk = tmp_path / "junk"  # a 200 answer that is not gzip, and a truncated gzip
+    junk.mkdir()
+    (junk / f"{LABELS}.gz").write_bytes((MNIST_DIR / f"{LABELS}.gz").read_bytes()[:-100])
+    html = tmp_path / "html"
+    html.mkdir()
+    (html / f"{LABELS}.gz").write_text("<html>moved</html>")
+    (tmp_path / "empty").mkdir()
+    urls = [serve(tmp_path / "empty")[0], serve(bad)[0], serve(junk)[0], serve(html)[0],
+            serve(bad, _ShortBodyHandler)[0]]
+    folder = _folder_without(tmp_path / "mnist")
+    before = _names(folder)
+    with pytest.raises(datasets.MNISTDownloadError, match=LABELS) as info:
+        datasets.load_mnist(folder, download=True, mirrors=urls)
+    assert isinstance(info.value, OSError)
+    message = str(info.value)
+    for url in urls:
+        assert url + f"{LABELS}.gz" in message
+    assert "404" in message and datasets.MNIST_MD5[LABELS] in message
+    assert _names(folder) == before  # no partial, temporary or unverified file
+
+
+def test_download_rejects_mirrors_that_are_not_http(tmp_path):
+    for mirrors in ([], ["ftp://example.org/mnist/"], "file:///tmp/"):
+        with pytest.raises(ValueError, match="mirror"):
+            datasets.load_mnist(tmp_path, download=True, mirrors=mirrors)
+    assert _names(tmp_path) == []
+
+
+def test_download_into_a_folder_that_cannot_be_reached(tmp_path):
+    """The default mirror of these tests (a closed local port) fails cleanly."""
+    with pytest.raises(datasets.MNISTDownloadError, match=r"127\.0\.0\.1:9/"):
+        datasets.load_mnist(tmp_path / "mnist", download=True)
+    assert _names(tmp_path / "mnist") == []
+
