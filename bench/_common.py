@@ -44,6 +44,7 @@ except ImportError:
     torch = None
 
 __all__ = [
+    "BLAS_COOLDOWN",
     "BUSY",
     "NOISY",
     "RETRIES",
@@ -82,6 +83,9 @@ class Config:
 
 NOISY = 1.5  # median / fastest repeat, for any callable of a case: measure again
 BUSY = 0.25  # CPUs kept busy by other processes during a case: measure again
+# seconds of pause between callables of a case at > 1 thread where BLAS or OpenMP pools
+# of different libraries take turns; see measure()
+BLAS_COOLDOWN = 0.15
 
 
 # ---------------------------------------------------------------- timing

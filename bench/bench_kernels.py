@@ -35,6 +35,7 @@ from typing import Callable
 
 import numpy as np
 from _common import (
+    BLAS_COOLDOWN,
     Config,
     Slot,
     Table,
@@ -60,7 +61,6 @@ THRESHOLD_SIZES = [4096, 8192, 16384, 32768, 65536, 131072]
 CROSSOVER_WORK = 2**26  # multiply-adds per batched call, whatever the item size
 FULL_ITEMS = [16, 24, 32, 48, 64, 80, 96, 112, 128, 160, 192, 256]
 QUICK_ITEMS = [16, 64, 128, 256]
-BLAS_COOLDOWN = 0.15  # seconds; see _common.measure()
 SECTIONS = ["matmul", "batched", "crossover", "activations", "backward", "fused",
             "reductions", "threshold"]
 

@@ -11,7 +11,7 @@ import warnings
 
 __version__ = "0.1.0"
 
-from . import losses, nn, ops, optim
+from . import augment, losses, nn, ops, optim
 from ._config import openmp_enabled, show_config
 from ._threads import get_num_threads, set_num_threads, threads
 from .ensemble import Ensemble
@@ -19,6 +19,7 @@ from .io import load, save
 from .train import Callback, Checkpoint, EarlyStopping, History, Trainer
 
 __all__ = [
+    "augment",
     "Callback",
     "Checkpoint",
     "EarlyStopping",
