@@ -30,6 +30,18 @@
 #define FN_REDUCE_COLS 256
 
 #define FN_SIMD _Pragma("omp simd")
+
+/* The loop functions are compiled twice on x86-64 Linux with GCC: for any x86-64 CPU
+ * and for x86-64-v3 (AVX2, FMA); the loader picks the one the CPU runs. A wheel built
+ * without -march=native still gets 8-wide vectors where the CPU has them. (With FMA,
+ * a v3 CPU may round some results differently in the last bit; thread count never
+ * changes which version runs.) */
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__) \
+    && !defined(FASTNN_NO_CLONES)
+#define FN_LOOP_FN static __attribute__((target_clones("arch=x86-64-v3", "default")))
+#else
+#define FN_LOOP_FN static inline
+#endif
 /* Scalar helpers: always inlined, so that the loops calling them vectorize. */
 #define FN_INLINE static inline __attribute__((always_inline))
 
@@ -62,8 +74,13 @@ FN_INLINE float fn_exp_nonpos_f(float x)
 {
     const float lo = -87.3365448f; /* log(2^-126) */
     float xc = x < lo ? lo : x;
-    int n = (int)(xc * 1.44269504088896341f - 0.5f); /* round(xc / ln 2), xc <= 0 */
-    float nf = (float)n;
+    /* n = round(xc / ln 2) by the 1.5 * 2^23 trick: no float-to-int conversion, which
+     * would stop the loop vectorizing for AVX2 */
+    float tm = xc * 1.44269504088896341f + 12582912.0f;
+    float nf = tm - 12582912.0f;
+    uint32_t tb;
+    __builtin_memcpy(&tb, &tm, sizeof tb);
+    int n = (int)(tb - 0x4B400000u);
     float r = xc - nf * 0.693359375f + nf * 2.12194440e-4f;
     float p = 1.9875691500e-4f;
     p = p * r + 1.3981999507e-3f;

@@ -38,7 +38,7 @@ FN_INLINE FN_T FN_NAME(fn_tanh_grad)(FN_T g, FN_T y, FN_T slope) { (void)slope; 
     }
 
 /* y[i] = f(x[i]); y may be x. */
-static inline void FN_NAME(fn_act_forward)(int act, const FN_T *x, FN_T *y, ptrdiff_t n, FN_T slope)
+FN_LOOP_FN void FN_NAME(fn_act_forward)(int act, const FN_T *x, FN_T *y, ptrdiff_t n, FN_T slope)
 {
 #define FN_LOOP(F) FN_SIMD for (ptrdiff_t i = 0; i < n; i++) y[i] = FN_NAME(F)(x[i], slope)
     FN_SWITCH_ACT(act, FN_LOOP, )
@@ -46,7 +46,7 @@ static inline void FN_NAME(fn_act_forward)(int act, const FN_T *x, FN_T *y, ptrd
 }
 
 /* y[r, j] = f(x[r, j] + b[j]) over `rows` rows of `d` columns; y may be x. */
-static inline void FN_NAME(fn_bias_act_forward)(int act, const FN_T *x, const FN_T *b, FN_T *y,
+FN_LOOP_FN void FN_NAME(fn_bias_act_forward)(int act, const FN_T *x, const FN_T *b, FN_T *y,
                                                 ptrdiff_t rows, ptrdiff_t d, FN_T slope)
 {
 #define FN_LOOP(F)                                                          \
@@ -60,7 +60,7 @@ static inline void FN_NAME(fn_bias_act_forward)(int act, const FN_T *x, const FN
 }
 
 /* dx[i] = g[i] * f'(from y[i]); dx may be g. */
-static inline void FN_NAME(fn_act_backward)(int act, const FN_T *g, const FN_T *y, FN_T *dx,
+FN_LOOP_FN void FN_NAME(fn_act_backward)(int act, const FN_T *g, const FN_T *y, FN_T *dx,
                                             ptrdiff_t n, FN_T slope)
 {
 #define FN_LOOP(F) FN_SIMD for (ptrdiff_t i = 0; i < n; i++) dx[i] = FN_NAME(F)(g[i], y[i], slope)
@@ -70,7 +70,7 @@ static inline void FN_NAME(fn_act_backward)(int act, const FN_T *g, const FN_T *
 
 /* One row of the fused backward: dx[j] = g[j] * f'(y[j]); acc[j] += dx[j].
  * dx may be g; acc must not overlap anything else. */
-static inline void FN_NAME(fn_act_backward_acc)(int act, const FN_T *g, const FN_T *y, FN_T *dx,
+FN_LOOP_FN void FN_NAME(fn_act_backward_acc)(int act, const FN_T *g, const FN_T *y, FN_T *dx,
                                                 FN_T *acc, ptrdiff_t n, FN_T slope)
 {
 #define FN_LOOP(F)                                                          \
@@ -84,13 +84,13 @@ static inline void FN_NAME(fn_act_backward_acc)(int act, const FN_T *g, const FN
 }
 
 /* acc[j] += x[j] */
-static inline void FN_NAME(fn_add_row)(FN_T *acc, const FN_T *x, ptrdiff_t n)
+FN_LOOP_FN void FN_NAME(fn_add_row)(FN_T *acc, const FN_T *x, ptrdiff_t n)
 {
     FN_SIMD for (ptrdiff_t j = 0; j < n; j++) acc[j] += x[j];
 }
 
 /* sum of x[0..n); the simd reduction order is fixed at compile time. */
-static inline FN_T FN_NAME(fn_sum)(const FN_T *x, ptrdiff_t n)
+FN_LOOP_FN FN_T FN_NAME(fn_sum)(const FN_T *x, ptrdiff_t n)
 {
     FN_T s = 0;
     _Pragma("omp simd reduction(+:s)")
@@ -102,7 +102,7 @@ static inline FN_T FN_NAME(fn_sum)(const FN_T *x, ptrdiff_t n)
 
 /* mean[j] and m2[j] = sum_r (x[r, j] - mean[j])^2 over `rows` rows of a tile of
  * `width` columns, row stride `d`. Two passes over a tile that sits in cache. */
-static inline void FN_NAME(fn_tile_mean_m2)(const FN_T *x, ptrdiff_t d, ptrdiff_t rows,
+FN_LOOP_FN void FN_NAME(fn_tile_mean_m2)(const FN_T *x, ptrdiff_t d, ptrdiff_t rows,
                                             ptrdiff_t width, FN_T *mean, FN_T *m2)
 {
     for (ptrdiff_t j = 0; j < width; j++) { mean[j] = 0; m2[j] = 0; }
@@ -119,14 +119,14 @@ static inline void FN_NAME(fn_tile_mean_m2)(const FN_T *x, ptrdiff_t d, ptrdiff_
 }
 
 /* y[j] = x[j] * scale[j] + shift[j] */
-static inline void FN_NAME(fn_scale_shift)(const FN_T *x, const FN_T *scale, const FN_T *shift,
+FN_LOOP_FN void FN_NAME(fn_scale_shift)(const FN_T *x, const FN_T *scale, const FN_T *shift,
                                            FN_T *y, ptrdiff_t n)
 {
     FN_SIMD for (ptrdiff_t j = 0; j < n; j++) y[j] = x[j] * scale[j] + shift[j];
 }
 
 /* With xhat = (x - mean) * inv_std: sum_dy[j] += dy[j]; sum_dyx[j] += dy[j] * xhat[j] */
-static inline void FN_NAME(fn_bn_grad_acc)(const FN_T *dy, const FN_T *x, const FN_T *mean,
+FN_LOOP_FN void FN_NAME(fn_bn_grad_acc)(const FN_T *dy, const FN_T *x, const FN_T *mean,
                                            const FN_T *inv_std, FN_T *sum_dy, FN_T *sum_dyx,
                                            ptrdiff_t n)
 {
@@ -139,7 +139,7 @@ static inline void FN_NAME(fn_bn_grad_acc)(const FN_T *dy, const FN_T *x, const 
 
 /* dx[j] = a[j] * dy[j] - b[j] * (x[j] - mean[j]) - c[j]; the closed-form BN backward
  * with per-column coefficients prepared by the caller. dx may be dy. */
-static inline void FN_NAME(fn_bn_dx)(const FN_T *dy, const FN_T *x, const FN_T *mean,
+FN_LOOP_FN void FN_NAME(fn_bn_dx)(const FN_T *dy, const FN_T *x, const FN_T *mean,
                                      const FN_T *a, const FN_T *b, const FN_T *c, FN_T *dx,
                                      ptrdiff_t n)
 {
@@ -148,13 +148,14 @@ static inline void FN_NAME(fn_bn_dx)(const FN_T *dy, const FN_T *x, const FN_T *
 
 /* ---- dropout: y[i] = x[i] * scale, or 0 where the hash of (key, first + i) falls
  * below `threshold` (= p * 2^32). The mask is a pure function of (key, index). ---- */
-static inline void FN_NAME(fn_dropout)(const FN_T *x, FN_T *y, ptrdiff_t n, uint64_t first,
+FN_LOOP_FN void FN_NAME(fn_dropout)(const FN_T *x, FN_T *y, ptrdiff_t n, uint64_t first,
                                        uint32_t key_lo, uint32_t key_hi, uint32_t threshold,
                                        FN_T scale)
 {
     FN_SIMD for (ptrdiff_t i = 0; i < n; i++) {
         uint32_t h = fn_hash32((uint64_t)(first + (uint64_t)i), key_lo, key_hi);
-        y[i] = h < threshold ? (FN_T)0 : x[i] * scale;
+        FN_T kept = x[i] * scale; /* read unconditionally: the select then vectorizes */
+        y[i] = h < threshold ? (FN_T)0 : kept;
     }
 }
 
@@ -162,7 +163,7 @@ static inline void FN_NAME(fn_dropout)(const FN_T *x, FN_T *y, ptrdiff_t n, uint
  * writes the row's gradient, already multiplied by `scale` (1/rows or 1/numel) ---- */
 
 /* Softmax cross-entropy: loss = logsumexp(s) - s[y]; grad = scale * (softmax(s) - onehot(y)). */
-static inline double FN_NAME(fn_softmax_xent_row)(const FN_T *s, ptrdiff_t n, ptrdiff_t y,
+FN_LOOP_FN double FN_NAME(fn_softmax_xent_row)(const FN_T *s, ptrdiff_t n, ptrdiff_t y,
                                                   FN_T *grad, FN_T scale)
 {
     FN_T m = s[0];
@@ -179,7 +180,7 @@ static inline double FN_NAME(fn_softmax_xent_row)(const FN_T *s, ptrdiff_t n, pt
 }
 
 /* Multiclass hinge (SVM): loss = sum_{j != y} max(0, s_j - s_y + margin). */
-static inline double FN_NAME(fn_hinge_row)(const FN_T *s, ptrdiff_t n, ptrdiff_t y, FN_T margin,
+FN_LOOP_FN double FN_NAME(fn_hinge_row)(const FN_T *s, ptrdiff_t n, ptrdiff_t y, FN_T margin,
                                            FN_T *grad, FN_T scale)
 {
     double loss = 0;
@@ -197,7 +198,7 @@ static inline double FN_NAME(fn_hinge_row)(const FN_T *s, ptrdiff_t n, ptrdiff_t
 }
 
 /* Squared error: loss = sum (s - t)^2; grad = scale * 2 (s - t). */
-static inline double FN_NAME(fn_mse_row)(const FN_T *s, const FN_T *t, ptrdiff_t n, FN_T *grad,
+FN_LOOP_FN double FN_NAME(fn_mse_row)(const FN_T *s, const FN_T *t, ptrdiff_t n, FN_T *grad,
                                          FN_T scale)
 {
     FN_T loss = 0;
@@ -213,7 +214,7 @@ static inline double FN_NAME(fn_mse_row)(const FN_T *s, const FN_T *t, ptrdiff_t
 
 /* Binary cross-entropy on logits, stable for any x:
  * loss = max(x, 0) - x t + log1p(exp(-|x|)); grad = scale * (sigmoid(x) - t). */
-static inline double FN_NAME(fn_bce_logits_row)(const FN_T *x, const FN_T *t, ptrdiff_t n,
+FN_LOOP_FN double FN_NAME(fn_bce_logits_row)(const FN_T *x, const FN_T *t, ptrdiff_t n,
                                                 FN_T *grad, FN_T scale)
 {
     double loss = 0;
@@ -227,7 +228,7 @@ static inline double FN_NAME(fn_bce_logits_row)(const FN_T *x, const FN_T *t, pt
 
 /* ---- weight penalty over a block: R(w) = c2 w^2 + c1 |w| (L2: c2 = 1, c1 = 0; L1: 0, 1;
  * the seed's elastic net: beta, 1). Returns sum R(w) and adds lam * R'(w) into g. ---- */
-static inline double FN_NAME(fn_penalty_block)(const FN_T *w, FN_T *g, ptrdiff_t n, FN_T c2,
+FN_LOOP_FN double FN_NAME(fn_penalty_block)(const FN_T *w, FN_T *g, ptrdiff_t n, FN_T c2,
                                                FN_T c1, FN_T lam)
 {
     FN_T total = 0;
@@ -247,7 +248,7 @@ static inline double FN_NAME(fn_penalty_block)(const FN_T *w, FN_T *g, ptrdiff_t
  * the gradient (g + wd p), as torch.optim does. ---- */
 
 /* SGD; with momentum: v = mu v + g', and p -= lr v (Nesterov: p -= lr (g' + mu v)). */
-static inline void FN_NAME(fn_sgd)(FN_T *restrict p, const FN_T *restrict g, FN_T *restrict v,
+FN_LOOP_FN void FN_NAME(fn_sgd)(FN_T *restrict p, const FN_T *restrict g, FN_T *restrict v,
                                    ptrdiff_t n, FN_T lr, FN_T mu, FN_T wd, int nesterov)
 {
     if (v == NULL) {
@@ -269,7 +270,7 @@ static inline void FN_NAME(fn_sgd)(FN_T *restrict p, const FN_T *restrict g, FN_
 }
 
 /* Adagrad: s += g'^2; p -= lr g' / (sqrt(s) + eps). */
-static inline void FN_NAME(fn_adagrad)(FN_T *restrict p, const FN_T *restrict g, FN_T *restrict s,
+FN_LOOP_FN void FN_NAME(fn_adagrad)(FN_T *restrict p, const FN_T *restrict g, FN_T *restrict s,
                                        ptrdiff_t n, FN_T lr, FN_T eps, FN_T wd)
 {
     FN_SIMD for (ptrdiff_t i = 0; i < n; i++) {
@@ -281,7 +282,7 @@ static inline void FN_NAME(fn_adagrad)(FN_T *restrict p, const FN_T *restrict g,
 }
 
 /* RMSProp: s = alpha s + (1 - alpha) g'^2; p -= lr g' / (sqrt(s) + eps). */
-static inline void FN_NAME(fn_rmsprop)(FN_T *restrict p, const FN_T *restrict g, FN_T *restrict s,
+FN_LOOP_FN void FN_NAME(fn_rmsprop)(FN_T *restrict p, const FN_T *restrict g, FN_T *restrict s,
                                        ptrdiff_t n, FN_T lr, FN_T alpha, FN_T eps, FN_T wd)
 {
     FN_SIMD for (ptrdiff_t i = 0; i < n; i++) {
@@ -296,7 +297,7 @@ static inline void FN_NAME(fn_rmsprop)(FN_T *restrict p, const FN_T *restrict g,
  * p -= step * m / (sqrt(v) * inv_sqrt_bc2 + eps), step = lr / (1 - b1^t),
  * inv_sqrt_bc2 = 1 / sqrt(1 - b2^t). Adam: g' = g + wd p. AdamW (decoupled): g' = g
  * and p *= 1 - lr wd first (the caller passes wd = 0 and decay = 1 - lr wd). */
-static inline void FN_NAME(fn_adam)(FN_T *restrict p, const FN_T *restrict g, FN_T *restrict m,
+FN_LOOP_FN void FN_NAME(fn_adam)(FN_T *restrict p, const FN_T *restrict g, FN_T *restrict m,
                                     FN_T *restrict v, ptrdiff_t n, FN_T step, FN_T b1, FN_T b2,
                                     FN_T eps, FN_T inv_sqrt_bc2, FN_T wd, FN_T decay)
 {
@@ -313,7 +314,7 @@ static inline void FN_NAME(fn_adam)(FN_T *restrict p, const FN_T *restrict g, FN
 
 /* sum of x[i]^2, accumulated in double so that large finite float gradients do not
  * overflow (the simd reduction order is fixed at compile time) */
-static inline double FN_NAME(fn_sum_squares)(const FN_T *x, ptrdiff_t n)
+FN_LOOP_FN double FN_NAME(fn_sum_squares)(const FN_T *x, ptrdiff_t n)
 {
     double s = 0;
     _Pragma("omp simd reduction(+:s)")
