@@ -19,7 +19,6 @@ from .io import load, save
 from .train import Callback, Checkpoint, EarlyStopping, History, Trainer
 
 __all__ = [
-    "augment",
     "Callback",
     "Checkpoint",
     "EarlyStopping",
@@ -27,6 +26,7 @@ __all__ = [
     "History",
     "Trainer",
     "__version__",
+    "augment",
     "get_num_threads",
     "load",
     "losses",

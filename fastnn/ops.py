@@ -440,30 +440,16 @@ def batchnorm_forward(x, gamma, beta, running_mean=None, running_var=None, train
             raise ValueError(f"{name}: must be a writeable C-contiguous array (updated in place)")
     out = _output(out, x.shape, x.dtype, [("x", x), ("gamma", gamma), ("beta", beta)])
     x, gamma, beta = _contiguous(x, "x"), _contiguous(gamma, "gamma"), _contiguous(beta, "beta")
-    threads = get_num_threads()
-    if training:
-        if n < 2:
-            raise ValueError(
-                f"batchnorm_forward: training needs more than 1 row per batch, got {n}"
-            )
-        mean = np.empty(d, x.dtype)
-        var = np.empty(d, x.dtype)
-        _bn.batch_stats(x, mean, var, threads)
-        if running_mean is not None:
-            running_mean *= 1 - momentum
-            running_mean += momentum * mean
-        if running_var is not None:
-            running_var *= 1 - momentum
-            running_var += (momentum * n / (n - 1)) * var
-    else:
-        if running_mean is None or running_var is None:
-            raise ValueError("batchnorm_forward: training=False needs running_mean and running_var")
-        if n == 0:
-            return out, running_mean.copy(), 1 / np.sqrt(running_var + eps)
-        mean, var = running_mean.copy(), running_var
-    inv_std = (1 / np.sqrt(var + x.dtype.type(eps))).astype(x.dtype, copy=False)
-    scale = gamma * inv_std
-    _bn.scale_shift(x, scale, beta - mean * scale, out, threads)
+    if training and n < 2:
+        raise ValueError(f"batchnorm_forward: training needs more than 1 row per batch, got {n}")
+    if not training and (running_mean is None or running_var is None):
+        raise ValueError("batchnorm_forward: training=False needs running_mean and running_var")
+    mean = np.empty(d, x.dtype)
+    inv_std = np.empty(d, x.dtype)
+    if d == 0:
+        return out, mean, inv_std
+    _bn.forward(x, gamma, beta, running_mean, running_var, bool(training), momentum, eps,
+                mean, inv_std, out, get_num_threads())
     return out, mean, inv_std
 
 
@@ -495,13 +481,7 @@ def batchnorm_backward(dout, x, gamma, mean, inv_std, training=True, out=None):
         return out, dgamma, dbeta
     threads = get_num_threads()
     _red.batchnorm_grad_sums(dout, x, mean, inv_std, dbeta, dgamma, threads)
-    a = gamma * inv_std
-    if training:
-        b = a * inv_std * (dgamma / n)
-        c = a * (dbeta / n)
-    else:
-        b = c = np.zeros(d, x.dtype)
-    _bn.batchnorm_dx(dout, x, mean, a, b, c, out, threads)
+    _bn.backward_dx(dout, x, gamma, mean, inv_std, dbeta, dgamma, bool(training), out, threads)
     return out, dgamma, dbeta
 
 
