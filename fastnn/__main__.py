@@ -16,7 +16,7 @@ import time
 import numpy as np
 
 import fastnn
-from fastnn import datasets, losses, nn, optim
+from fastnn import augment, datasets, losses, nn, optim
 
 _SCHEDULES = ("none", "step", "exponential", "inverse-time", "cosine", "warmup-cosine",
               "plateau")
@@ -68,6 +68,19 @@ def make_schedule(name, opt, epochs):
     return optim.ReduceOnPlateau(opt, factor=0.5, patience=1)
 
 
+def make_augment(name, side, seed):
+    """None, or a Compose for side x side images: "affine" (rotation, shift, scale,
+    shear) or "elastic" (the same, then Simard's elastic distortion, scaled to the
+    image size from alpha 34, sigma 4 at 28 pixels)."""
+    if name == "none":
+        return None
+    steps = [augment.RandomAffine(degrees=10, translate=(0.1, 0.1), scale=(0.9, 1.1),
+                                  shear=5)]
+    if name == "elastic":
+        steps.append(augment.ElasticDistortion(alpha=34 * side / 28, sigma=4 * side / 28))
+    return augment.Compose(steps, seed=seed)
+
+
 def train(args):
     name, scale, (xtr, ytr), (xte, yte) = load_data(args.data, args.seed)
     if args.limit:
@@ -79,12 +92,15 @@ def train(args):
                         args.dropout, args.seed)
     opt = optim.create(args.optimizer, model, args.lr, args.weight_decay)
     schedule = make_schedule(args.schedule, opt, epochs)
+    side = int(round(xtr.shape[1] ** 0.5))
     trainer = fastnn.Trainer(model, losses.SoftmaxCrossEntropy(), opt, schedule=schedule,
                              regularizer=losses.L2(args.l2) if args.l2 else None,
-                             progress=not args.quiet)
+                             augment=make_augment(args.augment, side, args.seed),
+                             image_shape=(side, side), progress=not args.quiet)
     print(f"fastnn {fastnn.__version__}: training {xtr.shape[1]}-{'-'.join(map(str, hidden))}-"
           f"{n_classes} ({args.activation}{', batch norm' if args.batch_norm else ''}"
-          f"{f', dropout {args.dropout}' if args.dropout else ''}) on {name}")
+          f"{f', dropout {args.dropout}' if args.dropout else ''}"
+          f"{f', {args.augment} augmentation' if args.augment != 'none' else ''}) on {name}")
     print(f"  {len(xtr)} training / {len(xte)} test samples; {args.optimizer} lr {args.lr}, "
           f"schedule {args.schedule}, batch {args.batch_size}, {epochs} epochs, "
           f"{fastnn.get_num_threads()} threads")
@@ -196,6 +212,8 @@ def parser():
     t.add_argument("--weight-decay", type=_nonnegative, default=0.0)
     t.add_argument("--l2", type=_nonnegative, default=0.0, help="L2 penalty lambda")
     t.add_argument("--schedule", choices=_SCHEDULES, default="cosine")
+    t.add_argument("--augment", choices=("none", "affine", "elastic"), default="none",
+                   help="random geometric augmentation of each training batch")
     t.add_argument("--epochs", type=_positive_int, help="default: 5 on MNIST, 30 on digits")
     t.add_argument("--batch-size", type=_positive_int, default=128)
     t.add_argument("--limit", type=_positive_int, help="train on the first N samples only")

@@ -272,3 +272,20 @@ def test_usage_errors_show_the_usage_line(tmp_path):
     """UsageError's docstring: a bad argument is "reported with the usage line"."""
     err = assert_usage_error(["evaluate", tmp_path / "missing.safetensors"])
     assert "usage: fastnn" in err
+
+
+@pytest.mark.parametrize("kind", ["affine", "elastic"])
+def test_train_with_augmentation(tmp_path, capsys, kind):
+    pytest.importorskip("sklearn")
+    assert main(["train", "--epochs", "2", "--hidden", "32", "--quiet", "--augment", kind,
+                 "--out", "", "--plot", ""]) == 0
+    out = capsys.readouterr().out
+    assert f"{kind} augmentation" in out
+    assert float(out.rsplit("test accuracy", 1)[1].split(",")[0]) > 0.1
+
+
+def test_bad_augment_choice_is_a_usage_error(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["train", "--augment", "sideways"])
+    assert exc.value.code == 2
+    assert "usage" in capsys.readouterr().err
