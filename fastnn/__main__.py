@@ -92,7 +92,7 @@ def train(args):
                         args.dropout, args.seed)
     opt = optim.create(args.optimizer, model, args.lr, args.weight_decay)
     schedule = make_schedule(args.schedule, opt, epochs)
-    side = int(round(xtr.shape[1] ** 0.5))
+    side = round(xtr.shape[1] ** 0.5)
     trainer = fastnn.Trainer(model, losses.SoftmaxCrossEntropy(), opt, schedule=schedule,
                              regularizer=losses.L2(args.l2) if args.l2 else None,
                              augment=make_augment(args.augment, side, args.seed),
