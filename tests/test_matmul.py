@@ -161,11 +161,12 @@ def test_blas_runs_one_thread_inside_fastnn_threads(dtype, rng):
 
 
 @pytest.mark.parametrize("trans_a, trans_b", TRANS, ids=TRANS_IDS)
-@pytest.mark.parametrize("shape", [(300, 70, 40), (40, 70, 300), (33, 17, 35), (17, 5, 1000)],
+@pytest.mark.parametrize("shape", [(300, 70, 40), (40, 70, 300), (33, 170, 350), (17, 50, 1000)],
                          ids=str)
 def test_split_into_slabs_matches_one_thread(shape, trans_a, trans_b, dtype, rng):
     """The output cut into slabs (rows or columns, whichever is longer, on 16-aligned
-    boundaries) per thread gives the one-thread product."""
+    boundaries) per thread gives the one-thread product (every shape here is above the
+    size below which a product stays on one thread)."""
     m, k, n = shape
     a = operand(rng, None, m, k, trans_a, dtype)
     b = operand(rng, None, k, n, trans_b, dtype)

@@ -7,6 +7,7 @@ from cython cimport floating
 from cython.parallel cimport prange
 
 from .blas cimport gemm
+from .simd cimport FN_GEMM_PARALLEL_MIN
 
 
 def matmul(const floating[:, ::1] a, const floating[:, ::1] b, floating[:, ::1] c,
@@ -26,6 +27,8 @@ def matmul(const floating[:, ::1] a, const floating[:, ::1] b, floating[:, ::1] 
     cdef bint by_rows = m >= n
     cdef int length = m if by_rows else n
     cdef int parts = min(n_threads, max(1, length // 16))
+    if <double> m * n * k < FN_GEMM_PARALLEL_MIN:
+        parts = 1
     cdef int t, lo, size
     if parts <= 1:
         with nogil:
@@ -60,7 +63,8 @@ def matmul_batched(const floating[:, :, ::1] a, const floating[:, :, ::1] b,
     cdef const floating *pa = &a[0, 0, 0]
     cdef const floating *pb = &b[0, 0, 0]
     cdef floating *pc = &c[0, 0, 0]
+    cdef bint threaded = n_threads > 1 and <double> batch * m * n * k >= FN_GEMM_PARALLEL_MIN
     for i in prange(batch, nogil=True, schedule='static', num_threads=n_threads,
-                    use_threads_if=n_threads > 1):
+                    use_threads_if=threaded):
         gemm(trans_a, trans_b, m, n, k, 1, pa + i * a_step, lda, pb + i * b_step, ldb,
              0, pc + i * c_step, n)

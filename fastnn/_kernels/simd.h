@@ -22,6 +22,10 @@
 /* Below this many elements a kernel runs on the calling thread: starting an OpenMP
  * team costs more than the work (measured in bench/bench_kernels.py). */
 #define FN_PARALLEL_MIN 32768
+/* A matrix product of fewer multiply-adds than this runs as one BLAS call on the
+ * calling thread: splitting gains a microsecond at best, and on a loaded machine a
+ * second thread may wait a whole time slice for a core. */
+#define FN_GEMM_PARALLEL_MIN (1L << 19)
 
 /* Fixed tiling for column reductions. The tiles depend on the shape only, never on
  * the thread count, and partial sums are combined in a fixed order, so a column sum

@@ -1,0 +1,718 @@
+"""Benchmark one training step of an MLP in fastnn, NumPy, PyTorch and the GEMM limit.
+
+    python bench/bench_train.py [--quick] [--threads 1,2] [--json PATH] [--plot PATH]
+                                [--no-mnist] [--profile]
+
+One training step (forward, loss, backward, optimizer update) of the same model on the
+same batch, at the same thread count, in one run:
+
+- fastnn: `nn.mlp(D, 10, hidden, batch_norm=True, dropout=0.1)` (Linear -> BatchNorm1d
+  -> ReLU -> Dropout per hidden layer, then Linear), `optim.Adam(model, 1e-3)`,
+  `Trainer(model, SoftmaxCrossEntropy(), opt).train_step(xb, yb)`.
+- numpy: the same model written the CS231n way: a forward/backward pair per layer
+  (affine, the batch normalization and inverted dropout of bench_layers.py, ReLU), a
+  softmax cross-entropy loss, and Adam per parameter array (bench_optim.py's NumPy
+  Adam), float32, into preallocated arrays.
+- torch (when installed): torch.nn.Sequential of the same layers, CrossEntropyLoss,
+  torch.optim.Adam(fused=True); zero_grad(set_to_none=True), loss.backward(), step().
+- gemm: the GEMM limit, the step's matrix products alone, with fastnn's BLAS
+  (fastnn.ops.matmul, same shapes, preallocated outputs): per Linear layer the forward
+  x @ W, and backward dW += x.T @ dz and dx = dz @ W.T; the first layer's dx is left
+  out, as the three steps leave it out (nothing needs the input's gradient).
+
+Models: the large MLP 784-1024-1024-10 at batch 256, the small MLP 64-128-128-10 at
+batch 32 (overhead-bound), and a sweep: 784-W-W-10 with batches 32..1024 at W = 1024
+and widths 256..4096 at batch 256 (--quick: a subset). Labels are random integers in
+[0, 10), inputs standard normal; each framework trains on the same batch throughout.
+
+Also:
+- peak memory: each framework (numpy, fastnn, torch) trains the large and the small MLP
+  for MEM_STEPS steps in a fresh subprocess that imports only what it needs (torch
+  is blocked for numpy and fastnn). "peak" is the peak resident set size (VmHWM) over
+  those steps minus the resident set size (VmRSS) after the imports and the data are
+  created (the high-water mark is reset there; where it cannot be, ru_maxrss is used
+  and the figure is marked), so it counts the model, its gradients, the optimizer
+  state, activations and workspaces; the absolute peak is printed beside it.
+- MNIST time to 98% test accuracy (--no-mnist or --quick skip it): 784-512-512-10
+  with BatchNorm and ReLU, Adam 1e-3, cosine decay over 5 epochs, batch 128, the same
+  initial weights and the same shuffling in fastnn (Trainer.fit one epoch at a time,
+  then Trainer.evaluate) and torch; wall seconds of training + evaluation until the
+  test accuracy after an epoch is >= 98%, at the largest thread count. MNIST comes
+  from $FASTNN_MNIST_DIR, else ../shared/data/mnist beside the checkout.
+- --profile: where the time goes in fastnn's small-MLP step: each phase timed alone,
+  and the Python functions that dominate under cProfile.
+
+Step times follow bench/_common.py (interleaved repeats, medians, noisy cases measured
+again). Ratios: np/fn = numpy time / fastnn time, torch/fn = torch time / fastnn time
+(above 1, fastnn is faster), fn/gemm = fastnn time / GEMM-limit time (1 is the limit).
+"""
+
+from __future__ import annotations
+
+import cProfile
+import json
+import math
+import os
+import pstats
+import resource
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from statistics import median
+from time import perf_counter
+
+import numpy as np
+from _common import (
+    BLAS_COOLDOWN,
+    Config,
+    Slot,
+    Table,
+    base_parser,
+    fastnn,
+    finish,
+    header,
+    measure,
+    noise_note,
+    parse_threads,
+    print_targets,
+    randn,
+    torch,
+    using_threads,
+)
+from bench_layers import P_DROP, NumpyBatchNorm, NumpyDropout
+from bench_optim import NumpyAdam
+
+nn, ops, losses, optim = fastnn.nn, fastnn.ops, fastnn.losses, fastnn.optim
+LR = 1e-3
+ADAM_EPS = 1e-8
+CLASSES = 10
+MEM_STEPS = 20
+
+
+@dataclass(frozen=True)
+class Spec:
+    """An MLP d_in -> hidden... -> CLASSES trained on batches of `batch` rows."""
+
+    case: str  # "large", "small" or "sweep"
+    d_in: int
+    hidden: tuple
+    batch: int
+
+    @property
+    def label(self):
+        return "-".join(map(str, (self.d_in, *self.hidden, CLASSES)))
+
+    @property
+    def widths(self):
+        return [self.d_in, *self.hidden, CLASSES]
+
+
+LARGE = Spec("large", 784, (1024, 1024), 256)
+SMALL = Spec("small", 64, (128, 128), 32)
+SWEEP_WIDTH = 1024  # the width of the batch sweep (and of the plot)
+SWEEP_BATCH = 256  # the batch of the width sweep
+
+
+def sweep(batches, widths):
+    """The sweep's specs; the large MLP is one of them, and keeps its name."""
+    specs = [Spec("sweep", 784, (SWEEP_WIDTH,) * 2, n) for n in batches]
+    specs += [Spec("sweep", 784, (w,) * 2, SWEEP_BATCH) for w in widths if w != SWEEP_WIDTH]
+    return [LARGE if s.hidden == LARGE.hidden and s.batch == LARGE.batch else s
+            for s in specs]
+
+
+@dataclass
+class TrainConfig(Config):
+    specs: list
+    mnist: bool
+
+
+FULL = TrainConfig(0.020, 7, 11, 3, 60.0, [SMALL, *sweep((32, 64, 128, 256, 512, 1024),
+                                                         (256, 512, 2048, 4096))], True)
+QUICK = TrainConfig(0.010, 5, 7, 1, 0.0, [SMALL, *sweep((32, 256, 1024), (2048,))], False)
+
+
+# ---------------------------------------------------------------- NumPy baseline
+
+
+class NumpyAffine:
+    """CS231n affine layer: y = x @ W + b; dW = x.T @ dout, db = sum(dout), dx = dout @ W.T."""
+
+    def __init__(self, n, d_in, d_out, rng):
+        f32 = np.float32
+        self.w = (rng.standard_normal((d_in, d_out)) * math.sqrt(2 / d_in)).astype(f32)
+        self.b = np.zeros(d_out, f32)
+        self.dw, self.db = np.empty_like(self.w), np.empty_like(self.b)
+        self.y, self.dx = np.empty((n, d_out), f32), np.empty((n, d_in), f32)
+        self.input_grad = True
+
+    def params(self):
+        return [(self.w, self.dw), (self.b, self.db)]
+
+    def forward(self, x):
+        self.x = x
+        np.matmul(x, self.w, out=self.y)
+        self.y += self.b
+        return self.y
+
+    def backward(self, dout):
+        np.matmul(self.x.T, dout, out=self.dw)
+        np.sum(dout, axis=0, out=self.db)
+        return np.matmul(dout, self.w.T, out=self.dx) if self.input_grad else None
+
+
+class NumpyReLU:
+    """CS231n ReLU: y = max(x, 0); dx = dout * (x > 0)."""
+
+    def __init__(self, n, d):
+        self.y, self.dx = np.empty((n, d), np.float32), np.empty((n, d), np.float32)
+        self.mask = np.empty((n, d), bool)
+
+    def forward(self, x):
+        return np.maximum(x, 0, out=self.y)
+
+    def backward(self, dout):
+        np.greater(self.y, 0, out=self.mask)
+        return np.multiply(dout, self.mask, out=self.dx)
+
+
+def numpy_softmax_loss(scores, y):
+    """CS231n softmax loss: (mean of -log softmax(s)[y], dscores)."""
+    n = len(y)
+    shifted = scores - scores.max(axis=1, keepdims=True)
+    log_probs = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+    dscores = np.exp(log_probs)
+    dscores[np.arange(n), y] -= 1
+    dscores /= n
+    return -log_probs[np.arange(n), y].mean(), dscores
+
+
+class NumpyMLP:
+    """Per hidden width: affine -> batchnorm -> ReLU -> dropout; then affine. Adam per
+    parameter array; one step = forward, loss, backward, update."""
+
+    def __init__(self, spec, seed=0):
+        rng = np.random.default_rng(seed)
+        n, self.layers = spec.batch, []
+        widths = spec.widths
+        for i, (d_in, d_out) in enumerate(zip(widths[:-1], widths[1:])):
+            self.layers.append(NumpyAffine(n, d_in, d_out, rng))
+            if i < len(widths) - 2:
+                self.layers += [NumpyBatchNorm(n, d_out), NumpyReLU(n, d_out),
+                                NumpyDropout(n, d_out, P_DROP, seed + i)]
+        self.layers[0].input_grad = False
+        params = [p for layer in self.layers if isinstance(layer, NumpyAffine)
+                  for p in layer.params()]
+        params += [(bn.gamma, bn.dgamma) for bn in self.layers
+                   if isinstance(bn, NumpyBatchNorm)]
+        params += [(bn.beta, bn.dbeta) for bn in self.layers if isinstance(bn, NumpyBatchNorm)]
+        self.optimizers = [NumpyAdam(p, g, LR, ADAM_EPS) for p, g in params]
+
+    def train_step(self, x, y):
+        for layer in self.layers:
+            x = layer.forward(x)
+        loss, dout = numpy_softmax_loss(x, y)
+        for layer in reversed(self.layers):
+            dout = layer.backward(dout)
+        for opt in self.optimizers:
+            opt.step()
+        return loss
+
+
+# ---------------------------------------------------------------- the steps
+
+
+def batch(spec, seed=0):
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((spec.batch, spec.d_in), dtype=np.float32)
+    return x, rng.integers(0, CLASSES, spec.batch)
+
+
+def fastnn_step(spec, x, y):
+    model = nn.mlp(spec.d_in, CLASSES, list(spec.hidden), batch_norm=True, dropout=P_DROP,
+                   seed=0)
+    trainer = fastnn.Trainer(model, losses.SoftmaxCrossEntropy(), optim.Adam(model, LR),
+                             progress=False)
+    return lambda: trainer.train_step(x, y)
+
+
+def numpy_step(spec, x, y):
+    model = NumpyMLP(spec)
+    return lambda: model.train_step(x, y)
+
+
+def torch_mlp(widths, dropout):
+    """torch.nn.Sequential: per hidden width Linear, BatchNorm1d, ReLU[, Dropout]; Linear."""
+    layers = []
+    for d_in, d_out in zip(widths[:-2], widths[1:-1]):
+        layers += [torch.nn.Linear(d_in, d_out), torch.nn.BatchNorm1d(d_out), torch.nn.ReLU()]
+        if dropout:
+            layers.append(torch.nn.Dropout(dropout))
+    layers.append(torch.nn.Linear(widths[-2], widths[-1]))
+    return torch.nn.Sequential(*layers)
+
+
+def torch_step(spec, x, y):
+    torch.manual_seed(0)
+    model = torch_mlp(spec.widths, P_DROP)
+    opt = torch.optim.Adam(model.parameters(), LR, eps=ADAM_EPS, fused=True)
+    criterion = torch.nn.CrossEntropyLoss()
+    tx, ty = torch.from_numpy(x), torch.from_numpy(y.astype(np.int64))
+
+    def step():
+        opt.zero_grad(set_to_none=True)
+        loss = criterion(model(tx), ty)
+        loss.backward()
+        opt.step()
+        return loss
+
+    return step
+
+
+def gemm_step(spec, x, y):
+    """The step's matrix products alone, as fastnn's Linear layers call them."""
+    n, calls = spec.batch, []
+    for i, (d_in, d_out) in enumerate(zip(spec.widths[:-1], spec.widths[1:])):
+        a = x if i == 0 else randn(n, d_in)
+        w, dw = randn(d_in, d_out), np.zeros((d_in, d_out), np.float32)
+        z, dz, dx = np.empty((n, d_out), np.float32), randn(n, d_out), np.empty_like(a)
+        calls.append((a, w, z, dz, dw, dx, i > 0))
+
+    def step():
+        for a, w, z, dz, dw, dx, input_grad in calls:
+            ops.matmul(a, w, out=z)
+            ops.matmul(a, dz, trans_a=True, out=dw, accumulate=True)
+            if input_grad:
+                ops.matmul(dz, w, trans_b=True, out=dx)
+
+    return step
+
+
+STEPS = {"numpy": numpy_step, "fastnn": fastnn_step, "torch": torch_step, "gemm": gemm_step}
+
+
+def frameworks():
+    return [k for k in STEPS if k != "torch" or torch is not None]
+
+
+# ---------------------------------------------------------------- step times
+
+
+def run_steps(specs, threads, cfg):
+    names = frameworks()
+    print("\n== one training step (forward, loss, backward, Adam), ms per step; "
+          f"Linear -> BatchNorm1d -> ReLU -> Dropout({P_DROP}) per hidden layer")
+    print(f"  ({BLAS_COOLDOWN * 1e3:.0f} ms pause between frameworks at > 1 thread: their "
+          "thread pools spin after a call)\n")
+    columns = [("case", 5, "case", ""), ("model", 16, "model", ""), ("N", 4, "batch", "d"),
+               ("thr", 3, "threads", "d")]
+    columns += [(f"{k} ms", 9, f"{k}_ms", ".3f") for k in names]
+    columns += [("np/fn", 6, "numpy_ratio", ".2f")]
+    if torch is not None:
+        columns.append(("torch/fn", 8, "torch_ratio", ".2f"))
+    columns += [("fn/gemm", 7, "gemm_ratio", ".2f"), ("note", 4, "note", "")]
+    table = Table(columns)
+    table.header()
+    for spec in specs:
+        x, y = batch(spec)
+        steps = {k: STEPS[k](spec, x, y) for k in names}
+        for n in threads:
+            timing = measure([Slot(steps[k], n) for k in names], cfg, BLAS_COOLDOWN)
+            t = dict(zip(names, timing.medians))
+            mins = dict(zip(names, timing.mins))
+            table.add({
+                "case": spec.case, "model": spec.label, "widths": spec.widths,
+                "batch": spec.batch, "threads": n,
+                **{f"{k}_ms": t[k] * 1e3 for k in names},
+                **{f"{k}_min_ms": mins[k] * 1e3 for k in names},
+                **{f"{k}_steps_per_s": 1 / t[k] for k in names},
+                "numpy_ratio": t["numpy"] / t["fastnn"],
+                "torch_ratio": t["torch"] / t["fastnn"] if "torch" in t else None,
+                "gemm_ratio": t["fastnn"] / t["gemm"],
+                "note": noise_note(timing), "spread": timing.spread,
+                "others_cpus": timing.others, "attempts": timing.attempts,
+            })
+        del steps
+    return table.rows
+
+
+# ---------------------------------------------------------------- peak memory
+
+
+def _status_kb(field):
+    """A field of /proc/self/status in KiB (VmRSS: now, VmHWM: peak), or None."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1])
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def _reset_peak():
+    """Reset the peak RSS to the current RSS (Linux >= 4.0); False where impossible."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def memory_worker(framework, spec_fields, threads):
+    """In a fresh interpreter: train `framework` for MEM_STEPS steps; print the RSS
+    figures (KiB) as one JSON line."""
+    spec = Spec(*spec_fields)
+    x, y = batch(spec)
+    base = _status_kb("VmRSS")
+    reset = base is not None and _reset_peak()
+    if not reset:  # no /proc: ru_maxrss, the peak since the process began, in KiB
+        base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    with using_threads(threads):
+        step = STEPS[framework](spec, x, y)
+        for _ in range(MEM_STEPS):
+            step()
+    peak = (_status_kb("VmHWM") if reset
+            else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+    print(json.dumps({"base_kb": base, "peak_kb": peak, "reset": reset}))
+
+
+_WORKER = ("import sys; sys.path.insert(0, {bench!r}); {block}"
+           "import bench_train; bench_train.memory_worker({name!r}, {spec!r}, {threads})")
+
+
+def run_memory(specs, threads):
+    names = [k for k in frameworks() if k != "gemm"]
+    print(f"\n== peak memory: {MEM_STEPS} training steps in a fresh process per framework, "
+          f"{threads} thr")
+    print("  peak MiB = peak RSS during the steps - RSS after imports and data (model, "
+          "gradients, optimizer state, activations, workspaces); abs MiB = absolute peak "
+          "RSS of the process (imports included)\n")
+    table = Table([("case", 5, "case", ""), ("model", 16, "model", ""), ("N", 4, "batch", "d"),
+                   ("framework", 9, "framework", ""), ("peak MiB", 8, "peak_mib", ".1f"),
+                   ("abs MiB", 8, "abs_mib", ".1f"), ("note", 4, "note", "")])
+    table.header()
+    bench = str(Path(__file__).resolve().parent)
+    for spec in specs:
+        for name in names:
+            code = _WORKER.format(bench=bench, name=name, threads=threads,
+                                  spec=(spec.case, spec.d_in, spec.hidden, spec.batch),
+                                  block="" if name == "torch" else "sys.modules['torch'] = None; ")
+            done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+            row = {"case": spec.case, "model": spec.label, "batch": spec.batch,
+                   "framework": name, "threads": threads, "note": None}
+            if done.returncode:
+                row["note"] = f"FAILED: {done.stderr.strip().splitlines()[-1:]}"
+            else:
+                figures = json.loads(done.stdout.strip().splitlines()[-1])
+                row.update(peak_mib=(figures["peak_kb"] - figures["base_kb"]) / 1024,
+                           abs_mib=figures["peak_kb"] / 1024, peak_reset=figures["reset"])
+                if not figures["reset"]:
+                    row["note"] = "ru_maxrss: peak since start - peak before the steps"
+            table.add(row)
+    return table.rows
+
+
+# ---------------------------------------------------------------- MNIST time to 98%
+
+
+MNIST_HIDDEN = [512, 512]
+MNIST_EPOCHS = 5
+MNIST_BATCH = 128
+MNIST_GOAL = 0.98
+MNIST_SEED = 0
+
+
+def load_mnist_flat():
+    """((x_train, y_train), (x_test, y_test)): float32 rows in [0, 1], int64 labels."""
+    from fastnn import datasets  # fastnn is importable: _common saw to it
+
+    folder = os.environ.get("FASTNN_MNIST_DIR") or str(
+        Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist")
+    (xtr, ytr), (xte, yte) = datasets.load_mnist(folder)
+
+    def flat(images, labels):
+        return images.reshape(len(images), -1).astype(np.float32) / 255, labels.astype(np.int64)
+
+    return flat(xtr, ytr), flat(xte, yte)
+
+
+def mnist_fastnn(model, train, test):
+    """Per epoch: (cumulative seconds of training + evaluation, test accuracy)."""
+    opt = optim.Adam(model, LR)
+    trainer = fastnn.Trainer(model, losses.SoftmaxCrossEntropy(), opt,
+                             schedule=optim.CosineDecay(opt, MNIST_EPOCHS), progress=False)
+    seconds, curve = 0.0, []
+    for epoch in range(MNIST_EPOCHS):
+        start = perf_counter()
+        trainer.fit(*train, epochs=1, batch_size=MNIST_BATCH,
+                    seed=MNIST_SEED if epoch == 0 else None)
+        accuracy = trainer.evaluate(*test)["accuracy"]
+        seconds += perf_counter() - start
+        curve.append((seconds, accuracy))
+    return curve
+
+
+def mnist_torch(model, train, test):
+    """The same recipe in torch: the same shuffling (NumPy's permutation from the same
+    seed, as Trainer.fit draws it), evaluation in batches of 1024 (as Trainer.evaluate)."""
+    opt = torch.optim.Adam(model.parameters(), LR, eps=ADAM_EPS, fused=True)
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(opt, MNIST_EPOCHS)
+    criterion = torch.nn.CrossEntropyLoss()
+    (xtr, ytr), (xte, yte) = [(torch.from_numpy(x), torch.from_numpy(y)) for x, y in (train, test)]
+    rng = np.random.default_rng(MNIST_SEED)
+    seconds, curve = 0.0, []
+    for _ in range(MNIST_EPOCHS):
+        start = perf_counter()
+        model.train()
+        order = torch.from_numpy(rng.permutation(len(xtr)))
+        for lo in range(0, len(xtr), MNIST_BATCH):
+            idx = order[lo:lo + MNIST_BATCH]
+            opt.zero_grad(set_to_none=True)
+            loss = criterion(model(xtr[idx]), ytr[idx])
+            loss.backward()
+            opt.step()
+        schedule.step()
+        model.eval()
+        with torch.no_grad():
+            right = sum(int((model(xte[lo:lo + 1024]).argmax(1) == yte[lo:lo + 1024]).sum())
+                        for lo in range(0, len(xte), 1024))
+        seconds += perf_counter() - start
+        curve.append((seconds, right / len(xte)))
+    return curve
+
+
+def run_mnist(threads):
+    widths = [784, *MNIST_HIDDEN, CLASSES]
+    print(f"\n== MNIST: time to {MNIST_GOAL:.0%} test accuracy, {'-'.join(map(str, widths))} "
+          f"BatchNorm ReLU, Adam {LR:g}, cosine over {MNIST_EPOCHS} epochs, batch "
+          f"{MNIST_BATCH}, {threads} thr")
+    try:
+        train, test = load_mnist_flat()
+    except (OSError, ValueError) as exc:
+        print(f"  skipped: cannot load MNIST ({exc})")
+        return None
+    print("  seconds of training + test evaluation, cumulative, with the test accuracy "
+          "after each epoch; same initial weights and shuffling in both\n")
+    model = nn.mlp(784, CLASSES, MNIST_HIDDEN, batch_norm=True, seed=MNIST_SEED)
+    runs = {}
+    with using_threads(threads):
+        if torch is not None:
+            twin = torch_mlp(widths, 0.0)
+            linears = [m for m in twin if isinstance(m, torch.nn.Linear)]
+            with torch.no_grad():
+                for mine, theirs in zip([m for m in model.layers if isinstance(m, nn.Linear)],
+                                        linears):
+                    theirs.weight.copy_(torch.from_numpy(np.ascontiguousarray(mine.weight.T)))
+                    theirs.bias.copy_(torch.from_numpy(mine.bias))
+            runs["torch"] = mnist_torch(twin, train, test)
+        runs["fastnn"] = mnist_fastnn(model, train, test)
+    table = Table([("framework", 9, "framework", ""),
+                   *[(f"epoch {e + 1}", 15, f"epoch{e + 1}", "") for e in range(MNIST_EPOCHS)],
+                   (f"to {MNIST_GOAL:.0%}", 11, "to_goal", "")])
+    table.header()
+    result = {"threads": threads, "widths": widths, "epochs": MNIST_EPOCHS,
+              "batch": MNIST_BATCH, "goal": MNIST_GOAL}
+    for name in ("fastnn", "torch"):
+        if name not in runs:
+            continue
+        curve = runs[name]
+        reached = next((s for s, acc in curve if acc >= MNIST_GOAL), None)
+        result[name] = {"curve": curve, "seconds_to_goal": reached}
+        table.add({"framework": name,
+                   **{f"epoch{e + 1}": f"{s:6.1f} s {acc:.4f}" for e, (s, acc) in enumerate(curve)},
+                   "to_goal": f"{reached:.1f} s" if reached is not None else "not reached"})
+    return result
+
+
+# ---------------------------------------------------------------- profile
+
+
+def run_profile(threads, repeats=2000):
+    """Where the time goes in fastnn's small-MLP step: phases alone, then cProfile."""
+    spec = SMALL
+    print(f"\n== profile: fastnn's small-MLP step ({spec.label}, batch {spec.batch}), "
+          f"{threads} thr")
+    x, y = batch(spec)
+    model = nn.mlp(spec.d_in, CLASSES, list(spec.hidden), batch_norm=True, dropout=P_DROP,
+                   seed=0)
+    opt = optim.Adam(model, LR)
+    loss = losses.SoftmaxCrossEntropy()
+    trainer = fastnn.Trainer(model, loss, opt, progress=False)
+    state = {}
+
+    def forward():
+        state["scores"] = model.forward(x)
+
+    def loss_forward():
+        loss.forward(state["scores"], y)
+
+    def loss_backward():
+        state["dscores"] = loss.backward()
+
+    phases = [("opt.zero_grad", opt.zero_grad), ("model.forward", forward),
+              ("loss.forward", loss_forward), ("loss.backward", loss_backward),
+              ("model.backward", lambda: model.backward(state["dscores"], input_grad=False)),
+              ("opt.step", opt.step), ("trainer.train_step", lambda: trainer.train_step(x, y))]
+    times = {name: [] for name, _ in phases}
+    with using_threads(threads):
+        for _ in range(repeats):
+            for name, fn in phases:
+                start = perf_counter()
+                fn()
+                times[name].append(perf_counter() - start)
+        step_us = median(times["trainer.train_step"]) * 1e6
+        print(f"  each phase alone, median of {repeats} calls (us):")
+        for name, _ in phases:
+            us = median(times[name]) * 1e6
+            print(f"    {name:<20} {us:8.1f}  {100 * us / step_us:5.1f}% of the step")
+        profiler = cProfile.Profile()
+        profiler.enable()
+        for _ in range(repeats):
+            trainer.train_step(x, y)
+        profiler.disable()
+    print(f"\n  cProfile of {repeats} train_step calls, by own time (cProfile slows Python "
+          "calls down; compare shares, not times):")
+    stats = pstats.Stats(profiler, stream=sys.stdout)
+    stats.sort_stats("tottime").print_stats(18)
+    rows = []
+    for (path, line, fn), (_, ncalls, tottime, cumtime, _) in stats.stats.items():
+        rows.append({"function": f"{Path(path).name}:{line}({fn})", "calls": ncalls,
+                     "tottime_s": tottime, "cumtime_s": cumtime})
+    rows.sort(key=lambda r: -r["tottime_s"])
+    return {"threads": threads, "phases_us": {k: median(v) * 1e6 for k, v in times.items()},
+            "cprofile_top": rows[:30]}
+
+
+# ---------------------------------------------------------------- plot
+
+
+def plot(rows, path):
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print(f"\nno plot: matplotlib is not installed (pip install matplotlib); {path} "
+              "not written")
+        return None
+    chosen = [r for r in rows if r["case"] != "small" and r["widths"][1] == SWEEP_WIDTH]
+    threads = sorted({r["threads"] for r in chosen})
+    if not chosen:
+        print("\nno plot: no batch sweep in this run")
+        return None
+    fig, axes = plt.subplots(1, len(threads), figsize=(6 * len(threads), 4.2), squeeze=False)
+    styles = {"numpy": "o-", "fastnn": "s-", "torch": "^-", "gemm": "k--"}
+    for ax, n in zip(axes[0], threads):
+        at_n = sorted((r for r in chosen if r["threads"] == n), key=lambda r: r["batch"])
+        batches = [r["batch"] for r in at_n]
+        for name in frameworks():
+            label = "GEMM limit" if name == "gemm" else name
+            ax.plot(batches, [r[f"{name}_steps_per_s"] for r in at_n], styles[name], label=label)
+        ax.set_xscale("log", base=2)
+        ax.set_yscale("log")
+        ax.set_xlabel("batch size")
+        ax.set_ylabel("training steps / s")
+        ax.set_title(f"784-{SWEEP_WIDTH}-{SWEEP_WIDTH}-10, {n} thread{'s' * (n > 1)}")
+        ax.grid(alpha=0.3, which="both")
+        ax.legend()
+    fig.tight_layout()
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    print(f"\nwrote {path}")
+    return str(path)
+
+
+# ---------------------------------------------------------------- targets
+
+
+def targets(rows, memory, mnist):
+    """The issue's targets, on this run's figures, per thread count."""
+    checks = [  # (name, case, key, goal, at most?)
+        ("large MLP: fastnn step <= 1.15x the GEMM limit", "large", "gemm_ratio", 1.15, True),
+        ("large MLP: >= 1.2x faster than PyTorch", "large", "torch_ratio", 1.2, False),
+        ("large MLP: >= 3x faster than the NumPy baseline", "large", "numpy_ratio", 3.0, False),
+        ("small MLP: >= 5x faster than PyTorch", "small", "torch_ratio", 5.0, False),
+    ]
+    results = []
+    for name, case, key, goal, at_most in checks:
+        for r in rows:
+            if r["case"] != case or r.get(key) is None:
+                continue
+            met = r[key] <= goal if at_most else r[key] >= goal
+            detail = f"ratio {r[key]:.2f}, goal {goal:.2f}" + (
+                f"; {r['note']}" if r["note"] else "")
+            results.append({"target": f"{name}, {r['threads']} thr", "case": case,
+                            "threads": r["threads"], "goal": goal, "met": met,
+                            "ratio": r[key], "detail": detail})
+    if mnist and "torch" in mnist:
+        mine, theirs = (mnist[k]["seconds_to_goal"] for k in ("fastnn", "torch"))
+        if mine is None:
+            met, detail = False, "fastnn did not reach it"
+        elif theirs is None:
+            met, detail = True, f"fastnn {mine:.1f} s, torch did not reach it"
+        else:
+            met = theirs / mine >= 1.2
+            detail = f"fastnn {mine:.1f} s, torch {theirs:.1f} s, ratio {theirs / mine:.2f}"
+        results.append({"target": f"MNIST time to {MNIST_GOAL:.0%}: >= 1.2x faster than "
+                        f"PyTorch, {mnist['threads']} thr", "case": "mnist", "goal": 1.2,
+                        "met": met, "detail": detail})
+    for case in ("large", "small"):
+        peak = {r["framework"]: r.get("peak_mib") for r in memory if r["case"] == case}
+        if peak.get("fastnn") is None or peak.get("torch") is None:
+            continue
+        results.append({
+            "target": f"{case} MLP: peak memory no higher than PyTorch's", "case": case,
+            "met": peak["fastnn"] <= peak["torch"],
+            "detail": f"fastnn {peak['fastnn']:.1f} MiB, torch {peak['torch']:.1f} MiB "
+                      "(peak RSS over the steps - RSS before them)"})
+    return print_targets(results)
+
+
+# ---------------------------------------------------------------- command line
+
+
+def parse_args(argv=None):
+    parser = base_parser(__doc__.split("\n\n")[0],
+                         "the small and large MLPs and a few sweep sizes, fewer and shorter "
+                         "repeats, no MNIST")
+    parser.add_argument("--plot", metavar="PATH",
+                        help="draw steps/s against batch size (the sweep at width "
+                             f"{SWEEP_WIDTH}) into a PNG; needs matplotlib")
+    parser.add_argument("--no-mnist", action="store_true",
+                        help="skip the MNIST time-to-accuracy part")
+    parser.add_argument("--profile", action="store_true",
+                        help="also profile fastnn's small-MLP step (phases, cProfile)")
+    return parse_threads(parser, parser.parse_args(argv))
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    cfg = QUICK if args.quick else FULL
+    started = perf_counter()
+    legend = ["ratios: np/fn = numpy / fastnn, torch/fn = torch / fastnn (> 1: fastnn "
+              "faster); fn/gemm = fastnn / GEMM limit (1: the limit)"]
+    if torch is None:
+        legend.append("torch is not installed: its columns and targets are left out")
+    info = header("fastnn training-step benchmark", args.threads, cfg, args.quick,
+                  legend_lines=legend)
+    report = {"header": info}
+    report["rows"] = run_steps(cfg.specs, args.threads, cfg)
+    top = max(args.threads)
+    report["memory"] = run_memory([LARGE, SMALL], top)
+    report["mnist"] = run_mnist(top) if cfg.mnist and not args.no_mnist else None
+    if args.plot:
+        report["plot"] = plot(report["rows"], args.plot)
+    if args.profile:
+        report["profile"] = run_profile(top)
+    report["targets"] = targets(report["rows"], report["memory"], report["mnist"])
+    finish(report, report["rows"], started, args.json)
+
+
+if __name__ == "__main__":
+    main()
