@@ -28,19 +28,27 @@ and widths 256..4096 at batch 256 (--quick: a subset). Labels are random integer
 Also:
 - peak memory: each framework (numpy, fastnn, torch) trains the large and the small MLP
   for MEM_STEPS steps in a fresh subprocess that imports only what it needs (torch
-  is blocked for numpy and fastnn). "peak" is the peak resident set size (VmHWM) over
-  those steps minus the resident set size (VmRSS) after the imports and the data are
-  created (the high-water mark is reset there; where it cannot be, ru_maxrss is used
-  and the figure is marked), so it counts the model, its gradients, the optimizer
-  state, activations and workspaces; the absolute peak is printed beside it.
+  is blocked for numpy and fastnn). "peak" (the figure the target uses) is the peak
+  resident set size (VmHWM, reset after the imports and the data are created) minus
+  the resident set size (VmRSS) at that point: the model, its gradients, the optimizer
+  state, activations, workspaces, and whatever the framework loads or allocates on
+  first use. "net" leaves that first-use part out: the process first takes one step
+  of a tiny model of the same layers, and net = peak RSS during the model's steps -
+  RSS after that step. "abs" is the absolute peak RSS of the process. Without
+  /proc/self/clear_refs the figures are ru_maxrss differences (marked).
 - MNIST time to 98% test accuracy (--no-mnist or --quick skip it): 784-512-512-10
   with BatchNorm and ReLU, Adam 1e-3, cosine decay over 5 epochs, batch 128, the same
   initial weights and the same shuffling in fastnn (Trainer.fit one epoch at a time,
-  then Trainer.evaluate) and torch; wall seconds of training + evaluation until the
-  test accuracy after an epoch is >= 98%, at the largest thread count. MNIST comes
-  from $FASTNN_MNIST_DIR, else ../shared/data/mnist beside the checkout.
-- --profile: where the time goes in fastnn's small-MLP step: each phase timed alone,
-  and the Python functions that dominate under cProfile.
+  then Trainer.evaluate) and torch (indexing for batches), pixels scaled to [0, 1];
+  the two train side by side, taking turns every 50 batches (a fastnn.Callback hands
+  over to torch, its time taken off fastnn's clock), so that a slow spell of the
+  machine hits both; all 5 epochs; the figure is the wall
+  seconds of training + evaluation until the test accuracy after an epoch is >= 98%,
+  at the largest thread count, the median of 3 such runs. MNIST comes from $FASTNN_MNIST_DIR, else
+  ../shared/data/mnist beside the checkout.
+- --profile: where the time goes in fastnn's small-MLP step: each call of the step
+  (every layer's forward and backward, the loss, the optimizer) timed alone, at each
+  thread count, and the Python functions that dominate under cProfile.
 
 Step times follow bench/_common.py (interleaved repeats, medians, noisy cases measured
 again). Ratios: np/fn = numpy time / fastnn time, torch/fn = torch time / fastnn time
@@ -65,7 +73,9 @@ from time import perf_counter
 import numpy as np
 from _common import (
     BLAS_COOLDOWN,
+    BUSY,
     Config,
+    OtherLoad,
     Slot,
     Table,
     base_parser,
@@ -94,7 +104,7 @@ MEM_STEPS = 20
 class Spec:
     """An MLP d_in -> hidden... -> CLASSES trained on batches of `batch` rows."""
 
-    case: str  # "large", "small" or "sweep"
+    case: str  # "large", "small", "sweep" (or "warm-up": see memory_worker)
     d_in: int
     hidden: tuple
     batch: int
@@ -125,12 +135,12 @@ def sweep(batches, widths):
 @dataclass
 class TrainConfig(Config):
     specs: list
-    mnist: bool
+    mnist_runs: int  # 0: no MNIST part
 
 
 FULL = TrainConfig(0.020, 7, 11, 3, 60.0, [SMALL, *sweep((32, 64, 128, 256, 512, 1024),
-                                                         (256, 512, 2048, 4096))], True)
-QUICK = TrainConfig(0.010, 5, 7, 1, 0.0, [SMALL, *sweep((32, 256, 1024), (2048,))], False)
+                                                         (256, 512, 2048, 4096))], 3)
+QUICK = TrainConfig(0.010, 5, 7, 1, 0.0, [SMALL, *sweep((32, 256, 1024), (2048,))], 0)
 
 
 # ---------------------------------------------------------------- NumPy baseline
@@ -362,22 +372,41 @@ def _reset_peak():
         return False
 
 
+WARM_UP = Spec("warm-up", 16, (16, 16), 8)  # a tiny model of the same layers
+
+
 def memory_worker(framework, spec_fields, threads):
-    """In a fresh interpreter: train `framework` for MEM_STEPS steps; print the RSS
-    figures (KiB) as one JSON line."""
+    """In a fresh interpreter: train `framework` on the model for MEM_STEPS steps, after
+    one step of the tiny WARM_UP model; print the RSS figures (KiB) as one JSON line:
+    base: RSS after the imports and the data; peak: the peak RSS from then on;
+    warm: RSS after the warm-up step (what the framework loads or allocates on first use
+    is in); warm_peak: the peak RSS during the model's steps; reset: whether the peak
+    could be reset (if not, every peak is ru_maxrss, the peak since the start)."""
     spec = Spec(*spec_fields)
     x, y = batch(spec)
+    wx, wy = batch(WARM_UP)
     base = _status_kb("VmRSS")
     reset = base is not None and _reset_peak()
-    if not reset:  # no /proc: ru_maxrss, the peak since the process began, in KiB
-        base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+
+    def now():
+        return _status_kb("VmRSS") if reset else resource.getrusage(
+            resource.RUSAGE_SELF).ru_maxrss
+
+    def peak():
+        return _status_kb("VmHWM") if reset else resource.getrusage(
+            resource.RUSAGE_SELF).ru_maxrss
+
+    base = now()
     with using_threads(threads):
+        STEPS[framework](WARM_UP, wx, wy)()
+        first, warm = peak(), now()
+        reset = reset and _reset_peak()
         step = STEPS[framework](spec, x, y)
         for _ in range(MEM_STEPS):
             step()
-    peak = (_status_kb("VmHWM") if reset
-            else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
-    print(json.dumps({"base_kb": base, "peak_kb": peak, "reset": reset}))
+    last = peak()
+    print(json.dumps({"base_kb": base, "peak_kb": max(first, last), "warm_kb": warm,
+                      "warm_peak_kb": last, "reset": reset}))
 
 
 _WORKER = ("import sys; sys.path.insert(0, {bench!r}); {block}"
@@ -386,14 +415,17 @@ _WORKER = ("import sys; sys.path.insert(0, {bench!r}); {block}"
 
 def run_memory(specs, threads):
     names = [k for k in frameworks() if k != "gemm"]
-    print(f"\n== peak memory: {MEM_STEPS} training steps in a fresh process per framework, "
-          f"{threads} thr")
-    print("  peak MiB = peak RSS during the steps - RSS after imports and data (model, "
-          "gradients, optimizer state, activations, workspaces); abs MiB = absolute peak "
-          "RSS of the process (imports included)\n")
+    print(f"\n== peak memory: {MEM_STEPS} training steps in a fresh process per framework "
+          f"(torch not imported for numpy and fastnn), {threads} thr")
+    print("  peak MiB = peak RSS - RSS after the imports and the data (the model, its "
+          "gradients, optimizer state, activations, workspaces, and what the framework "
+          "loads on first use); net MiB = peak RSS during the steps - RSS after one step of "
+          f"a tiny {WARM_UP.label} model taken first (first-use loading left out); "
+          "abs MiB = the process's absolute peak RSS (imports included)\n")
     table = Table([("case", 5, "case", ""), ("model", 16, "model", ""), ("N", 4, "batch", "d"),
                    ("framework", 9, "framework", ""), ("peak MiB", 8, "peak_mib", ".1f"),
-                   ("abs MiB", 8, "abs_mib", ".1f"), ("note", 4, "note", "")])
+                   ("net MiB", 8, "net_mib", ".1f"), ("abs MiB", 8, "abs_mib", ".1f"),
+                   ("note", 4, "note", "")])
     table.header()
     bench = str(Path(__file__).resolve().parent)
     for spec in specs:
@@ -407,11 +439,12 @@ def run_memory(specs, threads):
             if done.returncode:
                 row["note"] = f"FAILED: {done.stderr.strip().splitlines()[-1:]}"
             else:
-                figures = json.loads(done.stdout.strip().splitlines()[-1])
-                row.update(peak_mib=(figures["peak_kb"] - figures["base_kb"]) / 1024,
-                           abs_mib=figures["peak_kb"] / 1024, peak_reset=figures["reset"])
-                if not figures["reset"]:
-                    row["note"] = "ru_maxrss: peak since start - peak before the steps"
+                kib = json.loads(done.stdout.strip().splitlines()[-1])
+                row.update(peak_mib=(kib["peak_kb"] - kib["base_kb"]) / 1024,
+                           net_mib=(kib["warm_peak_kb"] - kib["warm_kb"]) / 1024,
+                           abs_mib=kib["peak_kb"] / 1024, kib=kib)
+                if not kib["reset"]:
+                    row["note"] = "no peak reset: ru_maxrss differences"
             table.add(row)
     return table.rows
 
@@ -424,6 +457,7 @@ MNIST_EPOCHS = 5
 MNIST_BATCH = 128
 MNIST_GOAL = 0.98
 MNIST_SEED = 0
+TURN_STEPS = 50  # batches each framework trains before the other takes its turn
 
 
 def load_mnist_flat():
@@ -440,151 +474,227 @@ def load_mnist_flat():
     return flat(xtr, ytr), flat(xte, yte)
 
 
-def mnist_fastnn(model, train, test):
-    """Per epoch: (cumulative seconds of training + evaluation, test accuracy)."""
-    opt = optim.Adam(model, LR)
-    trainer = fastnn.Trainer(model, losses.SoftmaxCrossEntropy(), opt,
-                             schedule=optim.CosineDecay(opt, MNIST_EPOCHS), progress=False)
-    seconds, curve = 0.0, []
-    for epoch in range(MNIST_EPOCHS):
-        start = perf_counter()
-        trainer.fit(*train, epochs=1, batch_size=MNIST_BATCH,
-                    seed=MNIST_SEED if epoch == 0 else None)
-        accuracy = trainer.evaluate(*test)["accuracy"]
-        seconds += perf_counter() - start
-        curve.append((seconds, accuracy))
-    return curve
+class Turns(fastnn.Callback):
+    """Hands over to `other` every TURN_STEPS batches of Trainer.fit, so that two
+    frameworks training side by side meet the same machine (a busy spell on a VM hits
+    both); fit's clock runs on meanwhile, so the time away is added up, to be taken off."""
+
+    def __init__(self, other):
+        self.other, self.away = other, 0.0
+
+    def on_batch_end(self, trainer, step, loss):
+        if step % TURN_STEPS == 0:
+            start = perf_counter()
+            self.other()
+            self.away += perf_counter() - start
 
 
 def mnist_torch(model, train, test):
-    """The same recipe in torch: the same shuffling (NumPy's permutation from the same
-    seed, as Trainer.fit draws it), evaluation in batches of 1024 (as Trainer.evaluate)."""
+    """The recipe in torch, as a generator: None after every TURN_STEPS batches, the test
+    accuracy at the end of each epoch. The same shuffling (NumPy's permutation from the
+    same seed, as Trainer.fit draws it), batches gathered by indexing, the cosine
+    schedule stepped per epoch, evaluation in batches of 1024 (as Trainer.evaluate)."""
     opt = torch.optim.Adam(model.parameters(), LR, eps=ADAM_EPS, fused=True)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(opt, MNIST_EPOCHS)
     criterion = torch.nn.CrossEntropyLoss()
     (xtr, ytr), (xte, yte) = [(torch.from_numpy(x), torch.from_numpy(y)) for x, y in (train, test)]
     rng = np.random.default_rng(MNIST_SEED)
-    seconds, curve = 0.0, []
     for _ in range(MNIST_EPOCHS):
-        start = perf_counter()
         model.train()
         order = torch.from_numpy(rng.permutation(len(xtr)))
-        for lo in range(0, len(xtr), MNIST_BATCH):
+        for step, lo in enumerate(range(0, len(xtr), MNIST_BATCH), 1):
             idx = order[lo:lo + MNIST_BATCH]
             opt.zero_grad(set_to_none=True)
             loss = criterion(model(xtr[idx]), ytr[idx])
             loss.backward()
             opt.step()
+            if step % TURN_STEPS == 0:
+                yield None
         schedule.step()
         model.eval()
         with torch.no_grad():
             right = sum(int((model(xte[lo:lo + 1024]).argmax(1) == yte[lo:lo + 1024]).sum())
                         for lo in range(0, len(xte), 1024))
-        seconds += perf_counter() - start
-        curve.append((seconds, right / len(xte)))
-    return curve
+        yield right / len(xte)
 
 
-def run_mnist(threads):
+def torch_twin(model):
+    """A torch copy of an nn.mlp (BatchNorm, ReLU, no dropout) with its initial weights."""
+    twin = torch_mlp([model.layers[0].in_features, *MNIST_HIDDEN, CLASSES], 0.0)
+    mine = [m for m in model.layers if isinstance(m, nn.Linear)]
+    theirs = [m for m in twin if isinstance(m, torch.nn.Linear)]
+    with torch.no_grad():
+        for a, b in zip(mine, theirs):
+            b.weight.copy_(torch.from_numpy(np.ascontiguousarray(a.weight.T)))
+            b.bias.copy_(torch.from_numpy(a.bias))
+    return twin
+
+
+def _mnist_run(train, test, threads):
+    """One run of the recipe in fastnn and torch side by side, taking turns every
+    TURN_STEPS batches: ({framework: [(cumulative seconds, test accuracy) per epoch]},
+    CPUs other processes kept busy meanwhile)."""
+    model = nn.mlp(784, CLASSES, MNIST_HIDDEN, batch_norm=True, seed=MNIST_SEED)
+    clock = {"fastnn": 0.0}
+    curves = {"fastnn": []}
+    callbacks = []
+    if torch is not None:
+        twin = mnist_torch(torch_twin(model), train, test)
+        clock["torch"], curves["torch"] = 0.0, []
+
+        def torch_turn():
+            start = perf_counter()
+            result = next(twin)
+            clock["torch"] += perf_counter() - start
+            return result
+
+        callbacks.append(Turns(torch_turn))
+    opt = optim.Adam(model, LR)
+    trainer = fastnn.Trainer(model, losses.SoftmaxCrossEntropy(), opt,
+                             schedule=optim.CosineDecay(opt, MNIST_EPOCHS), callbacks=callbacks,
+                             progress=False)
+    load = OtherLoad()
+    with using_threads(threads):
+        for epoch in range(MNIST_EPOCHS):
+            away = sum(cb.away for cb in callbacks)
+            start = perf_counter()
+            trainer.fit(*train, epochs=1, batch_size=MNIST_BATCH,
+                        seed=MNIST_SEED if epoch == 0 else None)
+            accuracy = trainer.evaluate(*test)["accuracy"]
+            clock["fastnn"] += perf_counter() - start - (sum(cb.away for cb in callbacks) - away)
+            curves["fastnn"].append((clock["fastnn"], accuracy))
+            if torch is not None:  # the rest of torch's epoch, and its evaluation
+                while (accuracy := torch_turn()) is None:
+                    pass
+                curves["torch"].append((clock["torch"], accuracy))
+    return curves, load.cpus()
+
+
+def run_mnist(threads, n_runs):
     widths = [784, *MNIST_HIDDEN, CLASSES]
     print(f"\n== MNIST: time to {MNIST_GOAL:.0%} test accuracy, {'-'.join(map(str, widths))} "
           f"BatchNorm ReLU, Adam {LR:g}, cosine over {MNIST_EPOCHS} epochs, batch "
-          f"{MNIST_BATCH}, {threads} thr")
+          f"{MNIST_BATCH}, {threads} thr, {n_runs} runs")
     try:
         train, test = load_mnist_flat()
     except (OSError, ValueError) as exc:
         print(f"  skipped: cannot load MNIST ({exc})")
         return None
-    print("  seconds of training + test evaluation, cumulative, with the test accuracy "
-          "after each epoch; same initial weights and shuffling in both\n")
-    model = nn.mlp(784, CLASSES, MNIST_HIDDEN, batch_norm=True, seed=MNIST_SEED)
-    runs = {}
-    with using_threads(threads):
-        if torch is not None:
-            twin = torch_mlp(widths, 0.0)
-            linears = [m for m in twin if isinstance(m, torch.nn.Linear)]
-            with torch.no_grad():
-                for mine, theirs in zip([m for m in model.layers if isinstance(m, nn.Linear)],
-                                        linears):
-                    theirs.weight.copy_(torch.from_numpy(np.ascontiguousarray(mine.weight.T)))
-                    theirs.bias.copy_(torch.from_numpy(mine.bias))
-            runs["torch"] = mnist_torch(twin, train, test)
-        runs["fastnn"] = mnist_fastnn(model, train, test)
-    table = Table([("framework", 9, "framework", ""),
+    print("  per epoch: seconds of training + test evaluation (cumulative), test accuracy; "
+          "the same initial weights and shuffling in both; the frameworks take turns every "
+          f"{TURN_STEPS} batches; 'median' rows: medians over the runs (to {MNIST_GOAL:.0%}: "
+          "of the runs' times, 'not reached' counting as the longest)\n")
+    runs = [_mnist_run(train, test, threads) for _ in range(n_runs)]
+    table = Table([("framework", 9, "framework", ""), ("run", 6, "run", ""),
                    *[(f"epoch {e + 1}", 15, f"epoch{e + 1}", "") for e in range(MNIST_EPOCHS)],
-                   (f"to {MNIST_GOAL:.0%}", 11, "to_goal", "")])
+                   (f"to {MNIST_GOAL:.0%}", 11, "to_goal", ""), ("note", 4, "note", "")])
     table.header()
     result = {"threads": threads, "widths": widths, "epochs": MNIST_EPOCHS,
-              "batch": MNIST_BATCH, "goal": MNIST_GOAL}
-    for name in ("fastnn", "torch"):
-        if name not in runs:
-            continue
-        curve = runs[name]
-        reached = next((s for s, acc in curve if acc >= MNIST_GOAL), None)
-        result[name] = {"curve": curve, "seconds_to_goal": reached}
-        table.add({"framework": name,
-                   **{f"epoch{e + 1}": f"{s:6.1f} s {acc:.4f}" for e, (s, acc) in enumerate(curve)},
-                   "to_goal": f"{reached:.1f} s" if reached is not None else "not reached"})
+              "batch": MNIST_BATCH, "goal": MNIST_GOAL, "runs": n_runs}
+    for name in runs[0][0]:
+        reached = []
+        for i, (curves, others) in enumerate(runs, 1):
+            curve = curves[name]
+            reached.append(next((s for s, acc in curve if acc >= MNIST_GOAL), math.inf))
+            note = f"noisy (other processes used {others:.1f} CPUs)" if others > BUSY else None
+            table.add({"framework": name, "run": str(i), "note": note,
+                       **{f"epoch{e + 1}": f"{s:6.1f} s {acc:.4f}"
+                          for e, (s, acc) in enumerate(curve)},
+                       "to_goal": f"{reached[-1]:.1f} s" if reached[-1] < math.inf
+                       else "not reached"})
+        middle = median(reached)
+        table.add({"framework": name, "run": "median",
+                   **{f"epoch{e + 1}": f"{median(r[0][name][e][0] for r in runs):6.1f} s"
+                      for e in range(MNIST_EPOCHS)},
+                   "to_goal": f"{middle:.1f} s" if middle < math.inf else "not reached"})
+        result[name] = {
+            "curves": [r[0][name] for r in runs], "others_cpus": [r[1] for r in runs],
+            "seconds_to_goal_runs": [t if t < math.inf else None for t in reached],
+            "seconds_to_goal": middle if middle < math.inf else None}
     return result
 
 
 # ---------------------------------------------------------------- profile
 
 
+def _instrumented_step(model, loss, opt, x, y, times):
+    """trainer.train_step's work, call by call, each call's seconds appended to times."""
+    def timed(key, fn, *args):
+        start = perf_counter()
+        result = fn(*args)
+        times.setdefault(key, []).append(perf_counter() - start)
+        return result
+
+    timed("opt.zero_grad()", opt.zero_grad)
+    out = x
+    for i, layer in enumerate(model.layers):
+        out = timed(f"[{i}] {type(layer).__name__}.forward", layer.forward, out)
+    scores = timed("Sequential.forward: scores.copy()", out.copy)
+    timed("loss.forward", loss.forward, scores, y)
+    dout = timed("loss.backward", loss.backward)
+    model.layers[0].input_grad = False
+    for i in reversed(range(len(model.layers))):
+        layer = model.layers[i]
+        dout = timed(f"[{i}] {type(layer).__name__}.backward", layer.backward, dout)
+    timed("opt.step()", opt.step)
+
+
 def run_profile(threads, repeats=2000):
-    """Where the time goes in fastnn's small-MLP step: phases alone, then cProfile."""
+    """Where the time goes in fastnn's small-MLP step: each call of the step timed alone
+    (medians), at each thread count; then cProfile at the largest."""
     spec = SMALL
-    print(f"\n== profile: fastnn's small-MLP step ({spec.label}, batch {spec.batch}), "
-          f"{threads} thr")
     x, y = batch(spec)
-    model = nn.mlp(spec.d_in, CLASSES, list(spec.hidden), batch_norm=True, dropout=P_DROP,
-                   seed=0)
-    opt = optim.Adam(model, LR)
-    loss = losses.SoftmaxCrossEntropy()
-    trainer = fastnn.Trainer(model, loss, opt, progress=False)
-    state = {}
-
-    def forward():
-        state["scores"] = model.forward(x)
-
-    def loss_forward():
-        loss.forward(state["scores"], y)
-
-    def loss_backward():
-        state["dscores"] = loss.backward()
-
-    phases = [("opt.zero_grad", opt.zero_grad), ("model.forward", forward),
-              ("loss.forward", loss_forward), ("loss.backward", loss_backward),
-              ("model.backward", lambda: model.backward(state["dscores"], input_grad=False)),
-              ("opt.step", opt.step), ("trainer.train_step", lambda: trainer.train_step(x, y))]
-    times = {name: [] for name, _ in phases}
-    with using_threads(threads):
-        for _ in range(repeats):
-            for name, fn in phases:
+    print(f"\n== profile: fastnn's small-MLP step ({spec.label}, batch {spec.batch}, "
+          f"Linear -> BatchNorm1d -> ReLU -> Dropout({P_DROP}) per hidden layer, Adam)")
+    print(f"  the step's calls one by one, median us of {repeats} steps; "
+          "trainer.train_step timed whole in between\n")
+    result = {"calls_us": {}, "train_step_us": {}}
+    for n in threads:
+        model = nn.mlp(spec.d_in, CLASSES, list(spec.hidden), batch_norm=True,
+                       dropout=P_DROP, seed=0)
+        opt, loss = optim.Adam(model, LR), losses.SoftmaxCrossEntropy()
+        trainer = fastnn.Trainer(model, loss, opt, progress=False)
+        times, whole = {}, []
+        with using_threads(n):
+            for _ in range(repeats):
+                _instrumented_step(model, loss, opt, x, y, times)
                 start = perf_counter()
-                fn()
-                times[name].append(perf_counter() - start)
-        step_us = median(times["trainer.train_step"]) * 1e6
-        print(f"  each phase alone, median of {repeats} calls (us):")
-        for name, _ in phases:
-            us = median(times[name]) * 1e6
-            print(f"    {name:<20} {us:8.1f}  {100 * us / step_us:5.1f}% of the step")
-        profiler = cProfile.Profile()
+                trainer.train_step(x, y)
+                whole.append(perf_counter() - start)
+        result["calls_us"][n] = {k: median(v) * 1e6 for k, v in times.items()}
+        result["train_step_us"][n] = median(whole) * 1e6
+    table = Table([("call", 34, "call", ""),
+                   *[(f"{n} thr us", 9, f"us{n}", ".1f") for n in threads],
+                   *[(f"{n} thr %", 7, f"pct{n}", ".1f") for n in threads]])
+    table.header()
+    for key in result["calls_us"][threads[0]]:
+        table.add({"call": key,
+                   **{f"us{n}": result["calls_us"][n][key] for n in threads},
+                   **{f"pct{n}": 100 * result["calls_us"][n][key] / result["train_step_us"][n]
+                      for n in threads}})
+    table.add({"call": "sum of the calls",
+               **{f"us{n}": sum(result["calls_us"][n].values()) for n in threads}})
+    table.add({"call": "trainer.train_step (whole)",
+               **{f"us{n}": result["train_step_us"][n] for n in threads}})
+    n = max(threads)
+    profiler = cProfile.Profile()
+    with using_threads(n):
         profiler.enable()
         for _ in range(repeats):
             trainer.train_step(x, y)
         profiler.disable()
-    print(f"\n  cProfile of {repeats} train_step calls, by own time (cProfile slows Python "
-          "calls down; compare shares, not times):")
+    print(f"\n  cProfile of {repeats} train_step calls at {n} thr, by own time (a kernel's "
+          "time counts in the Python function that calls it; cProfile slows Python calls "
+          "down: compare shares, not times):")
     stats = pstats.Stats(profiler, stream=sys.stdout)
-    stats.sort_stats("tottime").print_stats(18)
-    rows = []
-    for (path, line, fn), (_, ncalls, tottime, cumtime, _) in stats.stats.items():
-        rows.append({"function": f"{Path(path).name}:{line}({fn})", "calls": ncalls,
-                     "tottime_s": tottime, "cumtime_s": cumtime})
+    stats.sort_stats("tottime").print_stats(15)
+    rows = [{"function": f"{Path(path).name}:{line}({fn})", "calls": ncalls,
+             "tottime_s": tottime, "cumtime_s": cumtime}
+            for (path, line, fn), (_, ncalls, tottime, cumtime, _) in stats.stats.items()]
     rows.sort(key=lambda r: -r["tottime_s"])
-    return {"threads": threads, "phases_us": {k: median(v) * 1e6 for k, v in times.items()},
-            "cprofile_top": rows[:30]}
+    result["cprofile_threads"] = n
+    result["cprofile_top"] = rows[:30]
+    return result
 
 
 # ---------------------------------------------------------------- plot
@@ -614,6 +724,8 @@ def plot(rows, path):
             label = "GEMM limit" if name == "gemm" else name
             ax.plot(batches, [r[f"{name}_steps_per_s"] for r in at_n], styles[name], label=label)
         ax.set_xscale("log", base=2)
+        ax.set_xticks(batches, [str(b) for b in batches])
+        ax.minorticks_off()
         ax.set_yscale("log")
         ax.set_xlabel("batch size")
         ax.set_ylabel("training steps / s")
@@ -645,8 +757,12 @@ def targets(rows, memory, mnist):
             if r["case"] != case or r.get(key) is None:
                 continue
             met = r[key] <= goal if at_most else r[key] >= goal
-            detail = f"ratio {r[key]:.2f}, goal {goal:.2f}" + (
-                f"; {r['note']}" if r["note"] else "")
+            detail = f"ratio {r[key]:.2f}, goal {goal:.2f}"
+            if not at_most:  # what fastnn at its GEMM limit would reach
+                other = key.removesuffix("_ratio")
+                detail += f"; {r[other + '_ms'] / r['gemm_ms']:.2f} at the GEMM limit"
+            if r["note"]:
+                detail += f"; {r['note']}"
             results.append({"target": f"{name}, {r['threads']} thr", "case": case,
                             "threads": r["threads"], "goal": goal, "met": met,
                             "ratio": r[key], "detail": detail})
@@ -658,19 +774,22 @@ def targets(rows, memory, mnist):
             met, detail = True, f"fastnn {mine:.1f} s, torch did not reach it"
         else:
             met = theirs / mine >= 1.2
-            detail = f"fastnn {mine:.1f} s, torch {theirs:.1f} s, ratio {theirs / mine:.2f}"
+            detail = (f"fastnn {mine:.1f} s, torch {theirs:.1f} s, ratio {theirs / mine:.2f}; "
+                      f"medians of {mnist['runs']} runs")
         results.append({"target": f"MNIST time to {MNIST_GOAL:.0%}: >= 1.2x faster than "
                         f"PyTorch, {mnist['threads']} thr", "case": "mnist", "goal": 1.2,
                         "met": met, "detail": detail})
     for case in ("large", "small"):
-        peak = {r["framework"]: r.get("peak_mib") for r in memory if r["case"] == case}
-        if peak.get("fastnn") is None or peak.get("torch") is None:
+        mem = {r["framework"]: r for r in memory if r["case"] == case and "peak_mib" in r}
+        if "fastnn" not in mem or "torch" not in mem:
             continue
+        mine, theirs = mem["fastnn"], mem["torch"]
         results.append({
             "target": f"{case} MLP: peak memory no higher than PyTorch's", "case": case,
-            "met": peak["fastnn"] <= peak["torch"],
-            "detail": f"fastnn {peak['fastnn']:.1f} MiB, torch {peak['torch']:.1f} MiB "
-                      "(peak RSS over the steps - RSS before them)"})
+            "met": mine["peak_mib"] <= theirs["peak_mib"],
+            "detail": f"peak RSS - RSS after imports and data: fastnn {mine['peak_mib']:.1f} "
+                      f"MiB, torch {theirs['peak_mib']:.1f} MiB; net of first-use loading: "
+                      f"fastnn {mine['net_mib']:.1f} MiB, torch {theirs['net_mib']:.1f} MiB"})
     return print_targets(results)
 
 
@@ -705,11 +824,12 @@ def main(argv=None):
     report["rows"] = run_steps(cfg.specs, args.threads, cfg)
     top = max(args.threads)
     report["memory"] = run_memory([LARGE, SMALL], top)
-    report["mnist"] = run_mnist(top) if cfg.mnist and not args.no_mnist else None
+    report["mnist"] = (run_mnist(top, cfg.mnist_runs) if cfg.mnist_runs and not args.no_mnist
+                       else None)
     if args.plot:
         report["plot"] = plot(report["rows"], args.plot)
     if args.profile:
-        report["profile"] = run_profile(top)
+        report["profile"] = run_profile(args.threads)
     report["targets"] = targets(report["rows"], report["memory"], report["mnist"])
     finish(report, report["rows"], started, args.json)
 
