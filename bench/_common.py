@@ -443,6 +443,21 @@ def base_parser(description, quick_help):
     return parser
 
 
+def add_only(parser, choices, what):
+    """An --only option: a comma-separated subset of `choices` (default: all)."""
+    parser.add_argument("--only", default=",".join(choices),
+                        help=f"comma-separated {what} to run, of: {', '.join(choices)}")
+
+
+def parse_only(parser, args, choices, what):
+    """Turn args.only into a list, each entry one of `choices`."""
+    args.only = [s.strip() for s in args.only.split(",") if s.strip()]
+    unknown = sorted(set(args.only) - set(choices))
+    if unknown:
+        parser.error(f"--only: unknown {what} {unknown}; choose from {list(choices)}")
+    return args
+
+
 def parse_threads(parser, args):
     """Turn args.threads into a list of counts (default: 1 and all usable CPUs)."""
     if args.threads is None:

@@ -39,6 +39,7 @@ from _common import (
     Config,
     Slot,
     Table,
+    add_only,
     as_torch,
     base_parser,
     fastnn,
@@ -46,6 +47,7 @@ from _common import (
     header,
     measure,
     noise_note,
+    parse_only,
     parse_threads,
     randn,
     size_label,
@@ -675,14 +677,9 @@ def targets(rows):
 def parse_args(argv=None):
     parser = base_parser(__doc__.split("\n\n")[0],
                          "sizes 1e4 and 1e6 only, fewer and shorter repeats")
-    parser.add_argument("--only", default=",".join(SECTIONS),
-                        help=f"comma-separated sections to run, of: {', '.join(SECTIONS)}")
+    add_only(parser, SECTIONS, "sections")
     args = parse_threads(parser, parser.parse_args(argv))
-    args.only = [s.strip() for s in args.only.split(",") if s.strip()]
-    unknown = sorted(set(args.only) - set(SECTIONS))
-    if unknown:
-        parser.error(f"--only: unknown sections {unknown}; choose from {SECTIONS}")
-    return args
+    return parse_only(parser, args, SECTIONS, "sections")
 
 
 def main(argv=None):

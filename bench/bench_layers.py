@@ -36,6 +36,7 @@ from _common import (
     Config,
     Slot,
     Table,
+    add_only,
     as_torch,
     base_parser,
     fastnn,
@@ -43,6 +44,7 @@ from _common import (
     header,
     measure,
     noise_note,
+    parse_only,
     parse_threads,
     print_targets,
     randn,
@@ -396,14 +398,9 @@ def parse_args(argv=None):
     parser = base_parser(__doc__.split("\n\n")[0],
                          f"sizes {', '.join(f'{n}x{d}' for n, d in QUICK_SHAPES)} only, "
                          "fewer and shorter repeats")
-    parser.add_argument("--only", default=",".join(PARTS),
-                        help=f"comma-separated parts to run, of: {', '.join(PARTS)}")
+    add_only(parser, PARTS, "parts")
     args = parse_threads(parser, parser.parse_args(argv))
-    args.only = [s.strip() for s in args.only.split(",") if s.strip()]
-    unknown = sorted(set(args.only) - set(PARTS))
-    if unknown:
-        parser.error(f"--only: unknown parts {unknown}; choose from {PARTS}")
-    return args
+    return parse_only(parser, args, PARTS, "parts")
 
 
 def main(argv=None):
