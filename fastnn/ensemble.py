@@ -101,12 +101,18 @@ class Ensemble:
     itself. Training is deterministic given the seed and the thread count, so members
     trained in workers with one thread each equal those trained here with one thread.
 
+    comm (an mpi4py communicator; every rank builds the same Ensemble and calls the same
+    methods): member i is trained on rank i % size (with n_jobs local processes there),
+    its state is then sent to every rank, and predict_proba / evaluate have each rank
+    compute its own members' probabilities and gather them all. Each rank runs its share
+    of its host's cores unless a thread count was chosen.
+
     pickle is used only here, by multiprocessing, to pass the factory (by name), the
     data and the trained arrays between processes of one run. fastnn's model files
     (fastnn.save, checkpoints) never use pickle.
     """
 
-    def __init__(self, factory, n, n_jobs=1, seed=0):
+    def __init__(self, factory, n, n_jobs=1, seed=0, comm=None):
         if not callable(factory):
             raise TypeError(f"factory: expected a callable seed -> Trainer, got "
                             f"{type(factory).__name__}")
@@ -117,6 +123,13 @@ class Ensemble:
             raise ValueError(f"seed: expected an int >= 0, got {seed!r}")
         self.seeds = [int(s) for s in np.random.SeedSequence(seed).generate_state(self.n)]
         self._members = None
+        self.comm = comm if comm is not None and comm.Get_size() > 1 else None
+        rank, size = (0, 1) if self.comm is None else (comm.Get_rank(), comm.Get_size())
+        self._mine = list(range(rank, self.n, size))  # the members this rank trains
+        if self.comm is not None:
+            from .distributed import use_share_of_cores
+
+            use_share_of_cores(self.comm)
 
     def _build(self, seed):
         trainer = self.factory(seed)
@@ -134,12 +147,28 @@ class Ensemble:
         (epochs, batch_size, validation_data...). Returns self."""
         if "seed" in fit_kwargs:
             raise ValueError("fit: seed is set per member (see Ensemble.seeds); do not pass it")
-        workers = min(self.n_jobs, self.n)
+        from .distributed import guard
+
+        with guard(self.comm):
+            members = [self._build(seed) for seed in self.seeds]
+            mine = [members[i] for i in self._mine]
+            self._train(mine, [self.seeds[i] for i in self._mine], X, y, fit_kwargs)
+            if self.comm is not None:
+                rank, size = self.comm.Get_rank(), self.comm.Get_size()
+                for i, trainer in enumerate(members):
+                    state = self.comm.bcast(trainer.state_dict() if i % size == rank else None,
+                                            root=i % size)
+                    if i % size != rank:
+                        trainer.load_state_dict(state)
+        self._members = members
+        return self
+
+    def _train(self, members, seeds, X, y, fit_kwargs):
+        workers = min(self.n_jobs, len(members))
         if workers > 1:
             _check_spawnable(self.factory)
-        members = [self._build(seed) for seed in self.seeds]
-        if workers == 1:
-            for trainer, seed in zip(members, self.seeds):
+        if workers <= 1:
+            for trainer, seed in zip(members, seeds):
                 trainer.fit(X, y, seed=seed, **fit_kwargs)
         else:
             n_threads = max(1, get_num_threads() // workers)
@@ -148,7 +177,7 @@ class Ensemble:
                 with ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker,
                                          initargs=(self.factory, np.asarray(X), np.asarray(y),
                                                    fit_kwargs, n_threads)) as pool:
-                    states = list(pool.map(_train_member, self.seeds))
+                    states = list(pool.map(_train_member, seeds))
             except BrokenProcessPool as exc:
                 raise RuntimeError(
                     "Ensemble: a worker process failed to start or died (can it import the "
@@ -156,8 +185,6 @@ class Ensemble:
                 ) from exc
             for trainer, state in zip(members, states):
                 trainer.load_state_dict(state)
-        self._members = members
-        return self
 
     @property
     def members(self):
@@ -167,7 +194,17 @@ class Ensemble:
         return list(self._members)
 
     def _member_probabilities(self, X):
-        return [trainer.predict_proba(X) for trainer in self.members]
+        members = self.members
+        if self.comm is None:
+            return [trainer.predict_proba(X) for trainer in members]
+        from .distributed import guard
+
+        with guard(self.comm):
+            mine = {i: members[i].predict_proba(X) for i in self._mine}
+            gathered = {}
+            for part in self.comm.allgather(mine):
+                gathered.update(part)
+        return [gathered[i] for i in range(self.n)]
 
     def predict_proba(self, X):
         """(N, C) the mean of the members' predicted probabilities."""

@@ -47,8 +47,12 @@ def architecture(model):
     """A JSON-able description that rebuilds `model` (a Sequential or a known layer)."""
     if isinstance(model, nn.Sequential):
         return {"type": "Sequential", "layers": [architecture(m) for m in model.layers]}
-    name = type(model).__name__
-    if LAYERS.get(name) is not type(model):
+    # A layer may be saved as the type it equals at inference (SyncBatchNorm: BatchNorm1d).
+    own = vars(type(model))
+    name = own.get("saved_as", type(model).__name__)
+    layer = LAYERS.get(name)
+    exact = type(model) is layer
+    if layer is None or not (exact or ("saved_as" in own and isinstance(model, layer))):
         raise TypeError(f"save: cannot describe a {name}; fastnn.save handles Sequential "
                         f"models of {sorted(LAYERS)}")
     return {"type": name, "config": model.config()}

@@ -188,12 +188,22 @@ class Trainer:
     norm to this value every step. progress=True: a tqdm bar per epoch when tqdm is
     installed and stderr is a terminal, else one printed line per epoch; "always": the
     bar even without a terminal; False: silent.
+
+    comm: an mpi4py communicator: training is data parallel over its ranks
+    (fastnn.distributed; pip install 'fastnn[mpi]'). Every rank builds the same
+    Trainer and calls fit with the same full data; each computes its contiguous slice
+    of every global batch, and one all-reduce of the gradient arena per step keeps the
+    parameters identical. A model without BatchNorm or Dropout trains to the weights a
+    single process gets with the same seed and batch_size, to float rounding.
+    BatchNorm1d normalizes with each rank's statistics (nn.SyncBatchNorm with the
+    global batch's); the running statistics are averaged over the ranks every epoch.
+    Progress prints on rank 0; checkpoints are written by rank 0 and loaded by rank 0
+    and sent to the others; evaluate() shares its rows among the ranks. The
+    DataParallel helper is `trainer.parallel` (its check_every and timeout).
     """
 
     def __init__(self, model, loss, optimizer, schedule=None, regularizer=None, augment=None,
                  callbacks=(), progress=True, comm=None, clip_norm=None, image_shape=None):
-        if comm is not None:
-            raise NotImplementedError("data-parallel training (comm=) is not available yet")
         if not hasattr(model, "forward") or not hasattr(model, "backward"):
             raise TypeError("model: expected a fastnn.nn Module")
         if not isinstance(loss, _losses.Loss):
@@ -209,6 +219,13 @@ class Trainer:
         self.epoch = 0  # epochs completed
         self.rng = np.random.default_rng()
         self.history = History()
+        self.comm, self.parallel = comm, None
+        if comm is not None:
+            from .distributed import DataParallel
+
+            self.parallel = DataParallel(comm, model)
+            if self.parallel.rank != 0:
+                self.progress = False
 
     # ------------------------------------------------------------ data checks
 
@@ -281,6 +298,47 @@ class Trainer:
         opt.step()
         return value
 
+    def _parallel_step(self, xb, yb, n):
+        """train_step's data-parallel form: this rank's slice xb of a global batch of n
+        rows. The loss gradient is scaled by rows / n, so that the all-reduce (a sum)
+        gives the gradient of the mean loss over the global batch. Returns the global
+        loss; the global count of right answers goes to self._last_hits."""
+        model, opt, dp = self.model, self.optimizer, self.parallel
+        opt.zero_grad()
+        rows = len(xb)
+        if rows:
+            scores = self._last_scores = model.forward(xb)
+            value = self.loss.forward(scores, yb)
+            dp.start_stats(value * rows, self._hits(scores, yb) if self.classifier else 0, rows)
+            dscores = self.loss.backward()
+            dscores *= rows / n
+            if hasattr(model, "layers"):
+                model.backward(dscores, input_grad=False)
+            else:
+                model.backward(dscores)
+        else:  # no rows here this step: take part in the collectives only
+            self._last_scores = None
+            dp.start_stats(0.0, 0, 0)
+            syncs = [m for _, m in model.modules() if hasattr(m, "take_part")]
+            for module in syncs:
+                module.take_part()
+            for module in reversed(syncs):
+                module.take_part_backward()
+        loss_sum, hits, _ = dp.finish_step()
+        self._last_hits = hits
+        value = loss_sum / n
+        if self.regularizer is not None:
+            value += self.regularizer.backward(model)
+        if not math.isfinite(value):
+            return value
+        if self.clip_norm is not None:
+            from .optim import clip_grad_norm
+
+            clip_grad_norm(model, self.clip_norm)  # the same gradient on every rank
+        opt.step()
+        dp.after_step()
+        return value
+
     def fit(self, X, y, epochs=1, batch_size=32, validation_data=None, shuffle=True, seed=None):
         """Train for `epochs` epochs; returns the History (also `trainer.history`).
 
@@ -290,7 +348,15 @@ class Trainer:
         data are gathered batch by batch into a reused buffer, never copied whole.
         A non-finite loss stops training with FloatingPointError naming the epoch and
         step, before the optimizer step, so the weights and checkpoints stay finite.
+        Data parallel (comm=): every rank passes the same X and y (and seed); an
+        exception on one rank alone aborts the job (see fastnn.distributed).
         """
+        from .distributed import guard
+
+        with guard(self.comm):
+            return self._fit(X, y, epochs, batch_size, validation_data, shuffle, seed)
+
+    def _fit(self, X, y, epochs, batch_size, validation_data, shuffle, seed):
         X, y = self._check_xy(X, y)
         if validation_data is not None:
             Xv, yv = validation_data
@@ -300,6 +366,10 @@ class Trainer:
                 raise ValueError(f"{name}: expected a positive int, got {v!r}")
         if seed is not None:
             self.rng = np.random.default_rng(seed)
+        dp = self.parallel
+        if dp is not None:
+            dp.check_data(X, y)
+            dp.sync_trainer(self)
         n = len(X)
         # A last batch of one sample joins the one before it: a batch of one cannot be
         # batch-normalized, and dropping it would skip a sample.
@@ -324,24 +394,31 @@ class Trainer:
             bar = _progress_bar(n_batches, f"epoch {epoch}", self._show_progress())
             for step, (lo, hi) in enumerate(zip(starts, ends), 1):
                 idx = order[lo:hi]
-                xb = self._batch(X, idx, buf)
-                if self.augment is not None:
+                mine = idx if dp is None else idx[slice(*dp.local_rows(len(idx)))]
+                xb = self._batch(X, mine, buf)
+                if self.augment is not None and len(mine):
                     xb = self._augmented(xb)
-                yb = self._target_batch(y, idx)
+                yb = self._target_batch(y, mine)
                 try:
-                    value = self.train_step(xb, yb)
+                    if dp is None:
+                        value = self.train_step(xb, yb)
+                    else:
+                        value = self._parallel_step(xb, yb, len(idx))
                     if not math.isfinite(value):
                         raise FloatingPointError(f"non-finite loss ({value})")
                 except FloatingPointError as exc:
                     if bar is not None:
                         bar.close()
-                    raise FloatingPointError(
+                    error = FloatingPointError(
                         f"{exc} at epoch {epoch}, step {step}: training stopped before the "
                         f"update; the weights are those of the previous step"
-                    ) from exc
+                    )
+                    error.every_rank = dp is not None  # the loss and gradient are global
+                    raise error from exc
                 total += value * len(idx)
                 if self.classifier:
-                    hits += self._hits(self.model_output(), yb)
+                    hits += self._hits(self.model_output(), yb) if dp is None else (
+                        self._last_hits)
                 for cb in self.callbacks:
                     cb.on_batch_end(self, step, value)
                 if bar is not None:
@@ -352,6 +429,8 @@ class Trainer:
                             post["acc"] = f"{hits / hi:.4f}"
                         bar.set_postfix(post, refresh=False)
             seconds = time.perf_counter() - start
+            if dp is not None:
+                dp.average_buffers()
             logs = {"loss": total / n}
             if self.classifier:
                 logs["accuracy"] = hits / n
@@ -416,14 +495,38 @@ class Trainer:
         return np.concatenate(out)
 
     def evaluate(self, X, y, batch_size=1024):
-        """{"loss": mean loss, "accuracy": fraction right (classification)} in eval mode."""
+        """{"loss": mean loss, "accuracy": fraction right (classification)} in eval mode.
+        Data parallel (comm=): every rank passes the same X and y, computes a slice of
+        the rows, and gets the same result."""
+        from .distributed import guard
+
         X, y = self._check_xy(X, y)
+        if self.parallel is not None:
+            with guard(self.comm):
+                return self._evaluate_parallel(X, y, batch_size)
+        return self._evaluate_local(X, y, batch_size)
+
+    def _evaluate_local(self, X, y, batch_size):
         scores = self._outputs(X, batch_size)
         targets = y if self.classifier else y.astype(scores.dtype, copy=False).reshape(
             scores.shape)
         result = {"loss": self._eval_loss.forward(scores, targets)}
         if self.classifier:
             result["accuracy"] = float((scores.argmax(axis=1) == y).mean())
+        return result
+
+    def _evaluate_parallel(self, X, y, batch_size):
+        dp = self.parallel
+        lo, hi = dp.local_rows(len(X))
+        loss_sum = hits = 0.0
+        if hi > lo:
+            part = self._evaluate_local(X[lo:hi], y[lo:hi], batch_size)
+            loss_sum = part["loss"] * (hi - lo)
+            hits = part.get("accuracy", 0.0) * (hi - lo)
+        loss_sum, hits = dp.sum([loss_sum, hits])
+        result = {"loss": float(loss_sum / len(X))}
+        if self.classifier:
+            result["accuracy"] = float(round(hits) / len(X))
         return result
 
     def predict(self, X, batch_size=1024):
@@ -473,11 +576,23 @@ class Trainer:
     # ------------------------------------------------------------ checkpoints
 
     def save_checkpoint(self, path):
+        """Write the training state to `path` (atomically). Data parallel: rank 0
+        writes; every rank calls it, and every rank raises if the write fails."""
         from .io import save_checkpoint
 
-        save_checkpoint(self, path)
+        if self.parallel is None:
+            save_checkpoint(self, path)
+        else:
+            self.parallel.run_on_root(lambda: save_checkpoint(self, path))
 
     def load_checkpoint(self, path):
+        """Restore the training state from `path`. Data parallel: rank 0 reads the file
+        and sends the state to the others (any number of ranks may resume a checkpoint
+        written by any number)."""
         from .io import load_checkpoint
 
-        load_checkpoint(self, path)
+        if self.parallel is None:
+            load_checkpoint(self, path)
+        else:
+            self.parallel.run_on_root(lambda: load_checkpoint(self, path))
+            self.parallel.sync_trainer(self)

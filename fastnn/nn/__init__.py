@@ -1,4 +1,5 @@
-"""Layers and models: Module, Sequential, Linear, activations, BatchNorm1d, Dropout."""
+"""Layers and models: Module, Sequential, Linear, activations, BatchNorm1d (and
+SyncBatchNorm), Dropout."""
 
 from .activation import LeakyReLU, ReLU, Sigmoid, Tanh
 from .batchnorm import BatchNorm1d
@@ -8,6 +9,7 @@ from .linear import Linear
 from .mlp import ACTIVATIONS, mlp
 from .module import Module
 from .parameter import Arena, Parameter
+from .syncbatchnorm import SyncBatchNorm
 
 __all__ = [
     "ACTIVATIONS",
@@ -21,6 +23,7 @@ __all__ = [
     "ReLU",
     "Sequential",
     "Sigmoid",
+    "SyncBatchNorm",
     "Tanh",
     "mlp",
 ]

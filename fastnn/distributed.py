@@ -1,0 +1,390 @@
+"""Data-parallel training over MPI (mpi4py): `pip install 'fastnn[mpi]'`.
+
+    mpiexec -n 4 python train.py          # every rank runs the same script
+    from mpi4py import MPI
+    trainer = fastnn.Trainer(model, loss, opt, comm=MPI.COMM_WORLD)
+    trainer.fit(X, y, epochs=5, batch_size=256, seed=0)   # every rank passes all of X
+
+Every rank holds the whole model and the whole dataset. A global batch is the one a
+single-process Trainer with the same seed and batch_size would take; rank r computes
+the forward and backward pass of its contiguous slice of it. Its loss gradient is
+scaled by n_r / N (n_r its rows, N the global batch's), so that ONE in-place
+all-reduce (sum) of the gradient arena gives every rank the gradient of the mean loss
+over the global batch, the same on every rank. Every rank then takes the same
+optimizer step: the parameters stay identical, which a checksum compares every
+`check_every` steps. Penalties and gradient clipping apply after the all-reduce, on the
+global gradient, as in one process.
+
+This module imports mpi4py only when asked for a communicator (`world()`); nothing
+else in fastnn imports it. Helpers here take an mpi4py communicator.
+
+Failure: an exception on one rank (outside the errors every rank raises together,
+such as a non-finite loss) prints the rank and the error and calls comm.Abort, which
+ends every process of the job. Every wait for the other ranks is bounded by
+`timeout` seconds (FASTNN_MPI_TIMEOUT, default 600): a rank stuck or dead without
+its process exiting ends the job with an error too, never a silent hang.
+"""
+
+import os
+import sys
+import time
+import traceback
+import zlib
+from contextlib import contextmanager
+
+import numpy as np
+
+__all__ = [
+    "DataParallel",
+    "DriftError",
+    "allreduce_gradients",
+    "broadcast_parameters",
+    "checksum",
+    "guard",
+    "install_excepthook",
+    "is_root",
+    "launched_by_mpi",
+    "print0",
+    "share_of_cores",
+    "split_rows",
+    "use_share_of_cores",
+    "world",
+]
+
+# Set by the process managers of MPICH (hydra: PMI_*), Open MPI (OMPI_*, PMIx) and
+# Intel MPI / Slurm's PMI; their presence means "this process is one rank of a job".
+_LAUNCHER_VARS = ("PMI_RANK", "PMI_SIZE", "PMIX_RANK", "OMPI_COMM_WORLD_SIZE",
+                  "OMPI_COMM_WORLD_RANK", "MPI_LOCALNRANKS")
+
+DEFAULT_TIMEOUT = 600.0
+
+
+class DriftError(RuntimeError):
+    """The ranks' parameters differ: raised on every rank together."""
+
+
+def launched_by_mpi():
+    """True when this process was started by an MPI launcher (mpiexec, mpirun, srun
+    with PMI), judged from the environment only: mpi4py is not imported."""
+    return any(name in os.environ for name in _LAUNCHER_VARS)
+
+
+def world():
+    """mpi4py's COMM_WORLD (importing mpi4py initializes MPI)."""
+    try:
+        from mpi4py import MPI
+    except ImportError as exc:
+        raise ImportError("fastnn's data-parallel training needs mpi4py and an MPI library: "
+                          "pip install 'fastnn[mpi]' (mpi4py and mpich)") from exc
+    return MPI.COMM_WORLD
+
+
+def _mpi():
+    from mpi4py import MPI
+
+    return MPI
+
+
+def _timeout(timeout):
+    if timeout is None:
+        raw = os.environ.get("FASTNN_MPI_TIMEOUT", "").strip()
+        timeout = float(raw) if raw else DEFAULT_TIMEOUT
+    timeout = float(timeout)
+    if not timeout > 0:
+        raise ValueError(f"timeout: expected seconds > 0, got {timeout}")
+    return timeout
+
+
+# ---------------------------------------------------------------- output and failure
+
+
+def is_root(comm):
+    return comm is None or comm.Get_rank() == 0
+
+
+def print0(comm, *args, **kwargs):
+    """print() on rank 0 only (everywhere when comm is None)."""
+    if is_root(comm):
+        print(*args, **kwargs)
+
+
+def _report_and_abort(comm, exc, code=1):
+    rank, size = comm.Get_rank(), comm.Get_size()
+    text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    sys.stderr.write(f"{text}fastnn: rank {rank} of {size} failed ({type(exc).__name__}: "
+                     f"{exc}); aborting all {size} ranks\n")
+    sys.stderr.flush()
+    sys.stdout.flush()
+    comm.Abort(code)
+
+
+@contextmanager
+def guard(comm):
+    """Run a block that every rank runs together; an exception on this rank alone
+    ends the whole job (comm.Abort) instead of leaving the others waiting forever.
+    Exceptions marked `every_rank = True` (raised by every rank at once, after a
+    collective decision) pass through."""
+    if comm is None or comm.Get_size() == 1:
+        yield
+        return
+    try:
+        yield
+    except BaseException as exc:
+        if getattr(exc, "every_rank", False):
+            raise
+        _report_and_abort(comm, exc)
+
+
+def install_excepthook(comm):
+    """Make an uncaught exception on any rank abort the whole job, with its traceback
+    and rank, instead of leaving the other ranks blocked in a collective."""
+    previous = sys.excepthook
+
+    def hook(kind, exc, tb):
+        if comm.Get_size() == 1:
+            previous(kind, exc, tb)
+            return
+        _report_and_abort(comm, exc.with_traceback(tb))
+
+    sys.excepthook = hook
+    return previous
+
+
+def wait(request, timeout=None, what="the other ranks"):
+    """Complete a non-blocking MPI request, waiting at most `timeout` seconds; past it,
+    abort the job (a rank is stuck or dead)."""
+    deadline = time.monotonic() + _timeout(timeout)
+    polls = 0
+    while not request.Test():
+        polls += 1
+        if polls & 1023 == 0:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"no answer from {what} in {_timeout(timeout):.0f} s: a "
+                                   f"rank is stuck or has died")
+            time.sleep(0)
+
+
+# ---------------------------------------------------------------- threads
+
+
+def share_of_cores(comm):
+    """This rank's share of its host's cores: the CPUs it may use divided by the ranks
+    on its host (at least 1). A launcher that pins each rank to its own cores (an
+    affinity mask narrower than the host) is taken at its word."""
+    from ._threads import usable_cpus
+
+    mpi = _mpi()
+    local = comm.Split_type(mpi.COMM_TYPE_SHARED)
+    try:
+        on_host = local.Get_size()
+    finally:
+        local.Free()
+    cpus = usable_cpus()
+    if cpus < (os.cpu_count() or cpus):
+        return cpus  # pinned by the launcher (or a cgroup): already a share
+    return max(1, cpus // on_host)
+
+
+def use_share_of_cores(comm):
+    """Set fastnn's thread count to share_of_cores(comm), unless a count was chosen
+    (set_num_threads, FASTNN_NUM_THREADS, OMP_NUM_THREADS)."""
+    from . import _threads
+
+    if _threads.num_threads_source() == "usable CPUs":
+        _threads._apply(share_of_cores(comm), "the rank's share of the host's cores")
+
+
+# ---------------------------------------------------------------- parameters
+
+
+def _arena(model):
+    arena = getattr(model, "arena", None)
+    if arena is None:
+        raise TypeError("data-parallel training needs a model whose parameters live in one "
+                        "arena (a fastnn.nn Sequential or a single layer)")
+    return arena
+
+
+def broadcast_parameters(comm, model, root=0):
+    """Give every rank root's parameters and buffers: one Bcast of the arena in place,
+    then one per buffer."""
+    comm.Bcast(_arena(model).data, root=root)
+    for _, buffer in model.named_buffers():
+        comm.Bcast(buffer, root=root)
+
+
+def allreduce_gradients(comm, model):
+    """Sum the gradient arena over the ranks, in place: one Allreduce on the contiguous
+    buffer, no copy."""
+    comm.Allreduce(_mpi().IN_PLACE, _arena(model).grad, op=_mpi().SUM)
+
+
+def checksum(model):
+    """A cheap fingerprint of the parameters' bytes (Adler-32 of the arena)."""
+    return zlib.adler32(_arena(model).data.view(np.uint8))
+
+
+def split_rows(n, rank, size):
+    """(lo, hi): rank's contiguous slice of a global batch of n rows. The rows are
+    shared as evenly as possible by the first min(size, n // 2) ranks, so that no rank
+    gets a single row (which BatchNorm cannot normalize); the others get none."""
+    active = max(1, min(size, n // 2))
+    if rank >= active:
+        return n, n
+    base, extra = divmod(n, active)
+    lo = rank * base + min(rank, extra)
+    return lo, lo + base + (rank < extra)
+
+
+def _dropout_seed(seed, rank):
+    """Rank r's dropout seed, derived from rank 0's so that the ranks' masks differ."""
+    return int(np.random.SeedSequence([int(seed), rank]).generate_state(1, np.uint64)[0])
+
+
+class DataParallel:
+    """The Trainer's side of data parallelism over `comm` (see the module docstring).
+
+    check_every: compare parameter checksums every this many steps (0: never).
+    timeout: seconds any wait for the other ranks may last (None: FASTNN_MPI_TIMEOUT or
+    600). threads: set this rank's thread count to its share of the host's cores unless
+    a count was chosen (set_num_threads, FASTNN_NUM_THREADS, OMP_NUM_THREADS).
+    """
+
+    def __init__(self, comm, model, check_every=100, timeout=None, threads=True):
+        self.mpi = _mpi()
+        self.comm = comm
+        self.rank, self.size = comm.Get_rank(), comm.Get_size()
+        self.model = model
+        self.arena = _arena(model)
+        if isinstance(check_every, bool) or not isinstance(check_every, int) or check_every < 0:
+            raise ValueError(f"check_every: expected an int >= 0, got {check_every!r}")
+        self.check_every = check_every
+        self.timeout = _timeout(timeout)
+        self.steps = 0
+        self._stats = np.zeros(3, np.float64)
+        self._requests = []
+        if threads:
+            use_share_of_cores(comm)
+        for _, module in model.modules():
+            if hasattr(module, "comm") and module.comm is None:
+                module.comm = comm  # SyncBatchNorm
+
+    # ------------------------------------------------------------ collectives
+
+    def wait(self, request):
+        wait(request, self.timeout)
+
+    def allgather(self, value):
+        """comm.allgather, bounded by the timeout."""
+        buf = np.array([value], np.float64)
+        out = np.empty(self.size, np.float64)
+        self.wait(self.comm.Iallgather(buf, out))
+        return out
+
+    def bcast(self, obj, root=0):
+        """An object from root (pickled by mpi4py; only between the ranks of this job).
+        A barrier, bounded by the timeout, first: a rank that never comes is noticed."""
+        self.wait(self.comm.Ibarrier())
+        return self.comm.bcast(obj, root=root)
+
+    def sync_trainer(self, trainer):
+        """Every rank takes rank 0's training state: parameters (one Bcast of the arena),
+        buffers, optimizer, schedule, epoch, history and shuffling RNG. Dropout layers
+        on other ranks then draw their own masks (a seed derived from rank 0's)."""
+        self.wait(self.comm.Ibarrier())
+        self.wait(self.comm.Ibcast(self.arena.data, root=0))
+        state = trainer.state_dict() if self.rank == 0 else None
+        if state is not None:
+            del state["model"]  # parameters went by Bcast; buffers go below
+            state["buffers"] = dict(self.model.named_buffers())
+        state = self.comm.bcast(state, root=0)
+        if self.rank != 0:
+            buffers = state.pop("buffers")
+            for name, buffer in self.model.named_buffers():
+                np.copyto(buffer, buffers[name])
+            state["model"] = self.model.state_dict()
+            trainer.load_state_dict(state)
+        from .nn import Dropout
+
+        if self.rank:
+            for _, module in self.model.modules():
+                if isinstance(module, Dropout):
+                    module.seed[...] = _dropout_seed(module.seed, self.rank)
+
+    def check_data(self, X, y):
+        """Every rank must be given the same dataset: compare sizes and a label checksum."""
+        fingerprint = float(len(X) * 1000003 + X.shape[1])
+        if y is not None:
+            fingerprint += zlib.adler32(np.ascontiguousarray(y).view(np.uint8)) / 2**32
+        seen = self.allgather(fingerprint)
+        if not np.all(seen == seen[0]):
+            exc = ValueError("data-parallel fit: every rank must be given the same X and y "
+                             "(each takes its slice of every batch); the ranks' data differ")
+            exc.every_rank = True
+            raise exc
+
+    def local_rows(self, n):
+        return split_rows(n, self.rank, self.size)
+
+    def start_stats(self, loss_sum, hits, rows):
+        """Start summing (loss * rows, hits, rows) over the ranks."""
+        self._stats[:] = (loss_sum, hits, rows)
+        self._stats_request = self.comm.Iallreduce(self.mpi.IN_PLACE, self._stats,
+                                                   op=self.mpi.SUM)
+
+    def finish_step(self):
+        """Sum the gradient arena over the ranks (in place) and finish the statistics;
+        returns the global (loss sum, hits, rows)."""
+        grad = self.arena.grad
+        if self.size > 1:
+            request = self.comm.Iallreduce(self.mpi.IN_PLACE, grad, op=self.mpi.SUM)
+            self.wait(request)
+        self.wait(self._stats_request)
+        return tuple(self._stats)
+
+    def after_step(self):
+        """Count the step; every check_every steps, compare the parameters' checksums."""
+        self.steps += 1
+        if self.check_every and self.steps % self.check_every == 0:
+            self.check_in_sync()
+
+    def check_in_sync(self):
+        sums = self.allgather(checksum(self.model))
+        if not np.all(sums == sums[0]):
+            exc = DriftError(f"the ranks' parameters differ after {self.steps} steps "
+                             f"(checksums {sums.astype(np.int64).tolist()}): the ranks ran "
+                             f"different computations (different data or settings?)")
+            exc.every_rank = True
+            raise exc
+
+    def average_buffers(self):
+        """Average BatchNorm1d's running statistics over the ranks (each rank's come from
+        its own slices, as in PyTorch DDP); SyncBatchNorm's are already the same."""
+        from .nn import BatchNorm1d
+
+        for _, module in self.model.modules():
+            if isinstance(module, BatchNorm1d) and getattr(module, "comm", None) is None:
+                for buffer in (module.running_mean, module.running_var):
+                    self.wait(self.comm.Iallreduce(self.mpi.IN_PLACE, buffer,
+                                                   op=self.mpi.SUM))
+                    buffer /= self.size
+
+    def sum(self, values):
+        """Elementwise sum over the ranks of a few float64 numbers."""
+        out = np.array(values, np.float64)
+        self.wait(self.comm.Iallreduce(self.mpi.IN_PLACE, out, op=self.mpi.SUM))
+        return out
+
+    def run_on_root(self, fn):
+        """fn() on rank 0 only; an exception there is raised on every rank."""
+        error = None
+        if self.rank == 0:
+            try:
+                fn()
+            except Exception as exc:  # reported everywhere below
+                error = f"{type(exc).__name__}: {exc}"
+        error = self.bcast(error)
+        if error is not None:
+            exc = RuntimeError(f"rank 0: {error}")
+            exc.every_rank = True
+            raise exc
