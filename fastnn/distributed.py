@@ -37,7 +37,9 @@ import numpy as np
 __all__ = [
     "DataParallel",
     "DriftError",
+    "PeerFailed",
     "allreduce_gradients",
+    "barrier",
     "broadcast_parameters",
     "checksum",
     "guard",
@@ -48,6 +50,7 @@ __all__ = [
     "share_of_cores",
     "split_rows",
     "use_share_of_cores",
+    "wait",
     "world",
 ]
 
@@ -108,14 +111,36 @@ def print0(comm, *args, **kwargs):
         print(*args, **kwargs)
 
 
+class PeerFailed(RuntimeError):
+    """Another rank failed and told this one (raised inside a bounded wait)."""
+
+
+# The tag of a failing rank's last message to the others, and how long it gives them
+# to report it before it aborts the job.
+_FAIL_TAG = 32099
+_NOTICE_SECONDS = 1.0
+
+
 def _report_and_abort(comm, exc, code=1):
+    """Print this rank's error, tell the other ranks (those waiting in `wait` report it
+    too), then end every process of the job with comm.Abort."""
     rank, size = comm.Get_rank(), comm.Get_size()
-    text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
-    sys.stderr.write(f"{text}fastnn: rank {rank} of {size} failed ({type(exc).__name__}: "
-                     f"{exc}); aborting all {size} ranks\n")
+    if not isinstance(exc, PeerFailed):
+        text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+        sys.stderr.write(text)
+    sys.stderr.write(f"fastnn: rank {rank} of {size} stops: {type(exc).__name__}: {exc}; "
+                     f"aborting all {size} ranks\n")
     sys.stderr.flush()
     sys.stdout.flush()
+    if not isinstance(exc, PeerFailed):
+        notice = f"rank {rank} failed: {type(exc).__name__}: {exc}"
+        requests = [comm.issend(notice, dest=r, tag=_FAIL_TAG) for r in range(size) if r != rank]
+        deadline = time.monotonic() + _NOTICE_SECONDS
+        while requests and time.monotonic() < deadline:
+            requests = [r for r in requests if not r.test()[0]]
+            time.sleep(0.01)
     comm.Abort(code)
+    os._exit(code)  # Abort does not return; should it, never run on
 
 
 @contextmanager
@@ -150,18 +175,28 @@ def install_excepthook(comm):
     return previous
 
 
-def wait(request, timeout=None, what="the other ranks"):
-    """Complete a non-blocking MPI request, waiting at most `timeout` seconds; past it,
-    abort the job (a rank is stuck or dead)."""
-    deadline = time.monotonic() + _timeout(timeout)
+def wait(request, comm=None, timeout=None):
+    """Complete a non-blocking MPI request on `comm`, waiting at most `timeout` seconds
+    (TimeoutError past it: a rank is stuck or has died). Raises PeerFailed as soon as
+    another rank reports its failure."""
+    timeout = _timeout(timeout)
+    deadline = time.monotonic() + timeout
     polls = 0
     while not request.Test():
         polls += 1
-        if polls & 1023 == 0:
+        if polls & 255 == 0:
+            if comm is not None and comm.Iprobe(tag=_FAIL_TAG):
+                status = _mpi().Status()
+                notice = comm.recv(tag=_FAIL_TAG, status=status)
+                raise PeerFailed(notice)
             if time.monotonic() > deadline:
-                raise TimeoutError(f"no answer from {what} in {_timeout(timeout):.0f} s: a "
-                                   f"rank is stuck or has died")
-            time.sleep(0)
+                raise TimeoutError(f"no answer from the other ranks in {timeout:g} s: a rank "
+                                   f"is stuck or has died")
+
+
+def barrier(comm, timeout=None):
+    """comm.Barrier, bounded as `wait` is."""
+    wait(comm.Ibarrier(), comm, timeout)
 
 
 # ---------------------------------------------------------------- threads
@@ -272,7 +307,7 @@ class DataParallel:
     # ------------------------------------------------------------ collectives
 
     def wait(self, request):
-        wait(request, self.timeout)
+        wait(request, self.comm, self.timeout)
 
     def allgather(self, value):
         """comm.allgather, bounded by the timeout."""
@@ -284,14 +319,14 @@ class DataParallel:
     def bcast(self, obj, root=0):
         """An object from root (pickled by mpi4py; only between the ranks of this job).
         A barrier, bounded by the timeout, first: a rank that never comes is noticed."""
-        self.wait(self.comm.Ibarrier())
+        barrier(self.comm, self.timeout)
         return self.comm.bcast(obj, root=root)
 
     def sync_trainer(self, trainer):
         """Every rank takes rank 0's training state: parameters (one Bcast of the arena),
         buffers, optimizer, schedule, epoch, history and shuffling RNG. Dropout layers
         on other ranks then draw their own masks (a seed derived from rank 0's)."""
-        self.wait(self.comm.Ibarrier())
+        barrier(self.comm, self.timeout)
         self.wait(self.comm.Ibcast(self.arena.data, root=0))
         state = trainer.state_dict() if self.rank == 0 else None
         if state is not None:

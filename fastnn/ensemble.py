@@ -147,13 +147,14 @@ class Ensemble:
         (epochs, batch_size, validation_data...). Returns self."""
         if "seed" in fit_kwargs:
             raise ValueError("fit: seed is set per member (see Ensemble.seeds); do not pass it")
-        from .distributed import guard
+        from .distributed import barrier, guard
 
         with guard(self.comm):
             members = [self._build(seed) for seed in self.seeds]
             mine = [members[i] for i in self._mine]
             self._train(mine, [self.seeds[i] for i in self._mine], X, y, fit_kwargs)
             if self.comm is not None:
+                barrier(self.comm)
                 rank, size = self.comm.Get_rank(), self.comm.Get_size()
                 for i, trainer in enumerate(members):
                     state = self.comm.bcast(trainer.state_dict() if i % size == rank else None,
@@ -197,9 +198,10 @@ class Ensemble:
         members = self.members
         if self.comm is None:
             return [trainer.predict_proba(X) for trainer in members]
-        from .distributed import guard
+        from .distributed import barrier, guard
 
         with guard(self.comm):
+            barrier(self.comm)
             mine = {i: members[i].predict_proba(X) for i in self._mine}
             gathered = {}
             for part in self.comm.allgather(mine):

@@ -39,7 +39,7 @@ class SyncBatchNorm(BatchNorm1d):
 
         from ..distributed import wait
 
-        wait(self.comm.Iallreduce(MPI.IN_PLACE, values, op=MPI.SUM))
+        wait(self.comm.Iallreduce(MPI.IN_PLACE, values, op=MPI.SUM), self.comm)
         return values
 
     def _global_statistics(self, x):

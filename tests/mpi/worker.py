@@ -1,0 +1,118 @@
+"""Run by tests/test_distributed.py under `mpiexec -n 2`: python worker.py MODE OUTDIR.
+
+Each rank writes what it got to OUTDIR/<MODE>-rank<r>.npz; the test compares the
+ranks with each other and with a single-process run of the same recipe.
+"""
+
+import os
+import sys
+import time
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import _mpi_recipes as recipes
+from mpi4py import MPI
+
+import fastnn
+from fastnn import nn
+from fastnn.distributed import checksum
+
+comm = MPI.COMM_WORLD
+rank = comm.Get_rank()
+
+
+def save(out, mode, **arrays):
+    np.savez(os.path.join(out, f"{mode}-rank{rank}.npz"), **arrays)
+
+
+def arena(trainer):
+    return trainer.model.arena.data.copy()
+
+
+def train(out):
+    """The equivalence runs: plain model (+ validation, + checkpoint after epoch 1),
+    SyncBatchNorm, BatchNorm1d with local statistics, and the SyncBatchNorm layer alone."""
+    X, y = recipes.data()
+    Xv, yv = recipes.data(57, seed=1)
+    t = recipes.trainer(recipes.plain_model(), comm)
+    # rank 1 starts from other weights: rank 0's are broadcast
+    if rank:
+        t.model.arena.data[:] = 0.5
+    ckpt = os.path.join(out, "plain-{epoch}.safetensors")
+    t.callbacks.append(fastnn.Checkpoint(ckpt))
+    history = t.fit(X, y, validation_data=(Xv, yv), **recipes.FIT)
+    result = t.evaluate(Xv, yv)
+    save(out, "plain", weights=arena(t), loss=history["loss"], val_loss=history["val_loss"],
+         accuracy=history["accuracy"], eval=[result["loss"], result["accuracy"]],
+         threads=fastnn.get_num_threads())
+
+    t = recipes.trainer(recipes.bn_model(nn.SyncBatchNorm), comm)
+    t.fit(X, y, **recipes.FIT)
+    state = t.model.state_dict()
+    save(out, "syncbn", weights=arena(t), running_mean=state["1.running_mean"],
+         running_var=state["1.running_var"])
+
+    t = recipes.trainer(recipes.bn_model(nn.BatchNorm1d), comm)
+    t.fit(X, y, **recipes.FIT)
+    state = t.model.state_dict()
+    save(out, "localbn", weights=arena(t), running_mean=state["1.running_mean"],
+         running_var=state["1.running_var"], checksum=checksum(t.model))
+
+    # The layer alone: this rank's rows of a 33-row batch (17 + 16).
+    layer = nn.SyncBatchNorm(recipes.N_FEATURES, dtype=np.float64, comm=comm)
+    lo, hi = (0, 17) if rank == 0 else (17, 33)
+    layer.weight[:] = np.linspace(0.5, 2, recipes.N_FEATURES)
+    out_rows = layer.forward(X[lo:hi] * 3 + 1)
+    dout = np.cos(np.arange(33 * recipes.N_FEATURES)).reshape(33, -1)[lo:hi]
+    dx = layer.backward(dout)
+    save(out, "layer", y=out_rows, dx=dx, running_mean=layer.running_mean,
+         running_var=layer.running_var, dgamma=layer.weight.grad, dbeta=layer.bias.grad)
+
+    ensemble = fastnn.Ensemble(recipes.member, 3, seed=5, comm=comm).fit(X, y, epochs=2,
+                                                                         batch_size=32)
+    save(out, "ensemble", proba=ensemble.predict_proba(Xv),
+         member_accuracy=ensemble.evaluate(Xv, yv)["member_accuracy"])
+
+
+def resume(out):
+    """Load the checkpoint of epoch 1 written by the 2-rank run, train one more epoch."""
+    X, y = recipes.data()
+    t = recipes.trainer(recipes.plain_model(seed=99), comm)
+    t.load_checkpoint(os.path.join(out, "plain-1.safetensors"))
+    t.fit(X, y, epochs=1, batch_size=recipes.BATCH)
+    save(out, "resume", weights=arena(t), epoch=t.epoch)
+
+
+class Fail(fastnn.Callback):
+    """On rank 1, at step 3 of epoch 1: raise, hang, or die."""
+
+    def __init__(self, how):
+        self.how = how
+
+    def on_batch_end(self, trainer, step, loss):
+        if rank != 1 or step != 3:
+            return
+        if self.how == "raise":
+            raise RuntimeError("injected failure on rank 1")
+        if self.how == "hang":
+            time.sleep(600)
+        os._exit(7)
+
+
+def fail(out, how):
+    X, y = recipes.data(2000)
+    t = recipes.trainer(recipes.plain_model(), comm, callbacks=[Fail(how)])
+    t.fit(X, y, epochs=50, batch_size=32, seed=0)
+    print(f"rank {rank}: finished", flush=True)
+
+
+if __name__ == "__main__":
+    mode, out = sys.argv[1], sys.argv[2]
+    if mode == "train":
+        train(out)
+    elif mode == "resume":
+        resume(out)
+    else:
+        fail(out, mode)
