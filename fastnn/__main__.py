@@ -6,17 +6,20 @@
     fastnn predict MODEL [--input X.npy]
     fastnn config                 how this fastnn was built and will run
 
-`python -m fastnn ...` is the same.
+`python -m fastnn ...` is the same. Under an MPI launcher (`mpiexec -n 4 python -m
+fastnn train ...`), training is data parallel over the ranks (pip install
+'fastnn[mpi]'); rank 0 prints and saves. Without a launcher, mpi4py is not imported.
 """
 
 import argparse
+import os
 import sys
 import time
 
 import numpy as np
 
 import fastnn
-from fastnn import augment, datasets, losses, nn, optim
+from fastnn import augment, datasets, distributed, losses, nn, optim
 
 _SCHEDULES = ("none", "step", "exponential", "inverse-time", "cosine", "warmup-cosine",
               "plateau")
@@ -81,7 +84,7 @@ def make_augment(name, side, seed):
     return augment.Compose(steps, seed=seed)
 
 
-def train(args):
+def train(args, comm=None):
     name, scale, (xtr, ytr), (xte, yte) = load_data(args.data, args.seed)
     if args.limit:
         xtr, ytr = xtr[:args.limit], ytr[:args.limit]
@@ -96,14 +99,15 @@ def train(args):
     trainer = fastnn.Trainer(model, losses.SoftmaxCrossEntropy(), opt, schedule=schedule,
                              regularizer=losses.L2(args.l2) if args.l2 else None,
                              augment=make_augment(args.augment, side, args.seed),
-                             image_shape=(side, side), progress=not args.quiet)
+                             image_shape=(side, side), progress=not args.quiet, comm=comm)
+    ranks = "" if comm is None else f" per rank, {comm.Get_size()} ranks"
     print(f"fastnn {fastnn.__version__}: training {xtr.shape[1]}-{'-'.join(map(str, hidden))}-"
           f"{n_classes} ({args.activation}{', batch norm' if args.batch_norm else ''}"
           f"{f', dropout {args.dropout}' if args.dropout else ''}"
           f"{f', {args.augment} augmentation' if args.augment != 'none' else ''}) on {name}")
     print(f"  {len(xtr)} training / {len(xte)} test samples; {args.optimizer} lr {args.lr}, "
           f"schedule {args.schedule}, batch {args.batch_size}, {epochs} epochs, "
-          f"{fastnn.get_num_threads()} threads")
+          f"{fastnn.get_num_threads()} threads{ranks}")
     start = time.perf_counter()
     history = trainer.fit(xtr, ytr, epochs=epochs, batch_size=args.batch_size,
                           validation_data=(xte, yte), seed=args.seed)
@@ -113,12 +117,13 @@ def train(args):
     print(f"result: test accuracy {result['accuracy']:.4f}, test loss {result['loss']:.4f}; "
           f"wall time {wall:.1f} s, {len(xtr) * history.epochs / train_seconds:,.0f} "
           f"training samples/s")
-    if args.out:
+    root = distributed.is_root(comm)
+    if args.out and root:
         fastnn.save(model, args.out, metadata={"dataset": name, "input_scale": scale,
                                                "n_features": xtr.shape[1],
                                                "n_classes": n_classes})
         print(f"saved the model to {args.out}")
-    if args.plot:
+    if args.plot and root:
         try:
             history.plot(args.plot)
             print(f"saved the learning curves to {args.plot}")
@@ -243,11 +248,30 @@ def main(argv=None):
         return 0
     if args.threads:
         fastnn.set_num_threads(args.threads)
+    comm = _mpi_world()
     try:
-        {"train": train, "evaluate": evaluate, "predict": predict}[args.command](args)
+        if args.command == "train":
+            train(args, comm)
+        else:
+            {"evaluate": evaluate, "predict": predict}[args.command](args)
     except UsageError as exc:
         p.error(f"{args.command}: {exc}")
     return 0
+
+
+def _mpi_world():
+    """COMM_WORLD when launched by mpiexec with more than one rank, else None. Only then is
+    mpi4py imported; an uncaught error on any rank then ends the job, and ranks other
+    than 0 print nothing to stdout."""
+    if not distributed.launched_by_mpi():
+        return None
+    comm = distributed.world()
+    if comm.Get_size() == 1:
+        return None
+    distributed.install_excepthook(comm)
+    if comm.Get_rank() != 0:
+        sys.stdout = open(os.devnull, "w")  # for the life of the process
+    return comm
 
 
 if __name__ == "__main__":
