@@ -119,6 +119,7 @@ class PeerFailed(RuntimeError):
 # to report it before it aborts the job.
 _FAIL_TAG = 32099
 _NOTICE_SECONDS = 1.0
+_REPORT_SECONDS = 0.3
 
 
 def _report_and_abort(comm, exc, code=1):
@@ -139,6 +140,7 @@ def _report_and_abort(comm, exc, code=1):
         while requests and time.monotonic() < deadline:
             requests = [r for r in requests if not r.test()[0]]
             time.sleep(0.01)
+        time.sleep(_REPORT_SECONDS)  # for those who got it to print it
     comm.Abort(code)
     os._exit(code)  # Abort does not return; should it, never run on
 
@@ -283,9 +285,14 @@ class DataParallel:
     timeout: seconds any wait for the other ranks may last (None: FASTNN_MPI_TIMEOUT or
     600). threads: set this rank's thread count to its share of the host's cores unless
     a count was chosen (set_num_threads, FASTNN_NUM_THREADS, OMP_NUM_THREADS).
+    overlap: start the all-reduce during the backward pass, layer by layer, in buckets
+    of at least bucket_mb MiB of weight gradients (the weights of a Sequential's arena
+    are in layer order; the biases and BatchNorm parameters, at its end, go last).
+    Off by default: bench/bench_distributed.py measures both.
     """
 
-    def __init__(self, comm, model, check_every=100, timeout=None, threads=True):
+    def __init__(self, comm, model, check_every=100, timeout=None, threads=True,
+                 overlap=False, bucket_mb=1.0):
         self.mpi = _mpi()
         self.comm = comm
         self.rank, self.size = comm.Get_rank(), comm.Get_size()
@@ -298,6 +305,9 @@ class DataParallel:
         self.steps = 0
         self._stats = np.zeros(3, np.float64)
         self._requests = []
+        self.overlap = bool(overlap)
+        self.bucket = max(1, int(bucket_mb * 2**20) // self.arena.dtype.itemsize)
+        self._weight_starts = self._layer_weight_starts()
         if threads:
             use_share_of_cores(comm)
         for _, module in model.modules():
@@ -367,13 +377,56 @@ class DataParallel:
         self._stats_request = self.comm.Iallreduce(self.mpi.IN_PLACE, self._stats,
                                                    op=self.mpi.SUM)
 
+    def backward(self, dscores):
+        """The model's backward pass (without the input gradient). With `overlap`, the
+        gradient all-reduce starts during it, in buckets (see `overlap`)."""
+        model = self.model
+        layers = getattr(model, "layers", None)
+        if not self.overlap or self.size == 1 or layers is None:
+            if layers is None:
+                model.backward(dscores)
+            else:
+                model.backward(dscores, input_grad=False)
+            return
+        if layers and hasattr(layers[0], "input_grad"):
+            layers[0].input_grad = False
+        dout = dscores
+        ready = self.arena.n_weights  # grad[ready:n_weights] is final and not yet sent
+        for i in range(len(layers) - 1, -1, -1):
+            dout = layers[i].backward(dout)
+            start = self._weight_starts[i]
+            if start is not None and ready - start >= self.bucket and i > 0:
+                self._send(start, ready)
+                ready = start
+            self.mpi.Request.Testall(self._requests)  # lets the sends progress
+        self._send(0, ready)
+        self._send(self.arena.n_weights, self.arena.size)
+
+    def _send(self, lo, hi):
+        if hi > lo:
+            self._requests.append(self.comm.Iallreduce(
+                self.mpi.IN_PLACE, self.arena.grad[lo:hi], op=self.mpi.SUM))
+
+    def _layer_weight_starts(self):
+        """Per layer of a Sequential: the lowest arena offset of its weights, or None."""
+        layers = getattr(self.model, "layers", None) or []
+        starts = []
+        for layer in layers:
+            offsets = [p.offset for _, p in layer.named_parameters()
+                       if p.kind == "weight" and p.arena is self.arena]
+            starts.append(min(offsets) if offsets else None)
+        return starts
+
     def finish_step(self):
-        """Sum the gradient arena over the ranks (in place) and finish the statistics;
-        returns the global (loss sum, hits, rows)."""
-        grad = self.arena.grad
+        """Sum the gradient arena over the ranks (in place: one Allreduce, or the buckets
+        `backward` started) and finish the statistics; returns the global (loss sum,
+        hits, rows)."""
         if self.size > 1:
-            request = self.comm.Iallreduce(self.mpi.IN_PLACE, grad, op=self.mpi.SUM)
-            self.wait(request)
+            if not self._requests:
+                self._send(0, self.arena.size)
+            for request in self._requests:
+                self.wait(request)
+            self._requests.clear()
         self.wait(self._stats_request)
         return tuple(self._stats)
 

@@ -312,10 +312,7 @@ class Trainer:
             dp.start_stats(value * rows, self._hits(scores, yb) if self.classifier else 0, rows)
             dscores = self.loss.backward()
             dscores *= rows / n
-            if hasattr(model, "layers"):
-                model.backward(dscores, input_grad=False)
-            else:
-                model.backward(dscores)
+            dp.backward(dscores)
         else:  # no rows here this step: take part in the collectives only
             self._last_scores = None
             dp.start_stats(0.0, 0, 0)

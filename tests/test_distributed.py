@@ -130,6 +130,13 @@ def test_two_ranks_give_the_single_process_weights(trained, data):
     np.testing.assert_allclose(r0["eval"], [result["loss"], result["accuracy"]], rtol=1e-12)
 
 
+def test_overlapped_allreduce_gives_the_same_weights(trained, data):
+    trainer, _ = single(recipes.plain_model(), data)
+    r0, r1 = ranks(trained, "overlap")
+    np.testing.assert_array_equal(r0["weights"], r1["weights"])
+    np.testing.assert_allclose(r0["weights"], trainer.model.arena.data, rtol=0, atol=1e-12)
+
+
 def test_threads_default_to_the_ranks_share_of_the_cores(trained):
     from fastnn._threads import usable_cpus
 

@@ -48,6 +48,12 @@ def train(out):
          accuracy=history["accuracy"], eval=[result["loss"], result["accuracy"]],
          threads=fastnn.get_num_threads())
 
+    # The same with the all-reduce started during backward, in buckets of >= 64 values.
+    t = recipes.trainer(recipes.plain_model(), comm)
+    t.parallel.overlap, t.parallel.bucket = True, 64
+    t.fit(X, y, **recipes.FIT)
+    save(out, "overlap", weights=arena(t))
+
     t = recipes.trainer(recipes.bn_model(nn.SyncBatchNorm), comm)
     t.fit(X, y, **recipes.FIT)
     state = t.model.state_dict()
