@@ -205,21 +205,23 @@ def barrier(comm, timeout=None):
 
 
 def share_of_cores(comm):
-    """This rank's share of its host's cores: the CPUs it may use divided by the ranks
-    on its host (at least 1). A launcher that pins each rank to its own cores (an
-    affinity mask narrower than the host) is taken at its word."""
+    """This rank's share of its host's cores: the CPUs it may use (affinity mask and
+    cgroup quota) divided by the ranks of its host whose affinity masks overlap its own
+    (at least 1). A launcher that pins each rank to cores of its own is so taken at its
+    word."""
     from ._threads import usable_cpus
 
-    mpi = _mpi()
-    local = comm.Split_type(mpi.COMM_TYPE_SHARED)
     try:
-        on_host = local.Get_size()
+        mine = frozenset(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        mine = frozenset(range(os.cpu_count() or 1))
+    local = comm.Split_type(_mpi().COMM_TYPE_SHARED)
+    try:
+        masks = local.allgather(mine)
     finally:
         local.Free()
-    cpus = usable_cpus()
-    if cpus < (os.cpu_count() or cpus):
-        return cpus  # pinned by the launcher (or a cgroup): already a share
-    return max(1, cpus // on_host)
+    sharing = sum(1 for mask in masks if mask & mine)
+    return max(1, usable_cpus() // max(1, sharing))
 
 
 def use_share_of_cores(comm):
@@ -308,6 +310,7 @@ class DataParallel:
         self.overlap = bool(overlap)
         self.bucket = max(1, int(bucket_mb * 2**20) // self.arena.dtype.itemsize)
         self._weight_starts = self._layer_weight_starts()
+        self._syncs = [m for _, m in model.modules() if hasattr(m, "take_part")]
         if threads:
             use_share_of_cores(comm)
         for _, module in model.modules():
@@ -377,13 +380,24 @@ class DataParallel:
         self._stats_request = self.comm.Iallreduce(self.mpi.IN_PLACE, self._stats,
                                                    op=self.mpi.SUM)
 
+    def take_part_forward(self):
+        """For a rank without rows in this step: the collectives of the forward pass
+        (SyncBatchNorm's statistics), in their order."""
+        for module in self._syncs:
+            module.take_part()
+
     def backward(self, dscores):
         """The model's backward pass (without the input gradient). With `overlap`, the
-        gradient all-reduce starts during it, in buckets (see `overlap`)."""
+        gradient all-reduce starts during it, in buckets (see `overlap`). dscores None:
+        this rank has no rows in this step and takes part in the collectives only, in
+        the order of the others."""
         model = self.model
         layers = getattr(model, "layers", None)
         if not self.overlap or self.size == 1 or layers is None:
-            if layers is None:
+            if dscores is None:
+                for module in reversed(self._syncs):
+                    module.take_part_backward()
+            elif layers is None:
                 model.backward(dscores)
             else:
                 model.backward(dscores, input_grad=False)
@@ -393,7 +407,12 @@ class DataParallel:
         dout = dscores
         ready = self.arena.n_weights  # grad[ready:n_weights] is final and not yet sent
         for i in range(len(layers) - 1, -1, -1):
-            dout = layers[i].backward(dout)
+            if dscores is None:
+                for _, module in reversed(list(layers[i].modules())):
+                    if hasattr(module, "take_part_backward"):
+                        module.take_part_backward()
+            else:
+                dout = layers[i].backward(dout)
             start = self._weight_starts[i]
             if start is not None and ready - start >= self.bucket and i > 0:
                 self._send(start, ready)

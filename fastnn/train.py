@@ -198,8 +198,9 @@ class Trainer:
     BatchNorm1d normalizes with each rank's statistics (nn.SyncBatchNorm with the
     global batch's); the running statistics are averaged over the ranks every epoch.
     Progress prints on rank 0; checkpoints are written by rank 0 and loaded by rank 0
-    and sent to the others; evaluate() shares its rows among the ranks. The
-    DataParallel helper is `trainer.parallel` (its check_every and timeout).
+    and sent to the others; evaluate() shares its rows among the ranks, predict() and
+    predict_proba() compute all rows on every rank. The DataParallel helper is
+    `trainer.parallel` (its check_every, timeout and overlap settings).
     """
 
     def __init__(self, model, loss, optimizer, schedule=None, regularizer=None, augment=None,
@@ -277,7 +278,13 @@ class Trainer:
         return y[idx].astype(self._dtype(), copy=False)
 
     def train_step(self, xb, yb):
-        """One step on one batch: returns the loss (data loss + penalty)."""
+        """One step on one batch: returns the loss (data loss + penalty). Data parallel:
+        xb is this rank's part of a batch made of every rank's parts."""
+        if self.parallel is not None:
+            from .distributed import guard
+
+            with guard(self.comm):
+                return self._parallel_step(xb, yb, int(self.parallel.sum([len(xb)])[0]))
         model, opt = self.model, self.optimizer
         opt.zero_grad()
         scores = self._last_scores = model.forward(xb)
@@ -313,14 +320,11 @@ class Trainer:
             dscores = self.loss.backward()
             dscores *= rows / n
             dp.backward(dscores)
-        else:  # no rows here this step: take part in the collectives only
+        else:  # no rows here this step: take part in the collectives only, in their order
             self._last_scores = None
+            dp.take_part_forward()
             dp.start_stats(0.0, 0, 0)
-            syncs = [m for _, m in model.modules() if hasattr(m, "take_part")]
-            for module in syncs:
-                module.take_part()
-            for module in reversed(syncs):
-                module.take_part_backward()
+            dp.backward(None)
         loss_sum, hits, _ = dp.finish_step()
         self._last_hits = hits
         value = loss_sum / n

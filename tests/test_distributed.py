@@ -130,6 +130,21 @@ def test_two_ranks_give_the_single_process_weights(trained, data):
     np.testing.assert_allclose(r0["eval"], [result["loss"], result["accuracy"]], rtol=1e-12)
 
 
+@pytest.mark.parametrize("kind", ["plain", "syncbn", "overlap"])
+def test_a_rank_without_rows_in_a_batch(trained, data, kind):
+    """99 samples in batches of 32: the last batch (3 rows) goes to rank 0 alone; rank 1
+    still takes part in every collective, in the same order (SyncBatchNorm's, and the
+    overlapped buckets')."""
+    (X, y), _ = data
+    model = recipes.plain_model() if kind == "plain" else recipes.bn_model(nn.BatchNorm1d)
+    with fastnn.threads(1):
+        trainer = recipes.trainer(model)
+        trainer.fit(X[:99], y[:99], **recipes.FIT)
+    r0, r1 = ranks(trained, f"uneven-{kind}")
+    np.testing.assert_array_equal(r0["state"], r1["state"])
+    np.testing.assert_allclose(r0["weights"], trainer.model.arena.data, rtol=0, atol=1e-8)
+
+
 def test_overlapped_allreduce_gives_the_same_weights(trained, data):
     trainer, _ = single(recipes.plain_model(), data)
     r0, r1 = ranks(trained, "overlap")

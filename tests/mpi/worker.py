@@ -66,6 +66,18 @@ def train(out):
     save(out, "localbn", weights=arena(t), running_mean=state["1.running_mean"],
          running_var=state["1.running_var"], checksum=checksum(t.model))
 
+    # 99 = 3 * 32 + 3 samples: the last batch of 3 rows all goes to rank 0 (a rank gets 0
+    # or >= 2 rows); rank 1 only takes part in the collectives, SyncBatchNorm's too.
+    Xu, yu = X[:99], y[:99]
+    for name, model in (("uneven-plain", recipes.plain_model()),
+                        ("uneven-syncbn", recipes.bn_model(nn.SyncBatchNorm)),
+                        ("uneven-overlap", recipes.bn_model(nn.SyncBatchNorm))):
+        t = recipes.trainer(model, comm)
+        t.parallel.overlap, t.parallel.bucket = name.endswith("overlap"), 32
+        t.fit(Xu, yu, **recipes.FIT)
+        save(out, name, weights=arena(t), state=np.concatenate(
+            [np.ravel(v) for v in t.model.state_dict().values()]))
+
     # The layer alone: this rank's rows of a 33-row batch (17 + 16).
     layer = nn.SyncBatchNorm(recipes.N_FEATURES, dtype=np.float64, comm=comm)
     lo, hi = (0, 17) if rank == 0 else (17, 33)
