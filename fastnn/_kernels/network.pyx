@@ -64,6 +64,7 @@ cdef struct Op:
     int act             # activation code (Linear: of its epilogue)
     double slope
     bint grad_from_x    # activation backward reads the forward input (LeakyReLU)
+    bint has_act        # Linear: an activation in its epilogue
     Py_ssize_t d_in, d_out
     # Linear
     void *w
@@ -245,7 +246,7 @@ cdef class Plan:
     cdef int n_ops, capacity
     cdef readonly Py_ssize_t rows, d_in, d_out
     cdef readonly object dtype
-    cdef bint is_double, forwarded
+    cdef bint is_double, forwarded, has_gradients
     cdef list keep          # every array the ops point into
     cdef list outputs       # per op: its output (rows, d_out), or None if it passes x on
     cdef list input_grads   # per op: its input gradient (rows, d_in), or None
@@ -261,7 +262,7 @@ cdef class Plan:
         self.dtype = dtype
         self.is_double = dtype.itemsize == 8
         self.keep, self.outputs, self.input_grads = [], [], []
-        self.forwarded = False
+        self.forwarded = self.has_gradients = False
         self.x_ref = None
 
     def __dealloc__(self):
@@ -313,10 +314,8 @@ cdef class Plan:
             op.act = act
         if act is not None or bias is not None:  # the epilogue adds b and applies act
             op.b = self._array(zero_bias if bias is None else bias, d_out)
+        op.has_act = act is not None
         op.y = self._workspace(d_out, self.outputs)
-        op.db = self._workspace(d_out, None)
-        op.dz = self._workspace(d_out, []) if act is not None else NULL
-        op.dx = self._workspace(op.d_in, self.input_grads)
 
     def add_batchnorm(self, gamma, beta, gamma_grad, beta_grad, running_mean, running_var,
                       bint training, double momentum, double eps):
@@ -333,15 +332,12 @@ cdef class Plan:
         op.training, op.momentum, op.eps = training, momentum, eps
         op.mean = self._workspace(d, None)
         op.inv_std = self._workspace(d, None)
-        op.db = self._workspace(2 * d, None)
         op.y = self._workspace(d, self.outputs)
-        op.dx = self._workspace(d, self.input_grads)
 
     def add_activation(self, int act, double slope, bint grad_from_x):
         cdef Op *op = self._append(OP_ACTIVATION, self.d_out)
         op.act, op.slope, op.grad_from_x = act, slope, grad_from_x
         op.y = self._workspace(op.d_out, self.outputs)
-        op.dx = self._workspace(op.d_out, self.input_grads)
 
     def add_dropout(self, seed, step, bint active, unsigned int threshold, double scale,
                     bint zero):
@@ -358,10 +354,27 @@ cdef class Plan:
         op.active, op.threshold, op.scale, op.zero = active, threshold, scale, zero
         if active:
             op.y = self._workspace(op.d_out, self.outputs)
-            op.dx = self._workspace(op.d_out, self.input_grads)
         else:
             self.outputs.append(None)
-            self.input_grads.append(None)
+
+    cdef _allocate_gradients(self):
+        """The backward pass's workspaces, made at its first call (a plan that only
+        predicts never needs them)."""
+        cdef Op *op
+        cdef int i
+        for i in range(self.n_ops):
+            op = &self.ops[i]
+            if op.kind == OP_DROPOUT and not op.active:
+                self.input_grads.append(None)
+                continue
+            if op.kind == OP_LINEAR:
+                op.db = self._workspace(op.d_out, None)
+                if op.has_act:
+                    op.dz = self._workspace(op.d_out, [])
+            elif op.kind == OP_BATCHNORM:
+                op.db = self._workspace(2 * op.d_out, None)
+            op.dx = self._workspace(op.d_in, self.input_grads)
+        self.has_gradients = True
 
     def forward(self, x, int n_threads):
         """The network's output for x (rows, d_in), C-contiguous of the plan's dtype: a
@@ -404,6 +417,8 @@ cdef class Plan:
         cdef const double[:, ::1] gd
         if not self.forwarded:
             raise RuntimeError("backward: call forward first")
+        if not self.has_gradients:
+            self._allocate_gradients()
         if dout.shape[0] != self.rows or dout.shape[1] != self.d_out:
             raise ValueError(f"backward: expected dout of shape ({self.rows}, {self.d_out}), "
                              f"got {dout.shape}")
