@@ -31,7 +31,8 @@ class Sequential(Module):
     plan: the whole forward pass, and the whole backward pass, are each one call into
     the kernels, with the results of the layer-by-layer path bit for bit (the plan calls
     the same kernels in the same order). The plan is rebuilt when the batch size, the
-    mode, the thread count or a layer's settings change.
+    mode or a layer's settings change. Set `compiled = False` to run the layers one by
+    one (for code that calls a layer's own forward or backward between them).
     """
 
     def __init__(self, *layers):
@@ -45,6 +46,7 @@ class Sequential(Module):
             if isinstance(layer, Linear) and layer.activation is None and fusable:
                 layer.activation, layer.slope = after.activation, after.slope
                 after.fused = True
+        self.compiled = True
         self._plans = {}
         self._plan = None  # the plan that ran the last forward, if one did
 
@@ -107,7 +109,8 @@ class Sequential(Module):
     def _plan_for(self, x):
         """The compiled plan for input x, or None when the layer-by-layer path must run
         (an unsupported layer, an input it does not take as is, an empty batch)."""
-        if (not self.layers or self.arena is None or type(x) is not np.ndarray
+        if (not self.compiled or not self.layers or self.arena is None
+                or type(x) is not np.ndarray
                 or x.ndim != 2 or x.dtype != self.arena.data.dtype
                 or not x.flags.c_contiguous or x.shape[0] == 0):
             return None
