@@ -89,9 +89,9 @@ class _ClassLoss(Loss):
             raise TypeError(f"y: expected integer class labels, got dtype {y.dtype}")
         if y.shape != (n,):
             raise ValueError(f"y: expected shape ({n},) to match scores, got {y.shape}")
-        if y.min() < 0 or y.max() >= c:
-            raise ValueError(f"y: labels must be in [0, {c}), got range [{y.min()}, {y.max()}]")
         labels = np.ascontiguousarray(y, dtype=np.intp)
+        if n and not _k.labels_in_range(labels, c):
+            raise ValueError(f"y: labels must be in [0, {c}), got range [{y.min()}, {y.max()}]")
         grad, row_loss = self._buffers(scores)
         _k.class_loss(self._kind, scores, labels, grad, row_loss, self._margin,
                       get_num_threads())

@@ -96,3 +96,15 @@ def penalty(const floating[::1] w, floating[::1] g, double c2, double c1, double
                                                  <float> c1, <float> lam)
         else:
             block_sums[blk] = fn_penalty_block_d(&w[start], &g[start], size, c2, c1, lam)
+
+
+def labels_in_range(const Py_ssize_t[::1] labels, Py_ssize_t n_classes):
+    """Whether every label is in [0, n_classes)."""
+    cdef Py_ssize_t i
+    cdef bint ok = True
+    with nogil:
+        for i in range(labels.shape[0]):
+            if labels[i] < 0 or labels[i] >= n_classes:
+                ok = False
+                break
+    return ok

@@ -10,40 +10,16 @@ from .blas cimport gemm
 from .simd cimport FN_GEMM_PARALLEL_MIN
 
 
+include "matmul_core.pxi"
+
+
 def matmul(const floating[:, ::1] a, const floating[:, ::1] b, floating[:, ::1] c,
            bint trans_a, bint trans_b, bint accumulate=False, int n_threads=1):
-    """c = op(a) @ op(b) (c += ... if accumulate), op(x) = x.T if its flag is set.
-
-    The output is cut into up to n_threads slabs along its longer side, and each thread
-    makes one BLAS call for its slab (BLAS itself must run one thread: see _threads.py).
-    """
-    cdef int m = c.shape[0], n = c.shape[1]
+    """c = op(a) @ op(b) (c += ... if accumulate), op(x) = x.T if its flag is set."""
     cdef int k = a.shape[0] if trans_a else a.shape[1]
-    cdef int lda = a.shape[1], ldb = b.shape[1]
-    cdef floating beta = 1 if accumulate else 0
-    cdef const floating *pa = &a[0, 0]
-    cdef const floating *pb = &b[0, 0]
-    cdef floating *pc = &c[0, 0]
-    cdef bint by_rows = m >= n
-    cdef int length = m if by_rows else n
-    cdef int parts = min(n_threads, max(1, length // 16))
-    if <double> m * n * k < FN_GEMM_PARALLEL_MIN:
-        parts = 1
-    cdef int t, lo, size
-    if parts <= 1:
-        with nogil:
-            gemm(trans_a, trans_b, m, n, k, 1, pa, lda, pb, ldb, beta, pc, n)
-        return
-    for t in prange(parts, nogil=True, schedule='static', num_threads=parts):
-        # slab boundaries on multiples of 16 rows/columns keep BLAS's kernels aligned
-        lo = ((length * t) // parts) // 16 * 16
-        size = (((length * (t + 1)) // parts) // 16 * 16 if t < parts - 1 else length) - lo
-        if by_rows:
-            gemm(trans_a, trans_b, size, n, k, 1, pa + (lo if trans_a else lo * lda), lda,
-                 pb, ldb, beta, pc + lo * n, n)
-        else:
-            gemm(trans_a, trans_b, m, size, k, 1, pa, lda,
-                 pb + (lo * ldb if trans_b else lo), ldb, beta, pc + lo, n)
+    with nogil:
+        _matmul(trans_a, trans_b, c.shape[0], c.shape[1], k, &a[0, 0], a.shape[1], &b[0, 0],
+                b.shape[1], 1 if accumulate else 0, &c[0, 0], n_threads)
 
 
 def matmul_batched(const floating[:, :, ::1] a, const floating[:, :, ::1] b,

@@ -1,0 +1,442 @@
+"""Whole-network passes: the forward and the backward pass of a chain of Linear,
+BatchNorm1d, activation and Dropout layers, each in one call with the GIL released and
+no Python between the layers.
+
+A Plan is built once per batch size (by fastnn.nn.Sequential) from the layers' own
+parameter, gradient and buffer arrays and from workspaces it allocates. It runs the
+same kernel cores as the per-layer entry points (the .pxi files, included here), in the
+same order and with the same thread count, so its results are bitwise those of the
+layer-by-layer path; what it saves is the Python between the kernels, which dominates
+small batches. Arrays are checked when the Plan is built; here they are trusted.
+"""
+
+from cython cimport floating
+from cython.parallel cimport prange
+from libc.math cimport sqrt
+from libc.stdint cimport int64_t, uint64_t
+from libc.stdlib cimport calloc, free, malloc
+from libc.string cimport memcpy, memset
+
+from .blas cimport gemm
+from .simd cimport (
+    FN_ACT_IDENTITY,
+    FN_GEMM_PARALLEL_MIN,
+    FN_PARALLEL_MIN,
+    FN_REDUCE_COLS,
+    FN_REDUCE_ROWS,
+    fn_act_backward_acc_d,
+    fn_act_backward_acc_f,
+    fn_act_backward_d,
+    fn_act_backward_f,
+    fn_act_forward_d,
+    fn_act_forward_f,
+    fn_add_row_d,
+    fn_add_row_f,
+    fn_bias_act_forward_d,
+    fn_bias_act_forward_f,
+    fn_bn_dx_d,
+    fn_bn_dx_f,
+    fn_bn_grad_acc_d,
+    fn_bn_grad_acc_f,
+    fn_dropout_d,
+    fn_dropout_f,
+    fn_scale_shift_d,
+    fn_scale_shift_f,
+    fn_tile_mean_m2_d,
+    fn_tile_mean_m2_f,
+)
+
+include "matmul_core.pxi"
+include "reduce_core.pxi"
+include "bn_core.pxi"
+include "elementwise_core.pxi"
+
+
+cdef enum:
+    OP_LINEAR = 0
+    OP_BATCHNORM = 1
+    OP_ACTIVATION = 2
+    OP_DROPOUT = 3
+
+
+cdef struct Op:
+    int kind
+    int act             # activation code (Linear: of its epilogue)
+    double slope
+    bint grad_from_x    # activation backward reads the forward input (LeakyReLU)
+    bint has_act        # Linear: an activation in its epilogue
+    Py_ssize_t d_in, d_out
+    # Linear
+    void *w
+    void *w_grad
+    void *b             # the bias, or zeros when there is none but an activation;
+                        # NULL: no epilogue
+    void *b_grad        # NULL without a bias
+    void *dz            # activation gradient (rows x d_out); NULL without activation
+                        # (Linear), then the upstream gradient is dz
+    void *db            # bias-gradient column sums (d_out)
+    # BatchNorm1d (w, b, w_grad, b_grad: gamma, beta and their gradients)
+    void *running_mean
+    void *running_var
+    void *mean
+    void *inv_std
+    double momentum, eps
+    bint training
+    # Dropout
+    uint64_t *seed
+    int64_t *step
+    uint64_t key
+    unsigned int threshold
+    double scale
+    bint active, zero   # dropping at all; dropping everything (p == 1)
+    # every layer
+    void *y             # forward output (rows x d_out); NULL when it passes x on
+    void *dx            # input gradient (rows x d_in)
+    const void *x       # the forward input, for the backward pass
+
+
+cdef inline uint64_t _splitmix64(uint64_t z) noexcept nogil:
+    z = z + 0x9E3779B97F4A7C15ULL
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL
+    return z ^ (z >> 31)
+
+
+cdef inline void *_address(array):
+    return <void *> <size_t> array.__array_interface__["data"][0]
+
+
+cdef int _forward(Op *ops, int n_ops, Py_ssize_t rows, const floating *x,
+                  const floating **out, int n_threads) noexcept nogil:
+    """The forward pass from x; *out is the last output. -1 when out of memory."""
+    cdef Op *op
+    cdef int i
+    cdef floating *y
+    for i in range(n_ops):
+        op = &ops[i]
+        op.x = x
+        y = <floating *> op.y
+        if op.kind == OP_LINEAR:
+            _matmul(False, False, rows, op.d_out, op.d_in, x, op.d_in, <floating *> op.w,
+                    op.d_out, 0, y, n_threads)
+            if op.b != NULL:
+                _bias_act_forward(op.act, y, <floating *> op.b, y, rows, op.d_out,
+                                  <floating> op.slope, n_threads)
+        elif op.kind == OP_BATCHNORM:
+            if _bn_forward(x, rows, op.d_out, <floating *> op.w, <floating *> op.b,
+                           <floating *> op.running_mean, <floating *> op.running_var,
+                           op.training, op.momentum, op.eps, <floating *> op.mean,
+                           <floating *> op.inv_std, y, n_threads) != 0:
+                return -1
+        elif op.kind == OP_ACTIVATION:
+            _act_forward(op.act, x, y, rows * op.d_out, <floating> op.slope, n_threads)
+        elif op.kind == OP_DROPOUT:
+            if not op.active:
+                continue
+            # the key of this call, then one more train-mode forward (as nn.Dropout)
+            op.key = _splitmix64(_splitmix64(op.seed[0]) ^ <uint64_t> op.step[0])
+            op.step[0] += 1
+            if op.zero:
+                memset(y, 0, rows * op.d_out * sizeof(floating))
+            else:
+                _dropout(x, y, rows * op.d_out, op.key, op.threshold, <floating> op.scale,
+                         n_threads)
+        x = y
+    out[0] = x
+    return 0
+
+
+cdef int _backward(Op *ops, int n_ops, Py_ssize_t rows, const floating *g,
+                   bint input_grad, int n_threads) noexcept nogil:
+    """The backward pass from g = d(loss)/d(output), accumulating parameter gradients;
+    the input gradient ends in ops[0].dx. -1 when out of memory."""
+    cdef Op *op
+    cdef int i
+    cdef Py_ssize_t j
+    cdef floating *dx
+    cdef const floating *dz
+    cdef floating *db
+    cdef floating *b_grad
+    cdef floating *w_grad
+    for i in range(n_ops - 1, -1, -1):
+        op = &ops[i]
+        dx = <floating *> op.dx
+        if op.kind == OP_LINEAR:
+            db = <floating *> op.db
+            if op.dz == NULL:
+                dz = g
+                if _column_sums(SUM_X, 0, g, NULL, NULL, NULL, NULL, db, NULL, rows,
+                                op.d_out, 0, n_threads) != 0:
+                    return -1
+            else:
+                dz = <floating *> op.dz
+                if _column_sums(SUM_ACT_GRAD, op.act, g, <floating *> op.y, <floating *> dz,
+                                NULL, NULL, db, NULL, rows, op.d_out, <floating> op.slope,
+                                n_threads) != 0:
+                    return -1
+            _matmul(True, False, op.d_in, op.d_out, rows, <const floating *> op.x, op.d_in,
+                    dz, op.d_out, 1, <floating *> op.w_grad, n_threads)
+            if op.b_grad != NULL:
+                b_grad = <floating *> op.b_grad
+                for j in range(op.d_out):
+                    b_grad[j] = b_grad[j] + db[j]
+            if i == 0 and not input_grad:
+                return 0
+            _matmul(False, True, rows, op.d_in, op.d_out, dz, op.d_out, <floating *> op.w,
+                    op.d_out, 0, dx, n_threads)
+        elif op.kind == OP_BATCHNORM:
+            # db: sum(dy) (the beta gradient); dz: sum(dy * xhat) (the gamma gradient)
+            db = <floating *> op.db
+            w_grad = db + op.d_out
+            if _column_sums(SUM_BN_GRAD, 0, g, <const floating *> op.x, NULL,
+                            <floating *> op.mean, <floating *> op.inv_std, db, w_grad, rows,
+                            op.d_out, 0, n_threads) != 0:
+                return -1
+            if _bn_backward_dx(g, <const floating *> op.x, rows, op.d_out, <floating *> op.w,
+                               <floating *> op.mean, <floating *> op.inv_std, db, w_grad,
+                               op.training, dx, n_threads) != 0:
+                return -1
+            b_grad = <floating *> op.w_grad
+            for j in range(op.d_out):
+                b_grad[j] = b_grad[j] + w_grad[j]
+            b_grad = <floating *> op.b_grad
+            for j in range(op.d_out):
+                b_grad[j] = b_grad[j] + db[j]
+        elif op.kind == OP_ACTIVATION:
+            _act_backward(op.act, g,
+                          <const floating *> op.x if op.grad_from_x else <floating *> op.y,
+                          dx, rows * op.d_out, <floating> op.slope, n_threads)
+        elif op.kind == OP_DROPOUT:
+            if not op.active:
+                continue
+            if op.zero:
+                memset(dx, 0, rows * op.d_out * sizeof(floating))
+            else:
+                _dropout(g, dx, rows * op.d_out, op.key, op.threshold, <floating> op.scale,
+                         n_threads)
+        g = dx
+    return 0
+
+
+def unchanged(list checks):
+    """Whether getattr(obj, name) still is (an array: the same object) or equals
+    (anything else) the value, for every (obj, name, value) in checks."""
+    cdef tuple check
+    for check in checks:
+        value = getattr(check[0], check[1])
+        expected = check[2]
+        if value is expected:
+            continue
+        if type(value) is not type(expected) or hasattr(value, "__array_interface__"):
+            return False
+        if not (value == expected):
+            return False
+    return True
+
+
+cdef class Plan:
+    """The compiled passes of one layer chain for one batch size, dtype and mode.
+
+    Built by fastnn.nn.Sequential: `add_*` once per layer (in order), then `forward(x,
+    n_threads)` and `backward(dout, input_grad, n_threads)` as often as wanted. The Plan
+    holds references to every array it points into.
+    """
+
+    cdef Op *ops
+    cdef int n_ops, capacity
+    cdef readonly Py_ssize_t rows, d_in, d_out
+    cdef readonly object dtype
+    cdef bint is_double, forwarded, has_gradients
+    cdef list keep          # every array the ops point into
+    cdef list outputs       # per op: its output (rows, d_out), or None if it passes x on
+    cdef list input_grads   # per op: its input gradient (rows, d_in), or None
+    cdef object x_ref       # the last forward input, alive for the backward pass
+
+    def __cinit__(self, Py_ssize_t rows, Py_ssize_t d_in, dtype, int capacity):
+        self.ops = <Op *> calloc(max(capacity, 1), sizeof(Op))
+        if self.ops == NULL:
+            raise MemoryError("Plan: cannot allocate its layer table")
+        self.capacity = capacity
+        self.n_ops = 0
+        self.rows, self.d_in, self.d_out = rows, d_in, d_in
+        self.dtype = dtype
+        self.is_double = dtype.itemsize == 8
+        self.keep, self.outputs, self.input_grads = [], [], []
+        self.forwarded = self.has_gradients = False
+        self.x_ref = None
+
+    def __dealloc__(self):
+        free(self.ops)
+
+    cdef Op *_append(self, int kind, Py_ssize_t d_out) except NULL:
+        if self.n_ops == self.capacity:
+            raise ValueError("Plan: more layers than declared")
+        cdef Op *op = &self.ops[self.n_ops]
+        op.kind, op.act, op.d_in, op.d_out = kind, FN_ACT_IDENTITY, self.d_out, d_out
+        self.n_ops += 1
+        self.d_out = d_out
+        return op
+
+    cdef void *_array(self, array, Py_ssize_t size) except? NULL:
+        """The data pointer of a C-contiguous array of the plan's dtype and this size."""
+        if array is None:
+            return NULL
+        if (array.dtype != self.dtype or array.size != size
+                or not array.flags.c_contiguous or not array.flags.writeable):
+            raise ValueError(
+                f"Plan: expected a writeable C-contiguous {self.dtype} array of {size} "
+                f"elements, got {array.dtype} {array.shape}")
+        self.keep.append(array)
+        return _address(array)
+
+    cdef void *_workspace(self, Py_ssize_t d, list into) except NULL:
+        """A new (rows, d) workspace, or (d,) one when `into` is None."""
+        import numpy as np
+        cdef object shape = (d,)
+        if into is not None:
+            shape = (self.rows, d)
+        array = np.empty(shape, self.dtype)
+        if into is not None:
+            into.append(array)
+        self.keep.append(array)
+        return _address(array)
+
+    def add_linear(self, Py_ssize_t d_out, weight, weight_grad, bias, bias_grad, act,
+                   double slope, zero_bias):
+        """y = f(x @ weight + bias): act is f's code, or None (no activation). Without a
+        bias, zero_bias stands in when there is an activation."""
+        cdef Op *op = self._append(OP_LINEAR, d_out)
+        op.w = self._array(weight, op.d_in * d_out)
+        op.w_grad = self._array(weight_grad, op.d_in * d_out)
+        op.b_grad = self._array(bias_grad, d_out)
+        op.slope = slope
+        if act is not None:
+            op.act = act
+        if act is not None or bias is not None:  # the epilogue adds b and applies act
+            op.b = self._array(zero_bias if bias is None else bias, d_out)
+        op.has_act = act is not None
+        op.y = self._workspace(d_out, self.outputs)
+
+    def add_batchnorm(self, gamma, beta, gamma_grad, beta_grad, running_mean, running_var,
+                      bint training, double momentum, double eps):
+        cdef Py_ssize_t d = gamma.size
+        cdef Op *op = self._append(OP_BATCHNORM, d)
+        if op.d_in != d:
+            raise ValueError(f"Plan: BatchNorm1d of {d} features after {op.d_in}")
+        if training and self.rows < 2:
+            raise ValueError("Plan: training batch normalization needs more than 1 row")
+        op.w, op.b = self._array(gamma, d), self._array(beta, d)
+        op.w_grad, op.b_grad = self._array(gamma_grad, d), self._array(beta_grad, d)
+        op.running_mean = self._array(running_mean, d)
+        op.running_var = self._array(running_var, d)
+        op.training, op.momentum, op.eps = training, momentum, eps
+        op.mean = self._workspace(d, None)
+        op.inv_std = self._workspace(d, None)
+        op.y = self._workspace(d, self.outputs)
+
+    def add_activation(self, int act, double slope, bint grad_from_x):
+        cdef Op *op = self._append(OP_ACTIVATION, self.d_out)
+        op.act, op.slope, op.grad_from_x = act, slope, grad_from_x
+        op.y = self._workspace(op.d_out, self.outputs)
+
+    def add_dropout(self, seed, step, bint active, unsigned int threshold, double scale,
+                    bint zero):
+        """seed (uint64) and step (int64): the layer's 0-d buffers; step counts the
+        train-mode forwards and moves on with each."""
+        cdef Op *op = self._append(OP_DROPOUT, self.d_out)
+        import numpy as np
+        if seed.dtype != np.uint64 or seed.shape != () or step.dtype != np.int64 \
+                or step.shape != () or not step.flags.writeable:
+            raise ValueError("Plan: dropout seed and step must be 0-d uint64 and int64 arrays")
+        self.keep += [seed, step]
+        op.seed = <uint64_t *> _address(seed)
+        op.step = <int64_t *> _address(step)
+        op.active, op.threshold, op.scale, op.zero = active, threshold, scale, zero
+        if active:
+            op.y = self._workspace(op.d_out, self.outputs)
+        else:
+            self.outputs.append(None)
+
+    cdef _allocate_gradients(self):
+        """The backward pass's workspaces, made at its first call (a plan that only
+        predicts never needs them)."""
+        cdef Op *op
+        cdef int i
+        for i in range(self.n_ops):
+            op = &self.ops[i]
+            if op.kind == OP_DROPOUT and not op.active:
+                self.input_grads.append(None)
+                continue
+            if op.kind == OP_LINEAR:
+                op.db = self._workspace(op.d_out, None)
+                if op.has_act:
+                    op.dz = self._workspace(op.d_out, [])
+            elif op.kind == OP_BATCHNORM:
+                op.db = self._workspace(2 * op.d_out, None)
+            op.dx = self._workspace(op.d_in, self.input_grads)
+        self.has_gradients = True
+
+    def forward(self, x, int n_threads):
+        """The network's output for x (rows, d_in), C-contiguous of the plan's dtype: a
+        workspace (or x itself when every layer passes it on), valid until the next
+        forward."""
+        cdef int status
+        cdef const void *out = NULL
+        cdef const float[:, ::1] xf
+        cdef const double[:, ::1] xd
+        if x.shape[0] != self.rows or x.shape[1] != self.d_in:
+            raise ValueError(f"Plan: expected input of shape ({self.rows}, {self.d_in}), "
+                             f"got {x.shape}")
+        if self.rows == 0 or self.d_in == 0:
+            raise ValueError("Plan: empty input")
+        if self.is_double:
+            xd = x
+            with nogil:
+                status = _forward(self.ops, self.n_ops, self.rows, &xd[0, 0],
+                                  <const double **> &out, n_threads)
+        else:
+            xf = x
+            with nogil:
+                status = _forward(self.ops, self.n_ops, self.rows, &xf[0, 0],
+                                  <const float **> &out, n_threads)
+        if status != 0:
+            raise MemoryError("network forward: cannot allocate a workspace")
+        self.x_ref = x
+        self.forwarded = True
+        for y in reversed(self.outputs):
+            if y is not None:
+                return y
+        return x
+
+    def backward(self, dout, bint input_grad, int n_threads):
+        """Backpropagate dout (rows, d_out) through the last forward; returns the input
+        gradient (a workspace; dout itself when no layer changes gradients), or None
+        with input_grad=False."""
+        cdef int status
+        cdef const float[:, ::1] gf
+        cdef const double[:, ::1] gd
+        if not self.forwarded:
+            raise RuntimeError("backward: call forward first")
+        if not self.has_gradients:
+            self._allocate_gradients()
+        if dout.shape[0] != self.rows or dout.shape[1] != self.d_out:
+            raise ValueError(f"backward: expected dout of shape ({self.rows}, {self.d_out}), "
+                             f"got {dout.shape}")
+        if self.is_double:
+            gd = dout
+            with nogil:
+                status = _backward(self.ops, self.n_ops, self.rows, &gd[0, 0], input_grad,
+                                   n_threads)
+        else:
+            gf = dout
+            with nogil:
+                status = _backward(self.ops, self.n_ops, self.rows, &gf[0, 0], input_grad,
+                                   n_threads)
+        if status != 0:
+            raise MemoryError("network backward: cannot allocate a workspace")
+        if not input_grad:
+            return None
+        for dx in self.input_grads:
+            if dx is not None:
+                return dx
+        return dout

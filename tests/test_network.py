@@ -1,0 +1,186 @@
+"""Sequential's compiled plans (fastnn/_kernels/network.pyx): the whole forward and
+backward pass in one call must give the layer-by-layer results bit for bit, follow
+every change of mode, settings and weights, and fall back where it cannot run."""
+
+import numpy as np
+import pytest
+
+import fastnn
+from fastnn import losses, nn, optim
+
+
+def layer_by_layer(model):
+    """Make model run its layers one by one, as before compiled plans."""
+    model.compiled = False
+    return model
+
+
+def build(dtype=np.float32, activation="relu", batch_norm=True, dropout=0.2, bias=True):
+    if bias:
+        return nn.mlp(12, 5, [16, 9], activation=activation, batch_norm=batch_norm,
+                      dropout=dropout, seed=3, dtype=dtype)
+    layers = [nn.Linear(12, 16, bias=False, seed=1, dtype=dtype), nn.ReLU(),
+              nn.Linear(16, 9, bias=False, seed=2, dtype=dtype)]
+    if batch_norm:
+        layers.append(nn.BatchNorm1d(9, dtype=dtype))
+    layers += [nn.Tanh(), nn.Dropout(dropout, seed=5),
+               nn.Linear(9, 5, bias=False, seed=3, dtype=dtype)]
+    return nn.Sequential(*layers)
+
+
+def train(model, dtype, steps_data=(150, 32), epochs=2):
+    rng = np.random.default_rng(0)
+    n, batch = steps_data
+    X = rng.standard_normal((n, 12)).astype(dtype)
+    y = rng.integers(0, 5, n)
+    trainer = fastnn.Trainer(model, losses.SoftmaxCrossEntropy(),
+                             optim.Adam(model, 1e-2), progress=False)
+    trainer.fit(X, y, epochs=epochs, batch_size=batch, seed=1)
+    return trainer.predict_proba(X[:40])
+
+
+def assert_same_state(a, b):
+    sa, sb = a.state_dict(), b.state_dict()
+    assert sa.keys() == sb.keys()
+    for key in sa:
+        assert np.array_equal(sa[key], sb[key]), key
+
+
+@pytest.mark.parametrize("activation", ["relu", "leaky_relu", "sigmoid", "tanh"])
+@pytest.mark.parametrize("batch_norm, dropout", [(True, 0.2), (False, 0.0), (False, 1.0),
+                                                 (True, 0.0)])
+@pytest.mark.parametrize("threads", [1, 2])
+def test_training_matches_layer_by_layer_bitwise(dtype, activation, batch_norm, dropout,
+                                                 threads):
+    with fastnn.threads(threads):
+        planned = build(dtype, activation, batch_norm, dropout)
+        plain = layer_by_layer(build(dtype, activation, batch_norm, dropout))
+        pa, pb = train(planned, dtype), train(plain, dtype)
+    assert planned._plan is not None and plain._plan is None
+    assert_same_state(planned, plain)
+    assert np.array_equal(pa, pb)
+
+
+def test_layers_without_bias_and_unfused_activations(dtype):
+    planned, plain = build(dtype, bias=False), layer_by_layer(build(dtype, bias=False))
+    assert np.array_equal(train(planned, dtype), train(plain, dtype))
+    assert_same_state(planned, plain)
+
+
+def test_large_batches_split_over_threads_match_too():
+    """Above the parallel thresholds the plan splits GEMMs and passes like the layers."""
+    with fastnn.threads(2):
+        planned = nn.mlp(12, 5, [256], batch_norm=True, dropout=0.1, seed=0)
+        plain = layer_by_layer(nn.mlp(12, 5, [256], batch_norm=True, dropout=0.1, seed=0))
+        pa = train(planned, np.float32, steps_data=(1100, 512), epochs=1)
+        pb = train(plain, np.float32, steps_data=(1100, 512), epochs=1)
+    assert_same_state(planned, plain)
+    assert np.array_equal(pa, pb)
+
+
+def test_input_gradient_matches(dtype, rng):
+    planned, plain = build(dtype), layer_by_layer(build(dtype))
+    x = rng.standard_normal((7, 12)).astype(dtype)
+    dout = rng.standard_normal((7, 5)).astype(dtype)
+    ya, yb = planned.forward(x), plain.forward(x)
+    assert np.array_equal(ya, yb)
+    da, db = planned.backward(dout), plain.backward(dout)
+    assert np.array_equal(da, db)
+    assert planned.backward(dout, input_grad=False) is None
+    # the returned output is the caller's: the next forward does not overwrite it
+    keep = ya.copy()
+    planned.forward(x + 1)
+    assert np.array_equal(ya, keep)
+
+
+def test_settings_mode_and_weights_changes_are_followed(rng):
+    planned, plain = build(), layer_by_layer(build())
+    x = rng.standard_normal((6, 12)).astype(np.float32)
+
+    def same():
+        assert np.array_equal(planned.forward(x), plain.forward(x))
+
+    same()
+    for model in (planned, plain):
+        model[3].p = 0.6          # the first Dropout
+    same()
+    for model in (planned, plain):
+        model[1].momentum = 0.5   # the first BatchNorm1d
+    same()
+    for model in (planned, plain):
+        model.eval()
+    same()
+    state = build().state_dict()
+    state["0.weight"] = state["0.weight"] * 2
+    for model in (planned, plain):
+        model.load_state_dict(state)
+        model.train()
+    same()
+    assert np.array_equal(planned.state_dict()["1.running_mean"],
+                          plain.state_dict()["1.running_mean"])
+
+
+class Scale(nn.Module):
+    """A layer the plans do not know."""
+
+    def config(self):
+        return {}
+
+    def forward(self, x):
+        return x * 2
+
+    def backward(self, dout):
+        return dout * 2
+
+
+def test_unknown_layers_subclasses_and_odd_inputs_fall_back(rng):
+    model = nn.Sequential(nn.Linear(4, 3, seed=0), Scale(), nn.ReLU())
+    x = rng.standard_normal((5, 4)).astype(np.float32)
+    y = model.forward(x)
+    assert model._plan is None
+    assert np.array_equal(y, np.maximum(2 * (x @ model[0].weight + model[0].bias), 0))
+
+    class MyReLU(nn.ReLU):
+        pass
+
+    assert nn.Sequential(nn.Linear(4, 3), MyReLU()).forward(x) is not None
+
+    model = build()
+    xf = np.asfortranarray(rng.standard_normal((6, 12)).astype(np.float32))
+    assert np.array_equal(model.forward(xf), layer_by_layer(build()).forward(xf))
+    assert model._plan is None  # non-contiguous input: the layers take it as it is
+
+
+def test_nested_sequential():
+    inner = nn.Sequential(nn.Linear(12, 8, seed=0), nn.ReLU())
+    outer = nn.Sequential(inner, nn.Linear(8, 3, seed=1))
+    x = np.random.default_rng(0).standard_normal((4, 12)).astype(np.float32)
+    expected = np.maximum(x @ inner[0].weight + inner[0].bias, 0) @ outer[1].weight
+    np.testing.assert_allclose(outer.forward(x), expected + outer[1].bias, rtol=1e-5,
+                               atol=1e-6)
+
+
+def test_bad_backward_arguments(rng):
+    model = build()
+    x = rng.standard_normal((6, 12)).astype(np.float32)
+    model.forward(x)
+    with pytest.raises(ValueError, match="dout"):
+        model.backward(np.zeros((6, 4), np.float32))
+    with pytest.raises(TypeError, match="dout"):
+        model.backward(np.zeros((6, 5), np.float64))
+    with pytest.raises(TypeError, match="dout"):
+        model.backward([[0.0] * 5] * 6)
+    # a non-contiguous gradient is fine
+    g = np.asfortranarray(rng.standard_normal((6, 5)).astype(np.float32))
+    model, plain = build(), layer_by_layer(build())
+    plain.forward(x)
+    model.forward(x)
+    assert np.array_equal(model.backward(g), plain.backward(g))
+
+
+def test_one_row_training_batch_norm_raises_like_the_layer():
+    model = build()
+    with pytest.raises(ValueError, match="more than 1 row"):
+        model.forward(np.ones((1, 12), np.float32))
+    model.eval()
+    assert model.forward(np.ones((1, 12), np.float32)).shape == (1, 5)
