@@ -289,8 +289,9 @@ class DataParallel:
     a count was chosen (set_num_threads, FASTNN_NUM_THREADS, OMP_NUM_THREADS).
     overlap: start the all-reduce during the backward pass, layer by layer, in buckets
     of at least bucket_mb MiB of weight gradients (the weights of a Sequential's arena
-    are in layer order; the biases and BatchNorm parameters, at its end, go last).
-    Off by default: bench/bench_distributed.py measures both.
+    are in layer order; the biases and BatchNorm parameters, at its end, go last). A
+    Sequential that runs as a compiled plan backpropagates in one call: its buckets
+    then start after it. Off by default: bench/bench_distributed.py measures both.
     """
 
     def __init__(self, comm, model, check_every=100, timeout=None, threads=True,
@@ -402,7 +403,13 @@ class DataParallel:
             else:
                 model.backward(dscores, input_grad=False)
             return
-        if layers and hasattr(layers[0], "input_grad"):
+        layerwise = dscores is not None
+        if layerwise and getattr(model, "_plan", None) is not None:
+            # The forward ran as a compiled plan, whose backward is one call: no layer
+            # to start a bucket after, but the same buckets, in the same order, after it.
+            model.backward(dscores, input_grad=False)
+            layerwise = False
+        if layerwise and hasattr(layers[0], "input_grad"):
             layers[0].input_grad = False
         dout = dscores
         ready = self.arena.n_weights  # grad[ready:n_weights] is final and not yet sent
@@ -411,7 +418,7 @@ class DataParallel:
                 for _, module in reversed(list(layers[i].modules())):
                     if hasattr(module, "take_part_backward"):
                         module.take_part_backward()
-            else:
+            elif layerwise:
                 dout = layers[i].backward(dout)
             start = self._weight_starts[i]
             if start is not None and ready - start >= self.bucket and i > 0:
