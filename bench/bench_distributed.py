@@ -6,12 +6,13 @@ The large MLP (784-1024-1024-10, ReLU, Adam, float32), batch 256 PER RANK, one t
 per rank, synthetic data. The script starts its own MPI jobs (`mpiexec -n 1|2`, the
 mpiexec beside this Python or on PATH; pip install 'fastnn[mpi]') and measures:
 
-  - one rank: steps/s of Trainer.fit, and the step's parts (forward + loss, backward,
-    optimizer) timed separately;
-  - two ranks without communication (two independent processes): what sharing the
-    machine's cores and memory costs by itself;
-  - two ranks, data parallel: one Allreduce of the gradient arena per step, and the
-    same with the all-reduce started during the backward pass in buckets (overlap);
+  - one rank: steps/s of Trainer.fit (compiled plan, and layer by layer), and the
+    step's parts (forward + loss, backward, optimizer) timed separately;
+  - two ranks, in turns in one job: without communication (two independent
+    trainings: what sharing the machine's cores and memory costs by itself); data
+    parallel with one Allreduce of the gradient arena per step; the same layer by
+    layer; and layer by layer with the all-reduce started during the backward pass in
+    buckets (overlap), also with MPICH's asynchronous progress thread (its own job);
   - the all-reduce of the gradient arena alone, on two ranks.
 
 Then it projects the scaling efficiency (weak scaling, batch 256 per host) to 8, 64 and
@@ -53,10 +54,15 @@ LINK_EFFICIENCY = 0.9
 HOSTS = (8, 64, 256)
 
 
-def _trainer(comm=None):
+def _trainer(comm=None, compiled=True, overlap=False, bucket_mb=1.0):
     model = nn.mlp(WIDTHS[0], WIDTHS[-1], list(WIDTHS[1:-1]), seed=0)
-    return fastnn.Trainer(model, losses.SoftmaxCrossEntropy(), optim.Adam(model, 1e-3),
-                          progress=False, comm=comm)
+    model.compiled = compiled  # False: layer by layer, so that buckets can start mid-backward
+    trainer = fastnn.Trainer(model, losses.SoftmaxCrossEntropy(), optim.Adam(model, 1e-3),
+                             progress=False, comm=comm)
+    if comm is not None:
+        trainer.parallel.overlap = overlap
+        trainer.parallel.bucket = int(bucket_mb * 2**20) // 4
+    return trainer
 
 
 def _data(rows):
@@ -65,15 +71,20 @@ def _data(rows):
             rng.integers(0, WIDTHS[-1], rows))
 
 
-def _fit_seconds_per_step(trainer, steps, repeats, global_batch):
-    X, y = _data(steps * global_batch)
-    trainer.fit(X[:2 * global_batch], y[:2 * global_batch], epochs=1,
-                batch_size=global_batch, seed=0)  # warm-up: buffers, caches
-    times = []
-    for _ in range(repeats):
-        history = trainer.fit(X, y, epochs=1, batch_size=global_batch, seed=0)
-        times.append(history["seconds"][-1] / steps)
-    return median(times)
+def _seconds_per_step(variants, steps, repeats):
+    """{name: median seconds per step of Trainer.fit} for (name, trainer, global batch)
+    variants, measured in turns (A B C, C B A, ...) so that drift hits them alike."""
+    data = {}
+    for _, trainer, batch in variants:
+        X, y = data.setdefault(batch, _data(steps * batch))
+        trainer.fit(X[:2 * batch], y[:2 * batch], epochs=1, batch_size=batch, seed=0)  # warm
+    times = {name: [] for name, _, _ in variants}
+    for r in range(repeats):
+        for name, trainer, batch in variants[::-1] if r % 2 else variants:
+            X, y = data[batch]
+            history = trainer.fit(X, y, epochs=1, batch_size=batch, seed=0)
+            times[name].append(history["seconds"][-1] / steps)
+    return {name: median(t) for name, t in times.items()}
 
 
 def _parts(trainer, repeats):
@@ -96,35 +107,41 @@ def _parts(trainer, repeats):
 
 
 def worker(mode, steps, repeats, bucket_mb):
-    """Run inside an MPI job; rank 0 prints one JSON line."""
+    """Run inside an MPI job; rank 0 prints one JSON line of seconds per step."""
     from mpi4py import MPI
 
     comm = MPI.COMM_WORLD
     size = comm.Get_size()
-    result = {"mode": mode, "ranks": size}
-    if mode == "local":  # no communication: each process on its own
-        trainer = _trainer()
-        result["step"] = _fit_seconds_per_step(trainer, steps, repeats, BATCH)
-        if size == 1:
-            result["parts"] = _parts(trainer, repeats)
-            result["bytes"] = int(trainer.model.arena.grad.nbytes)
+    result = {}
+    if mode == "one":
+        compiled = _trainer()
+        result["step"] = _seconds_per_step(
+            [("compiled", compiled, BATCH), ("layers", _trainer(compiled=False), BATCH)],
+            steps, repeats)
+        result["parts"] = _parts(compiled, repeats)
+        result["bytes"] = int(compiled.model.arena.grad.nbytes)
+    elif mode == "async":
+        result["step"] = _seconds_per_step(
+            [("overlap", _trainer(comm, False, True, bucket_mb), BATCH * size)], steps,
+            repeats)
     else:
-        trainer = _trainer(comm)
-        trainer.parallel.overlap = mode == "overlap"
-        trainer.parallel.bucket = int(bucket_mb * 2**20) // 4
-        result["step"] = _fit_seconds_per_step(trainer, steps, repeats, BATCH * size)
-        if mode == "allreduce":
-            grad = trainer.model.arena.grad
-            times = []
-            for _ in range(max(10, 3 * repeats)):
-                comm.Barrier()
-                t0 = time.perf_counter()
-                comm.Allreduce(MPI.IN_PLACE, grad, op=MPI.SUM)
-                times.append(time.perf_counter() - t0)
-            result["allreduce"] = median(times[2:])
-    steps_all = comm.gather(result["step"], root=0)
+        variants = [("local", _trainer(), BATCH),
+                    ("allreduce", _trainer(comm), BATCH * size),
+                    ("layers", _trainer(comm, compiled=False), BATCH * size),
+                    ("overlap", _trainer(comm, False, True, bucket_mb), BATCH * size)]
+        result["step"] = _seconds_per_step(variants, steps, repeats)
+        grad = variants[1][1].model.arena.grad
+        times = []
+        for _ in range(max(10, 3 * repeats)):
+            comm.Barrier()
+            t0 = time.perf_counter()
+            comm.Allreduce(MPI.IN_PLACE, grad, op=MPI.SUM)
+            times.append(time.perf_counter() - t0)
+        result["allreduce"] = median(times[2:])
+    everyone = comm.gather(result["step"], root=0)
     if comm.Get_rank() == 0:
-        result["step"] = max(steps_all)  # the slowest rank sets the pace
+        # the slowest rank sets the pace
+        result["step"] = {k: max(r[k] for r in everyone) for k in result["step"]}
         print("RESULT " + json.dumps(result), flush=True)
 
 
@@ -174,30 +191,36 @@ def main(argv=None):
     print(f"fastnn {fastnn.__version__}; {cpu_model()}; {os.cpu_count()} CPUs; one thread "
           f"per rank; MLP {'-'.join(map(str, WIDTHS))}, Adam, float32, batch {BATCH} per "
           f"rank; {args.steps} steps x {args.repeats} repeats, medians")
-    one = _job(1, "local", args)
-    two_local = _job(2, "local", args)
-    two = _job(2, "allreduce", args)
-    two_overlap = _job(2, "overlap", args)
-    two_async = _job(2, "overlap", args, MPIR_CVAR_ASYNC_PROGRESS="1")
+    one = _job(1, "one", args)
+    two = _job(2, "two", args)
+    two_async = _job(2, "async", args, MPIR_CVAR_ASYNC_PROGRESS="1")
     nbytes, parts = one["bytes"], one["parts"]
-    t_c = one["step"]
+    t_c = one["step"]["compiled"]
     print(f"\ngradient arena: {nbytes / 2**20:.2f} MiB ({nbytes // 4:,} float32); step parts "
           f"on 1 rank: forward+loss {1e3 * parts['forward']:.1f} ms, backward "
           f"{1e3 * parts['backward']:.1f} ms, optimizer {1e3 * parts['step']:.1f} ms")
     print(f"all-reduce of the arena on 2 ranks of this host: {1e3 * two['allreduce']:.2f} ms "
           f"({2 * nbytes / two['allreduce'] / 1e9:.2f} GB/s through shared memory)\n")
-    rows = [("1 rank", one, 1), ("2 ranks, no communication (sharing the host)", two_local, 1),
-            ("2 ranks, data parallel, one Allreduce", two, 2),
-            (f"2 ranks, overlapped buckets of {args.bucket_mb:g} MiB", two_overlap, 2),
-            ("  the same, MPICH async progress thread", two_async, 2)]
-    print(f"{'run':<48} | {'ms/step':>8} | {'steps/s':>7} | {'samples/s':>9} | {'eff.':>5}")
-    print("-" * 90)
-    for name, r, ranks in rows:
-        samples = BATCH * ranks / r["step"]
-        eff = t_c / r["step"]
-        print(f"{name:<48} | {1e3 * r['step']:8.1f} | {1 / r['step']:7.2f} | {samples:9,.0f} | "
-              f"{eff:5.2f}")
-    print("  eff. = 1-rank step time / this step time (1.00: perfect weak scaling)")
+    rows = [("1 rank", one["step"]["compiled"], 1),
+            ("1 rank, layer by layer", one["step"]["layers"], 1),
+            ("2 ranks, no communication (sharing the host)", two["step"]["local"], 1),
+            ("2 ranks, data parallel: one Allreduce", two["step"]["allreduce"], 2),
+            ("2 ranks, layer by layer, one Allreduce", two["step"]["layers"], 2),
+            (f"2 ranks, layer by layer, overlapped {args.bucket_mb:g} MiB buckets",
+             two["step"]["overlap"], 2),
+            ("  the same with MPICH's async progress thread", two_async["step"]["overlap"], 2)]
+    t_local = two["step"]["local"]
+    print(f"{'run':<52} | {'ms/step':>8} | {'steps/s':>7} | {'samples/s':>9} | {'eff.':>5} | "
+          f"{'comm. ms':>8}")
+    print("-" * 105)
+    for name, step, ranks in rows:
+        comm_ms = f"{1e3 * (step - t_local):8.1f}" if ranks == 2 else ""
+        print(f"{name:<52} | {1e3 * step:8.1f} | {1 / step:7.2f} | {BATCH * ranks / step:9,.0f} | "
+              f"{t_c / step:5.2f} | {comm_ms}")
+    print("  eff. = 1-rank step time / this step time (1.00: perfect weak scaling); comm. = "
+          "step time - that of 2 ranks without communication; the 2-rank runs were "
+          "measured in turns in one job; layer by layer: Sequential.compiled = False, so "
+          "that buckets can start between layers")
 
     t_bwd = parts["backward"]
     print(f"\nprojection: one rank per host computing a step in {1e3 * t_c:.1f} ms (measured, "

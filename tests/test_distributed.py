@@ -235,6 +235,13 @@ def test_ensemble_spreads_members_over_ranks(trained, data):
     np.testing.assert_allclose(r0["member_accuracy"], members)
 
 
+def test_drift_is_caught_on_every_rank(tmp_path):
+    rc, stdout, stderr, _ = run_job([str(WORKER), "drift", str(tmp_path)], tmp_path)
+    assert rc == 0, stderr
+    for r in (0, 1):
+        assert f"rank {r}: the ranks' parameters differ after 3 steps" in stdout
+
+
 @pytest.mark.parametrize("how", ["raise", "hang", "die"])
 def test_a_failing_rank_ends_the_job(tmp_path, how):
     """Rank 1 raises, hangs, or exits at step 3 of a long run: the job ends with an

@@ -17,7 +17,7 @@ from mpi4py import MPI
 
 import fastnn
 from fastnn import nn
-from fastnn.distributed import checksum
+from fastnn.distributed import DriftError, checksum
 
 comm = MPI.COMM_WORLD
 rank = comm.Get_rank()
@@ -119,6 +119,23 @@ class Fail(fastnn.Callback):
         os._exit(7)
 
 
+def drift(out):
+    """Rank 1 changes a weight after step 2; the checksum after step 3 catches it."""
+
+    class Nudge(fastnn.Callback):
+        def on_batch_end(self, trainer, step, loss):
+            if rank == 1 and step == 2:
+                trainer.model.arena.data[0] += 1e-3
+
+    X, y = recipes.data()
+    t = recipes.trainer(recipes.plain_model(), comm, callbacks=[Nudge()])
+    t.parallel.check_every = 3
+    try:
+        t.fit(X, y, epochs=1, batch_size=16, seed=0)
+    except DriftError as exc:
+        print(f"rank {rank}: {exc}", flush=True)
+
+
 def fail(out, how):
     X, y = recipes.data(2000)
     t = recipes.trainer(recipes.plain_model(), comm, callbacks=[Fail(how)])
@@ -132,5 +149,7 @@ if __name__ == "__main__":
         train(out)
     elif mode == "resume":
         resume(out)
+    elif mode == "drift":
+        drift(out)
     else:
         fail(out, mode)
