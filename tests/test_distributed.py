@@ -197,6 +197,12 @@ def test_local_batchnorm_keeps_the_ranks_identical(trained, data):
     assert not np.allclose(r0["weights"], trainer.model.arena.data, atol=1e-8)
 
 
+def test_dropout_masks_differ_between_ranks_weights_do_not(trained):
+    r0, r1 = ranks(trained, "dropout")
+    np.testing.assert_array_equal(r0["weights"], r1["weights"])
+    assert int(r0["seed"]) == 11 and int(r1["seed"]) != 11
+
+
 def test_checkpoint_written_once_and_resumed_on_one_and_two_ranks(trained, data):
     """Rank 0 wrote one file per epoch (atomically: no temporary left); resuming the
     epoch-1 checkpoint here (one process) and on 2 ranks gives the weights of 2 epochs

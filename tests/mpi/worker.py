@@ -66,6 +66,14 @@ def train(out):
     save(out, "localbn", weights=arena(t), running_mean=state["1.running_mean"],
          running_var=state["1.running_var"], checksum=checksum(t.model))
 
+    # Dropout: each rank draws its own masks (a seed derived from rank 0's).
+    model = nn.Sequential(nn.Linear(recipes.N_FEATURES, 16, seed=1, dtype=np.float64),
+                          nn.ReLU(), nn.Dropout(0.3, seed=11),
+                          nn.Linear(16, recipes.N_CLASSES, seed=2, dtype=np.float64))
+    t = recipes.trainer(model, comm)
+    t.fit(X, y, **recipes.FIT)
+    save(out, "dropout", weights=arena(t), seed=int(model[2].seed))
+
     # 99 = 3 * 32 + 3 samples: the last batch of 3 rows all goes to rank 0 (a rank gets 0
     # or >= 2 rows); rank 1 only takes part in the collectives, SyncBatchNorm's too.
     Xu, yu = X[:99], y[:99]
