@@ -15,14 +15,22 @@ optimizer step: the parameters stay identical, which a checksum compares every
 `check_every` steps. Penalties and gradient clipping apply after the all-reduce, on the
 global gradient, as in one process.
 
-This module imports mpi4py only when asked for a communicator (`world()`); nothing
-else in fastnn imports it. Helpers here take an mpi4py communicator.
+The rows of a global batch go to the ranks in contiguous slices, as evenly as
+possible, and never one row alone (`split_rows`): a rank may get none in a small last
+batch, and then only takes part in the collectives. BatchNorm1d normalizes with each
+rank's rows (its running statistics are averaged over the ranks every epoch);
+nn.SyncBatchNorm with the global batch's. Dropout masks differ between ranks.
+
+mpi4py is imported only where a communicator is used (`world()`, DataParallel,
+SyncBatchNorm with a comm); `launched_by_mpi()` reads the environment only.
 
 Failure: an exception on one rank (outside the errors every rank raises together,
-such as a non-finite loss) prints the rank and the error and calls comm.Abort, which
-ends every process of the job. Every wait for the other ranks is bounded by
-`timeout` seconds (FASTNN_MPI_TIMEOUT, default 600): a rank stuck or dead without
-its process exiting ends the job with an error too, never a silent hang.
+such as a non-finite loss or parameter drift) prints the rank and the error, tells the
+other ranks (each prints it too) and calls comm.Abort, which ends every process of the
+job. Every wait for the other ranks is bounded by `timeout` seconds
+(FASTNN_MPI_TIMEOUT, default 600): a rank that is stuck ends the job with an error
+too, never a silent hang; one whose process dies is reported by the launcher, which
+ends the job.
 """
 
 import os
@@ -188,9 +196,7 @@ def wait(request, comm=None, timeout=None):
         polls += 1
         if polls & 255 == 0:
             if comm is not None and comm.Iprobe(tag=_FAIL_TAG):
-                status = _mpi().Status()
-                notice = comm.recv(tag=_FAIL_TAG, status=status)
-                raise PeerFailed(notice)
+                raise PeerFailed(comm.recv(tag=_FAIL_TAG))
             if time.monotonic() > deadline:
                 raise TimeoutError(f"no answer from the other ranks in {timeout:g} s: a rank "
                                    f"is stuck or has died")
@@ -244,18 +250,19 @@ def _arena(model):
     return arena
 
 
-def broadcast_parameters(comm, model, root=0):
-    """Give every rank root's parameters and buffers: one Bcast of the arena in place,
-    then one per buffer."""
-    comm.Bcast(_arena(model).data, root=root)
+def broadcast_parameters(comm, model, root=0, timeout=None):
+    """Give every rank root's parameters and buffers: one broadcast of the arena in
+    place, then one per buffer (each wait bounded as in `wait`)."""
+    wait(comm.Ibcast(_arena(model).data, root=root), comm, timeout)
     for _, buffer in model.named_buffers():
-        comm.Bcast(buffer, root=root)
+        wait(comm.Ibcast(buffer, root=root), comm, timeout)
 
 
-def allreduce_gradients(comm, model):
-    """Sum the gradient arena over the ranks, in place: one Allreduce on the contiguous
-    buffer, no copy."""
-    comm.Allreduce(_mpi().IN_PLACE, _arena(model).grad, op=_mpi().SUM)
+def allreduce_gradients(comm, model, timeout=None):
+    """Sum the gradient arena over the ranks, in place: one all-reduce on the
+    contiguous buffer, no copy (the wait bounded as in `wait`)."""
+    mpi = _mpi()
+    wait(comm.Iallreduce(mpi.IN_PLACE, _arena(model).grad, op=mpi.SUM), comm, timeout)
 
 
 def checksum(model):
@@ -341,16 +348,12 @@ class DataParallel:
         buffers, optimizer, schedule, epoch, history and shuffling RNG. Dropout layers
         on other ranks then draw their own masks (a seed derived from rank 0's)."""
         barrier(self.comm, self.timeout)
-        self.wait(self.comm.Ibcast(self.arena.data, root=0))
+        broadcast_parameters(self.comm, self.model, 0, self.timeout)
         state = trainer.state_dict() if self.rank == 0 else None
         if state is not None:
-            del state["model"]  # parameters went by Bcast; buffers go below
-            state["buffers"] = dict(self.model.named_buffers())
+            del state["model"]  # sent above, without pickling
         state = self.comm.bcast(state, root=0)
         if self.rank != 0:
-            buffers = state.pop("buffers")
-            for name, buffer in self.model.named_buffers():
-                np.copyto(buffer, buffers[name])
             state["model"] = self.model.state_dict()
             trainer.load_state_dict(state)
         from .nn import Dropout
@@ -449,7 +452,7 @@ class DataParallel:
         hits, rows)."""
         if self.size > 1:
             if not self._requests:
-                self._send(0, self.arena.size)
+                allreduce_gradients(self.comm, self.model, self.timeout)
             for request in self._requests:
                 self.wait(request)
             self._requests.clear()
