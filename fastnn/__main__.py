@@ -93,6 +93,8 @@ def train(args, comm=None):
     epochs = args.epochs or (5 if xtr.shape[1] > 100 else 30)
     model = nn.mlp(xtr.shape[1], n_classes, hidden, args.activation, args.batch_norm,
                         args.dropout, args.seed)
+    if args.sync_batch_norm and args.batch_norm:
+        model = nn.SyncBatchNorm.convert(model, comm)
     opt = optim.create(args.optimizer, model, args.lr, args.weight_decay)
     schedule = make_schedule(args.schedule, opt, epochs)
     side = round(xtr.shape[1] ** 0.5)
@@ -211,6 +213,8 @@ def parser():
                    help="hidden layer widths (default: 512 512 on MNIST, 128 64 on digits)")
     t.add_argument("--activation", choices=sorted(nn.ACTIVATIONS), default="relu")
     t.add_argument("--batch-norm", action=argparse.BooleanOptionalAction, default=True)
+    t.add_argument("--sync-batch-norm", action="store_true",
+                   help="under mpiexec: batch statistics of the global batch, not each rank's")
     t.add_argument("--dropout", type=_probability, default=0.0)
     t.add_argument("--optimizer", choices=optim.NAMES, default="adam")
     t.add_argument("--lr", type=_nonnegative, default=1e-3)

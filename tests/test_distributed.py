@@ -103,6 +103,17 @@ def test_plain_fastnn_train_does_not_import_mpi4py(tmp_path):
     assert proc.returncode == 0, proc.stderr
 
 
+def test_sync_batchnorm_convert(rng):
+    model = nn.mlp(6, 3, [8, 8], batch_norm=True, seed=0, dtype=np.float64)
+    x = rng.standard_normal((10, 6))
+    expected = model(x)
+    synced = nn.SyncBatchNorm.convert(model)
+    assert [type(m).__name__ for m in synced.layers].count("SyncBatchNorm") == 2
+    np.testing.assert_array_equal(synced(x), expected)
+    with pytest.raises(TypeError, match="Sequential"):
+        nn.SyncBatchNorm.convert(nn.Linear(2, 2))
+
+
 def test_sync_batchnorm_without_comm_is_batchnorm(rng):
     x = rng.standard_normal((20, 5))
     a, b = nn.SyncBatchNorm(5, dtype=np.float64), nn.BatchNorm1d(5, dtype=np.float64)
@@ -271,7 +282,8 @@ def test_command_line_under_mpiexec(tmp_path):
     model = tmp_path / "m.safetensors"
     rc, stdout, stderr, _ = run_job(
         ["-m", "fastnn", "train", "--limit", "400", "--epochs", "2", "--hidden", "16",
-         "--out", str(model), "--plot", ""], tmp_path, FASTNN_MNIST_DIR="")
+         "--out", str(model), "--plot", "", "--sync-batch-norm"], tmp_path,
+        FASTNN_MNIST_DIR="")
     assert rc == 0, stderr
     assert stdout.count("result: test accuracy") == 1
     assert "2 ranks" in stdout

@@ -102,6 +102,26 @@ class SyncBatchNorm(BatchNorm1d):
         dx[...] = scale * (dout - sums[:d] / n - xhat * (sums[d:] / n))
         return dx
 
+    @classmethod
+    def convert(cls, model, comm=None):
+        """A Sequential like `model` whose BatchNorm1d layers are SyncBatchNorm (with the
+        same parameters and running statistics); its other layers are the same objects,
+        their parameters moved into the new model's arena (rebuild the optimizer)."""
+        from .container import Sequential
+
+        if not isinstance(model, Sequential):
+            raise TypeError(f"convert: expected a Sequential, got {type(model).__name__}")
+        layers = []
+        for layer in model.layers:
+            if type(layer) is BatchNorm1d:
+                sync = cls(layer.num_features, layer.momentum, layer.eps, layer.weight.dtype,
+                           comm)
+                sync.load_state_dict(layer.state_dict())
+                sync.train(layer.training)
+                layer = sync
+            layers.append(layer)
+        return Sequential(*layers).train(model.training)
+
     def take_part(self):
         """The forward's collective, for a rank without rows in this batch."""
         self._synced = self._syncing()
