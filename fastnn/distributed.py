@@ -19,7 +19,8 @@ The rows of a global batch go to the ranks in contiguous slices, as evenly as
 possible, and never one row alone (`split_rows`): a rank may get none in a small last
 batch, and then only takes part in the collectives. BatchNorm1d normalizes with each
 rank's rows (its running statistics are averaged over the ranks every epoch);
-nn.SyncBatchNorm with the global batch's. Dropout masks differ between ranks.
+nn.SyncBatchNorm with the global batch's. Dropout masks and augmentation (a Compose)
+differ between ranks: their seeds on ranks other than 0 derive from rank 0's.
 
 mpi4py is imported only where a communicator is used (`world()`, DataParallel,
 SyncBatchNorm with a comm); `launched_by_mpi()` reads the environment only.
@@ -282,8 +283,8 @@ def split_rows(n, rank, size):
     return lo, lo + base + (rank < extra)
 
 
-def _dropout_seed(seed, rank):
-    """Rank r's dropout seed, derived from rank 0's so that the ranks' masks differ."""
+def _rank_seed(seed, rank):
+    """Rank r's seed, derived from rank 0's, so that the ranks draw different numbers."""
     return int(np.random.SeedSequence([int(seed), rank]).generate_state(1, np.uint64)[0])
 
 
@@ -346,7 +347,8 @@ class DataParallel:
     def sync_trainer(self, trainer):
         """Every rank takes rank 0's training state: parameters (one Bcast of the arena),
         buffers, optimizer, schedule, epoch, history and shuffling RNG. Dropout layers
-        on other ranks then draw their own masks (a seed derived from rank 0's)."""
+        and the augmentation (a Compose) on other ranks then draw their own random
+        numbers (from a seed derived from rank 0's)."""
         barrier(self.comm, self.timeout)
         broadcast_parameters(self.comm, self.model, 0, self.timeout)
         state = trainer.state_dict() if self.rank == 0 else None
@@ -361,7 +363,11 @@ class DataParallel:
         if self.rank:
             for _, module in self.model.modules():
                 if isinstance(module, Dropout):
-                    module.seed[...] = _dropout_seed(module.seed, self.rank)
+                    module.seed[...] = _rank_seed(module.seed, self.rank)
+        augment = trainer.augment  # a Compose: its random numbers come from its seed
+        if isinstance(getattr(augment, "seed", None), int):
+            seed = self.comm.bcast(augment.seed, root=0)
+            augment.seed = _rank_seed(seed, self.rank) if self.rank else seed
 
     def check_data(self, X, y):
         """Every rank must be given the same dataset: compare sizes and a label checksum."""

@@ -277,12 +277,14 @@ def test_a_failing_rank_ends_the_job(tmp_path, how):
 
 
 def test_command_line_under_mpiexec(tmp_path):
-    """`mpiexec -n 2 python -m fastnn train ...`: rank 0 prints and saves."""
+    """`mpiexec -n 2 python -m fastnn train ...` (with SyncBatchNorm and augmentation):
+    rank 0 prints and saves."""
     pytest.importorskip("sklearn")
     model = tmp_path / "m.safetensors"
     rc, stdout, stderr, _ = run_job(
         ["-m", "fastnn", "train", "--limit", "400", "--epochs", "2", "--hidden", "16",
-         "--out", str(model), "--plot", "", "--sync-batch-norm"], tmp_path,
+         "--out", str(model), "--plot", "", "--sync-batch-norm", "--augment", "affine"],
+        tmp_path,
         FASTNN_MNIST_DIR="")
     assert rc == 0, stderr
     assert stdout.count("result: test accuracy") == 1
