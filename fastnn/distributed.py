@@ -304,6 +304,9 @@ class DataParallel:
 
     def __init__(self, comm, model, check_every=100, timeout=None, threads=True,
                  overlap=False, bucket_mb=1.0):
+        if not all(hasattr(comm, name) for name in ("Get_rank", "Get_size", "Iallreduce")):
+            raise TypeError(f"comm: expected an mpi4py communicator (MPI.COMM_WORLD), got "
+                            f"{type(comm).__name__}")
         self.mpi = _mpi()
         self.comm = comm
         self.rank, self.size = comm.Get_rank(), comm.Get_size()

@@ -103,6 +103,12 @@ def test_plain_fastnn_train_does_not_import_mpi4py(tmp_path):
     assert proc.returncode == 0, proc.stderr
 
 
+def test_comm_must_be_a_communicator():
+    model = recipes.plain_model()
+    with pytest.raises(TypeError, match="mpi4py communicator"):
+        recipes.trainer(model, comm=True)
+
+
 def test_sync_batchnorm_convert(rng):
     model = nn.mlp(6, 3, [8, 8], batch_norm=True, seed=0, dtype=np.float64)
     x = rng.standard_normal((10, 6))
