@@ -184,3 +184,25 @@ def test_one_row_training_batch_norm_raises_like_the_layer():
         model.forward(np.ones((1, 12), np.float32))
     model.eval()
     assert model.forward(np.ones((1, 12), np.float32)).shape == (1, 5)
+
+
+def test_copies_and_pickles_train_on_their_own_arena(rng):
+    import copy
+    import pickle
+
+    model = build()
+    x = rng.standard_normal((6, 12)).astype(np.float32)
+    model.forward(x)
+    for twin in (copy.deepcopy(model), pickle.loads(pickle.dumps(model))):
+        assert twin._plans == {}
+        for (name, p), (_, q) in zip(twin.named_parameters(), model.named_parameters()):
+            assert np.shares_memory(p, twin.arena.data), name
+            assert np.shares_memory(p.grad, twin.arena.grad), name
+            assert not np.shares_memory(p, model.arena.data), name
+            assert np.array_equal(p, q) and p.kind == q.kind
+        # the copy trains like the original, on its own arena
+        original_state = model.state_dict()
+        expected = train(copy.deepcopy(model), np.float32)
+        assert np.array_equal(train(twin, np.float32), expected)
+        for key, value in model.state_dict().items():
+            assert np.array_equal(value, original_state[key]), key
