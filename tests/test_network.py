@@ -206,3 +206,21 @@ def test_copies_and_pickles_train_on_their_own_arena(rng):
         assert np.array_equal(train(twin, np.float32), expected)
         for key, value in model.state_dict().items():
             assert np.array_equal(value, original_state[key]), key
+
+
+def test_workspaces_are_shared_where_no_pass_reads_them_again():
+    """Forward: an activation after BatchNorm1d works in place. Backward: gradients
+    flow through two shared buffers. The workspace of a 784-1024-1024-10 plan at batch
+    256 is then its forward outputs (6 of 256 x 1024) plus two gradient buffers."""
+    model = nn.mlp(784, 10, [1024, 1024], batch_norm=True, dropout=0.1, seed=0)
+    x = np.zeros((256, 784), np.float32)
+    out = model.forward(x)
+    before_backward = model._plan.workspace_bytes
+    model.backward(np.ones_like(out), input_grad=False)
+    unit = 256 * 1024 * 4
+    # outputs: Linear, BatchNorm (+ its ReLU), Dropout per hidden layer, and the scores;
+    # each BatchNorm's mean and inv_std
+    assert before_backward == 6 * unit + 256 * 10 * 4 + 2 * (2 * 1024 * 4)
+    # two gradient buffers; each Linear's bias-gradient sums, each BatchNorm's two sums
+    assert model._plan.workspace_bytes - before_backward == (
+        2 * unit + (1024 + 1024 + 10) * 4 + 2 * (2 * 1024 * 4))
