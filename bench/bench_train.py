@@ -46,9 +46,11 @@ Also:
   seconds of training + evaluation until the test accuracy after an epoch is >= 98%,
   at the largest thread count, the median of 3 such runs. MNIST comes from $FASTNN_MNIST_DIR, else
   ../shared/data/mnist beside the checkout.
-- --profile: where the time goes in fastnn's small-MLP step: each call of the step
-  (every layer's forward and backward, the loss, the optimizer) timed alone, at each
-  thread count, and the Python functions that dominate under cProfile.
+- --profile: where the time goes in fastnn's small-MLP step, layer by layer
+  (model.compiled = False: every layer's forward and backward a call of its own) and
+  compiled (each pass one call): each call of the step timed alone, at each thread
+  count, the two train_step times side by side, and the Python functions that
+  dominate the compiled step under cProfile.
 
 Step times follow bench/_common.py (interleaved repeats, medians, noisy cases measured
 again). Ratios: np/fn = numpy time / fastnn time, torch/fn = torch time / fastnn time
@@ -618,7 +620,9 @@ def run_mnist(threads, n_runs):
 
 
 def _instrumented_step(model, loss, opt, x, y, times):
-    """trainer.train_step's work, call by call, each call's seconds appended to times."""
+    """trainer.train_step's work, call by call, each call's seconds appended to times.
+    A compiled model (model.compiled) runs its forward and backward pass as one call
+    each; otherwise every layer's forward and backward is a call of its own."""
     def timed(key, fn, *args):
         start = perf_counter()
         result = fn(*args)
@@ -626,56 +630,78 @@ def _instrumented_step(model, loss, opt, x, y, times):
         return result
 
     timed("opt.zero_grad()", opt.zero_grad)
-    out = x
-    for i, layer in enumerate(model.layers):
-        out = timed(f"[{i}] {type(layer).__name__}.forward", layer.forward, out)
-    scores = timed("Sequential.forward: scores.copy()", out.copy)
+    if model.compiled:
+        scores = timed("Sequential.forward (one call)", model.forward, x)
+    else:
+        out = x
+        for i, layer in enumerate(model.layers):
+            out = timed(f"[{i}] {type(layer).__name__}.forward", layer.forward, out)
+        scores = timed("Sequential.forward: scores.copy()", out.copy)
     timed("loss.forward", loss.forward, scores, y)
     dout = timed("loss.backward", loss.backward)
-    model.layers[0].input_grad = False
-    for i in reversed(range(len(model.layers))):
-        layer = model.layers[i]
-        dout = timed(f"[{i}] {type(layer).__name__}.backward", layer.backward, dout)
+    if model.compiled:
+        timed("Sequential.backward (one call)", model.backward, dout, False)
+    else:
+        model.layers[0].input_grad = False
+        for i in reversed(range(len(model.layers))):
+            layer = model.layers[i]
+            dout = timed(f"[{i}] {type(layer).__name__}.backward", layer.backward, dout)
     timed("opt.step()", opt.step)
 
 
-def run_profile(threads, repeats=2000):
-    """Where the time goes in fastnn's small-MLP step: each call of the step timed alone
-    (medians), at each thread count; then cProfile at the largest."""
-    spec = SMALL
-    x, y = batch(spec)
-    print(f"\n== profile: fastnn's small-MLP step ({spec.label}, batch {spec.batch}, "
-          f"Linear -> BatchNorm1d -> ReLU -> Dropout({P_DROP}) per hidden layer, Adam)")
-    print(f"  the step's calls one by one, median us of {repeats} steps; "
-          "trainer.train_step timed whole in between\n")
-    result = {"calls_us": {}, "train_step_us": {}}
+def _profile_variant(spec, x, y, threads, compiled, repeats):
+    """({call: median us}, train_step median us) per thread count."""
+    calls, whole = {}, {}
     for n in threads:
         model = nn.mlp(spec.d_in, CLASSES, list(spec.hidden), batch_norm=True,
                        dropout=P_DROP, seed=0)
+        model.compiled = compiled
         opt, loss = optim.Adam(model, LR), losses.SoftmaxCrossEntropy()
         trainer = fastnn.Trainer(model, loss, opt, progress=False)
-        times, whole = {}, []
+        times, steps = {}, []
         with using_threads(n):
             for _ in range(repeats):
                 _instrumented_step(model, loss, opt, x, y, times)
                 start = perf_counter()
                 trainer.train_step(x, y)
-                whole.append(perf_counter() - start)
-        result["calls_us"][n] = {k: median(v) * 1e6 for k, v in times.items()}
-        result["train_step_us"][n] = median(whole) * 1e6
-    table = Table([("call", 34, "call", ""),
-                   *[(f"{n} thr us", 9, f"us{n}", ".1f") for n in threads],
-                   *[(f"{n} thr %", 7, f"pct{n}", ".1f") for n in threads]])
-    table.header()
-    for key in result["calls_us"][threads[0]]:
-        table.add({"call": key,
-                   **{f"us{n}": result["calls_us"][n][key] for n in threads},
-                   **{f"pct{n}": 100 * result["calls_us"][n][key] / result["train_step_us"][n]
-                      for n in threads}})
-    table.add({"call": "sum of the calls",
-               **{f"us{n}": sum(result["calls_us"][n].values()) for n in threads}})
-    table.add({"call": "trainer.train_step (whole)",
-               **{f"us{n}": result["train_step_us"][n] for n in threads}})
+                steps.append(perf_counter() - start)
+        calls[n] = {k: median(v) * 1e6 for k, v in times.items()}
+        whole[n] = median(steps) * 1e6
+    return calls, whole, trainer
+
+
+def run_profile(threads, repeats=2000):
+    """Where the time goes in fastnn's small-MLP step, layer by layer (model.compiled =
+    False: every layer a Python call, as before compiled plans) and compiled (the whole
+    forward and backward pass one call each): each call of the step timed alone
+    (medians), at each thread count; then cProfile of the compiled step at the largest."""
+    spec = SMALL
+    x, y = batch(spec)
+    print(f"\n== profile: fastnn's small-MLP step ({spec.label}, batch {spec.batch}, "
+          f"Linear -> BatchNorm1d -> ReLU -> Dropout({P_DROP}) per hidden layer, Adam)")
+    print(f"  the step's calls one by one, median us of {repeats} steps; "
+          "trainer.train_step timed whole in between; layer by layer, then compiled\n")
+    result = {}
+    for variant, compiled in (("layer_by_layer", False), ("compiled", True)):
+        calls, whole, trainer = _profile_variant(spec, x, y, threads, compiled, repeats)
+        result[variant] = {"calls_us": calls, "train_step_us": whole}
+        print(f"  {variant.replace('_', ' ')}:")
+        table = Table([("call", 34, "call", ""),
+                       *[(f"{n} thr us", 9, f"us{n}", ".1f") for n in threads],
+                       *[(f"{n} thr %", 7, f"pct{n}", ".1f") for n in threads]])
+        table.header()
+        for key in calls[threads[0]]:
+            table.add({"call": key, **{f"us{n}": calls[n][key] for n in threads},
+                       **{f"pct{n}": 100 * calls[n][key] / whole[n] for n in threads}})
+        table.add({"call": "sum of the calls",
+                   **{f"us{n}": sum(calls[n].values()) for n in threads}})
+        table.add({"call": "trainer.train_step (whole)",
+                   **{f"us{n}": whole[n] for n in threads}})
+        print()
+    before, after = result["layer_by_layer"], result["compiled"]
+    print("  train_step, layer by layer -> compiled: " + ", ".join(
+        f"{n} thr {before['train_step_us'][n]:.1f} -> {after['train_step_us'][n]:.1f} us "
+        f"({before['train_step_us'][n] / after['train_step_us'][n]:.2f}x)" for n in threads))
     n = max(threads)
     profiler = cProfile.Profile()
     with using_threads(n):
@@ -683,11 +709,11 @@ def run_profile(threads, repeats=2000):
         for _ in range(repeats):
             trainer.train_step(x, y)
         profiler.disable()
-    print(f"\n  cProfile of {repeats} train_step calls at {n} thr, by own time (a kernel's "
-          "time counts in the Python function that calls it; cProfile slows Python calls "
-          "down: compare shares, not times):")
+    print(f"\n  cProfile of {repeats} compiled train_step calls at {n} thr, by own time (a "
+          "kernel's time counts in the Python function that calls it; cProfile slows "
+          "Python calls down: compare shares, not times):")
     stats = pstats.Stats(profiler, stream=sys.stdout)
-    stats.sort_stats("tottime").print_stats(15)
+    stats.sort_stats("tottime").print_stats(12)
     rows = [{"function": f"{Path(path).name}:{line}({fn})", "calls": ncalls,
              "tottime_s": tottime, "cumtime_s": cumtime}
             for (path, line, fn), (_, ncalls, tottime, cumtime, _) in stats.stats.items()]

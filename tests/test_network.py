@@ -184,3 +184,43 @@ def test_one_row_training_batch_norm_raises_like_the_layer():
         model.forward(np.ones((1, 12), np.float32))
     model.eval()
     assert model.forward(np.ones((1, 12), np.float32)).shape == (1, 5)
+
+
+def test_copies_and_pickles_train_on_their_own_arena(rng):
+    import copy
+    import pickle
+
+    model = build()
+    x = rng.standard_normal((6, 12)).astype(np.float32)
+    model.forward(x)
+    for twin in (copy.deepcopy(model), pickle.loads(pickle.dumps(model))):
+        assert twin._plans == {}
+        for (name, p), (_, q) in zip(twin.named_parameters(), model.named_parameters()):
+            assert np.shares_memory(p, twin.arena.data), name
+            assert np.shares_memory(p.grad, twin.arena.grad), name
+            assert not np.shares_memory(p, model.arena.data), name
+            assert np.array_equal(p, q) and p.kind == q.kind
+        # the copy trains like the original, on its own arena
+        original_state = model.state_dict()
+        expected = train(copy.deepcopy(model), np.float32)
+        assert np.array_equal(train(twin, np.float32), expected)
+        for key, value in model.state_dict().items():
+            assert np.array_equal(value, original_state[key]), key
+
+
+def test_workspaces_are_shared_where_no_pass_reads_them_again():
+    """Forward: an activation after BatchNorm1d works in place. Backward: gradients
+    flow through two shared buffers. The workspace of a 784-1024-1024-10 plan at batch
+    256 is then its forward outputs (6 of 256 x 1024) plus two gradient buffers."""
+    model = nn.mlp(784, 10, [1024, 1024], batch_norm=True, dropout=0.1, seed=0)
+    x = np.zeros((256, 784), np.float32)
+    out = model.forward(x)
+    before_backward = model._plan.workspace_bytes
+    model.backward(np.ones_like(out), input_grad=False)
+    unit = 256 * 1024 * 4
+    # outputs: Linear, BatchNorm (+ its ReLU), Dropout per hidden layer, and the scores;
+    # each BatchNorm's mean and inv_std
+    assert before_backward == 6 * unit + 256 * 10 * 4 + 2 * (2 * 1024 * 4)
+    # two gradient buffers; each Linear's bias-gradient sums, each BatchNorm's two sums
+    assert model._plan.workspace_bytes - before_backward == (
+        2 * unit + (1024 + 1024 + 10) * 4 + 2 * (2 * 1024 * 4))

@@ -246,6 +246,7 @@ cdef class Plan:
     cdef int n_ops, capacity
     cdef readonly Py_ssize_t rows, d_in, d_out
     cdef readonly object dtype
+    cdef readonly Py_ssize_t workspace_bytes  # of the arrays the plan made itself
     cdef bint is_double, forwarded, has_gradients
     cdef list keep          # every array the ops point into
     cdef list outputs       # per op: its output (rows, d_out), or None if it passes x on
@@ -263,6 +264,7 @@ cdef class Plan:
         self.is_double = dtype.itemsize == 8
         self.keep, self.outputs, self.input_grads = [], [], []
         self.forwarded = self.has_gradients = False
+        self.workspace_bytes = 0
         self.x_ref = None
 
     def __dealloc__(self):
@@ -299,6 +301,7 @@ cdef class Plan:
         if into is not None:
             into.append(array)
         self.keep.append(array)
+        self.workspace_bytes += array.nbytes
         return _address(array)
 
     def add_linear(self, Py_ssize_t d_out, weight, weight_grad, bias, bias_grad, act,
@@ -337,7 +340,14 @@ cdef class Plan:
     def add_activation(self, int act, double slope, bint grad_from_x):
         cdef Op *op = self._append(OP_ACTIVATION, self.d_out)
         op.act, op.slope, op.grad_from_x = act, slope, grad_from_x
-        op.y = self._workspace(op.d_out, self.outputs)
+        cdef Op *before = &self.ops[self.n_ops - 2] if self.n_ops > 1 else NULL
+        if not grad_from_x and before != NULL and before.kind == OP_BATCHNORM:
+            # in place over the batch norm's output, which no backward pass reads
+            # (indexes from the end are spelled out: this module does not wrap around)
+            op.y = before.y
+            self.outputs.append(self.outputs[len(self.outputs) - 1])
+        else:
+            op.y = self._workspace(op.d_out, self.outputs)
 
     def add_dropout(self, seed, step, bint active, unsigned int threshold, double scale,
                     bint zero):
@@ -359,21 +369,38 @@ cdef class Plan:
 
     cdef _allocate_gradients(self):
         """The backward pass's workspaces, made at its first call (a plan that only
-        predicts never needs them)."""
+        predicts never needs them). Gradients flow through two buffers taken in turn:
+        a layer that may work in place (BatchNorm1d, activations, Dropout, a Linear's
+        activation gradient) writes over the gradient it reads, unless that is the
+        caller's; a Linear's input gradient goes to the other buffer."""
+        import numpy as np
         cdef Op *op
-        cdef int i
+        cdef int i, k, cur = -1  # the buffer holding the gradient; -1: the caller's
+        cdef Py_ssize_t width = 1
         for i in range(self.n_ops):
+            width = max(width, self.ops[i].d_in, self.ops[i].d_out)
+        pair = [np.empty(self.rows * width, self.dtype) for _ in range(2)]
+        self.keep += pair
+        self.workspace_bytes += 2 * pair[0].nbytes
+        grads = [None] * self.n_ops
+        for i in range(self.n_ops - 1, -1, -1):
             op = &self.ops[i]
             if op.kind == OP_DROPOUT and not op.active:
-                self.input_grads.append(None)
                 continue
+            k = cur if cur >= 0 else 0
             if op.kind == OP_LINEAR:
                 op.db = self._workspace(op.d_out, None)
                 if op.has_act:
-                    op.dz = self._workspace(op.d_out, [])
+                    op.dz = _address(pair[k])
+                else:
+                    k = cur  # dz is the incoming gradient itself
+                k = 1 - k if k >= 0 else 0
             elif op.kind == OP_BATCHNORM:
                 op.db = self._workspace(2 * op.d_out, None)
-            op.dx = self._workspace(op.d_in, self.input_grads)
+            op.dx = _address(pair[k])
+            grads[i] = pair[k][:self.rows * op.d_in].reshape(self.rows, op.d_in)
+            cur = k
+        self.input_grads = grads
         self.has_gradients = True
 
     def forward(self, x, int n_threads):

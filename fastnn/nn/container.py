@@ -50,6 +50,12 @@ class Sequential(Module):
         self._plans = {}
         self._plan = None  # the plan that ran the last forward, if one did
 
+    def __getstate__(self):
+        # compiled plans point into this object's arrays: a copy builds its own
+        state = self.__dict__.copy()
+        state["_plans"], state["_plan"] = {}, None
+        return state
+
     def __len__(self):
         return len(self.layers)
 

@@ -1,5 +1,7 @@
 """Parameters, and the arena that holds a model's parameters in one buffer."""
 
+import copy
+
 import numpy as np
 
 __all__ = ["KINDS", "Arena", "Parameter"]
@@ -38,7 +40,24 @@ class Parameter(np.ndarray):
         return array[()] if return_scalar else array
 
     def __reduce__(self):
+        # A parameter of an arena is copied (and pickled) as its arena's view, so that a
+        # copied model's parameters are views into the copied arena; a loose one as a
+        # plain array.
+        if self.arena is not None:
+            return (_arena_parameter, (self.arena, self.offset))
         return (np.asarray, (np.array(self),))
+
+    def __deepcopy__(self, memo):
+        if self.arena is not None:
+            return _arena_parameter(copy.deepcopy(self.arena, memo), self.offset)
+        return np.array(self)
+
+
+def _arena_parameter(arena, offset):
+    for param in arena.params.values():
+        if param.offset == offset:
+            return param
+    raise ValueError(f"no parameter at offset {offset} of the arena")
 
 
 class Arena:
@@ -70,6 +89,19 @@ class Arena:
             self.segments.append((name, offset, size, values.shape, kind))
             offset += size
         self.n_weights = sum(size for _, _, size, _, kind in self.segments if kind == "weight")
+
+    def __getstate__(self):
+        state = self.__dict__.copy()
+        del state["params"]  # views of data and grad: made again on unpickling
+        return state
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        self.params = {}
+        for name, offset, size, shape, kind in self.segments:
+            self.params[name] = Parameter(
+                self.data[offset:offset + size].reshape(shape),
+                self.grad[offset:offset + size].reshape(shape), kind, self, offset)
 
     @property
     def dtype(self):
