@@ -194,6 +194,31 @@ def test_matmul(case):
 
 
 @PROPS
+@given(case=matmul_case(), data=st.data(), special=st.sampled_from([np.nan, np.inf]))
+def test_matmul_propagates_nan_and_inf(case, data, special):
+    """A NaN (or inf) in row i of op(a) makes row i of the product NaN (or non-finite):
+    nothing skips it, whatever the thread split."""
+    a, b, trans_a, trans_b = case
+    a = np.array(a)  # a writeable copy, layout kept
+    rows = a.shape[-1] if trans_a else a.shape[-2]
+    k = a.shape[-2] if trans_a else a.shape[-1]
+    if a.size == 0 or k == 0:
+        return
+    i = data.draw(st.integers(0, rows - 1))
+    j = data.draw(st.integers(0, k - 1))
+    index = (j, i) if trans_a else (i, j)
+    a[(..., *index)] = special
+    got = ops.matmul(a, b, trans_a=trans_a, trans_b=trans_b)
+    row = got[..., i, :]
+    if special != special:  # NaN
+        assert np.isnan(row).all()
+    else:
+        with np.errstate(all="ignore"):
+            expected = ref.matmul(a, b, trans_a, trans_b)[..., i, :]
+        assert np.array_equal(np.isfinite(row), np.isfinite(expected))
+
+
+@PROPS
 @given(data=st.data())
 def test_matmul_accumulate(data):
     a = data.draw(float_arrays(min_dims=2, max_dims=2, special=False))
@@ -780,6 +805,27 @@ def test_augment_invariants(ts, x, seed):
 def test_augment_bad_parameters(make):
     with pytest.raises(ValueError):
         make()
+
+
+@PROPS
+@given(x=image_batches(), data=st.data(), mode=MODES, fill=st.floats(0, 255))
+def test_warp_with_any_matrix(x, data, mode, fill):
+    """augment.warp with arbitrary finite matrices (huge shifts and scales, singular
+    maps) and output sizes: every output pixel is an interpolation of source pixels or
+    the fill value, never memory from outside the image."""
+    n = len(x)
+    entries = st.one_of(st.floats(-1e6, 1e6), st.sampled_from([0.0, 1.0, -1.0, 1e9, -1e9]))
+    mats = np.asarray(data.draw(st.lists(entries, min_size=6 * n, max_size=6 * n)),
+                      np.float64).reshape(n, 2, 3)
+    size = data.draw(st.none() | st.tuples(st.integers(1, 9), st.integers(1, 9)))
+    y = A.warp(x, mats, size=size, mode=mode, fill=fill)
+    h, w = x.shape[-2:] if size is None else size
+    assert y.dtype == x.dtype and y.shape == (*x.shape[:-2], h, w)
+    if n:
+        lo = min(float(x.min()), float(np.round(fill) if x.dtype == np.uint8 else fill))
+        hi = max(float(x.max()), float(np.round(fill) if x.dtype == np.uint8 else fill))
+        assert np.isfinite(y.astype(np.float64)).all()
+        assert y.min() >= lo - 1e-3 and y.max() <= hi + 1e-3
 
 
 @FEW
