@@ -617,6 +617,34 @@ def test_losses_reject_bad_targets(data):
         assert loss.backward().shape == s.shape
 
 
+@PROPS
+@given(kind=st.sampled_from(["L2", "L1", "ElasticNet"]), lam=st.floats(0, 10),
+       beta=st.floats(0, 5), dtype=FLOAT_DTYPES, fin=st.integers(1, 6), fout=st.integers(1, 6),
+       seed=st.integers(0, 99))
+def test_penalties(kind, lam, beta, dtype, fin, fout, seed):
+    """lam * R(W) over the weights only (not biases, not BatchNorm), gradient added."""
+    model = nn.Sequential(nn.Linear(fin, fout, seed=seed, dtype=dtype), nn.BatchNorm1d(
+        fout, dtype=dtype), nn.ReLU(), nn.Linear(fout, 2, seed=seed + 1, dtype=dtype))
+    rng = np.random.default_rng(seed)
+    model.arena.data[:] = rng.uniform(-2, 2, model.arena.size)
+    model.arena.data[::7] = 0  # sign(0) = 0 for L1
+    model.zero_grad()
+    c2, c1 = {"L2": (1.0, 0.0), "L1": (0.0, 1.0), "ElasticNet": (beta, 1.0)}[kind]
+    penalty = losses.ElasticNet(lam, beta) if kind == "ElasticNet" else getattr(losses, kind)(
+        lam)
+    value = penalty.backward(model)
+    want, rtol = 0.0, (1e-5 if dtype == np.float32 else 1e-12)
+    for p in model.parameters():
+        w = p.astype(np.float64)
+        if p.kind == "weight":
+            want += lam * (c2 * (w * w).sum() + c1 * np.abs(w).sum())
+            grad = lam * (2 * c2 * w + c1 * np.sign(w))
+        else:
+            grad = np.zeros_like(w)
+        np.testing.assert_allclose(p.grad, grad, rtol=rtol, atol=rtol * (1 + lam))
+    assert math.isclose(value, want, rel_tol=rtol, abs_tol=rtol)
+
+
 # ---------------------------------------------------------------- optimizers
 
 
