@@ -15,6 +15,7 @@ a temporary file that replaces the target only when complete.
 import copy
 import json
 import math
+import numbers
 import os
 import struct
 import tempfile
@@ -331,11 +332,13 @@ def _like(current, saved):
     for numbers, lists of the same length, dicts with the same keys."""
     if current is None:
         return saved is None or _is_number(saved)
-    if isinstance(current, bool) or isinstance(current, str):
-        return type(saved) is type(current)
-    if isinstance(current, int):
+    if isinstance(current, (bool, np.bool_)):
+        return isinstance(saved, bool)
+    if isinstance(current, str):
+        return isinstance(saved, str)
+    if isinstance(current, numbers.Integral):
         return isinstance(saved, int) and not isinstance(saved, bool)
-    if isinstance(current, float):
+    if isinstance(current, numbers.Real):
         return saved is None or _is_number(saved)  # (e.g. a best metric not seen yet)
     if isinstance(current, (list, tuple)):
         return isinstance(saved, list) and len(saved) == len(current) and all(
