@@ -1,6 +1,6 @@
 """Leak check: run many training steps and print resident memory (RSS) as they go.
 
-    python bench/bench_leak.py [--steps 10000] [--every 1000] [--warmup 1000]
+    python bench/bench_leak.py [--steps 10000] [--every 1000] [--warmup 2000]
                                [--batch 128] [--data DIR] [--augment-every 5] [--threads N]
 
 The model is the README's default (784-512-512-10 with BatchNorm, ReLU and dropout)
@@ -58,7 +58,7 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--steps", type=int, default=10000)
     p.add_argument("--every", type=int, default=1000)
-    p.add_argument("--warmup", type=int, default=1000)
+    p.add_argument("--warmup", type=int, default=2000)
     p.add_argument("--batch", type=int, default=128)
     p.add_argument("--data", default=None)
     p.add_argument("--augment-every", type=int, default=5)

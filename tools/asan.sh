@@ -25,8 +25,12 @@ trap 'rm -rf "$work"' EXIT
   (cd "$src" && xargs -0 cp --parents -t "$work")
 cd "$work"
 echo "asan: building in $work"
-CFLAGS="-fsanitize=address -fno-omit-frame-pointer -g -O1" LDFLAGS="-fsanitize=address" \
+# The flags go into CC, so that every compile and link gets them, setup.py's OpenMP
+# probe included (LDFLAGS does not reach its link of a test program).
+CC="${CC:-gcc} -fsanitize=address -fno-omit-frame-pointer" CFLAGS="-g -O1" \
   "$python" setup.py -q build_ext --inplace >build.log 2>&1 || { tail -30 build.log; exit 1; }
+grep -q "openmp = True" fastnn/_build_info.py || {
+  echo "asan: the sanitized build has no OpenMP (see $work/build.log)" >&2; exit 1; }
 if [ $# -eq 0 ]; then
   set -- tests/test_matmul.py tests/test_activations.py tests/test_fused.py \
     tests/test_reductions.py tests/test_batchnorm.py tests/test_dropout.py \
