@@ -10,6 +10,7 @@ import functools
 import json
 import math
 import os
+import pickle
 import struct
 import sys
 import threading
@@ -179,10 +180,9 @@ def _load_and_train(path):
 @FUZZ
 @given(kind=st.sampled_from(["model", "checkpoint"]), data=st.data(), value=JSON_GARBAGE)
 def test_fuzzed_header_is_loaded_or_refused(tmp_path, kind, data, value):
-    files = _FILES
     """Replace any node of the header (array entries, architecture, optimizer, schedule,
     history, RNG state...) with arbitrary JSON: FormatError or a valid load."""
-    header, blob = split(files[kind])
+    header, blob = split(_FILES[kind])
     paths = [p for p, _ in leaves(header)]
     path = data.draw(st.sampled_from(paths))
     path_file = tmp_path / f"fuzz-{kind}.safetensors"
@@ -194,9 +194,8 @@ def test_fuzzed_header_is_loaded_or_refused(tmp_path, kind, data, value):
 @FUZZ
 @given(kind=st.sampled_from(["model", "checkpoint"]), data=st.data())
 def test_corrupt_bytes_are_loaded_or_refused(tmp_path, kind, data):
-    files = _FILES
     """Flip, truncate or extend at random places."""
-    raw = bytearray(files[kind])
+    raw = bytearray(_FILES[kind])
     how = data.draw(st.sampled_from(["flip", "truncate", "append", "zero-run"]))
     if how == "flip":
         for _ in range(data.draw(st.integers(1, 4))):
@@ -237,12 +236,19 @@ HOSTILE = {
     "architecture with a huge layer": lambda f: _huge_arch(f, "model"),
     "checkpoint with a huge layer": lambda f: _huge_arch(f, "checkpoint"),
     "optimizer state of another shape": lambda f: _bad_optim_state(f),
-    "pickle": lambda f: __import__("pickle").dumps({"w": np.ones(3), "run": os.system}),
-    "pickle with a header length": lambda f: struct.pack("<Q", 40) + __import__(
-        "pickle").dumps(os.system, protocol=2).ljust(64, b"."),
+    "pickle": lambda f: pickle.dumps({"w": np.ones(3), "run": _Exploit()}),
+    "pickle with a header length": lambda f: struct.pack("<Q", 40) + pickle.dumps(
+        _Exploit(), protocol=2).ljust(64, b"."),
     "empty": lambda f: b"",
     "zip (numpy .npz)": lambda f: b"PK\x03\x04" + bytes(60),
 }
+
+
+class _Exploit:
+    """Unpickling this creates the file named by $FASTNN_TEST_MARKER."""
+
+    def __reduce__(self):
+        return (open, (os.environ.get("FASTNN_TEST_MARKER", os.devnull), "w"))
 
 
 def _swap_shape(files):
@@ -269,9 +275,10 @@ def _bad_optim_state(files):
 
 
 @pytest.mark.parametrize("name", sorted(HOSTILE))
-def test_hostile_file_is_refused_without_allocating(tmp_path, files, name):
-    raw = HOSTILE[name](files)
+def test_hostile_file_is_refused_without_allocating(tmp_path, files, name, monkeypatch):
     marker = tmp_path / "pwned"
+    monkeypatch.setenv("FASTNN_TEST_MARKER", str(marker))
+    raw = HOSTILE[name](files)
     path = tmp_path / "hostile.safetensors"
     path.write_bytes(raw)
     for kind in ("model", "checkpoint"):
