@@ -12,7 +12,10 @@ and checks every array's name, dtype and shape against the rebuilt model. Writes
 a temporary file that replaces the target only when complete.
 """
 
+import copy
 import json
+import math
+import numbers
 import os
 import struct
 import tempfile
@@ -71,7 +74,7 @@ def build(arch, depth=0):
             return nn.Sequential(*(build(a, depth + 1) for a in layers))
         except TypeError as exc:
             raise FormatError(f"architecture: {exc}") from exc
-    if kind not in LAYERS:
+    if not isinstance(kind, str) or kind not in LAYERS:
         raise FormatError(f"architecture: unknown layer type {kind!r}")
     config = arch.get("config", {})
     if not isinstance(config, dict) or not all(
@@ -286,12 +289,19 @@ def save_checkpoint(trainer, path):
 
 def load_checkpoint(trainer, path):
     """Restore a Trainer (built like the one that saved) from save_checkpoint's file;
-    training then continues exactly as if it had not stopped."""
+    training then continues exactly as if it had not stopped.
+
+    Everything the file says is checked against the trainer before it is used (a
+    checkpoint is data, never trusted); a file that cannot be restored raises
+    FormatError and leaves the trainer as it was."""
     arrays, metadata = _read(path)
     meta = _fastnn_meta(path, metadata, "checkpoint")
     if meta.get("architecture") != architecture(trainer.model):
         raise FormatError(f"{path}: the checkpoint's architecture differs from the model's")
-    opt = dict(meta.get("optimizer") or {})
+    opt = meta.get("optimizer")
+    if not isinstance(opt, dict):
+        raise FormatError(f"{path}: malformed optimizer state")
+    opt = dict(opt)
     saved_type = opt.pop("type", None)
     if saved_type != type(trainer.optimizer).__name__:
         raise FormatError(f"{path}: saved with {saved_type}, the trainer has "
@@ -307,7 +317,86 @@ def load_checkpoint(trainer, path):
     saved = {k: meta.get(k) for k in ("schedule", "epoch", "history", "rng")}
     saved.update(model={k: arrays[f"model.{k}"] for k in expected},
                  optimizer={**opt, "state": state})
+    _check_training_state(path, trainer, saved)
+    before = copy.deepcopy(trainer.state_dict())
     try:
         trainer.load_state_dict(saved)
-    except (KeyError, TypeError, ValueError) as exc:
+        _check_restored(trainer)
+    except Exception as exc:  # whatever the file made fail: refuse it, undo the load
+        trainer.load_state_dict(before)
         raise FormatError(f"{path}: cannot restore the training state: {exc}") from exc
+
+
+def _is_number(v):
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _like(current, saved):
+    """Whether a JSON value from a file has the form of the value it replaces: numbers
+    for numbers, lists of the same length, dicts with the same keys."""
+    if current is None:
+        return saved is None or _is_number(saved)
+    if isinstance(current, (bool, np.bool_)):
+        return isinstance(saved, bool)
+    if isinstance(current, str):
+        return isinstance(saved, str)
+    if isinstance(current, numbers.Integral):
+        return isinstance(saved, int) and not isinstance(saved, bool)
+    if isinstance(current, numbers.Real):
+        return saved is None or _is_number(saved)  # (e.g. a best metric not seen yet)
+    if isinstance(current, (list, tuple)):
+        return isinstance(saved, list) and len(saved) == len(current) and all(
+            _like(c, s) for c, s in zip(current, saved))
+    if isinstance(current, dict):
+        return isinstance(saved, dict) and set(saved) == set(current) and all(
+            _like(current[k], saved[k]) for k in current)
+    return False
+
+
+def _check_training_state(path, trainer, saved):
+    """The non-array parts of a checkpoint, checked against the trainer's own."""
+    epoch = saved["epoch"]
+    if not isinstance(epoch, int) or isinstance(epoch, bool) or not 0 <= epoch < 2**62:
+        raise FormatError(f"{path}: bad epoch count {epoch!r}")
+    history = saved["history"]
+    if not isinstance(history, dict) or not all(
+        isinstance(k, str) and isinstance(v, list) and all(_is_number(x) for x in v)
+        for k, v in history.items()
+    ):
+        raise FormatError(f"{path}: malformed training history")
+    probe = type(trainer.rng.bit_generator)()
+    try:
+        probe.state = saved["rng"]
+    except Exception as exc:  # the generator's own checks, whatever they raise
+        raise FormatError(f"{path}: bad random-generator state: {exc}") from exc
+    opt, mine = saved["optimizer"], trainer.optimizer.state_dict()
+    groups, count = opt.get("param_groups"), opt.get("step_count")
+    if not isinstance(count, int) or isinstance(count, bool) or not 0 <= count < 2**62:
+        raise FormatError(f"{path}: bad optimizer step count {count!r}")
+    if set(opt) != set(mine) or not isinstance(groups, list) or len(groups) != len(
+            mine["param_groups"]):
+        raise FormatError(f"{path}: the optimizer state does not match the trainer's optimizer")
+    for saved_group, group in zip(groups, mine["param_groups"]):
+        if not isinstance(saved_group, dict) or set(saved_group) - set(group) or not all(
+                _like(group[k], v) for k, v in saved_group.items()):
+            raise FormatError(f"{path}: a parameter group does not match the optimizer's")
+    schedule = saved["schedule"]
+    if schedule is not None and trainer.schedule is not None and not _like(
+            trainer.schedule.state_dict(), schedule):
+        raise FormatError(f"{path}: the schedule state does not match the trainer's schedule")
+
+
+def _check_restored(trainer):
+    """What a loaded state must satisfy: valid hyperparameters and finite, non-negative
+    learning rates now and at the next schedule step."""
+    opt = trainer.optimizer
+    for group in opt.param_groups:
+        for name in opt.defaults:
+            opt._check(name, group[name])
+    schedule = trainer.schedule
+    if schedule is not None:
+        for a0 in schedule.base_lrs:
+            for t in (schedule.t, schedule.t + 1):
+                lr = schedule.rate(a0, t)
+                if not (_is_number(lr) and math.isfinite(lr) and lr >= 0):
+                    raise ValueError(f"the schedule gives the learning rate {lr!r}")

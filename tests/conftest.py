@@ -4,7 +4,11 @@ of bitwise thread independence, and a thread count every test leaves as it found
 Tolerances per dtype live with the oracle: reference.TOLERANCES, used by
 reference.assert_close."""
 
+import os
+import site
+import sysconfig
 import zlib
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -88,3 +92,22 @@ def _restore_thread_count():
     n, source = fastnn.get_num_threads(), _threads.num_threads_source()
     yield
     _threads._apply(n, source)
+
+
+def pytest_report_header(config):
+    return f"fastnn {fastnn.__version__} from {Path(fastnn.__file__).parent}"
+
+
+def pytest_sessionstart(session):
+    """FASTNN_REQUIRE_INSTALLED=1 (CI, testing a wheel): stop unless the fastnn under
+    test is an installed package, in site-packages, not a checkout."""
+    if os.environ.get("FASTNN_REQUIRE_INSTALLED", "0") in ("", "0"):
+        return
+    where = Path(fastnn.__file__).resolve()
+    paths = sysconfig.get_paths()
+    sites = {Path(p).resolve() for p in (paths["purelib"], paths["platlib"],
+                                          *site.getsitepackages())}
+    if not any(s in where.parents for s in sites):
+        pytest.exit(f"FASTNN_REQUIRE_INSTALLED=1, but fastnn was imported from {where}, "
+                    f"not from site-packages ({', '.join(map(str, sorted(sites)))})",
+                    returncode=3)
