@@ -39,6 +39,10 @@
 /* Rows of state the recursive Gaussian keeps before and after a plane. */
 #define FN_IIR_ROWS 3
 
+/* The warp computes coordinates for chunks of whole rows of about this many pixels. */
+#define FN_WARP_CHUNK 2048
+FN_INLINE ptrdiff_t fn_warp_chunk_rows(ptrdiff_t ow) { return ow >= FN_WARP_CHUNK ? 1 : FN_WARP_CHUNK / ow; }
+
 /* Index i of a line of n pixels under a border mode; -1 means "the fill value"
  * (constant mode only). reflect mirrors about the edge pixels, as numpy.pad's
  * "reflect": ... c b | a b c d | c b ... */
@@ -153,27 +157,33 @@ FN_LOOP_FN void fn_elastic_noise(float *t, ptrdiff_t h, ptrdiff_t w, uint64_t im
     }
 }
 
-/* f[y][p][x] = alpha * t[x][p][y] for the planes p = 0, 1 (t is w rows of 2h, f is h
- * rows of 2w), in tiles that stay in the L1 cache. */
+/* Rows of one field plane with the recursive filter's scratch rows. */
+#define FN_FIELD_ROWS(h) ((h) + 2 * FN_IIR_ROWS)
+
+/* Plane p of f (rows of w floats, FN_FIELD_ROWS(h) rows a plane, the image's rows after
+ * FN_IIR_ROWS of them) = alpha * plane p of t transposed (t: w rows of 2h, plane p at
+ * column p * h), in tiles that stay in the L1 cache. */
 static inline void fn_elastic_transpose(const float *t, float *f, ptrdiff_t h, ptrdiff_t w,
                                         float alpha)
 {
     const ptrdiff_t tile = 32;
-    for (ptrdiff_t p = 0; p < 2; p++)
+    for (ptrdiff_t p = 0; p < 2; p++) {
+        float *fp = f + (p * FN_FIELD_ROWS(h) + FN_IIR_ROWS) * w;
         for (ptrdiff_t y0 = 0; y0 < h; y0 += tile)
             for (ptrdiff_t x0 = 0; x0 < w; x0 += tile) {
                 ptrdiff_t y1 = y0 + tile < h ? y0 + tile : h, x1 = x0 + tile < w ? x0 + tile : w;
                 for (ptrdiff_t y = y0; y < y1; y++) {
-                    float *fr = f + y * 2 * w + p * w;
+                    float *fr = fp + y * w;
                     const float *tc = t + p * h + y;
                     for (ptrdiff_t x = x0; x < x1; x++) fr[x] = alpha * tc[x * 2 * h];
                 }
             }
+    }
 }
 
-/* The field of one image into f: h rows of 2w floats (dx of row y, then its dy), with
- * FN_IIR_ROWS rows of scratch before and after. t: scratch of (w + 2 * FN_IIR_ROWS)
- * rows of 2h floats. */
+/* The field of one image into f: the dx plane then the dy plane, each FN_FIELD_ROWS(h)
+ * rows of w floats, the field's rows after FN_IIR_ROWS of them. t: scratch of
+ * FN_FIELD_ROWS(w) rows of 2h floats. */
 static inline void fn_elastic_field(float *f, float *t, const fn_iir3 *c, ptrdiff_t h,
                                     ptrdiff_t w, uint64_t image, uint32_t key_lo,
                                     uint32_t key_hi, float alpha)
@@ -182,66 +192,114 @@ static inline void fn_elastic_field(float *f, float *t, const fn_iir3 *c, ptrdif
     fn_elastic_noise(t0, h, w, image, key_lo, key_hi);
     fn_iir_rows(t0, w, 2 * h, c);
     fn_elastic_transpose(t0, f, h, w, alpha);
-    fn_iir_rows(f, h, 2 * w, c);
+    fn_iir_rows(f + FN_IIR_ROWS * w, h, w, c);
+    fn_iir_rows(f + (FN_FIELD_ROWS(h) + FN_IIR_ROWS) * w, h, w, c);
 }
 
 /* ---------------------------------------------------------------- warp coordinates
  *
- * For the output pixels x = 0 .. ow - 1 of row y:
- *   p = (x, y) + field(x, y)                      elastic (dx, dy rows; zeros if none)
+ * For n output pixels (x, y) = (xs[j], y0 + ys[j]), j < n (whole rows in a row):
+ *   p = (x, y) + (fdx[j], fdy[j])                 elastic (fdx NULL: none)
  *   p = c + (p - c) * (1 + kn * |p - c|^2)        radial lens (kn may be 0)
  *   s = m[0:3] . (p, 1), m[3:6] . (p, 1)          affine, output -> source
  * then s is snapped to a whole pixel within FN_WARP_SNAP, put in the padded range
  * (clamped to [-1, w] for constant and edge, folded into [0, w - 1] for reflect), and
  * stored as the offset of its top-left tap in the padded plane (pw floats a row) and
- * the weights fx, fy of the right and lower taps. */
+ * the weights wx, wy of the right and lower taps. */
 
 FN_INLINE double fn_snap(double s)
 {
-    /* round to nearest by the 1.5 * 2^52 trick (|s| < 2^51 here): inline and vectorized */
+    /* round to nearest by the 1.5 * 2^52 trick: inline and vectorized (far from the
+     * image, where it is not exact, |s - r| is large or s is whole already) */
     double r = (s + 6755399441055744.0) - 6755399441055744.0;
     return fabs(s - r) < FN_WARP_SNAP ? r : s;
 }
 
-FN_INLINE double fn_to_range(double s, ptrdiff_t n, int mode)
+/* Into the padded range: clamped to [-1, n] (constant, edge), or folded into
+ * [0, n - 1] (reflect; period = 2n - 2, inv = 1 / period, 0 when n = 1). The last
+ * clamp of each also sends NaN and far coordinates into range (never out of bounds). */
+FN_INLINE double fn_clamp_range(double s, double n)
 {
-    if (mode != FN_BORDER_REFLECT) return s < -1.0 ? -1.0 : (s > (double)n ? (double)n : s);
-    if (n == 1) return 0.0;
-    double period = 2.0 * (double)(n - 1);
-    double t = s - period * floor(s / period);
-    t = t < 0.0 ? 0.0 : t; /* rounding of a tiny negative s */
-    t = t > (double)(n - 1) ? period - t : t;
-    return t < 0.0 ? 0.0 : t;
+    s = s > -1.0 ? s : -1.0;
+    return s < n ? s : n;
+}
+FN_INLINE double fn_fold_range(double s, double last, double period, double inv)
+{
+    double t = s - period * floor(s * inv); /* in [0, period] up to rounding */
+    t = t > last ? period - t : t;
+    t = t > 0.0 ? t : 0.0;
+    return t < last ? t : last;
 }
 
-FN_LOOP_FN void fn_warp_coords(ptrdiff_t ow, double y, const double *m, double kn, double cx,
-                               double cy, const float *fdx, const float *fdy, ptrdiff_t h,
-                               ptrdiff_t w, ptrdiff_t pw, int mode, int32_t *off, float *wx,
-                               float *wy)
-{
-    /* a far coordinate is clamped first so that the folding and rounding stay exact */
-    const double big = 1e9;
-    FN_SIMD for (ptrdiff_t x = 0; x < ow; x++) {
-        double px = (double)x + (double)fdx[x], py = y + (double)fdy[x];
-        if (kn != 0.0) {
-            double ux = px - cx, uy = py - cy;
-            double f = 1.0 + kn * (ux * ux + uy * uy);
-            px = cx + ux * f;
-            py = cy + uy * f;
-        }
-        double sx = m[0] * px + m[1] * py + m[2];
-        double sy = m[3] * px + m[4] * py + m[5];
-        sx = sx < -big ? -big : (sx > big ? big : sx);
-        sy = sy < -big ? -big : (sy > big ? big : sy);
-        sx = fn_to_range(fn_snap(sx), w, mode);
-        sy = fn_to_range(fn_snap(sy), h, mode);
-        /* floor of a number >= -1 by truncating a positive one */
-        int32_t ix = (int32_t)(sx + 2.0) - 2, iy = (int32_t)(sy + 2.0) - 2;
-        wx[x] = (float)(sx - (double)ix);
-        wy[x] = (float)(sy - (double)iy);
-        off[x] = (iy + FN_PAD_LO) * (int32_t)pw + ix + FN_PAD_LO;
+/* One loop per (field or not, lens or not, border): no dead work if-converted into it. */
+#define FN_COORD_LOOP(FIELD, LENS, TO_RANGE_X, TO_RANGE_Y)                                 \
+    FN_SIMD for (int j = 0; j < count; j++) {                                              \
+        double px = (double)xs[j], py = y0 + (double)ys[j];                                \
+        if (FIELD) {                                                                       \
+            px += (double)fdx[j];                                                          \
+            py += (double)fdy[j];                                                          \
+        }                                                                                  \
+        if (LENS) {                                                                        \
+            double ux = px - cx, uy = py - cy;                                             \
+            double f = 1.0 + kn * (ux * ux + uy * uy);                                     \
+            px = cx + ux * f;                                                              \
+            py = cy + uy * f;                                                              \
+        }                                                                                  \
+        double sx = m0 * px + m1 * py + m2, sy = m3 * px + m4 * py + m5;                   \
+        sx = TO_RANGE_X(fn_snap(sx));                                                      \
+        sy = TO_RANGE_Y(fn_snap(sy));                                                      \
+        /* floor of a number >= -1 by truncating a positive one */                        \
+        int32_t ix = (int32_t)(sx + 2.0) - 2, iy = (int32_t)(sy + 2.0) - 2;                \
+        wx[j] = (float)(sx - (double)ix);                                                  \
+        wy[j] = (float)(sy - (double)iy);                                                  \
+        off[j] = (iy + FN_PAD_LO) * ipw + ix + FN_PAD_LO;                                  \
     }
+
+#define FN_COORD_LOOPS(TO_RANGE_X, TO_RANGE_Y)                                             \
+    if (fdx) {                                                                             \
+        if (kn != 0.0) {                                                                   \
+            FN_COORD_LOOP(1, 1, TO_RANGE_X, TO_RANGE_Y)                                    \
+        } else {                                                                           \
+            FN_COORD_LOOP(1, 0, TO_RANGE_X, TO_RANGE_Y)                                    \
+        }                                                                                  \
+    } else {                                                                               \
+        if (kn != 0.0) {                                                                   \
+            FN_COORD_LOOP(0, 1, TO_RANGE_X, TO_RANGE_Y)                                    \
+        } else {                                                                           \
+            FN_COORD_LOOP(0, 0, TO_RANGE_X, TO_RANGE_Y)                                    \
+        }                                                                                  \
+    }
+
+FN_LOOP_FN void fn_warp_coords(ptrdiff_t n, const float *restrict xs, const float *restrict ys,
+                               double y0, const double *m, double kn, double cx, double cy,
+                               const float *restrict fdx, const float *restrict fdy,
+                               ptrdiff_t h, ptrdiff_t w, ptrdiff_t pw, int mode,
+                               int32_t *restrict off, float *restrict wx, float *restrict wy)
+{
+    const double m0 = m[0], m1 = m[1], m2 = m[2], m3 = m[3], m4 = m[4], m5 = m[5];
+    const int32_t ipw = (int32_t)pw;
+    /* an int counter: int64 -> double does not vectorize before AVX-512 */
+    const int count = (int)n;
+    const double wd = (double)w, hd = (double)h;
+    const double lx = wd - 1.0, px2 = 2.0 * lx, ix2 = w > 1 ? 1.0 / px2 : 0.0;
+    const double ly = hd - 1.0, py2 = 2.0 * ly, iy2 = h > 1 ? 1.0 / py2 : 0.0;
+#define FN_CLAMP_X(s) fn_clamp_range(s, wd)
+#define FN_CLAMP_Y(s) fn_clamp_range(s, hd)
+#define FN_FOLD_X(s) fn_fold_range(s, lx, px2, ix2)
+#define FN_FOLD_Y(s) fn_fold_range(s, ly, py2, iy2)
+    if (mode != FN_BORDER_REFLECT) {
+        FN_COORD_LOOPS(FN_CLAMP_X, FN_CLAMP_Y)
+    } else {
+        /* a line of one pixel folds everything onto it: period 0, inv 0, t = s, clamped */
+        FN_COORD_LOOPS(FN_FOLD_X, FN_FOLD_Y)
+    }
+#undef FN_CLAMP_X
+#undef FN_CLAMP_Y
+#undef FN_FOLD_X
+#undef FN_FOLD_Y
 }
+#undef FN_COORD_LOOPS
+#undef FN_COORD_LOOP
 
 #define FN_PIX unsigned char
 #define FN_PSUFFIX _u8

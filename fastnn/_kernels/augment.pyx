@@ -16,6 +16,8 @@ ctypedef fused pixel:
 
 cdef extern from "augment.h" nogil:
     int FN_BORDER_CONSTANT, FN_BORDER_EDGE, FN_BORDER_REFLECT, FN_PAD_LO, FN_PAD_HI, FN_IIR_ROWS
+    Py_ssize_t FN_FIELD_ROWS(Py_ssize_t h)
+    Py_ssize_t fn_warp_chunk_rows(Py_ssize_t ow)
     ctypedef struct fn_iir3:
         pass
     unsigned int fn_hash32(unsigned long long index, unsigned int key_lo, unsigned int key_hi)
@@ -38,11 +40,11 @@ cdef extern from "augment.h" nogil:
     void fn_warp_rows_u8(const float *pad, unsigned char *dst, Py_ssize_t c, Py_ssize_t h,
                          Py_ssize_t w, Py_ssize_t oh, Py_ssize_t ow, Py_ssize_t y0,
                          Py_ssize_t y1, const double *m, float k, const float *field,
-                         const float *zeros, int mode, float *scratch)
+                         int mode, const float *xs, const float *ys, float *scratch)
     void fn_warp_rows_f(const float *pad, float *dst, Py_ssize_t c, Py_ssize_t h, Py_ssize_t w,
                         Py_ssize_t oh, Py_ssize_t ow, Py_ssize_t y0, Py_ssize_t y1,
-                        const double *m, float k, const float *field, const float *zeros,
-                        int mode, float *scratch)
+                        const double *m, float k, const float *field, int mode,
+                        const float *xs, const float *ys, float *scratch)
 
 BORDER_MODES = {"constant": FN_BORDER_CONSTANT, "edge": FN_BORDER_EDGE,
                 "reflect": FN_BORDER_REFLECT}
@@ -85,23 +87,25 @@ def uniforms(double[:, ::1] out, Py_ssize_t slot0, unsigned long long key):
 
 
 cdef inline Py_ssize_t _field_floats(Py_ssize_t h, Py_ssize_t w) noexcept nogil:
-    """Floats of one elastic field with the recursive filter's rows of scratch."""
-    return (h + 2 * FN_IIR_ROWS) * 2 * w
+    """Floats of one elastic field (two planes with the recursive filter's scratch rows)
+    plus the filter's scratch for the transposed noise."""
+    return 2 * FN_FIELD_ROWS(h) * w + FN_FIELD_ROWS(w) * 2 * h
 
 
-def elastic_field(float[:, ::1] out, const float[::1] iir, unsigned long long image,
+def elastic_field(float[:, :, ::1] out, const float[::1] iir, unsigned long long image,
                   unsigned long long key, float alpha):
-    """The elastic field of image `image` as the warp computes it: out is (H, 2W), row y
-    holding dx then dy; iir the 13 coefficients of ElasticDistortion (b, a1..a3, M)."""
-    cdef Py_ssize_t h = out.shape[0], w = out.shape[1] // 2, y
-    cdef float *f = <float *> malloc((_field_floats(h, w) + _field_floats(w, h)) * sizeof(float))
+    """The elastic field of image `image` as the warp computes it into out (2, H, W):
+    dx, dy; iir the 13 coefficients of ElasticDistortion (b, a1..a3, M)."""
+    cdef Py_ssize_t h = out.shape[1], w = out.shape[2], p, y
+    cdef float *f = <float *> malloc(_field_floats(h, w) * sizeof(float))
     if f == NULL:
         raise MemoryError()
-    fn_elastic_field(f + FN_IIR_ROWS * 2 * w, f + _field_floats(h, w), <const fn_iir3 *> &iir[0],
-                     h, w, image, <unsigned int> (key & 0xffffffffu), <unsigned int> (key >> 32),
-                     alpha)
-    for y in range(h):
-        memcpy(&out[y, 0], f + (FN_IIR_ROWS + y) * 2 * w, 2 * w * sizeof(float))
+    fn_elastic_field(f, f + 2 * FN_FIELD_ROWS(h) * w, <const fn_iir3 *> &iir[0], h, w, image,
+                     <unsigned int> (key & 0xffffffffu), <unsigned int> (key >> 32), alpha)
+    for p in range(2):
+        for y in range(h):
+            memcpy(&out[p, y, 0], f + (p * FN_FIELD_ROWS(h) + FN_IIR_ROWS + y) * w,
+                   w * sizeof(float))
     free(f)
 
 
@@ -115,12 +119,13 @@ def warp(const pixel[:, :, :, ::1] src, pixel[:, :, :, ::1] dst, const double[:,
     only where some alpha is not 0)."""
     cdef Py_ssize_t n = src.shape[0], c = src.shape[1], h = src.shape[2], w = src.shape[3]
     cdef Py_ssize_t oh = dst.shape[2], ow = dst.shape[3]
-    cdef Py_ssize_t blocks, rows, t, i, y0, y1, tid, per_thread, nt
+    cdef Py_ssize_t blocks, rows, t, i, j, y0, y1, per_thread, nt, chunk
     cdef Py_ssize_t pad_floats = c * (h + FN_PAD_LO + FN_PAD_HI) * (w + FN_PAD_LO + FN_PAD_HI)
-    cdef Py_ssize_t field_floats = _field_floats(oh, ow)
+    cdef Py_ssize_t field_floats = 2 * FN_FIELD_ROWS(oh) * ow
     cdef unsigned int lo = <unsigned int> (key & 0xffffffffu), hi = <unsigned int> (key >> 32)
     cdef float *scratch
     cdef float *mine
+    cdef float *grid
     cdef float *fields = NULL
     cdef float *fp
     cdef const fn_iir3 *coef = NULL
@@ -145,27 +150,30 @@ def warp(const pixel[:, :, :, ::1] src, pixel[:, :, :, ::1] dst, const double[:,
     own_field = elastic and blocks == 1
     parallel = n_threads > 1 and n * c * oh * ow >= PARALLEL_MIN
     nt = n_threads if parallel else 1
-    # per thread: the padded source, 3 rows of coordinates, a zero field row, and (when
-    # each image makes its own field) the field and the filter's transposed scratch
-    per_thread = pad_floats + 5 * ow
+    chunk = fn_warp_chunk_rows(ow) * ow
+    # per thread: the padded source, the coordinates of a chunk, and (when each image
+    # makes its own field) the field with the filter's scratch
+    per_thread = pad_floats + 3 * chunk
     if own_field:
-        per_thread += field_floats + _field_floats(ow, oh)
-    scratch = <float *> malloc(nt * per_thread * sizeof(float))
+        per_thread += _field_floats(oh, ow)
+    scratch = <float *> malloc((nt * per_thread + 2 * chunk) * sizeof(float))
     if scratch == NULL:
         raise MemoryError()
+    grid = scratch + nt * per_thread  # x and y - y0 of a chunk's pixels
+    for j in range(chunk):
+        grid[j] = j % ow
+        grid[chunk + j] = j // ow
     if elastic and not own_field:
-        fields = <float *> malloc((n * field_floats + _field_floats(ow, oh) * nt) * sizeof(float))
+        fields = <float *> malloc((n * field_floats + nt * (_field_floats(oh, ow) - field_floats))
+                                  * sizeof(float))
         if fields == NULL:
             free(scratch)
             raise MemoryError()
-    for t in range(nt):
-        memset(scratch + t * per_thread + pad_floats + 3 * ow, 0, 2 * ow * sizeof(float))
-    if fields != NULL:
         for i in prange(n, nogil=True, schedule='static', num_threads=nt,
                         use_threads_if=parallel and n > 1):
             if alpha[i] != 0:
-                fn_elastic_field(fields + i * field_floats + FN_IIR_ROWS * 2 * ow,
-                                 fields + n * field_floats + threadid() * _field_floats(ow, oh),
+                fn_elastic_field(fields + i * field_floats, fields + n * field_floats
+                                 + threadid() * (_field_floats(oh, ow) - field_floats),
                                  coef, oh, ow, i, lo, hi, alpha[i])
     for t in prange(n * blocks, nogil=True, schedule='static', num_threads=nt,
                     use_threads_if=parallel):
@@ -174,14 +182,14 @@ def warp(const pixel[:, :, :, ::1] src, pixel[:, :, :, ::1] dst, const double[:,
         y1 = min(oh, y0 + rows)
         mine = scratch + threadid() * per_thread
         fp = NULL
-        if alpha[i] != 0 and elastic:
+        if elastic and alpha[i] != 0:
             if own_field:
-                fp = mine + pad_floats + 5 * ow + FN_IIR_ROWS * 2 * ow
-                fn_elastic_field(fp, mine + pad_floats + 5 * ow + field_floats, coef, oh, ow,
-                                 i, lo, hi, alpha[i])
+                fp = mine + pad_floats + 3 * chunk
+                fn_elastic_field(fp, fp + field_floats, coef, oh, ow, i, lo, hi, alpha[i])
             else:
-                fp = fields + i * field_floats + FN_IIR_ROWS * 2 * ow
-        _pad_and_warp(&src[i, 0, 0, 0], &dst[i, 0, 0, 0], mine, c, h, w, oh, ow, y0, y1, &mats[i, 0], lens_k[i], fp, mode, f, pad_floats)
+                fp = fields + i * field_floats
+        _pad_and_warp(&src[i, 0, 0, 0], &dst[i, 0, 0, 0], mine, c, h, w, oh, ow, y0, y1,
+                      &mats[i, 0], lens_k[i], fp, mode, f, pad_floats, grid, grid + chunk)
     free(scratch)
     free(fields)
 
@@ -190,7 +198,8 @@ cdef inline void _pad_and_warp(const pixel *src, pixel *dst, float *mine, Py_ssi
                                Py_ssize_t h, Py_ssize_t w, Py_ssize_t oh, Py_ssize_t ow,
                                Py_ssize_t y0, Py_ssize_t y1, const double *m, float k,
                                const float *field, int mode, float fill,
-                               Py_ssize_t pad_floats) noexcept nogil:
+                               Py_ssize_t pad_floats, const float *xs,
+                               const float *ys) noexcept nogil:
     cdef Py_ssize_t ch, plane = h * w, pplane = pad_floats // c
     for ch in range(c):
         if pixel is float:
@@ -198,8 +207,8 @@ cdef inline void _pad_and_warp(const pixel *src, pixel *dst, float *mine, Py_ssi
         else:
             fn_pad_plane_u8(src + ch * plane, mine + ch * pplane, h, w, mode, fill)
     if pixel is float:
-        fn_warp_rows_f(mine, dst, c, h, w, oh, ow, y0, y1, m, k, field,
-                       mine + pad_floats + 3 * ow, mode, mine + pad_floats)
+        fn_warp_rows_f(mine, dst, c, h, w, oh, ow, y0, y1, m, k, field, mode, xs, ys,
+                       mine + pad_floats)
     else:
-        fn_warp_rows_u8(mine, dst, c, h, w, oh, ow, y0, y1, m, k, field,
-                        mine + pad_floats + 3 * ow, mode, mine + pad_floats)
+        fn_warp_rows_u8(mine, dst, c, h, w, oh, ow, y0, y1, m, k, field, mode, xs, ys,
+                        mine + pad_floats)

@@ -78,40 +78,48 @@ static inline void FN_PNAME(fn_pad_plane)(const FN_PIX *src, float *pad, ptrdiff
 
 /* One output row of one channel: bilinear reads of the padded plane at the offsets and
  * weights from fn_warp_coords. A weight of 0 keeps the other tap exactly. */
-FN_LOOP_FN void FN_PNAME(fn_warp_gather)(const float *pad, ptrdiff_t pw, const int32_t *off,
-                                         const float *wx, const float *wy, FN_PIX *dst,
+FN_LOOP_FN void FN_PNAME(fn_warp_gather)(const float *restrict pad, ptrdiff_t pw,
+                                         const int32_t *restrict off, const float *restrict wx,
+                                         const float *restrict wy, FN_PIX *restrict dst,
                                          ptrdiff_t ow)
 {
+    const int32_t ipw = (int32_t)pw;
     FN_SIMD for (ptrdiff_t x = 0; x < ow; x++) {
-        const float *p = pad + off[x];
-        float a = p[0], b = p[1], c = p[pw], d = p[pw + 1];
+        int32_t o = off[x];
+        float a = pad[o], b = pad[o + 1], c = pad[o + ipw], d = pad[o + ipw + 1];
         float top = a + wx[x] * (b - a), bottom = c + wx[x] * (d - c);
         dst[x] = FN_STORE(top + wy[x] * (bottom - top));
     }
 }
 
 /* Rows [y0, y1) of one warped image of c channels from its padded float copy `pad`
- * (c planes of (h + 3) * (w + 3)): coordinates once per row, then a gather per channel.
- * field: the elastic field (row y: ow dx then ow dy) or NULL; zeros: 2 * ow zeros;
- * k: the lens coefficient at the output's corners (0: none). scratch: 3 * ow floats. */
+ * (c planes of (h + 3) * (w + 3)), in chunks of whole rows of about FN_WARP_CHUNK
+ * pixels: coordinates once per chunk, then a gather per channel. field: the elastic
+ * field (see fn_elastic_field) or NULL; k: the lens coefficient at the output's
+ * corners (0: none). xs, ys: x and y - y0 of the chunk's pixels; scratch: 3 floats a
+ * chunk pixel. */
 static inline void FN_PNAME(fn_warp_rows)(const float *pad, FN_PIX *dst, ptrdiff_t c,
                                           ptrdiff_t h, ptrdiff_t w, ptrdiff_t oh, ptrdiff_t ow,
                                           ptrdiff_t y0, ptrdiff_t y1, const double *m, float k,
-                                          const float *field, const float *zeros, int mode,
-                                          float *scratch)
+                                          const float *field, int mode, const float *xs,
+                                          const float *ys, float *scratch)
 {
     const double cx = 0.5 * (double)(ow - 1), cy = 0.5 * (double)(oh - 1);
     const double r2 = cx * cx + cy * cy;
     const double kn = (double)k / (r2 > 0 ? r2 : 1.0);
     const ptrdiff_t pw = w + FN_PAD_LO + FN_PAD_HI, pplane = (h + FN_PAD_LO + FN_PAD_HI) * pw;
+    const ptrdiff_t rows = fn_warp_chunk_rows(ow);
     int32_t *off = (int32_t *)scratch;
-    float *wx = scratch + ow, *wy = wx + ow;
-    for (ptrdiff_t y = y0; y < y1; y++) {
-        const float *fd = field ? field + y * 2 * ow : zeros;
-        fn_warp_coords(ow, (double)y, m, kn, cx, cy, fd, fd + ow, h, w, pw, mode, off, wx, wy);
+    float *wx = scratch + rows * ow, *wy = wx + rows * ow;
+    const float *fdx = field ? field + FN_IIR_ROWS * ow : NULL;
+    const float *fdy = field ? field + (FN_FIELD_ROWS(oh) + FN_IIR_ROWS) * ow : NULL;
+    for (ptrdiff_t y = y0; y < y1; y += rows) {
+        ptrdiff_t n = (y + rows < y1 ? rows : y1 - y) * ow;
+        fn_warp_coords(n, xs, ys, (double)y, m, kn, cx, cy, fdx ? fdx + y * ow : NULL,
+                       fdy ? fdy + y * ow : NULL, h, w, pw, mode, off, wx, wy);
         for (ptrdiff_t ch = 0; ch < c; ch++)
             FN_PNAME(fn_warp_gather)(pad + ch * pplane, pw, off, wx, wy,
-                                     dst + (ch * oh + y) * ow, ow);
+                                     dst + (ch * oh + y) * ow, n);
     }
 }
 
