@@ -189,10 +189,10 @@ def _about(linear, center_out, center_in, shift=None):
     m = np.zeros((n, 3, 3))
     m[:, :2, :2] = linear
     m[:, 2, 2] = 1
-    origin = np.broadcast_to(np.asarray(center_out, float), (n, 2))
+    ox, oy = center_out
     if shift is not None:
-        origin = origin + shift
-    m[:, :2, 2] = np.asarray(center_in, float) - np.einsum("nij,nj->ni", linear, origin)
+        ox, oy = (ox + shift[:, 0])[:, None], (oy + shift[:, 1])[:, None]
+    m[:, :2, 2] = np.asarray(center_in, float) - (linear[:, :, 0] * ox + linear[:, :, 1] * oy)
     return m
 
 
@@ -200,28 +200,35 @@ def _center(h, w):
     return ((w - 1) / 2, (h - 1) / 2)
 
 
+def _mat2(a, b, c, d):
+    """(n, 2, 2) matrices [[a, b], [c, d]] from per-image arrays (or numbers)."""
+    n = max(np.size(v) for v in (a, b, c, d))
+    m = np.empty((n, 2, 2))
+    m[:, 0, 0], m[:, 0, 1], m[:, 1, 0], m[:, 1, 1] = a, b, c, d
+    return m
+
+
 def _rotation(theta):
     """The inverse map of a counter-clockwise rotation by theta (radians) as it looks
     on screen (rows down): np.rot90 for 90 degrees."""
     c, s = np.cos(theta), np.sin(theta)
-    return np.stack([np.stack([c, -s], -1), np.stack([s, c], -1)], -2)
+    return _mat2(c, -s, s, c)
 
 
 def _diag(sx, sy):
-    z = np.zeros_like(sx)
-    return np.stack([np.stack([sx, z], -1), np.stack([z, sy], -1)], -2)
+    return _mat2(sx, 0.0, 0.0, sy)
 
 
 def _shear_inverse(tx, ty):
-    """Inverse of the forward shear [[1, tx], [0, 1]] @ [[1, 0], [ty, 1]]."""
-    one, z = np.ones_like(tx), np.zeros_like(tx)
-    inv_y = np.stack([np.stack([one, z], -1), np.stack([-ty, one], -1)], -2)
-    inv_x = np.stack([np.stack([one, -tx], -1), np.stack([z, one], -1)], -2)
-    return inv_y @ inv_x
+    """Inverse of the forward shear [[1, tx], [0, 1]] @ [[1, 0], [ty, 1]]:
+    [[1, 0], [-ty, 1]] @ [[1, -tx], [0, 1]]."""
+    return _mat2(1.0, -tx, -ty, tx * ty + 1.0)
 
 
 def _where(apply, m):
     """m where apply, else the identity."""
+    if apply.all():
+        return m
     eye = np.broadcast_to(np.eye(m.shape[-1]), m.shape)
     return np.where(apply[:, None, None], m, eye)
 
@@ -783,7 +790,7 @@ def _run_copy(x, members, key, alloc):
 
 def _run_warp(x, members, key, alloc):
     n, c, h, w = x.shape
-    m = np.broadcast_to(np.eye(3), (n, 3, 3))
+    m = None
     gh, gw = h, w
     lens = alpha = None
     iir, noise_key = _NO_IIR, 0
@@ -797,11 +804,13 @@ def _run_warp(x, members, key, alloc):
             noise_key = _splitmix64(_transform_key(key, index) ^ 0x5EED)
         else:
             mi, (gh, gw) = t._inverse(draw, gh, gw)
-            m = m @ mi
+            m = mi if m is None else m @ mi
     mode, fill = _border_of(members)
     out = alloc((n, c, gh, gw))
     zeros = np.zeros(n, np.float32)
-    mats = np.ascontiguousarray(m[:, :2, :].reshape(n, 6), dtype=np.float64)
+    if m is None:
+        m = np.broadcast_to(np.eye(3), (n, 3, 3))
+    mats = np.ascontiguousarray(m[:, :2, :].reshape(n, 6))
     _k.warp(x, out, mats, zeros if lens is None else lens, zeros if alpha is None else alpha,
             iir, noise_key, _k.BORDER_MODES[mode], _fill_for(x.dtype, fill), get_num_threads())
     return out
