@@ -656,7 +656,8 @@ class Compose:
     it). Call k (from 0, counted in `self.step`) draws its parameters from
     (seed, k); pass step= to redo a given call without moving the counter.
     image_size: the (h, w) of the images it will get, if known: then a crop larger
-    than its padded input raises ValueError here rather than at the first call."""
+    than its padded input raises ValueError here rather than at the first call (as it
+    does without image_size when an earlier crop or resized crop fixes the size)."""
 
     def __init__(self, transforms, seed=None, image_size=None):
         transforms = list(transforms)
@@ -671,8 +672,18 @@ class Compose:
         self._stages = _plan(transforms)
         self._buffers = {}
         self.image_size = None if image_size is None else _size(image_size, "image_size")
-        if self.image_size is not None:
-            _output_size(transforms, *self.image_size)
+        self.check_image_size(self.image_size)
+
+    def output_size(self, image_size):
+        """(h, w) of the augmented images for input images of (h, w) `image_size`."""
+        return _output_size(self.transforms, *_size(tuple(image_size), "image_size"))
+
+    def check_image_size(self, image_size):
+        """Raise ValueError if images of (h, w) `image_size` (None: unknown, then only
+        sizes fixed by earlier crops are checked) would meet a crop larger than its
+        padded input."""
+        h, w = (None, None) if image_size is None else _size(tuple(image_size), "image_size")
+        _output_size(self.transforms, h, w)
 
     def __repr__(self):
         return f"Compose({self.transforms!r}, seed={self.seed})"
@@ -695,7 +706,7 @@ class Compose:
             raise ValueError(f"step: expected a non-negative int, got {step!r}")
         key = random_key(self.seed, step)
         x4 = _as4d(x)
-        gh, gw = _output_size(self.transforms, *x4.shape[2:])
+        gh, gw = self.output_size(x4.shape[2:])
         shape = (*x.shape[:-2], gh, gw)
         if out is not None:
             out = _output(out, shape, x.dtype, [("images", images)], inplace_ok=("images",))
@@ -735,10 +746,11 @@ class Compose:
 
 
 def _output_size(transforms, h, w):
-    """(h, w) of the images after the transforms, from (h, w) before; a crop larger
-    than its padded input raises ValueError."""
+    """(h, w) of the images after the transforms, from (h, w) before (None where not
+    known: then only sizes set by a crop are); a crop larger than its padded input, when
+    that input's size is known, raises ValueError."""
     for t in transforms:
-        if t.role == "crop":
+        if t.role == "crop" and h is not None and w is not None:
             t._check_fits(h, w)
         if t.role == "crop" or isinstance(t, RandomResizedCrop):
             h, w = t.size

@@ -174,7 +174,24 @@ def test_crop_and_flip_fuse_exactly(order, mode):
 
 def test_crop_bigger_than_the_padded_image_raises():
     with pytest.raises(ValueError, match="larger than the padded"):
-        A.RandomCrop(10, padding=1)(batch((2, 7, 7), np.uint8))
+        A.RandomCrop(10, padding=1)(batch((2, 7, 7), np.uint8))  # at the call
+    # at construction, wherever the input size is known
+    with pytest.raises(ValueError, match="larger than the padded"):
+        A.RandomCrop(10, padding=1, image_size=7)
+    with pytest.raises(ValueError, match="larger than the padded"):
+        A.Compose([A.RandomCrop(10, padding=1)], image_size=(7, 8))
+    with pytest.raises(ValueError, match="larger than the padded"):
+        A.Compose([A.RandomResizedCrop(8), A.RandomRotation(5), A.RandomCrop((9, 8))])
+    with pytest.raises(ValueError, match="larger than the padded"):
+        A.Compose([A.RandomCrop(6), A.RandomCrop(7)])
+    model = nn.Sequential(nn.Linear(49, 2, seed=0))
+    with pytest.raises(ValueError, match="larger than the padded"):
+        fastnn.Trainer(model, losses.SoftmaxCrossEntropy(), optim.SGD(model, 0.1),
+                       augment=A.Compose([A.RandomCrop(10, padding=1)]), image_shape=(7, 7))
+    # sizes that fit are accepted, and the crop works at the call
+    ok = A.Compose([A.RandomResizedCrop(8), A.RandomCrop(9, padding=1)], image_size=(7, 7))
+    assert ok(batch((2, 7, 7), np.uint8)).shape == (2, 9, 9)
+    assert A.RandomCrop(9, padding=1, image_size=(7, 7)).image_size == (7, 7)
 
 
 # ---------------------------------------------------------------- warp
@@ -421,6 +438,22 @@ def test_out_may_be_the_input_itself():
         A.Compose([A.RandomRotation(3)], seed=0)(x, out=np.empty((5, 8, 9), np.float32))
     with pytest.raises(TypeError):
         A.Compose([A.RandomRotation(3)], seed=0)(x, out=np.empty((5, 8, 8), np.uint8))
+
+
+def test_results_of_successive_calls_are_distinct_arrays():
+    """Intermediate stages reuse their buffers; what a call returns is never reused."""
+    x = batch((6, 3, 10, 10), np.uint8)
+    compose = A.Compose([A.RandomCrop(8, padding=1), A.RandomRotation(20),
+                         A.RandomCrop(6)], seed=1)
+    first = compose(x)
+    keep = first.copy()
+    second = compose(x)
+    assert not np.shares_memory(first, second)
+    np.testing.assert_array_equal(first, keep)
+    np.testing.assert_array_equal(first, A.Compose(compose.transforms, seed=1)(x, step=0))
+    out = np.empty_like(second)
+    assert compose(x, step=1, out=out) is out
+    np.testing.assert_array_equal(out, second)
 
 
 def test_non_contiguous_input_is_copied_once():
