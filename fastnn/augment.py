@@ -464,15 +464,24 @@ class RandomAffine(_Geometric):
 class RandomResizedCrop(_Geometric):
     """torchvision's RandomResizedCrop: a window of a random fraction `scale` of the
     area and aspect ratio (w / h) log-uniform in `ratio`, resized to `size` with
-    bilinear interpolation (pixel centers aligned; no antialiasing when shrinking).
-    After 10 draws without a window that fits, a center crop is used. The window lies
-    inside the image, so the border matters only at its edges: mode=None (default)
-    takes that of the geometric transforms fused with it, else "edge"."""
+    bilinear interpolation (pixel centers aligned). After 10 draws without a window that
+    fits, a center crop is used. The window lies inside the image, so the border
+    matters only at its edges: mode=None (default) takes that of the geometric
+    transforms fused with it, else "edge".
 
-    def __init__(self, size, scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3), mode=None, fill=0):
+    antialias=True (the default, as torchvision's): where the warp shrinks an image by
+    more than 1 along an axis, each output pixel is the mean of k bilinear reads spread
+    evenly over its footprint along that axis, k the factor rounded up (at most
+    _MAX_SAMPLES): the exact area average for whole factors (torchvision's antialias
+    uses a triangle filter, a little smoother). It applies to the whole fused warp the
+    crop is part of."""
+
+    def __init__(self, size, scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3), mode=None, fill=0,
+                 antialias=True):
         self.size = _size(size, "size")
         self.scale = _range(scale, "scale", lo_min=0.0, hi_max=1.0, strict_lo=True)
         self.ratio = _range(ratio, "ratio", lo_min=0.0, strict_lo=True)
+        self.antialias = bool(antialias)
         self._init_common(1.0, "edge" if mode is None else mode, fill)
         if mode is None:
             self.border = None
@@ -823,12 +832,25 @@ def _run_warp(x, members, key, alloc):
     if m is None:
         m = np.broadcast_to(np.eye(3), (n, 3, 3))
     mats = np.ascontiguousarray(m[:, :2, :].reshape(n, 6))
+    samples = _NO_SAMPLES
+    if any(isinstance(t, RandomResizedCrop) and t.antialias for _, t in members):
+        samples = _samples(m)
     _k.warp(x, out, mats, zeros if lens is None else lens, zeros if alpha is None else alpha,
-            iir, noise_key, _k.BORDER_MODES[mode], _fill_for(x.dtype, fill), get_num_threads())
+            iir, noise_key, samples, _k.BORDER_MODES[mode], _fill_for(x.dtype, fill),
+            get_num_threads())
     return out
 
 
 _NO_IIR = np.zeros(0, np.float32)
+_NO_SAMPLES = np.zeros((0, 2), np.intc)
+_MAX_SAMPLES = 8  # antialiasing reads per output pixel and axis, at most
+
+
+def _samples(m):
+    """(n, 2) antialiasing reads along x and y per output pixel: the lengths of the
+    source steps of one output pixel, rounded up, in [1, _MAX_SAMPLES]."""
+    steps = np.hypot(m[:, 0, :2], m[:, 1, :2])  # (n, 2): |d src / d x|, |d src / d y|
+    return np.clip(np.ceil(steps - 1e-6), 1, _MAX_SAMPLES).astype(np.intc)
 
 
 def warp(images, matrices, size=None, mode="constant", fill=0, out=None):
@@ -852,8 +874,8 @@ def warp(images, matrices, size=None, mode="constant", fill=0, out=None):
     out = _output(out, shape, x.dtype, [("images", images)])
     zeros = np.zeros(n, np.float32)
     _k.warp(x4, out.reshape(n, x4.shape[1], oh, ow), np.ascontiguousarray(mats.reshape(n, 6)),
-            zeros, zeros, _NO_IIR, 0, _k.BORDER_MODES[mode], _fill_for(x.dtype, fill),
-            get_num_threads())
+            zeros, zeros, _NO_IIR, 0, _NO_SAMPLES, _k.BORDER_MODES[mode],
+            _fill_for(x.dtype, fill), get_num_threads())
     return out
 
 

@@ -369,6 +369,36 @@ def test_resized_crop_windows_and_output_size():
     assert ratio.min() > 0.7 and ratio.max() < 1.45
 
 
+@pytest.mark.parametrize("dtype", PIXEL_DTYPES)
+def test_resized_crop_antialias_is_the_area_mean_for_whole_factors(
+        dtype, assert_thread_independent):
+    x = batch((5, 2, 32, 24), dtype)
+    whole = A.Compose([A.RandomResizedCrop((8, 6), scale=(1, 1), ratio=(0.75, 0.75))], seed=0)
+    y = whole(x)
+    mean = x.astype(np.float64).reshape(5, 2, 8, 4, 6, 4).mean((3, 5))
+    assert_matches_reference(y, mean, dtype)
+    assert_thread_independent(lambda: whole(x, step=0))
+    # without antialiasing: one bilinear read per pixel, at the window's pixel centers
+    plain = A.Compose([A.RandomResizedCrop((8, 6), scale=(1, 1), ratio=(0.75, 0.75),
+                                           antialias=False)], seed=0)(x)
+    m = np.array([[4.0, 0, 1.5], [0, 4.0, 1.5]])
+    for i in range(5):
+        assert_matches_reference(plain[i], reference_warp(x[i], m, 8, 6, "edge", 0), dtype)
+
+
+def test_resized_crop_antialias_smooths_a_shrunk_noise():
+    x = batch((20, 60, 60), np.float32)
+    rrc = {aa: A.Compose([A.RandomResizedCrop(11, scale=(0.6, 1.0), antialias=aa)], seed=3)
+           for aa in (True, False)}
+    smooth, sharp = rrc[True](x), rrc[False](x)
+    assert smooth.std() < 0.6 * sharp.std()
+    assert abs(smooth.mean() - x.mean()) < 0.01 and smooth.min() >= 0 and smooth.max() <= 1
+    # enlarging is never antialiased: the same with and without
+    up = {aa: A.Compose([A.RandomResizedCrop(70, scale=(0.5, 0.9), antialias=aa)], seed=3)(x)
+          for aa in (True, False)}
+    np.testing.assert_array_equal(up[True], up[False])
+
+
 # ---------------------------------------------------------------- whole pipelines
 
 

@@ -198,7 +198,8 @@ static inline void fn_elastic_field(float *f, float *t, const fn_iir3 *c, ptrdif
 
 /* ---------------------------------------------------------------- warp coordinates
  *
- * For n output pixels (x, y) = (xs[j], y0 + ys[j]), j < n (whole rows in a row):
+ * For n output pixels (x, y) = (x0 + xs[j], y0 + ys[j]), j < n (whole rows in a row;
+ * x0 and the fraction of y0 place a sub-sample of an antialiased pixel):
  *   p = (x, y) + (fdx[j], fdy[j])                 elastic (fdx NULL: none)
  *   p = c + (p - c) * (1 + kn * |p - c|^2)        radial lens (kn may be 0)
  *   s = m[0:3] . (p, 1), m[3:6] . (p, 1)          affine, output -> source
@@ -234,7 +235,7 @@ FN_INLINE double fn_fold_range(double s, double last, double period, double inv)
 /* One loop per (field or not, lens or not, border): no dead work if-converted into it. */
 #define FN_COORD_LOOP(FIELD, LENS, TO_RANGE_X, TO_RANGE_Y)                                 \
     FN_SIMD for (int j = 0; j < count; j++) {                                              \
-        double px = (double)xs[j], py = y0 + (double)ys[j];                                \
+        double px = x0 + (double)xs[j], py = y0 + (double)ys[j];                           \
         if (FIELD) {                                                                       \
             px += (double)fdx[j];                                                          \
             py += (double)fdy[j];                                                          \
@@ -271,7 +272,7 @@ FN_INLINE double fn_fold_range(double s, double last, double period, double inv)
     }
 
 FN_LOOP_FN void fn_warp_coords(ptrdiff_t n, const float *restrict xs, const float *restrict ys,
-                               double y0, const double *m, double kn, double cx, double cy,
+                               double x0, double y0, const double *m, double kn, double cx, double cy,
                                const float *restrict fdx, const float *restrict fdy,
                                ptrdiff_t h, ptrdiff_t w, ptrdiff_t pw, int mode,
                                int32_t *restrict off, float *restrict wx, float *restrict wy)
@@ -300,6 +301,22 @@ FN_LOOP_FN void fn_warp_coords(ptrdiff_t n, const float *restrict xs, const floa
 }
 #undef FN_COORD_LOOPS
 #undef FN_COORD_LOOP
+
+/* acc[j] += scale * (the bilinear read of fn_warp_gather): one sub-sample of an
+ * antialiased output pixel. */
+FN_LOOP_FN void fn_warp_gather_acc(const float *restrict pad, ptrdiff_t pw,
+                                   const int32_t *restrict off, const float *restrict wx,
+                                   const float *restrict wy, float *restrict acc, ptrdiff_t n,
+                                   float scale)
+{
+    const int32_t ipw = (int32_t)pw;
+    FN_SIMD for (ptrdiff_t j = 0; j < n; j++) {
+        int32_t o = off[j];
+        float a = pad[o], b = pad[o + 1], c = pad[o + ipw], d = pad[o + ipw + 1];
+        float top = a + wx[j] * (b - a), bottom = c + wx[j] * (d - c);
+        acc[j] += scale * (top + wy[j] * (bottom - top));
+    }
+}
 
 #define FN_PIX unsigned char
 #define FN_PSUFFIX _u8

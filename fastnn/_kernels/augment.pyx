@@ -40,11 +40,12 @@ cdef extern from "augment.h" nogil:
     void fn_warp_rows_u8(const float *pad, unsigned char *dst, Py_ssize_t c, Py_ssize_t h,
                          Py_ssize_t w, Py_ssize_t oh, Py_ssize_t ow, Py_ssize_t y0,
                          Py_ssize_t y1, const double *m, float k, const float *field,
-                         int mode, const float *xs, const float *ys, float *scratch)
+                         int mode, int kx, int ky, const float *xs, const float *ys,
+                         float *scratch)
     void fn_warp_rows_f(const float *pad, float *dst, Py_ssize_t c, Py_ssize_t h, Py_ssize_t w,
                         Py_ssize_t oh, Py_ssize_t ow, Py_ssize_t y0, Py_ssize_t y1,
-                        const double *m, float k, const float *field, int mode,
-                        const float *xs, const float *ys, float *scratch)
+                        const double *m, float k, const float *field, int mode, int kx,
+                        int ky, const float *xs, const float *ys, float *scratch)
 
 BORDER_MODES = {"constant": FN_BORDER_CONSTANT, "edge": FN_BORDER_EDGE,
                 "reflect": FN_BORDER_REFLECT}
@@ -111,12 +112,14 @@ def elastic_field(float[:, :, ::1] out, const float[::1] iir, unsigned long long
 
 def warp(const pixel[:, :, :, ::1] src, pixel[:, :, :, ::1] dst, const double[:, ::1] mats,
          const float[::1] lens_k, const float[::1] alpha, const float[::1] iir,
-         unsigned long long key, int mode, double fill, int n_threads):
+         unsigned long long key, const int[:, ::1] samples, int mode, double fill,
+         int n_threads):
     """One bilinear warp of every image (see fn_warp_rows in augment_impl.h): mats is
     (N, 6), the output -> source affine map per image; lens_k (N,) the lens
     coefficients; alpha (N,) the elastic scale per image (0: no field), the field's
     noise keyed by `key` and smoothed by the recursive filter `iir` (13 floats; read
-    only where some alpha is not 0)."""
+    only where some alpha is not 0); samples (N, 2): antialiasing sub-samples per
+    pixel along x and y (1, 1: none), or (0, 2) for none at all."""
     cdef Py_ssize_t n = src.shape[0], c = src.shape[1], h = src.shape[2], w = src.shape[3]
     cdef Py_ssize_t oh = dst.shape[2], ow = dst.shape[3]
     cdef Py_ssize_t blocks, rows, t, i, j, y0, y1, per_thread, nt, chunk
@@ -129,7 +132,8 @@ def warp(const pixel[:, :, :, ::1] src, pixel[:, :, :, ::1] dst, const double[:,
     cdef float *fields = NULL
     cdef float *fp
     cdef const fn_iir3 *coef = NULL
-    cdef bint elastic = False, own_field, parallel
+    cdef bint elastic = False, own_field, parallel, antialias = samples.shape[0] == n
+    cdef int kx = 1, ky = 1
     cdef float f = <float> fill
     if n == 0 or c * oh * ow == 0:
         return
@@ -153,7 +157,7 @@ def warp(const pixel[:, :, :, ::1] src, pixel[:, :, :, ::1] dst, const double[:,
     chunk = fn_warp_chunk_rows(ow) * ow
     # per thread: the padded source, the coordinates of a chunk, and (when each image
     # makes its own field) the field with the filter's scratch
-    per_thread = pad_floats + 3 * chunk
+    per_thread = pad_floats + (3 + c) * chunk
     if own_field:
         per_thread += _field_floats(oh, ow)
     scratch = <float *> malloc((nt * per_thread + 2 * chunk) * sizeof(float))
@@ -184,12 +188,18 @@ def warp(const pixel[:, :, :, ::1] src, pixel[:, :, :, ::1] dst, const double[:,
         fp = NULL
         if elastic and alpha[i] != 0:
             if own_field:
-                fp = mine + pad_floats + 3 * chunk
+                fp = mine + pad_floats + (3 + c) * chunk
                 fn_elastic_field(fp, fp + field_floats, coef, oh, ow, i, lo, hi, alpha[i])
             else:
                 fp = fields + i * field_floats
+        kx = 1
+        ky = 1
+        if antialias:
+            kx = samples[i, 0]
+            ky = samples[i, 1]
         _pad_and_warp(&src[i, 0, 0, 0], &dst[i, 0, 0, 0], mine, c, h, w, oh, ow, y0, y1,
-                      &mats[i, 0], lens_k[i], fp, mode, f, pad_floats, grid, grid + chunk)
+                      &mats[i, 0], lens_k[i], fp, mode, f, pad_floats, kx, ky, grid,
+                      grid + chunk)
     free(scratch)
     free(fields)
 
@@ -198,7 +208,7 @@ cdef inline void _pad_and_warp(const pixel *src, pixel *dst, float *mine, Py_ssi
                                Py_ssize_t h, Py_ssize_t w, Py_ssize_t oh, Py_ssize_t ow,
                                Py_ssize_t y0, Py_ssize_t y1, const double *m, float k,
                                const float *field, int mode, float fill,
-                               Py_ssize_t pad_floats, const float *xs,
+                               Py_ssize_t pad_floats, int kx, int ky, const float *xs,
                                const float *ys) noexcept nogil:
     cdef Py_ssize_t ch, plane = h * w, pplane = pad_floats // c
     for ch in range(c):
@@ -207,8 +217,8 @@ cdef inline void _pad_and_warp(const pixel *src, pixel *dst, float *mine, Py_ssi
         else:
             fn_pad_plane_u8(src + ch * plane, mine + ch * pplane, h, w, mode, fill)
     if pixel is float:
-        fn_warp_rows_f(mine, dst, c, h, w, oh, ow, y0, y1, m, k, field, mode, xs, ys,
+        fn_warp_rows_f(mine, dst, c, h, w, oh, ow, y0, y1, m, k, field, mode, kx, ky, xs, ys,
                        mine + pad_floats)
     else:
-        fn_warp_rows_u8(mine, dst, c, h, w, oh, ow, y0, y1, m, k, field, mode, xs, ys,
+        fn_warp_rows_u8(mine, dst, c, h, w, oh, ow, y0, y1, m, k, field, mode, kx, ky, xs, ys,
                         mine + pad_floats)

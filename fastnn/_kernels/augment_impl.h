@@ -92,34 +92,56 @@ FN_LOOP_FN void FN_PNAME(fn_warp_gather)(const float *restrict pad, ptrdiff_t pw
     }
 }
 
+FN_LOOP_FN void FN_PNAME(fn_warp_store)(const float *restrict acc, FN_PIX *restrict dst,
+                                        ptrdiff_t n)
+{
+    FN_SIMD for (ptrdiff_t j = 0; j < n; j++) dst[j] = FN_STORE(acc[j]);
+}
+
 /* Rows [y0, y1) of one warped image of c channels from its padded float copy `pad`
  * (c planes of (h + 3) * (w + 3)), in chunks of whole rows of about FN_WARP_CHUNK
  * pixels: coordinates once per chunk, then a gather per channel. field: the elastic
  * field (see fn_elastic_field) or NULL; k: the lens coefficient at the output's
- * corners (0: none). xs, ys: x and y - y0 of the chunk's pixels; scratch: 3 floats a
- * chunk pixel. */
+ * corners (0: none). kx x ky > 1: antialiasing, each output pixel the mean of kx x ky
+ * bilinear reads at the centers of a kx x ky grid over the pixel. xs, ys: x and
+ * y - y0 of the chunk's pixels; scratch: 3 + c floats a chunk pixel. */
 static inline void FN_PNAME(fn_warp_rows)(const float *pad, FN_PIX *dst, ptrdiff_t c,
                                           ptrdiff_t h, ptrdiff_t w, ptrdiff_t oh, ptrdiff_t ow,
                                           ptrdiff_t y0, ptrdiff_t y1, const double *m, float k,
-                                          const float *field, int mode, const float *xs,
-                                          const float *ys, float *scratch)
+                                          const float *field, int mode, int kx, int ky,
+                                          const float *xs, const float *ys, float *scratch)
 {
     const double cx = 0.5 * (double)(ow - 1), cy = 0.5 * (double)(oh - 1);
     const double r2 = cx * cx + cy * cy;
     const double kn = (double)k / (r2 > 0 ? r2 : 1.0);
     const ptrdiff_t pw = w + FN_PAD_LO + FN_PAD_HI, pplane = (h + FN_PAD_LO + FN_PAD_HI) * pw;
-    const ptrdiff_t rows = fn_warp_chunk_rows(ow);
+    const ptrdiff_t rows = fn_warp_chunk_rows(ow), chunk = rows * ow;
     int32_t *off = (int32_t *)scratch;
-    float *wx = scratch + rows * ow, *wy = wx + rows * ow;
+    float *wx = scratch + chunk, *wy = wx + chunk, *acc = wy + chunk;
     const float *fdx = field ? field + FN_IIR_ROWS * ow : NULL;
     const float *fdy = field ? field + (FN_FIELD_ROWS(oh) + FN_IIR_ROWS) * ow : NULL;
     for (ptrdiff_t y = y0; y < y1; y += rows) {
         ptrdiff_t n = (y + rows < y1 ? rows : y1 - y) * ow;
-        fn_warp_coords(n, xs, ys, (double)y, m, kn, cx, cy, fdx ? fdx + y * ow : NULL,
-                       fdy ? fdy + y * ow : NULL, h, w, pw, mode, off, wx, wy);
+        const float *fx = fdx ? fdx + y * ow : NULL, *fy = fdy ? fdy + y * ow : NULL;
+        if (kx * ky == 1) {
+            fn_warp_coords(n, xs, ys, 0.0, (double)y, m, kn, cx, cy, fx, fy, h, w, pw, mode,
+                           off, wx, wy);
+            for (ptrdiff_t ch = 0; ch < c; ch++)
+                FN_PNAME(fn_warp_gather)(pad + ch * pplane, pw, off, wx, wy,
+                                         dst + (ch * oh + y) * ow, n);
+            continue;
+        }
+        memset(acc, 0, (size_t)(c * n) * sizeof(float));
+        for (int sy = 0; sy < ky; sy++)
+            for (int sx = 0; sx < kx; sx++) {
+                fn_warp_coords(n, xs, ys, (sx + 0.5) / kx - 0.5, (double)y + (sy + 0.5) / ky - 0.5,
+                               m, kn, cx, cy, fx, fy, h, w, pw, mode, off, wx, wy);
+                for (ptrdiff_t ch = 0; ch < c; ch++)
+                    fn_warp_gather_acc(pad + ch * pplane, pw, off, wx, wy, acc + ch * n, n,
+                                       1.0f / (float)(kx * ky));
+            }
         for (ptrdiff_t ch = 0; ch < c; ch++)
-            FN_PNAME(fn_warp_gather)(pad + ch * pplane, pw, off, wx, wy,
-                                     dst + (ch * oh + y) * ow, n);
+            FN_PNAME(fn_warp_store)(acc + ch * n, dst + (ch * oh + y) * ow, n);
     }
 }
 
