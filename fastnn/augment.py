@@ -443,22 +443,34 @@ class RandomAffine(_Geometric):
         self._init_common(p, mode, fill)
 
     def _inverse(self, draw, h, w):
-        n = draw.n
+        # entry by entry over the batch (fewer NumPy calls than 2x2 matrix products)
         apply = draw.chance(self.p)
-        linear = _rotation(np.deg2rad(draw.uniform(*self.degrees)))
-        shift = np.zeros((n, 2))
+        theta = np.deg2rad(draw.uniform(*self.degrees))
+        c, s = np.cos(theta), np.sin(theta)
+        ox, oy = _center(h, w)
+        cx, cy = ox, oy
         if self.translate is not None:
             fx, fy = self.translate
-            shift = np.stack([draw.uniform(-fx * w, fx * w), draw.uniform(-fy * h, fy * h)], -1)
+            ox = ox + draw.uniform(-fx * w, fx * w)
+            oy = oy + draw.uniform(-fy * h, fy * h)
+        l00, l01, l10, l11 = c, -s, s, c
         if self.scale is not None:
-            linear = linear / draw.uniform(*self.scale)[:, None, None]
+            k = 1 / draw.uniform(*self.scale)
+            l00, l01, l10, l11 = l00 * k, l01 * k, l10 * k, l11 * k
         if self.shear is not None:
+            # [[1, -tx], [-ty, 1 + tx ty]] (the inverse shear, see _shear_inverse) @ linear
             (xr, yr) = self.shear
             tx = np.tan(np.deg2rad(draw.uniform(*xr)))
             ty = np.tan(np.deg2rad(draw.uniform(*yr)))
-            linear = _shear_inverse(tx, ty) @ linear
-        c = _center(h, w)
-        return _where(apply, _about(linear, c, c, shift)), (h, w)
+            d = tx * ty + 1.0
+            l00, l01, l10, l11 = (l00 - tx * l10, l01 - tx * l11,
+                                  d * l10 - ty * l00, d * l11 - ty * l01)
+        m = np.empty((draw.n, 3, 3))
+        m[:, 0, 0], m[:, 0, 1], m[:, 1, 0], m[:, 1, 1] = l00, l01, l10, l11
+        m[:, 0, 2] = cx - (l00 * ox + l01 * oy)
+        m[:, 1, 2] = cy - (l10 * ox + l11 * oy)
+        m[:, 2] = (0.0, 0.0, 1.0)
+        return _where(apply, m), (h, w)
 
 
 class RandomResizedCrop(_Geometric):

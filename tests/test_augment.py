@@ -276,6 +276,29 @@ def test_fused_warp_is_the_product_of_the_matrices():
                                    atol=2e-5)
 
 
+def test_random_affine_matrix_is_the_torchvision_composition():
+    """c + t + R S Sh (p - c) forward (R counter-clockwise on screen, rows down); its
+    inverse from the same draws, built the long way."""
+    aff = A.RandomAffine(20, translate=(0.1, 0.2), scale=(0.8, 1.2), shear=(-5, 5, -3, 3))
+    m, size = aff._inverse(A._Draw(77, 50), 9, 12)
+    assert size == (9, 12)
+    u = A._Draw(77, 50)
+    u.unit()  # p = 1: every image
+    theta = np.deg2rad(u.uniform(-20, 20))
+    shift = np.stack([u.uniform(-1.2, 1.2), u.uniform(-1.8, 1.8)], -1)
+    scale = u.uniform(0.8, 1.2)
+    tx, ty = np.tan(np.deg2rad(u.uniform(-5, 5))), np.tan(np.deg2rad(u.uniform(-3, 3)))
+    c = np.array([5.5, 4.0])
+    for i in range(50):
+        rot = np.array([[np.cos(theta[i]), np.sin(theta[i])],
+                        [-np.sin(theta[i]), np.cos(theta[i])]]) * scale[i]
+        shear = np.array([[1, tx[i]], [0, 1]]) @ np.array([[1, 0], [ty[i], 1]])
+        fwd = np.eye(3)
+        fwd[:2, :2] = rot @ shear
+        fwd[:2, 2] = c + shift[i] - rot @ shear @ c
+        np.testing.assert_allclose(m[i], np.linalg.inv(fwd), atol=1e-12)
+
+
 def test_lens_distortion_matches_reference():
     x = batch((3, 1, 10, 12), np.float32)
     y = A.Compose([A.LensDistortion((0.3, 0.3), mode="edge")], seed=0)(x)
