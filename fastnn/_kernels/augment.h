@@ -146,11 +146,14 @@ FN_LOOP_FN void fn_elastic_noise(float *t, ptrdiff_t h, ptrdiff_t w, uint64_t im
                                  uint32_t key_lo, uint32_t key_hi)
 {
     const float s = 1.0f / 32768.0f, o = 0.5f / 32768.0f - 1.0f;
+    /* fn_hash32 of (image << 32) + j with j < 2^32, in 32-bit lanes only */
+    const uint32_t hi = (uint32_t)image ^ key_hi;
+    const int hn = (int)h;
     for (ptrdiff_t x = 0; x < w; x++) {
         float *row = t + x * 2 * h;
-        uint64_t base = (image << 32) + (uint64_t)(x * h);
-        FN_SIMD for (ptrdiff_t y = 0; y < h; y++) {
-            uint32_t v = fn_hash32(base + (uint64_t)y, key_lo, key_hi);
+        const uint32_t base = (uint32_t)(x * h);
+        FN_SIMD for (int y = 0; y < hn; y++) {
+            uint32_t v = fn_fmix32(fn_fmix32((base + (uint32_t)y) * 0x9e3779b9u ^ key_lo) + hi);
             row[y] = (float)(int32_t)(v & 0xffffu) * s + o;
             row[h + y] = (float)(int32_t)(v >> 16) * s + o;
         }
