@@ -41,7 +41,11 @@
 
 /* The warp computes coordinates for chunks of whole rows of about this many pixels. */
 #define FN_WARP_CHUNK 2048
-FN_INLINE ptrdiff_t fn_warp_chunk_rows(ptrdiff_t ow) { return ow >= FN_WARP_CHUNK ? 1 : FN_WARP_CHUNK / ow; }
+FN_INLINE ptrdiff_t fn_warp_chunk_rows(ptrdiff_t ow, ptrdiff_t oh)
+{
+    ptrdiff_t rows = ow >= FN_WARP_CHUNK ? 1 : FN_WARP_CHUNK / ow;
+    return rows < oh ? rows : oh;
+}
 
 /* Index i of a line of n pixels under a border mode; -1 means "the fill value"
  * (constant mode only). reflect mirrors about the edge pixels, as numpy.pad's

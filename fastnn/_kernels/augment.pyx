@@ -17,7 +17,7 @@ ctypedef fused pixel:
 cdef extern from "augment.h" nogil:
     int FN_BORDER_CONSTANT, FN_BORDER_EDGE, FN_BORDER_REFLECT, FN_PAD_LO, FN_PAD_HI, FN_IIR_ROWS
     Py_ssize_t FN_FIELD_ROWS(Py_ssize_t h)
-    Py_ssize_t fn_warp_chunk_rows(Py_ssize_t ow)
+    Py_ssize_t fn_warp_chunk_rows(Py_ssize_t ow, Py_ssize_t oh)
     ctypedef struct fn_iir3:
         pass
     unsigned int fn_hash32(unsigned long long index, unsigned int key_lo, unsigned int key_hi)
@@ -154,7 +154,7 @@ def warp(const pixel[:, :, :, ::1] src, pixel[:, :, :, ::1] dst, const double[:,
     own_field = elastic and blocks == 1
     parallel = n_threads > 1 and n * c * oh * ow >= PARALLEL_MIN
     nt = n_threads if parallel else 1
-    chunk = fn_warp_chunk_rows(ow) * ow
+    chunk = fn_warp_chunk_rows(ow, oh) * ow
     # per thread: the padded source, the coordinates of a chunk, and (when each image
     # makes its own field) the field with the filter's scratch
     per_thread = pad_floats + (3 + c) * chunk
@@ -164,9 +164,10 @@ def warp(const pixel[:, :, :, ::1] src, pixel[:, :, :, ::1] dst, const double[:,
     if scratch == NULL:
         raise MemoryError()
     grid = scratch + nt * per_thread  # x and y - y0 of a chunk's pixels
-    for j in range(chunk):
-        grid[j] = j % ow
-        grid[chunk + j] = j // ow
+    for y0 in range(chunk // ow):
+        for j in range(ow):
+            grid[y0 * ow + j] = j
+            grid[chunk + y0 * ow + j] = y0
     if elastic and not own_field:
         fields = <float *> malloc((n * field_floats + nt * (_field_floats(oh, ow) - field_floats))
                                   * sizeof(float))

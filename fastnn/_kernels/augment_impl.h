@@ -115,7 +115,7 @@ static inline void FN_PNAME(fn_warp_rows)(const float *pad, FN_PIX *dst, ptrdiff
     const double r2 = cx * cx + cy * cy;
     const double kn = (double)k / (r2 > 0 ? r2 : 1.0);
     const ptrdiff_t pw = w + FN_PAD_LO + FN_PAD_HI, pplane = (h + FN_PAD_LO + FN_PAD_HI) * pw;
-    const ptrdiff_t rows = fn_warp_chunk_rows(ow), chunk = rows * ow;
+    const ptrdiff_t rows = fn_warp_chunk_rows(ow, oh), chunk = rows * ow;
     int32_t *off = (int32_t *)scratch;
     float *wx = scratch + chunk, *wy = wx + chunk, *acc = wy + chunk;
     const float *fdx = field ? field + FN_IIR_ROWS * ow : NULL;
