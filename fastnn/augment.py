@@ -606,19 +606,23 @@ def _recursive_gaussian(sigma):
     """The 13 float32 coefficients of fn_iir3 (augment.h) for width sigma: b, a1..a3 of
     y[k] = b x[k] + a1 y[k-1] + a2 y[k-2] + a3 y[k-3] (gain 1), and the 3x3 matrix that
     starts the backward pass where the input continues with its last value."""
-    from scipy.optimize import brentq
-    from scipy.signal import lfilter, lfiltic
 
     def variance(q):  # of the forward-backward cascade: sum over poles of 2d / (d - 1)^2
         d = _IIR_POLES ** (1 / q)
         return float(np.sum(2 * d / (d - 1) ** 2).real)
 
-    def gap(q):
-        return variance(q) - sigma * sigma
-
-    lo, hi = 0.02, 1e4  # variances of about 1e-12 and 1e9
-    q = lo if gap(lo) >= 0 else hi if gap(hi) <= 0 else brentq(gap, lo, hi, xtol=1e-12)
+    # the variance grows with q: bisection between variances of about 1e-12 and 1e9
+    lo, hi = 0.02, 1e4
+    if variance(lo) >= sigma * sigma:
+        hi = lo
+    elif variance(hi) <= sigma * sigma:
+        lo = hi
+    while hi - lo > 1e-12 * hi:
+        mid = 0.5 * (lo + hi)
+        lo, hi = (mid, hi) if variance(mid) < sigma * sigma else (lo, mid)
+    q = 0.5 * (lo + hi)
     poly = np.poly(1 / _IIR_POLES ** (1 / q)).real  # 1 + c1 z^-1 + c2 z^-2 + c3 z^-3
+    a = -poly[1:]
     b = poly.sum()
     # Backward initial states: the deviation from the edge value decays after the last
     # sample as the forward recursion with zero input; the backward pass over that tail
@@ -626,11 +630,15 @@ def _recursive_gaussian(sigma):
     tail = int(40 * sigma) + 200
     m = np.empty((3, 3))
     for i in range(3):
-        last = np.zeros(3)
-        last[i] = 1.0  # y[R-1], y[R-2], y[R-3] minus the edge value
-        fwd = lfilter([1.0], poly, np.zeros(tail), zi=lfiltic([1.0], poly, last))[0]
-        m[:, i] = lfilter([b], poly, fwd[::-1])[::-1][:3]
-    return np.concatenate([[b], -poly[1:], m.ravel()]).astype(np.float32)
+        e = np.zeros(tail + 3)
+        e[2 - i] = 1.0  # e[0:3] = y[R-3], y[R-2], y[R-1] minus the edge value
+        for k in range(3, tail + 3):
+            e[k] = a[0] * e[k - 1] + a[1] * e[k - 2] + a[2] * e[k - 3]
+        z = np.zeros(tail + 6)
+        for k in range(tail + 2, 2, -1):
+            z[k] = b * e[k] + a[0] * z[k + 1] + a[1] * z[k + 2] + a[2] * z[k + 3]
+        m[:, i] = z[3:6]  # positions R, R+1, R+2
+    return np.concatenate([[b], a, m.ravel()]).astype(np.float32)
 
 
 # ---------------------------------------------------------------- planning
