@@ -120,6 +120,9 @@ class _Draw:
 
     def chance(self, p):
         """True with probability p, per image (p = 1: always, p = 0: never)."""
+        if p >= 1 or p <= 0:  # the slot is taken all the same
+            self.slot += 1
+            return np.full(self.n, p >= 1)
         return self.unit() < p
 
     def integers(self, count):
@@ -594,7 +597,7 @@ class ElasticDistortion(_Geometric):
         self._iir = _recursive_gaussian(self.sigma)
 
     def _alphas(self, draw):
-        return np.where(draw.chance(self.p), self.alpha, 0.0).astype(np.float32)
+        return np.where(draw.chance(self.p), np.float32(self.alpha), np.float32(0))
 
 
 # Poles of the third-order recursive Gaussian for sigma = 2 (van Vliet, Young and
