@@ -216,6 +216,9 @@ class Trainer:
         self.progress = progress
         self.clip_norm = None if clip_norm is None else float(clip_norm)
         self.image_shape = None if image_shape is None else tuple(image_shape)
+        if self.image_shape is not None and hasattr(augment, "check_image_size"):
+            augment.check_image_size(self.image_shape[-2:])  # a crop too large fails here
+        self._augment_out = None  # the augmented batch, reused while its shape stays
         self.stop_training = False
         self.epoch = 0  # epochs completed
         self.rng = np.random.default_rng()
@@ -461,10 +464,18 @@ class Trainer:
         return bool(self.progress) and sys.stderr.isatty()
 
     def _augmented(self, xb):
-        if self.image_shape is None:
-            return np.asarray(self.augment(xb), dtype=xb.dtype)
-        images = xb.reshape((len(xb), *self.image_shape))
-        return np.asarray(self.augment(images), dtype=xb.dtype).reshape(len(xb), -1)
+        images = xb if self.image_shape is None else xb.reshape((len(xb), *self.image_shape))
+        from .augment import Compose
+
+        if isinstance(self.augment, Compose) and images.dtype == np.float32:
+            # the same-shaped output buffer every step (a crop may change the size)
+            shape = (*images.shape[:-2], *self.augment.output_size(images.shape[-2:]))
+            out = self._augment_out
+            if out is None or out.shape != shape:
+                out = self._augment_out = np.empty(shape, np.float32)
+            return self.augment(images, out=out).reshape(len(xb), -1)
+        result = np.asarray(self.augment(images), dtype=xb.dtype)
+        return result if self.image_shape is None else result.reshape(len(xb), -1)
 
     def model_output(self):
         """The scores of the last training batch (the loss's input)."""

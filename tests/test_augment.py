@@ -174,7 +174,24 @@ def test_crop_and_flip_fuse_exactly(order, mode):
 
 def test_crop_bigger_than_the_padded_image_raises():
     with pytest.raises(ValueError, match="larger than the padded"):
-        A.RandomCrop(10, padding=1)(batch((2, 7, 7), np.uint8))
+        A.RandomCrop(10, padding=1)(batch((2, 7, 7), np.uint8))  # at the call
+    # at construction, wherever the input size is known
+    with pytest.raises(ValueError, match="larger than the padded"):
+        A.RandomCrop(10, padding=1, image_size=7)
+    with pytest.raises(ValueError, match="larger than the padded"):
+        A.Compose([A.RandomCrop(10, padding=1)], image_size=(7, 8))
+    with pytest.raises(ValueError, match="larger than the padded"):
+        A.Compose([A.RandomResizedCrop(8), A.RandomRotation(5), A.RandomCrop((9, 8))])
+    with pytest.raises(ValueError, match="larger than the padded"):
+        A.Compose([A.RandomCrop(6), A.RandomCrop(7)])
+    model = nn.Sequential(nn.Linear(49, 2, seed=0))
+    with pytest.raises(ValueError, match="larger than the padded"):
+        fastnn.Trainer(model, losses.SoftmaxCrossEntropy(), optim.SGD(model, 0.1),
+                       augment=A.Compose([A.RandomCrop(10, padding=1)]), image_shape=(7, 7))
+    # sizes that fit are accepted, and the crop works at the call
+    ok = A.Compose([A.RandomResizedCrop(8), A.RandomCrop(9, padding=1)], image_size=(7, 7))
+    assert ok(batch((2, 7, 7), np.uint8)).shape == (2, 9, 9)
+    assert A.RandomCrop(9, padding=1, image_size=(7, 7)).image_size == (7, 7)
 
 
 # ---------------------------------------------------------------- warp
@@ -259,6 +276,29 @@ def test_fused_warp_is_the_product_of_the_matrices():
                                    atol=2e-5)
 
 
+def test_random_affine_matrix_is_the_torchvision_composition():
+    """c + t + R S Sh (p - c) forward (R counter-clockwise on screen, rows down); its
+    inverse from the same draws, built the long way."""
+    aff = A.RandomAffine(20, translate=(0.1, 0.2), scale=(0.8, 1.2), shear=(-5, 5, -3, 3))
+    m, size = aff._inverse(A._Draw(77, 50), 9, 12)
+    assert size == (9, 12)
+    u = A._Draw(77, 50)
+    u.unit()  # p = 1: every image
+    theta = np.deg2rad(u.uniform(-20, 20))
+    shift = np.stack([u.uniform(-1.2, 1.2), u.uniform(-1.8, 1.8)], -1)
+    scale = u.uniform(0.8, 1.2)
+    tx, ty = np.tan(np.deg2rad(u.uniform(-5, 5))), np.tan(np.deg2rad(u.uniform(-3, 3)))
+    c = np.array([5.5, 4.0])
+    for i in range(50):
+        rot = np.array([[np.cos(theta[i]), np.sin(theta[i])],
+                        [-np.sin(theta[i]), np.cos(theta[i])]]) * scale[i]
+        shear = np.array([[1, tx[i]], [0, 1]]) @ np.array([[1, 0], [ty[i], 1]])
+        fwd = np.eye(3)
+        fwd[:2, :2] = rot @ shear
+        fwd[:2, 2] = c + shift[i] - rot @ shear @ c
+        np.testing.assert_allclose(m[i], np.linalg.inv(fwd), atol=1e-12)
+
+
 def test_lens_distortion_matches_reference():
     x = batch((3, 1, 10, 12), np.float32)
     y = A.Compose([A.LensDistortion((0.3, 0.3), mode="edge")], seed=0)(x)
@@ -272,18 +312,50 @@ def test_lens_distortion_matches_reference():
         np.testing.assert_array_equal(z[:, 4, 4], odd[:, 4, 4])
 
 
-def reference_field(key, i, h, w, alpha, g):
-    r = (len(g) - 1) // 2
-    planes = []
-    for plane in range(2):
-        index = (np.uint64((2 * i + plane) << 32) + np.arange(h * w, dtype=np.uint64))
-        noise = 2.0 * ((A._hash32(index, key) >> np.uint32(8)) * 2.0**-24) - 1.0
-        noise = noise.reshape(h, w)
-        cols = np.clip(np.arange(w)[:, None] + np.arange(-r, r + 1), 0, w - 1)
-        t = (noise[:, cols] * g).sum(-1)
-        rows = np.clip(np.arange(h)[:, None] + np.arange(-r, r + 1), 0, h - 1)
-        planes.append(alpha * np.einsum("ykx,k->yx", t[rows], g))
-    return np.stack(planes)
+def kernel_field(elastic, key, i, h, w, alpha):
+    """The kernel's field of image i as (2, h, w): dx, dy."""
+    out = np.empty((2, h, w), np.float32)
+    _k.elastic_field(out, elastic._iir, i, key, alpha)
+    return out
+
+
+def noise_planes(key, i, h, w):
+    """The uniform noise of image i, (2, h, w), as augment.h's fn_elastic_noise draws it:
+    one hash per pixel (index x * h + y), its low 16 bits for dx, its high 16 for dy."""
+    x, y = np.meshgrid(np.arange(w), np.arange(h))
+    index = np.uint64(i << 32) + (x * h + y).astype(np.uint64)
+    v = A._hash32(index, key).astype(np.int64)
+    return np.stack([(v & 0xFFFF) + 0.5, (v >> 16) + 0.5]) / 32768 - 1
+
+
+# (sigma, tolerance): the largest |field - exact Gaussian-smoothed noise| allowed, as a
+# fraction of the largest |exact field|; the recursive Gaussian's documented accuracy
+# with some margin (the measured errors are about half of these).
+FIELD_TOLERANCE = ((1.0, 0.1), (2.0, 0.04), (4.0, 0.03), (8.0, 0.02))
+
+
+@pytest.mark.parametrize(("sigma", "tol"), FIELD_TOLERANCE)
+@pytest.mark.parametrize(("h", "w"), [(28, 28), (17, 40), (2, 5)])
+def test_elastic_field_is_gaussian_smoothed_noise(sigma, tol, h, w):
+    scipy_ndimage = pytest.importorskip("scipy.ndimage")
+    elastic = A.ElasticDistortion(alpha=3.0, sigma=sigma)
+    worst = 0.0
+    for i, key in ((0, 1), (5, 0x0123456789ABCDEF)):
+        field = kernel_field(elastic, key, i, h, w, 3.0)
+        noise = noise_planes(key, i, h, w)
+        exact = np.stack([3.0 * scipy_ndimage.gaussian_filter(p, sigma, mode="nearest",
+                                                              truncate=8.0) for p in noise])
+        worst = max(worst, np.abs(field - exact).max() / np.abs(exact).max())
+        assert np.isfinite(field).all() and field.dtype == np.float32
+    assert worst < tol
+
+
+def test_elastic_field_of_distinct_images_and_keys_differ():
+    elastic = A.ElasticDistortion(alpha=1.0, sigma=2.0)
+    a = kernel_field(elastic, 7, 0, 12, 12, 1.0)
+    assert not np.array_equal(a, kernel_field(elastic, 7, 1, 12, 12, 1.0))
+    assert not np.array_equal(a, kernel_field(elastic, 8, 0, 12, 12, 1.0))
+    np.testing.assert_array_equal(2 * a, kernel_field(elastic, 7, 0, 12, 12, 2.0))
 
 
 def test_elastic_distortion_matches_reference():
@@ -293,10 +365,9 @@ def test_elastic_distortion_matches_reference():
     y = compose(x, step=3)
     key = A._transform_key(fastnn.ops.random_key(9, 3), 0)
     noise_key = A._splitmix64(key ^ 0x5EED)
-    g = elastic._gauss.astype(np.float64)
     moved = 0
     for i in range(3):
-        field = reference_field(noise_key, i, 12, 10, 8.0, g)
+        field = kernel_field(elastic, noise_key, i, 12, 10, 8.0)
         moved += np.abs(field).mean()
         ref = reference_warp(x[i], np.eye(3)[:2], 12, 10, "reflect", 0, field=field)
         np.testing.assert_allclose(y[i], ref, atol=1e-4)
@@ -319,6 +390,36 @@ def test_resized_crop_windows_and_output_size():
     assert area.min() > 0.15 and area.max() < 0.65
     ratio = cw / ch
     assert ratio.min() > 0.7 and ratio.max() < 1.45
+
+
+@pytest.mark.parametrize("dtype", PIXEL_DTYPES)
+def test_resized_crop_antialias_is_the_area_mean_for_whole_factors(
+        dtype, assert_thread_independent):
+    x = batch((5, 2, 32, 24), dtype)
+    whole = A.Compose([A.RandomResizedCrop((8, 6), scale=(1, 1), ratio=(0.75, 0.75))], seed=0)
+    y = whole(x)
+    mean = x.astype(np.float64).reshape(5, 2, 8, 4, 6, 4).mean((3, 5))
+    assert_matches_reference(y, mean, dtype)
+    assert_thread_independent(lambda: whole(x, step=0))
+    # without antialiasing: one bilinear read per pixel, at the window's pixel centers
+    plain = A.Compose([A.RandomResizedCrop((8, 6), scale=(1, 1), ratio=(0.75, 0.75),
+                                           antialias=False)], seed=0)(x)
+    m = np.array([[4.0, 0, 1.5], [0, 4.0, 1.5]])
+    for i in range(5):
+        assert_matches_reference(plain[i], reference_warp(x[i], m, 8, 6, "edge", 0), dtype)
+
+
+def test_resized_crop_antialias_smooths_a_shrunk_noise():
+    x = batch((20, 60, 60), np.float32)
+    rrc = {aa: A.Compose([A.RandomResizedCrop(11, scale=(0.6, 1.0), antialias=aa)], seed=3)
+           for aa in (True, False)}
+    smooth, sharp = rrc[True](x), rrc[False](x)
+    assert smooth.std() < 0.6 * sharp.std()
+    assert abs(smooth.mean() - x.mean()) < 0.01 and smooth.min() >= 0 and smooth.max() <= 1
+    # enlarging is never antialiased: the same with and without
+    up = {aa: A.Compose([A.RandomResizedCrop(70, scale=(0.5, 0.9), antialias=aa)], seed=3)(x)
+          for aa in (True, False)}
+    np.testing.assert_array_equal(up[True], up[False])
 
 
 # ---------------------------------------------------------------- whole pipelines
@@ -390,6 +491,22 @@ def test_out_may_be_the_input_itself():
         A.Compose([A.RandomRotation(3)], seed=0)(x, out=np.empty((5, 8, 9), np.float32))
     with pytest.raises(TypeError):
         A.Compose([A.RandomRotation(3)], seed=0)(x, out=np.empty((5, 8, 8), np.uint8))
+
+
+def test_results_of_successive_calls_are_distinct_arrays():
+    """Intermediate stages reuse their buffers; what a call returns is never reused."""
+    x = batch((6, 3, 10, 10), np.uint8)
+    compose = A.Compose([A.RandomCrop(8, padding=1), A.RandomRotation(20),
+                         A.RandomCrop(6)], seed=1)
+    first = compose(x)
+    keep = first.copy()
+    second = compose(x)
+    assert not np.shares_memory(first, second)
+    np.testing.assert_array_equal(first, keep)
+    np.testing.assert_array_equal(first, A.Compose(compose.transforms, seed=1)(x, step=0))
+    out = np.empty_like(second)
+    assert compose(x, step=1, out=out) is out
+    np.testing.assert_array_equal(out, second)
 
 
 def test_non_contiguous_input_is_copied_once():

@@ -4,6 +4,13 @@
  * Cython owns the loops over images and row blocks and the threads; it calls these
  * per image (or per block of output rows). Pixel types: unsigned char (suffix _u8)
  * and float (suffix _f), both generated from augment_impl.h.
+ *
+ * The warp works in two vectorizable passes per output row: fn_warp_coords turns
+ * every output pixel into a source offset and two interpolation weights, then
+ * fn_warp_gather_* reads four neighbours per channel from a float copy of the source
+ * padded by 1 pixel before and 2 after each axis (the padding holds the border mode's
+ * values), so the gather has no branch and no border case: coordinates are clamped
+ * (constant, edge) or folded (reflect) into the padded range first.
  */
 #ifndef FASTNN_AUGMENT_H
 #define FASTNN_AUGMENT_H
@@ -23,6 +30,22 @@
 /* Source coordinates this close to a whole pixel are taken as that pixel: a rotation
  * by 90 degrees (cos = 6e-17) or a composed flip then reads pixels exactly. */
 #define FN_WARP_SNAP 1e-7
+
+/* Padding of the warp's float copy of the source: FN_PAD_LO pixels before each axis,
+ * FN_PAD_HI after (a tap at w and its right neighbour at w + 1). */
+#define FN_PAD_LO 1
+#define FN_PAD_HI 2
+
+/* Rows of state the recursive Gaussian keeps before and after a plane. */
+#define FN_IIR_ROWS 3
+
+/* The warp computes coordinates for chunks of whole rows of about this many pixels. */
+#define FN_WARP_CHUNK 2048
+FN_INLINE ptrdiff_t fn_warp_chunk_rows(ptrdiff_t ow, ptrdiff_t oh)
+{
+    ptrdiff_t rows = ow >= FN_WARP_CHUNK ? 1 : FN_WARP_CHUNK / ow;
+    return rows < oh ? rows : oh;
+}
 
 /* Index i of a line of n pixels under a border mode; -1 means "the fill value"
  * (constant mode only). reflect mirrors about the edge pixels, as numpy.pad's
@@ -44,53 +67,261 @@ FN_INLINE float fn_unit_float(uint32_t h) { return (float)(h >> 8) * (1.0f / 167
 FN_INLINE unsigned char fn_store_u8(float v)
 {
     v = v < 0.0f ? 0.0f : (v > 255.0f ? 255.0f : v);
-    return (unsigned char)(v + 0.5f);
+    return (unsigned char)(int)(v + 0.5f);
 }
 FN_INLINE float fn_store_f(float v) { return v; }
 
-/* Elastic displacement field of one image: two planes (dx, then dy) of h * w,
- * uniform noise in [-1, 1) from hash(key, ((2 * image + plane) << 32) + pixel),
- * blurred by the normalized kernel g[0 .. 2 * radius] (separable, edges clamped) and
- * scaled by alpha. scratch holds 2 * h * w + w + 2 * radius floats. */
-static inline void fn_elastic_field(float *field, float *scratch, const float *g, ptrdiff_t radius,
-                                    ptrdiff_t h, ptrdiff_t w, uint64_t image, uint32_t key_lo,
+/* out[s * n + i] = (hash(key, ((slot0 + s) << 32) + i) >> 8) * 2^-24 for s < slots,
+ * i < n: the per-image uniforms of fastnn/augment.py's _Draw, many slots at once. */
+FN_LOOP_FN void fn_uniforms(double *out, ptrdiff_t slot0, ptrdiff_t slots, ptrdiff_t n,
+                            uint32_t key_lo, uint32_t key_hi)
+{
+    for (ptrdiff_t s = 0; s < slots; s++) {
+        uint64_t base = (uint64_t)(slot0 + s) << 32;
+        double *o = out + s * n;
+        FN_SIMD for (ptrdiff_t i = 0; i < n; i++)
+            o[i] = (double)(int32_t)(fn_hash32(base + (uint64_t)i, key_lo, key_hi) >> 8) *
+                   (1.0 / 16777216.0);
+    }
+}
+
+/* ---------------------------------------------------------------- elastic field
+ *
+ * The displacement field of one image is uniform noise in (-1, 1) per pixel and axis,
+ * smoothed by a Gaussian of width sigma and scaled by alpha. The Gaussian is the
+ * third-order recursive filter of Young, van Vliet and Verbeek (poles rescaled so that
+ * its variance is exactly sigma^2): a causal then an anti-causal pass of 4
+ * multiply-adds a sample each, whatever sigma. Beyond the edges the input continues
+ * with its edge value (scipy.ndimage's "nearest") exactly, by Triggs and Sdika's
+ * initial conditions for the anti-causal pass (the matrix comes from Python).
+ *
+ * Both passes run down the rows of a plane, vectorized along the rows: first on the
+ * noise laid out x-major (smoothing along x), then, after a transpose, y-major
+ * (smoothing along y). The dx and dy planes travel side by side in one row. */
+
+/* The recursive filter's coefficients: y = b*x + a1*y1 + a2*y2 + a3*y3, and the 3x3
+ * map from the causal pass's last three outputs (minus the edge value) to the
+ * anti-causal pass's three initial states (minus the edge value), row-major. */
+typedef struct {
+    float b, a1, a2, a3;
+    float m[9];
+} fn_iir3;
+
+/* Smooth the R rows of L floats at buf (row r at buf + r * L) along r, in place.
+ * FN_IIR_ROWS rows before buf and after row R - 1 are scratch. */
+FN_LOOP_FN void fn_iir_rows(float *buf, ptrdiff_t R, ptrdiff_t L, const fn_iir3 *c)
+{
+    const float b = c->b, a1 = c->a1, a2 = c->a2, a3 = c->a3;
+    /* the causal pass starts in its steady state for the first row (gain 1) and the
+     * last input row is kept for the anti-causal pass's boundary */
+    float *first = buf, *last = buf + (R - 1) * L, *keep = buf + (R + 2) * L;
+    FN_SIMD for (ptrdiff_t j = 0; j < L; j++) {
+        buf[j - L] = first[j];
+        buf[j - 2 * L] = first[j];
+        buf[j - 3 * L] = first[j];
+        keep[j] = last[j];
+    }
+    for (ptrdiff_t r = 0; r < R; r++) {
+        float *y = buf + r * L;
+        FN_SIMD for (ptrdiff_t j = 0; j < L; j++)
+            y[j] = b * y[j] + a1 * y[j - L] + a2 * y[j - 2 * L] + a3 * y[j - 3 * L];
+    }
+    const float *y1 = buf + (R - 1) * L, *y2 = y1 - L, *y3 = y2 - L;
+    float *z0 = buf + R * L, *z1 = z0 + L, *z2 = z1 + L;
+    const float *m = c->m;
+    FN_SIMD for (ptrdiff_t j = 0; j < L; j++) {
+        float u = z2[j];
+        float d1 = y1[j] - u, d2 = y2[j] - u, d3 = y3[j] - u;
+        z0[j] = u + m[0] * d1 + m[1] * d2 + m[2] * d3;
+        z1[j] = u + m[3] * d1 + m[4] * d2 + m[5] * d3;
+        z2[j] = u + m[6] * d1 + m[7] * d2 + m[8] * d3;
+    }
+    for (ptrdiff_t r = R - 1; r >= 0; r--) {
+        float *z = buf + r * L;
+        FN_SIMD for (ptrdiff_t j = 0; j < L; j++)
+            z[j] = b * z[j] + a1 * z[j + L] + a2 * z[j + 2 * L] + a3 * z[j + 3 * L];
+    }
+}
+
+/* Noise of one image, x-major: row x of t (2 * h floats) holds the dx noise of column x
+ * then its dy noise. Pixel (x, y) takes both from one hash of (image << 32) + x * h + y:
+ * its low and high 16 bits, each mapped to (v + 0.5) / 32768 - 1. */
+FN_LOOP_FN void fn_elastic_noise(float *t, ptrdiff_t h, ptrdiff_t w, uint64_t image,
+                                 uint32_t key_lo, uint32_t key_hi)
+{
+    const float s = 1.0f / 32768.0f, o = 0.5f / 32768.0f - 1.0f;
+    /* fn_hash32 of (image << 32) + j with j < 2^32, in 32-bit lanes only */
+    const uint32_t hi = (uint32_t)image ^ key_hi;
+    const int hn = (int)h;
+    for (ptrdiff_t x = 0; x < w; x++) {
+        float *row = t + x * 2 * h;
+        const uint32_t base = (uint32_t)(x * h);
+        FN_SIMD for (int y = 0; y < hn; y++) {
+            uint32_t v = fn_fmix32(fn_fmix32((base + (uint32_t)y) * 0x9e3779b9u ^ key_lo) + hi);
+            row[y] = (float)(int32_t)(v & 0xffffu) * s + o;
+            row[h + y] = (float)(int32_t)(v >> 16) * s + o;
+        }
+    }
+}
+
+/* Rows of one field plane with the recursive filter's scratch rows. */
+#define FN_FIELD_ROWS(h) ((h) + 2 * FN_IIR_ROWS)
+
+/* Plane p of f (rows of w floats, FN_FIELD_ROWS(h) rows a plane, the image's rows after
+ * FN_IIR_ROWS of them) = alpha * plane p of t transposed (t: w rows of 2h, plane p at
+ * column p * h), in tiles that stay in the L1 cache. */
+static inline void fn_elastic_transpose(const float *t, float *f, ptrdiff_t h, ptrdiff_t w,
+                                        float alpha)
+{
+    const ptrdiff_t tile = 32;
+    for (ptrdiff_t p = 0; p < 2; p++) {
+        float *fp = f + (p * FN_FIELD_ROWS(h) + FN_IIR_ROWS) * w;
+        for (ptrdiff_t y0 = 0; y0 < h; y0 += tile)
+            for (ptrdiff_t x0 = 0; x0 < w; x0 += tile) {
+                ptrdiff_t y1 = y0 + tile < h ? y0 + tile : h, x1 = x0 + tile < w ? x0 + tile : w;
+                for (ptrdiff_t y = y0; y < y1; y++) {
+                    float *fr = fp + y * w;
+                    const float *tc = t + p * h + y;
+                    for (ptrdiff_t x = x0; x < x1; x++) fr[x] = alpha * tc[x * 2 * h];
+                }
+            }
+    }
+}
+
+/* The field of one image into f: the dx plane then the dy plane, each FN_FIELD_ROWS(h)
+ * rows of w floats, the field's rows after FN_IIR_ROWS of them. t: scratch of
+ * FN_FIELD_ROWS(w) rows of 2h floats. */
+static inline void fn_elastic_field(float *f, float *t, const fn_iir3 *c, ptrdiff_t h,
+                                    ptrdiff_t w, uint64_t image, uint32_t key_lo,
                                     uint32_t key_hi, float alpha)
 {
-    float *noise = scratch;             /* one plane of noise */
-    float *tmp = scratch + h * w;       /* rows blurred along x */
-    float *line = tmp + h * w;          /* one noise row, padded by radius each side */
-    ptrdiff_t taps = 2 * radius + 1;
-    for (int plane = 0; plane < 2; plane++) {
-        uint64_t base = (uint64_t)(2 * image + (uint64_t)plane) << 32;
-        FN_SIMD for (ptrdiff_t j = 0; j < h * w; j++)
-            noise[j] = 2.0f * fn_unit_float(fn_hash32(base + (uint64_t)j, key_lo, key_hi)) - 1.0f;
-        for (ptrdiff_t y = 0; y < h; y++) {
-            const float *nr = noise + y * w;
-            for (ptrdiff_t x = 0; x < radius; x++) {
-                line[x] = nr[0];
-                line[radius + w + x] = nr[w - 1];
-            }
-            memcpy(line + radius, nr, (size_t)w * sizeof(float));
-            float *t = tmp + y * w;
-            for (ptrdiff_t x = 0; x < w; x++) t[x] = 0.0f;
-            for (ptrdiff_t k = 0; k < taps; k++) {
-                const float gk = g[k];
-                const float *l = line + k;
-                FN_SIMD for (ptrdiff_t x = 0; x < w; x++) t[x] += gk * l[x];
-            }
-        }
-        float *out = field + plane * h * w;
-        for (ptrdiff_t y = 0; y < h; y++) {
-            float *o = out + y * w;
-            for (ptrdiff_t x = 0; x < w; x++) o[x] = 0.0f;
-            for (ptrdiff_t k = 0; k < taps; k++) {
-                ptrdiff_t ys = y + k - radius;
-                ys = ys < 0 ? 0 : (ys >= h ? h - 1 : ys);
-                const float gk = g[k] * alpha;
-                const float *t = tmp + ys * w;
-                FN_SIMD for (ptrdiff_t x = 0; x < w; x++) o[x] += gk * t[x];
-            }
-        }
+    float *t0 = t + FN_IIR_ROWS * 2 * h;
+    fn_elastic_noise(t0, h, w, image, key_lo, key_hi);
+    fn_iir_rows(t0, w, 2 * h, c);
+    fn_elastic_transpose(t0, f, h, w, alpha);
+    fn_iir_rows(f + FN_IIR_ROWS * w, h, w, c);
+    fn_iir_rows(f + (FN_FIELD_ROWS(h) + FN_IIR_ROWS) * w, h, w, c);
+}
+
+/* ---------------------------------------------------------------- warp coordinates
+ *
+ * For n output pixels (x, y) = (x0 + xs[j], y0 + ys[j]), j < n (whole rows in a row;
+ * x0 and the fraction of y0 place a sub-sample of an antialiased pixel):
+ *   p = (x, y) + (fdx[j], fdy[j])                 elastic (fdx NULL: none)
+ *   p = c + (p - c) * (1 + kn * |p - c|^2)        radial lens (kn may be 0)
+ *   s = m[0:3] . (p, 1), m[3:6] . (p, 1)          affine, output -> source
+ * then s is snapped to a whole pixel within FN_WARP_SNAP, put in the padded range
+ * (clamped to [-1, w] for constant and edge, folded into [0, w - 1] for reflect), and
+ * stored as the offset of its top-left tap in the padded plane (pw floats a row) and
+ * the weights wx, wy of the right and lower taps. */
+
+FN_INLINE double fn_snap(double s)
+{
+    /* round to nearest by the 1.5 * 2^52 trick: inline and vectorized (far from the
+     * image, where it is not exact, |s - r| is large or s is whole already) */
+    double r = (s + 6755399441055744.0) - 6755399441055744.0;
+    return fabs(s - r) < FN_WARP_SNAP ? r : s;
+}
+
+/* Into the padded range: clamped to [-1, n] (constant, edge), or folded into
+ * [0, n - 1] (reflect; period = 2n - 2, inv = 1 / period, 0 when n = 1). The last
+ * clamp of each also sends NaN and far coordinates into range (never out of bounds). */
+FN_INLINE double fn_clamp_range(double s, double n)
+{
+    s = s > -1.0 ? s : -1.0;
+    return s < n ? s : n;
+}
+FN_INLINE double fn_fold_range(double s, double last, double period, double inv)
+{
+    double t = s - period * floor(s * inv); /* in [0, period] up to rounding */
+    t = t > last ? period - t : t;
+    t = t > 0.0 ? t : 0.0;
+    return t < last ? t : last;
+}
+
+/* One loop per (field or not, lens or not, border): no dead work if-converted into it. */
+#define FN_COORD_LOOP(FIELD, LENS, TO_RANGE_X, TO_RANGE_Y)                                 \
+    FN_SIMD for (int j = 0; j < count; j++) {                                              \
+        double px = x0 + (double)xs[j], py = y0 + (double)ys[j];                           \
+        if (FIELD) {                                                                       \
+            px += (double)fdx[j];                                                          \
+            py += (double)fdy[j];                                                          \
+        }                                                                                  \
+        if (LENS) {                                                                        \
+            double ux = px - cx, uy = py - cy;                                             \
+            double f = 1.0 + kn * (ux * ux + uy * uy);                                     \
+            px = cx + ux * f;                                                              \
+            py = cy + uy * f;                                                              \
+        }                                                                                  \
+        double sx = m0 * px + m1 * py + m2, sy = m3 * px + m4 * py + m5;                   \
+        sx = TO_RANGE_X(fn_snap(sx));                                                      \
+        sy = TO_RANGE_Y(fn_snap(sy));                                                      \
+        /* floor of a number >= -1 by truncating a positive one */                        \
+        int32_t ix = (int32_t)(sx + 2.0) - 2, iy = (int32_t)(sy + 2.0) - 2;                \
+        wx[j] = (float)(sx - (double)ix);                                                  \
+        wy[j] = (float)(sy - (double)iy);                                                  \
+        off[j] = (iy + FN_PAD_LO) * ipw + ix + FN_PAD_LO;                                  \
+    }
+
+#define FN_COORD_LOOPS(TO_RANGE_X, TO_RANGE_Y)                                             \
+    if (fdx) {                                                                             \
+        if (kn != 0.0) {                                                                   \
+            FN_COORD_LOOP(1, 1, TO_RANGE_X, TO_RANGE_Y)                                    \
+        } else {                                                                           \
+            FN_COORD_LOOP(1, 0, TO_RANGE_X, TO_RANGE_Y)                                    \
+        }                                                                                  \
+    } else {                                                                               \
+        if (kn != 0.0) {                                                                   \
+            FN_COORD_LOOP(0, 1, TO_RANGE_X, TO_RANGE_Y)                                    \
+        } else {                                                                           \
+            FN_COORD_LOOP(0, 0, TO_RANGE_X, TO_RANGE_Y)                                    \
+        }                                                                                  \
+    }
+
+FN_LOOP_FN void fn_warp_coords(ptrdiff_t n, const float *restrict xs, const float *restrict ys,
+                               double x0, double y0, const double *m, double kn, double cx, double cy,
+                               const float *restrict fdx, const float *restrict fdy,
+                               ptrdiff_t h, ptrdiff_t w, ptrdiff_t pw, int mode,
+                               int32_t *restrict off, float *restrict wx, float *restrict wy)
+{
+    const double m0 = m[0], m1 = m[1], m2 = m[2], m3 = m[3], m4 = m[4], m5 = m[5];
+    const int32_t ipw = (int32_t)pw;
+    /* an int counter: int64 -> double does not vectorize before AVX-512 */
+    const int count = (int)n;
+    const double wd = (double)w, hd = (double)h;
+    const double lx = wd - 1.0, px2 = 2.0 * lx, ix2 = w > 1 ? 1.0 / px2 : 0.0;
+    const double ly = hd - 1.0, py2 = 2.0 * ly, iy2 = h > 1 ? 1.0 / py2 : 0.0;
+#define FN_CLAMP_X(s) fn_clamp_range(s, wd)
+#define FN_CLAMP_Y(s) fn_clamp_range(s, hd)
+#define FN_FOLD_X(s) fn_fold_range(s, lx, px2, ix2)
+#define FN_FOLD_Y(s) fn_fold_range(s, ly, py2, iy2)
+    if (mode != FN_BORDER_REFLECT) {
+        FN_COORD_LOOPS(FN_CLAMP_X, FN_CLAMP_Y)
+    } else {
+        /* a line of one pixel folds everything onto it: period 0, inv 0, t = s, clamped */
+        FN_COORD_LOOPS(FN_FOLD_X, FN_FOLD_Y)
+    }
+#undef FN_CLAMP_X
+#undef FN_CLAMP_Y
+#undef FN_FOLD_X
+#undef FN_FOLD_Y
+}
+#undef FN_COORD_LOOPS
+#undef FN_COORD_LOOP
+
+/* acc[j] += scale * (the bilinear read of fn_warp_gather): one sub-sample of an
+ * antialiased output pixel. */
+FN_LOOP_FN void fn_warp_gather_acc(const float *restrict pad, ptrdiff_t pw,
+                                   const int32_t *restrict off, const float *restrict wx,
+                                   const float *restrict wy, float *restrict acc, ptrdiff_t n,
+                                   float scale)
+{
+    const int32_t ipw = (int32_t)pw;
+    FN_SIMD for (ptrdiff_t j = 0; j < n; j++) {
+        int32_t o = off[j];
+        float a = pad[o], b = pad[o + 1], c = pad[o + ipw], d = pad[o + ipw + 1];
+        float top = a + wx[j] * (b - a), bottom = c + wx[j] * (d - c);
+        acc[j] += scale * (top + wy[j] * (bottom - top));
     }
 }
 

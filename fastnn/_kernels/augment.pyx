@@ -7,17 +7,25 @@ thread count. The caller (fastnn/augment.py) checks shapes; nothing is checked h
 """
 
 from cython.parallel cimport prange, threadid
+from libc.stdlib cimport free, malloc
+from libc.string cimport memcpy, memset
 
 ctypedef fused pixel:
     unsigned char
     float
 
 cdef extern from "augment.h" nogil:
-    int FN_BORDER_CONSTANT, FN_BORDER_EDGE, FN_BORDER_REFLECT
+    int FN_BORDER_CONSTANT, FN_BORDER_EDGE, FN_BORDER_REFLECT, FN_PAD_LO, FN_PAD_HI, FN_IIR_ROWS
+    Py_ssize_t FN_FIELD_ROWS(Py_ssize_t h)
+    Py_ssize_t fn_warp_chunk_rows(Py_ssize_t ow, Py_ssize_t oh)
+    ctypedef struct fn_iir3:
+        pass
     unsigned int fn_hash32(unsigned long long index, unsigned int key_lo, unsigned int key_hi)
-    void fn_elastic_field(float *field, float *scratch, const float *g, Py_ssize_t radius,
-                          Py_ssize_t h, Py_ssize_t w, unsigned long long image,
-                          unsigned int key_lo, unsigned int key_hi, float alpha)
+    void fn_uniforms(double *out, Py_ssize_t slot0, Py_ssize_t slots, Py_ssize_t n,
+                     unsigned int key_lo, unsigned int key_hi)
+    void fn_elastic_field(float *f, float *t, const fn_iir3 *c, Py_ssize_t h, Py_ssize_t w,
+                          unsigned long long image, unsigned int key_lo, unsigned int key_hi,
+                          float alpha)
     void fn_copy_image_u8(const unsigned char *src, unsigned char *dst, Py_ssize_t c,
                           Py_ssize_t h, Py_ssize_t w, Py_ssize_t oh, Py_ssize_t ow,
                           Py_ssize_t sy0, Py_ssize_t sx0, int dir, int mode,
@@ -25,13 +33,19 @@ cdef extern from "augment.h" nogil:
     void fn_copy_image_f(const float *src, float *dst, Py_ssize_t c, Py_ssize_t h, Py_ssize_t w,
                          Py_ssize_t oh, Py_ssize_t ow, Py_ssize_t sy0, Py_ssize_t sx0, int dir,
                          int mode, float fill)
-    void fn_warp_rows_u8(const unsigned char *src, unsigned char *dst, Py_ssize_t c,
-                         Py_ssize_t h, Py_ssize_t w, Py_ssize_t oh, Py_ssize_t ow,
-                         Py_ssize_t y0, Py_ssize_t y1, const double *m, float k,
-                         const float *field, int mode, float fill)
-    void fn_warp_rows_f(const float *src, float *dst, Py_ssize_t c, Py_ssize_t h, Py_ssize_t w,
+    void fn_pad_plane_u8(const unsigned char *src, float *pad, Py_ssize_t h, Py_ssize_t w,
+                         int mode, float fill)
+    void fn_pad_plane_f(const float *src, float *pad, Py_ssize_t h, Py_ssize_t w, int mode,
+                        float fill)
+    void fn_warp_rows_u8(const float *pad, unsigned char *dst, Py_ssize_t c, Py_ssize_t h,
+                         Py_ssize_t w, Py_ssize_t oh, Py_ssize_t ow, Py_ssize_t y0,
+                         Py_ssize_t y1, const double *m, float k, const float *field,
+                         int mode, int kx, int ky, const float *xs, const float *ys,
+                         float *scratch)
+    void fn_warp_rows_f(const float *pad, float *dst, Py_ssize_t c, Py_ssize_t h, Py_ssize_t w,
                         Py_ssize_t oh, Py_ssize_t ow, Py_ssize_t y0, Py_ssize_t y1,
-                        const double *m, float k, const float *field, int mode, float fill)
+                        const double *m, float k, const float *field, int mode, int kx,
+                        int ky, const float *xs, const float *ys, float *scratch)
 
 BORDER_MODES = {"constant": FN_BORDER_CONSTANT, "edge": FN_BORDER_EDGE,
                 "reflect": FN_BORDER_REFLECT}
@@ -67,55 +81,145 @@ def copy(const pixel[:, :, :, ::1] src, pixel[:, :, :, ::1] dst, const long long
                              origin[i, 0], origin[i, 1], <int> origin[i, 2], mode, f)
 
 
-def elastic_fields(float[:, :, :, ::1] field, const float[::1] alpha, const float[::1] gauss,
-                   float[:, ::1] scratch, unsigned long long key, int n_threads):
-    """field[n] = alpha[n] * blur(noise(key, n)) for every n with alpha[n] != 0.
+def uniforms(double[:, ::1] out, Py_ssize_t slot0, unsigned long long key):
+    """out[s, i] = (hash(key, ((slot0 + s) << 32) + i) >> 8) * 2^-24: uniforms in [0, 1)."""
+    fn_uniforms(&out[0, 0], slot0, out.shape[0], out.shape[1], <unsigned int> (key & 0xffffffffu),
+                <unsigned int> (key >> 32))
 
-    field is (N, 2, H, W) (x then y displacement, in pixels); gauss the normalized
-    kernel of 2r + 1 taps; scratch (n_threads, 2*H*W + W + 2r)."""
-    cdef Py_ssize_t n = field.shape[0], h = field.shape[2], w = field.shape[3], i
-    cdef Py_ssize_t radius = (gauss.shape[0] - 1) // 2
-    cdef unsigned int lo = <unsigned int> (key & 0xffffffffu), hi = <unsigned int> (key >> 32)
-    if n == 0 or h * w == 0:
-        return
-    for i in prange(n, nogil=True, schedule='static', num_threads=n_threads,
-                    use_threads_if=n_threads > 1 and n > 1):
-        if alpha[i] != 0:
-            fn_elastic_field(&field[i, 0, 0, 0], &scratch[threadid(), 0], &gauss[0], radius,
-                             h, w, i, lo, hi, alpha[i])
+
+cdef inline Py_ssize_t _field_floats(Py_ssize_t h, Py_ssize_t w) noexcept nogil:
+    """Floats of one elastic field (two planes with the recursive filter's scratch rows)
+    plus the filter's scratch for the transposed noise."""
+    return 2 * FN_FIELD_ROWS(h) * w + FN_FIELD_ROWS(w) * 2 * h
+
+
+def elastic_field(float[:, :, ::1] out, const float[::1] iir, unsigned long long image,
+                  unsigned long long key, float alpha):
+    """The elastic field of image `image` as the warp computes it into out (2, H, W):
+    dx, dy; iir the 13 coefficients of ElasticDistortion (b, a1..a3, M)."""
+    cdef Py_ssize_t h = out.shape[1], w = out.shape[2], p, y
+    cdef float *f = <float *> malloc(_field_floats(h, w) * sizeof(float))
+    if f == NULL:
+        raise MemoryError()
+    fn_elastic_field(f, f + 2 * FN_FIELD_ROWS(h) * w, <const fn_iir3 *> &iir[0], h, w, image,
+                     <unsigned int> (key & 0xffffffffu), <unsigned int> (key >> 32), alpha)
+    for p in range(2):
+        for y in range(h):
+            memcpy(&out[p, y, 0], f + (p * FN_FIELD_ROWS(h) + FN_IIR_ROWS + y) * w,
+                   w * sizeof(float))
+    free(f)
 
 
 def warp(const pixel[:, :, :, ::1] src, pixel[:, :, :, ::1] dst, const double[:, ::1] mats,
-         const float[::1] lens_k, const float[:, :, :, ::1] field, const float[::1] alpha,
-         int mode, double fill, int n_threads):
+         const float[::1] lens_k, const float[::1] alpha, const float[::1] iir,
+         unsigned long long key, const int[:, ::1] samples, int mode, double fill,
+         int n_threads):
     """One bilinear warp of every image (see fn_warp_rows in augment_impl.h): mats is
-    (N, 6), the output -> source affine map per image; lens_k (N,); field (N, 2, OH, OW)
-    read for the images whose alpha is not 0 (any shape when none is)."""
+    (N, 6), the output -> source affine map per image; lens_k (N,) the lens
+    coefficients; alpha (N,) the elastic scale per image (0: no field), the field's
+    noise keyed by `key` and smoothed by the recursive filter `iir` (13 floats; read
+    only where some alpha is not 0); samples (N, 2): antialiasing sub-samples per
+    pixel along x and y (1, 1: none), or (0, 2) for none at all."""
     cdef Py_ssize_t n = src.shape[0], c = src.shape[1], h = src.shape[2], w = src.shape[3]
     cdef Py_ssize_t oh = dst.shape[2], ow = dst.shape[3]
-    cdef Py_ssize_t blocks, rows, t, i, y0, y1
-    cdef const float *fp
+    cdef Py_ssize_t blocks, rows, t, i, j, y0, y1, per_thread, nt, chunk
+    cdef Py_ssize_t pad_floats = c * (h + FN_PAD_LO + FN_PAD_HI) * (w + FN_PAD_LO + FN_PAD_HI)
+    cdef Py_ssize_t field_floats = 2 * FN_FIELD_ROWS(oh) * ow
+    cdef unsigned int lo = <unsigned int> (key & 0xffffffffu), hi = <unsigned int> (key >> 32)
+    cdef float *scratch
+    cdef float *mine
+    cdef float *grid
+    cdef float *fields = NULL
+    cdef float *fp
+    cdef const fn_iir3 *coef = NULL
+    cdef bint elastic = False, own_field, parallel, antialias = samples.shape[0] == n
+    cdef int kx = 1, ky = 1
     cdef float f = <float> fill
     if n == 0 or c * oh * ow == 0:
         return
+    if iir.shape[0] >= 13:
+        coef = <const fn_iir3 *> &iir[0]
+        for i in range(n):
+            if alpha[i] != 0:
+                elastic = True
+                break
     # With fewer images than threads, images are split into blocks of rows; every
     # output pixel is a pure function of its position, so the split changes nothing.
+    # Then the fields are made first, one per image, and shared by the blocks.
     blocks = 1
     if n < 2 * n_threads:
         blocks = min(oh, (2 * n_threads + n - 1) // n)
     rows = (oh + blocks - 1) // blocks
     blocks = (oh + rows - 1) // rows
-    for t in prange(n * blocks, nogil=True, schedule='static', num_threads=n_threads,
-                    use_threads_if=n_threads > 1 and n * c * oh * ow >= PARALLEL_MIN):
+    own_field = elastic and blocks == 1
+    parallel = n_threads > 1 and n * c * oh * ow >= PARALLEL_MIN
+    nt = n_threads if parallel else 1
+    chunk = fn_warp_chunk_rows(ow, oh) * ow
+    # per thread: the padded source, the coordinates of a chunk, and (when each image
+    # makes its own field) the field with the filter's scratch
+    per_thread = pad_floats + (3 + c) * chunk
+    if own_field:
+        per_thread += _field_floats(oh, ow)
+    scratch = <float *> malloc((nt * per_thread + 2 * chunk) * sizeof(float))
+    if scratch == NULL:
+        raise MemoryError()
+    grid = scratch + nt * per_thread  # x and y - y0 of a chunk's pixels
+    for y0 in range(chunk // ow):
+        for j in range(ow):
+            grid[y0 * ow + j] = j
+            grid[chunk + y0 * ow + j] = y0
+    if elastic and not own_field:
+        fields = <float *> malloc((n * field_floats + nt * (_field_floats(oh, ow) - field_floats))
+                                  * sizeof(float))
+        if fields == NULL:
+            free(scratch)
+            raise MemoryError()
+        for i in prange(n, nogil=True, schedule='static', num_threads=nt,
+                        use_threads_if=parallel and n > 1):
+            if alpha[i] != 0:
+                fn_elastic_field(fields + i * field_floats, fields + n * field_floats
+                                 + threadid() * (_field_floats(oh, ow) - field_floats),
+                                 coef, oh, ow, i, lo, hi, alpha[i])
+    for t in prange(n * blocks, nogil=True, schedule='static', num_threads=nt,
+                    use_threads_if=parallel):
         i = t // blocks
         y0 = (t % blocks) * rows
         y1 = min(oh, y0 + rows)
+        mine = scratch + threadid() * per_thread
         fp = NULL
-        if alpha[i] != 0:
-            fp = &field[i, 0, 0, 0]
+        if elastic and alpha[i] != 0:
+            if own_field:
+                fp = mine + pad_floats + (3 + c) * chunk
+                fn_elastic_field(fp, fp + field_floats, coef, oh, ow, i, lo, hi, alpha[i])
+            else:
+                fp = fields + i * field_floats
+        kx = 1
+        ky = 1
+        if antialias:
+            kx = samples[i, 0]
+            ky = samples[i, 1]
+        _pad_and_warp(&src[i, 0, 0, 0], &dst[i, 0, 0, 0], mine, c, h, w, oh, ow, y0, y1,
+                      &mats[i, 0], lens_k[i], fp, mode, f, pad_floats, kx, ky, grid,
+                      grid + chunk)
+    free(scratch)
+    free(fields)
+
+
+cdef inline void _pad_and_warp(const pixel *src, pixel *dst, float *mine, Py_ssize_t c,
+                               Py_ssize_t h, Py_ssize_t w, Py_ssize_t oh, Py_ssize_t ow,
+                               Py_ssize_t y0, Py_ssize_t y1, const double *m, float k,
+                               const float *field, int mode, float fill,
+                               Py_ssize_t pad_floats, int kx, int ky, const float *xs,
+                               const float *ys) noexcept nogil:
+    cdef Py_ssize_t ch, plane = h * w, pplane = pad_floats // c
+    for ch in range(c):
         if pixel is float:
-            fn_warp_rows_f(&src[i, 0, 0, 0], &dst[i, 0, 0, 0], c, h, w, oh, ow, y0, y1,
-                           &mats[i, 0], lens_k[i], fp, mode, f)
+            fn_pad_plane_f(src + ch * plane, mine + ch * pplane, h, w, mode, fill)
         else:
-            fn_warp_rows_u8(&src[i, 0, 0, 0], &dst[i, 0, 0, 0], c, h, w, oh, ow, y0, y1,
-                            &mats[i, 0], lens_k[i], fp, mode, f)
+            fn_pad_plane_u8(src + ch * plane, mine + ch * pplane, h, w, mode, fill)
+    if pixel is float:
+        fn_warp_rows_f(mine, dst, c, h, w, oh, ow, y0, y1, m, k, field, mode, kx, ky, xs, ys,
+                       mine + pad_floats)
+    else:
+        fn_warp_rows_u8(mine, dst, c, h, w, oh, ow, y0, y1, m, k, field, mode, kx, ky, xs, ys,
+                        mine + pad_floats)

@@ -49,93 +49,99 @@ static inline void FN_PNAME(fn_copy_image)(const FN_PIX *src, FN_PIX *dst, ptrdi
     }
 }
 
-/* Rows [y0, y1) of one warped image. For the output pixel (x, y):
- *   p = (x, y) + field(x, y)                      elastic (field may be NULL)
- *   p = c + (p - c) * (1 + k * |p - c|^2 / r2)    radial lens (k may be 0)
- *   s = m[0:3] . (p, 1), m[3:6] . (p, 1)          affine, output -> source
- * then every channel is read at s bilinearly, outside the source by the border mode.
- * c is the output's center and r2 its squared half-diagonal (so corners have r = 1). */
-static inline void FN_PNAME(fn_warp_rows)(const FN_PIX *src, FN_PIX *dst, ptrdiff_t c, ptrdiff_t h,
-                                          ptrdiff_t w, ptrdiff_t oh, ptrdiff_t ow, ptrdiff_t y0,
-                                          ptrdiff_t y1, const double *m, float k,
-                                          const float *field, int mode, float fill)
+/* The float copy of one source plane (h, w) that the warp reads: (h + 3) rows of
+ * pw = w + 3 floats, pixel (x, y) at (y + 1) * pw + x + 1, the border mode's values
+ * (or fill) in the padding. */
+static inline void FN_PNAME(fn_pad_plane)(const FN_PIX *src, float *pad, ptrdiff_t h,
+                                          ptrdiff_t w, int mode, float fill)
+{
+    const ptrdiff_t pw = w + FN_PAD_LO + FN_PAD_HI;
+    for (ptrdiff_t r = -FN_PAD_LO; r < h + FN_PAD_HI; r++) {
+        float *d = pad + (r + FN_PAD_LO) * pw + FN_PAD_LO;
+        ptrdiff_t sr = fn_border_index(r, h, mode);
+        if (sr < 0) {
+            for (ptrdiff_t x = -FN_PAD_LO; x < w + FN_PAD_HI; x++) d[x] = fill;
+            continue;
+        }
+        const FN_PIX *s = src + sr * w;
+        FN_SIMD for (ptrdiff_t x = 0; x < w; x++) d[x] = (float)s[x];
+        for (ptrdiff_t x = -FN_PAD_LO; x < 0; x++) {
+            ptrdiff_t sx = fn_border_index(x, w, mode);
+            d[x] = sx < 0 ? fill : (float)s[sx];
+        }
+        for (ptrdiff_t x = w; x < w + FN_PAD_HI; x++) {
+            ptrdiff_t sx = fn_border_index(x, w, mode);
+            d[x] = sx < 0 ? fill : (float)s[sx];
+        }
+    }
+}
+
+/* One output row of one channel: bilinear reads of the padded plane at the offsets and
+ * weights from fn_warp_coords. A weight of 0 keeps the other tap exactly. */
+FN_LOOP_FN void FN_PNAME(fn_warp_gather)(const float *restrict pad, ptrdiff_t pw,
+                                         const int32_t *restrict off, const float *restrict wx,
+                                         const float *restrict wy, FN_PIX *restrict dst,
+                                         ptrdiff_t ow)
+{
+    const int32_t ipw = (int32_t)pw;
+    FN_SIMD for (ptrdiff_t x = 0; x < ow; x++) {
+        int32_t o = off[x];
+        float a = pad[o], b = pad[o + 1], c = pad[o + ipw], d = pad[o + ipw + 1];
+        float top = a + wx[x] * (b - a), bottom = c + wx[x] * (d - c);
+        dst[x] = FN_STORE(top + wy[x] * (bottom - top));
+    }
+}
+
+FN_LOOP_FN void FN_PNAME(fn_warp_store)(const float *restrict acc, FN_PIX *restrict dst,
+                                        ptrdiff_t n)
+{
+    FN_SIMD for (ptrdiff_t j = 0; j < n; j++) dst[j] = FN_STORE(acc[j]);
+}
+
+/* Rows [y0, y1) of one warped image of c channels from its padded float copy `pad`
+ * (c planes of (h + 3) * (w + 3)), in chunks of whole rows of about FN_WARP_CHUNK
+ * pixels: coordinates once per chunk, then a gather per channel. field: the elastic
+ * field (see fn_elastic_field) or NULL; k: the lens coefficient at the output's
+ * corners (0: none). kx x ky > 1: antialiasing, each output pixel the mean of kx x ky
+ * bilinear reads at the centers of a kx x ky grid over the pixel. xs, ys: x and
+ * y - y0 of the chunk's pixels; scratch: 3 + c floats a chunk pixel. */
+static inline void FN_PNAME(fn_warp_rows)(const float *pad, FN_PIX *dst, ptrdiff_t c,
+                                          ptrdiff_t h, ptrdiff_t w, ptrdiff_t oh, ptrdiff_t ow,
+                                          ptrdiff_t y0, ptrdiff_t y1, const double *m, float k,
+                                          const float *field, int mode, int kx, int ky,
+                                          const float *xs, const float *ys, float *scratch)
 {
     const double cx = 0.5 * (double)(ow - 1), cy = 0.5 * (double)(oh - 1);
-    double r2 = cx * cx + cy * cy;
+    const double r2 = cx * cx + cy * cy;
     const double kn = (double)k / (r2 > 0 ? r2 : 1.0);
-    const ptrdiff_t plane = h * w, oplane = oh * ow;
-    /* offsets that make every in-range coordinate positive (see the range test) */
-    const ptrdiff_t ibx = 2 * w + 8, iby = 2 * h + 8;
-    const double bx = (double)ibx, by = (double)iby;
-    for (ptrdiff_t y = y0; y < y1; y++) {
-        for (ptrdiff_t x = 0; x < ow; x++) {
-            double px = (double)x, py = (double)y;
-            if (field) {
-                px += field[y * ow + x];
-                py += field[oplane + y * ow + x];
-            }
-            if (kn != 0) {
-                double ux = px - cx, uy = py - cy;
-                double f = 1.0 + kn * (ux * ux + uy * uy);
-                px = cx + ux * f;
-                py = cy + uy * f;
-            }
-            double sx = m[0] * px + m[1] * py + m[2];
-            double sy = m[3] * px + m[4] * py + m[5];
-            FN_PIX *d = dst + y * ow + x;
-            /* far outside (or NaN): every tap is border; keep the index math in range */
-            if (!(sx > -2.0 * (double)w - 2.0 && sx < 3.0 * (double)w + 2.0 &&
-                  sy > -2.0 * (double)h - 2.0 && sy < 3.0 * (double)h + 2.0)) {
-                if (mode == FN_BORDER_CONSTANT || sx != sx || sy != sy) {
-                    for (ptrdiff_t ch = 0; ch < c; ch++) d[ch * oplane] = FN_STORE(fill);
-                    continue;
-                }
-                /* edge/reflect: fold far coordinates back near the image first */
-                if (mode == FN_BORDER_EDGE) {
-                    sx = sx < 0 ? -1.0 : (sx > (double)w ? (double)w : sx);
-                    sy = sy < 0 ? -1.0 : (sy > (double)h ? (double)h : sy);
-                } else {
-                    double px2 = w > 1 ? 2.0 * (double)(w - 1) : 1.0;
-                    double py2 = h > 1 ? 2.0 * (double)(h - 1) : 1.0;
-                    sx -= px2 * floor(sx / px2);
-                    sy -= py2 * floor(sy / py2);
-                }
-            }
-            /* floor and round by truncating a positive number: inline, unlike libm's
-             * floor and nearbyint on baseline x86-64 */
-            ptrdiff_t ix = (ptrdiff_t)(sx + bx) - ibx, iy = (ptrdiff_t)(sy + by) - iby;
-            double rx = (double)((ptrdiff_t)(sx + bx + 0.5) - ibx);
-            double ry = (double)((ptrdiff_t)(sy + by + 0.5) - iby);
-            if (fabs(sx - rx) < FN_WARP_SNAP) { sx = rx; ix = (ptrdiff_t)rx; }
-            if (fabs(sy - ry) < FN_WARP_SNAP) { sy = ry; iy = (ptrdiff_t)ry; }
-            double fxd = (double)ix, fyd = (double)iy;
-            float fx = (float)(sx - fxd), fy = (float)(sy - fyd);
-            float w00 = (1.0f - fx) * (1.0f - fy), w01 = fx * (1.0f - fy);
-            float w10 = (1.0f - fx) * fy, w11 = fx * fy;
-            if (ix >= 0 && ix + 1 < w && iy >= 0 && iy + 1 < h) {
-                const FN_PIX *s = src + iy * w + ix;
-                for (ptrdiff_t ch = 0; ch < c; ch++, s += plane) {
-                    float v = w00 * (float)s[0] + w01 * (float)s[1] + w10 * (float)s[w] +
-                              w11 * (float)s[w + 1];
-                    d[ch * oplane] = FN_STORE(v);
-                }
-                continue;
-            }
-            ptrdiff_t xs0 = fn_border_index(ix, w, mode), xs1 = fn_border_index(ix + 1, w, mode);
-            ptrdiff_t ys0 = fn_border_index(iy, h, mode), ys1 = fn_border_index(iy + 1, h, mode);
-            /* a tap of weight 0 is never read: sampling exactly on the last row or
-             * column returns that pixel, not a blend with the fill */
-            if (fx == 0.0f) xs1 = xs0;
-            if (fy == 0.0f) ys1 = ys0;
-            for (ptrdiff_t ch = 0; ch < c; ch++) {
-                const FN_PIX *s = src + ch * plane;
-                float v00 = (xs0 < 0 || ys0 < 0) ? fill : (float)s[ys0 * w + xs0];
-                float v01 = (xs1 < 0 || ys0 < 0) ? fill : (float)s[ys0 * w + xs1];
-                float v10 = (xs0 < 0 || ys1 < 0) ? fill : (float)s[ys1 * w + xs0];
-                float v11 = (xs1 < 0 || ys1 < 0) ? fill : (float)s[ys1 * w + xs1];
-                d[ch * oplane] = FN_STORE(w00 * v00 + w01 * v01 + w10 * v10 + w11 * v11);
-            }
+    const ptrdiff_t pw = w + FN_PAD_LO + FN_PAD_HI, pplane = (h + FN_PAD_LO + FN_PAD_HI) * pw;
+    const ptrdiff_t rows = fn_warp_chunk_rows(ow, oh), chunk = rows * ow;
+    int32_t *off = (int32_t *)scratch;
+    float *wx = scratch + chunk, *wy = wx + chunk, *acc = wy + chunk;
+    const float *fdx = field ? field + FN_IIR_ROWS * ow : NULL;
+    const float *fdy = field ? field + (FN_FIELD_ROWS(oh) + FN_IIR_ROWS) * ow : NULL;
+    for (ptrdiff_t y = y0; y < y1; y += rows) {
+        ptrdiff_t n = (y + rows < y1 ? rows : y1 - y) * ow;
+        const float *fx = fdx ? fdx + y * ow : NULL, *fy = fdy ? fdy + y * ow : NULL;
+        if (kx * ky == 1) {
+            fn_warp_coords(n, xs, ys, 0.0, (double)y, m, kn, cx, cy, fx, fy, h, w, pw, mode,
+                           off, wx, wy);
+            for (ptrdiff_t ch = 0; ch < c; ch++)
+                FN_PNAME(fn_warp_gather)(pad + ch * pplane, pw, off, wx, wy,
+                                         dst + (ch * oh + y) * ow, n);
+            continue;
         }
+        memset(acc, 0, (size_t)(c * n) * sizeof(float));
+        for (int sy = 0; sy < ky; sy++)
+            for (int sx = 0; sx < kx; sx++) {
+                fn_warp_coords(n, xs, ys, (sx + 0.5) / kx - 0.5, (double)y + (sy + 0.5) / ky - 0.5,
+                               m, kn, cx, cy, fx, fy, h, w, pw, mode, off, wx, wy);
+                for (ptrdiff_t ch = 0; ch < c; ch++)
+                    fn_warp_gather_acc(pad + ch * pplane, pw, off, wx, wy, acc + ch * n, n,
+                                       1.0f / (float)(kx * ky));
+            }
+        for (ptrdiff_t ch = 0; ch < c; ch++)
+            FN_PNAME(fn_warp_store)(acc + ch * n, dst + (ch * oh + y) * ow, n);
     }
 }
 
