@@ -212,7 +212,7 @@ def _center(h, w):
 
 def _mat2(a, b, c, d):
     """(n, 2, 2) matrices [[a, b], [c, d]] from per-image arrays (or numbers)."""
-    n = max(np.size(v) for v in (a, b, c, d))
+    n = np.broadcast(a, b, c, d).size  # 0 for an empty batch
     m = np.empty((n, 2, 2))
     m[:, 0, 0], m[:, 0, 1], m[:, 1, 0], m[:, 1, 1] = a, b, c, d
     return m
