@@ -42,10 +42,11 @@ Also:
   then Trainer.evaluate) and torch (indexing for batches), pixels scaled to [0, 1];
   the two train side by side, taking turns every 50 batches (a fastnn.Callback hands
   over to torch, its time taken off fastnn's clock), so that a slow spell of the
-  machine hits both; all 5 epochs; the figure is the wall
-  seconds of training + evaluation until the test accuracy after an epoch is >= 98%,
-  at the largest thread count, the median of 3 such runs. MNIST comes from $FASTNN_MNIST_DIR, else
-  ../shared/data/mnist beside the checkout.
+  machine hits both, with a 0.15 s pause at each handover at > 1 thread (so that the
+  idle framework's threads stop spinning before the other computes); all 5 epochs;
+  the figure is the wall seconds of training + evaluation until the test accuracy
+  after an epoch is >= 98%, at the largest thread count, the median of 3 such runs.
+  MNIST comes from $FASTNN_MNIST_DIR, else ../shared/data/mnist beside the checkout.
 - --profile: where the time goes in fastnn's small-MLP step, layer by layer
   (model.compiled = False: every layer's forward and backward a call of its own) and
   compiled (each pass one call): each call of the step timed alone, at each thread
@@ -70,7 +71,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 from statistics import median
-from time import perf_counter
+from time import perf_counter, sleep
 
 import numpy as np
 from _common import (
@@ -460,6 +461,7 @@ MNIST_BATCH = 128
 MNIST_GOAL = 0.98
 MNIST_SEED = 0
 TURN_STEPS = 50  # batches each framework trains before the other takes its turn
+TURN_PAUSE = 0.15  # s between turns at > 1 thread: the idle thread pool stops spinning
 
 
 def load_mnist_flat():
@@ -481,13 +483,17 @@ class Turns(fastnn.Callback):
     frameworks training side by side meet the same machine (a busy spell on a VM hits
     both); fit's clock runs on meanwhile, so the time away is added up, to be taken off."""
 
-    def __init__(self, other):
-        self.other, self.away = other, 0.0
+    def __init__(self, other, pause=0.0):
+        self.other, self.away, self.pause = other, 0.0, pause
 
     def on_batch_end(self, trainer, step, loss):
         if step % TURN_STEPS == 0:
             start = perf_counter()
+            if self.pause:  # let the other framework's idle threads stop spinning
+                sleep(self.pause)
             self.other()
+            if self.pause:
+                sleep(self.pause)
             self.away += perf_counter() - start
 
 
@@ -550,7 +556,7 @@ def _mnist_run(train, test, threads):
             clock["torch"] += perf_counter() - start
             return result
 
-        callbacks.append(Turns(torch_turn))
+        callbacks.append(Turns(torch_turn, TURN_PAUSE if threads > 1 else 0.0))
     opt = optim.Adam(model, LR)
     trainer = fastnn.Trainer(model, losses.SoftmaxCrossEntropy(), opt,
                              schedule=optim.CosineDecay(opt, MNIST_EPOCHS), callbacks=callbacks,
@@ -566,9 +572,12 @@ def _mnist_run(train, test, threads):
             clock["fastnn"] += perf_counter() - start - (sum(cb.away for cb in callbacks) - away)
             curves["fastnn"].append((clock["fastnn"], accuracy))
             if torch is not None:  # the rest of torch's epoch, and its evaluation
+                pause = TURN_PAUSE if threads > 1 else 0.0
+                sleep(pause)
                 while (accuracy := torch_turn()) is None:
                     pass
                 curves["torch"].append((clock["torch"], accuracy))
+                sleep(pause)
     return curves, load.cpus()
 
 
