@@ -128,7 +128,7 @@ class PeerFailed(RuntimeError):
 # to report it before it aborts the job.
 _FAIL_TAG = 32099
 _NOTICE_SECONDS = 1.0
-_REPORT_SECONDS = 0.3
+_REPORT_SECONDS = 0.5
 
 
 def _report_and_abort(comm, exc, code=1):
@@ -149,7 +149,9 @@ def _report_and_abort(comm, exc, code=1):
         while requests and time.monotonic() < deadline:
             requests = [r for r in requests if not r.test()[0]]
             time.sleep(0.01)
-        time.sleep(_REPORT_SECONDS)  # for those who got it to print it
+    # Before the abort: those told print the error, and the launcher forwards what every
+    # rank has written (an abort may cut off output still on its way).
+    time.sleep(_REPORT_SECONDS)
     comm.Abort(code)
     os._exit(code)  # Abort does not return; should it, never run on
 
