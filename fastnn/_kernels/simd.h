@@ -23,9 +23,13 @@
  * team costs more than the work (measured in bench/bench_kernels.py). */
 #define FN_PARALLEL_MIN 32768
 /* A matrix product of fewer multiply-adds than this runs as one BLAS call on the
- * calling thread: splitting gains a microsecond at best, and on a loaded machine a
- * second thread may wait a whole time slice for a core. */
-#define FN_GEMM_PARALLEL_MIN (1L << 19)
+ * calling thread. Split, half of its output is written in another core's cache, and
+ * the next kernel on the calling thread must fetch it back: a 32x128x128 product (a
+ * 128-wide layer at batch 32) timed alone is 13 us on 1 thread and 10 us on 2, but a
+ * 64-128-128-10 training step took 167 us at 2 threads with it split and 111 us with
+ * it whole (the Adam pass over the gradients the other core wrote went 14 -> 43 us).
+ * On a loaded machine a second thread may also wait a whole time slice for a core. */
+#define FN_GEMM_PARALLEL_MIN (1L << 21)
 
 /* Fixed tiling for column reductions. The tiles depend on the shape only, never on
  * the thread count, and partial sums are combined in a fixed order, so a column sum
