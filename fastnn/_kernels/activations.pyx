@@ -14,6 +14,7 @@ from .simd cimport (
     FN_ACT_RELU,
     FN_ACT_SIGMOID,
     FN_ACT_TANH,
+    FN_CHUNK,
     FN_PARALLEL_MIN,
     fn_act_backward_d,
     fn_act_backward_f,
@@ -21,11 +22,9 @@ from .simd cimport (
     fn_act_forward_f,
     fn_bias_act_forward_d,
     fn_bias_act_forward_f,
-    fn_dropout_d,
-    fn_dropout_f,
 )
 
-include "elementwise_core.pxi"
+include "activation_core.pxi"
 
 
 def act_forward(int act, const floating[::1] x, floating[::1] y, double slope,

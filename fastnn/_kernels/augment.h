@@ -71,6 +71,16 @@ FN_INLINE unsigned char fn_store_u8(float v)
 }
 FN_INLINE float fn_store_f(float v) { return v; }
 
+/* The bilinear read of a padded plane (rows pw apart) at offset o of the top-left tap,
+ * weights wx, wy towards the right and lower taps. A weight of 0 keeps the other tap
+ * exactly. */
+FN_INLINE float fn_bilinear(const float *pad, int32_t pw, int32_t o, float wx, float wy)
+{
+    float a = pad[o], b = pad[o + 1], c = pad[o + pw], d = pad[o + pw + 1];
+    float top = a + wx * (b - a), bottom = c + wx * (d - c);
+    return top + wy * (bottom - top);
+}
+
 /* out[s * n + i] = (hash(key, ((slot0 + s) << 32) + i) >> 8) * 2^-24 for s < slots,
  * i < n: the per-image uniforms of fastnn/augment.py's _Draw, many slots at once. */
 FN_LOOP_FN void fn_uniforms(double *out, ptrdiff_t slot0, ptrdiff_t slots, ptrdiff_t n,
@@ -317,12 +327,8 @@ FN_LOOP_FN void fn_warp_gather_acc(const float *restrict pad, ptrdiff_t pw,
                                    float scale)
 {
     const int32_t ipw = (int32_t)pw;
-    FN_SIMD for (ptrdiff_t j = 0; j < n; j++) {
-        int32_t o = off[j];
-        float a = pad[o], b = pad[o + 1], c = pad[o + ipw], d = pad[o + ipw + 1];
-        float top = a + wx[j] * (b - a), bottom = c + wx[j] * (d - c);
-        acc[j] += scale * (top + wy[j] * (bottom - top));
-    }
+    FN_SIMD for (ptrdiff_t j = 0; j < n; j++)
+        acc[j] += scale * fn_bilinear(pad, ipw, off[j], wx[j], wy[j]);
 }
 
 #define FN_PIX unsigned char

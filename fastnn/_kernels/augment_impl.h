@@ -84,12 +84,8 @@ FN_LOOP_FN void FN_PNAME(fn_warp_gather)(const float *restrict pad, ptrdiff_t pw
                                          ptrdiff_t ow)
 {
     const int32_t ipw = (int32_t)pw;
-    FN_SIMD for (ptrdiff_t x = 0; x < ow; x++) {
-        int32_t o = off[x];
-        float a = pad[o], b = pad[o + 1], c = pad[o + ipw], d = pad[o + ipw + 1];
-        float top = a + wx[x] * (b - a), bottom = c + wx[x] * (d - c);
-        dst[x] = FN_STORE(top + wy[x] * (bottom - top));
-    }
+    FN_SIMD for (ptrdiff_t x = 0; x < ow; x++)
+        dst[x] = FN_STORE(fn_bilinear(pad, ipw, off[x], wx[x], wy[x]));
 }
 
 FN_LOOP_FN void FN_PNAME(fn_warp_store)(const float *restrict acc, FN_PIX *restrict dst,

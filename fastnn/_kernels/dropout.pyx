@@ -8,19 +8,9 @@ thread count, and recomputed in the backward pass instead of stored.
 from cython cimport floating
 from cython.parallel cimport prange
 
-from .simd cimport (
-    FN_PARALLEL_MIN,
-    fn_act_backward_d,
-    fn_act_backward_f,
-    fn_act_forward_d,
-    fn_act_forward_f,
-    fn_bias_act_forward_d,
-    fn_bias_act_forward_f,
-    fn_dropout_d,
-    fn_dropout_f,
-)
+from .simd cimport FN_CHUNK, FN_PARALLEL_MIN, fn_dropout_d, fn_dropout_f
 
-include "elementwise_core.pxi"
+include "dropout_core.pxi"
 
 
 def dropout(const floating[::1] x, floating[::1] y, unsigned long long key,

@@ -17,9 +17,12 @@ from libc.stdint cimport int64_t, uint64_t
 from libc.stdlib cimport calloc, free, malloc
 from libc.string cimport memcpy, memset
 
+import numpy as np
+
 from .blas cimport gemm
 from .simd cimport (
     FN_ACT_IDENTITY,
+    FN_CHUNK,
     FN_GEMM_PARALLEL_MIN,
     FN_PARALLEL_MIN,
     FN_REDUCE_COLS,
@@ -49,7 +52,8 @@ from .simd cimport (
 include "matmul_core.pxi"
 include "reduce_core.pxi"
 include "bn_core.pxi"
-include "elementwise_core.pxi"
+include "activation_core.pxi"
+include "dropout_core.pxi"
 
 
 cdef enum:
@@ -106,6 +110,16 @@ cdef inline void *_address(array):
     return <void *> <size_t> array.__array_interface__["data"][0]
 
 
+cdef inline void _apply_dropout(const Op *op, const floating *src, floating *dst,
+                                Py_ssize_t rows, int n_threads) noexcept nogil:
+    """dst = src with op's mask of this step (all zero when p == 1)."""
+    if op.zero:
+        memset(dst, 0, rows * op.d_out * sizeof(floating))
+    else:
+        _dropout(src, dst, rows * op.d_out, op.key, op.threshold, <floating> op.scale,
+                 n_threads)
+
+
 cdef int _forward(Op *ops, int n_ops, Py_ssize_t rows, const floating *x,
                   const floating **out, int n_threads) noexcept nogil:
     """The forward pass from x; *out is the last output. -1 when out of memory."""
@@ -136,11 +150,7 @@ cdef int _forward(Op *ops, int n_ops, Py_ssize_t rows, const floating *x,
             # the key of this call, then one more train-mode forward (as nn.Dropout)
             op.key = _splitmix64(_splitmix64(op.seed[0]) ^ <uint64_t> op.step[0])
             op.step[0] += 1
-            if op.zero:
-                memset(y, 0, rows * op.d_out * sizeof(floating))
-            else:
-                _dropout(x, y, rows * op.d_out, op.key, op.threshold, <floating> op.scale,
-                         n_threads)
+            _apply_dropout(op, x, y, rows, n_threads)
         x = y
     out[0] = x
     return 0
@@ -209,11 +219,7 @@ cdef int _backward(Op *ops, int n_ops, Py_ssize_t rows, const floating *g,
         elif op.kind == OP_DROPOUT:
             if not op.active:
                 continue
-            if op.zero:
-                memset(dx, 0, rows * op.d_out * sizeof(floating))
-            else:
-                _dropout(g, dx, rows * op.d_out, op.key, op.threshold, <floating> op.scale,
-                         n_threads)
+            _apply_dropout(op, g, dx, rows, n_threads)  # the forward pass's mask
         g = dx
     return 0
 
@@ -293,7 +299,6 @@ cdef class Plan:
 
     cdef void *_workspace(self, Py_ssize_t d, list into) except NULL:
         """A new (rows, d) workspace, or (d,) one when `into` is None."""
-        import numpy as np
         cdef object shape = (d,)
         if into is not None:
             shape = (self.rows, d)
@@ -354,7 +359,6 @@ cdef class Plan:
         """seed (uint64) and step (int64): the layer's 0-d buffers; step counts the
         train-mode forwards and moves on with each."""
         cdef Op *op = self._append(OP_DROPOUT, self.d_out)
-        import numpy as np
         if seed.dtype != np.uint64 or seed.shape != () or step.dtype != np.int64 \
                 or step.shape != () or not step.flags.writeable:
             raise ValueError("Plan: dropout seed and step must be 0-d uint64 and int64 arrays")
@@ -373,7 +377,6 @@ cdef class Plan:
         a layer that may work in place (BatchNorm1d, activations, Dropout, a Linear's
         activation gradient) writes over the gradient it reads, unless that is the
         caller's; a Linear's input gradient goes to the other buffer."""
-        import numpy as np
         cdef Op *op
         cdef int i, k, cur = -1  # the buffer holding the gradient; -1: the caller's
         cdef Py_ssize_t width = 1

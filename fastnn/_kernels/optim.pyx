@@ -10,6 +10,7 @@ from cython cimport floating
 from cython.parallel cimport prange
 
 from .simd cimport (
+    FN_CHUNK,
     FN_PARALLEL_MIN,
     fn_adagrad_d,
     fn_adagrad_f,
@@ -23,7 +24,6 @@ from .simd cimport (
     fn_sum_squares_f,
 )
 
-cdef Py_ssize_t CHUNK = 8192
 # Elements per block of sum_squares: blocks, and the order their sums are added in,
 # depend on the size alone.
 cdef Py_ssize_t _NORM_BLOCK = 8192
@@ -37,43 +37,43 @@ def sgd(floating[::1] p, const floating[::1] g, floating[::1] v, double lr, doub
     cdef floating *vp = NULL
     if v is not None:
         vp = &v[0]
-    for c in prange((n + CHUNK - 1) // CHUNK, nogil=True, schedule='static',
+    for c in prange((n + FN_CHUNK - 1) // FN_CHUNK, nogil=True, schedule='static',
                     num_threads=n_threads, use_threads_if=n_threads > 1 and n >= FN_PARALLEL_MIN):
-        start = c * CHUNK
+        start = c * FN_CHUNK
         if floating is float:
             fn_sgd_f(&p[start], &g[start], NULL if vp == NULL else vp + start,
-                     min(CHUNK, n - start), <float> lr, <float> momentum, <float> weight_decay,
+                     min(FN_CHUNK, n - start), <float> lr, <float> momentum, <float> weight_decay,
                      nesterov)
         else:
             fn_sgd_d(&p[start], &g[start], NULL if vp == NULL else vp + start,
-                     min(CHUNK, n - start), lr, momentum, weight_decay, nesterov)
+                     min(FN_CHUNK, n - start), lr, momentum, weight_decay, nesterov)
 
 
 def adagrad(floating[::1] p, const floating[::1] g, floating[::1] s, double lr, double eps,
             double weight_decay, int n_threads):
     cdef Py_ssize_t n = p.shape[0], c, start
-    for c in prange((n + CHUNK - 1) // CHUNK, nogil=True, schedule='static',
+    for c in prange((n + FN_CHUNK - 1) // FN_CHUNK, nogil=True, schedule='static',
                     num_threads=n_threads, use_threads_if=n_threads > 1 and n >= FN_PARALLEL_MIN):
-        start = c * CHUNK
+        start = c * FN_CHUNK
         if floating is float:
-            fn_adagrad_f(&p[start], &g[start], &s[start], min(CHUNK, n - start), <float> lr,
+            fn_adagrad_f(&p[start], &g[start], &s[start], min(FN_CHUNK, n - start), <float> lr,
                          <float> eps, <float> weight_decay)
         else:
-            fn_adagrad_d(&p[start], &g[start], &s[start], min(CHUNK, n - start), lr, eps,
+            fn_adagrad_d(&p[start], &g[start], &s[start], min(FN_CHUNK, n - start), lr, eps,
                          weight_decay)
 
 
 def rmsprop(floating[::1] p, const floating[::1] g, floating[::1] s, double lr, double alpha,
             double eps, double weight_decay, int n_threads):
     cdef Py_ssize_t n = p.shape[0], c, start
-    for c in prange((n + CHUNK - 1) // CHUNK, nogil=True, schedule='static',
+    for c in prange((n + FN_CHUNK - 1) // FN_CHUNK, nogil=True, schedule='static',
                     num_threads=n_threads, use_threads_if=n_threads > 1 and n >= FN_PARALLEL_MIN):
-        start = c * CHUNK
+        start = c * FN_CHUNK
         if floating is float:
-            fn_rmsprop_f(&p[start], &g[start], &s[start], min(CHUNK, n - start), <float> lr,
+            fn_rmsprop_f(&p[start], &g[start], &s[start], min(FN_CHUNK, n - start), <float> lr,
                          <float> alpha, <float> eps, <float> weight_decay)
         else:
-            fn_rmsprop_d(&p[start], &g[start], &s[start], min(CHUNK, n - start), lr, alpha,
+            fn_rmsprop_d(&p[start], &g[start], &s[start], min(FN_CHUNK, n - start), lr, alpha,
                          eps, weight_decay)
 
 
@@ -81,15 +81,15 @@ def adam(floating[::1] p, const floating[::1] g, floating[::1] m, floating[::1] 
          double step_size, double beta1, double beta2, double eps, double inv_sqrt_bc2,
          double weight_decay, double decay, int n_threads):
     cdef Py_ssize_t n = p.shape[0], c, start
-    for c in prange((n + CHUNK - 1) // CHUNK, nogil=True, schedule='static',
+    for c in prange((n + FN_CHUNK - 1) // FN_CHUNK, nogil=True, schedule='static',
                     num_threads=n_threads, use_threads_if=n_threads > 1 and n >= FN_PARALLEL_MIN):
-        start = c * CHUNK
+        start = c * FN_CHUNK
         if floating is float:
-            fn_adam_f(&p[start], &g[start], &m[start], &v[start], min(CHUNK, n - start),
+            fn_adam_f(&p[start], &g[start], &m[start], &v[start], min(FN_CHUNK, n - start),
                       <float> step_size, <float> beta1, <float> beta2, <float> eps,
                       <float> inv_sqrt_bc2, <float> weight_decay, <float> decay)
         else:
-            fn_adam_d(&p[start], &g[start], &m[start], &v[start], min(CHUNK, n - start),
+            fn_adam_d(&p[start], &g[start], &m[start], &v[start], min(FN_CHUNK, n - start),
                       step_size, beta1, beta2, eps, inv_sqrt_bc2, weight_decay, decay)
 
 

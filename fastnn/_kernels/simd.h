@@ -19,6 +19,9 @@
 #define FN_ACT_SIGMOID 3
 #define FN_ACT_TANH 4
 
+/* Elements per task of an element-wise pass: large enough that a call per chunk costs
+ * nothing, small enough to balance the threads. */
+#define FN_CHUNK 8192
 /* Below this many elements a kernel runs on the calling thread: starting an OpenMP
  * team costs more than the work (measured in bench/bench_kernels.py). */
 #define FN_PARALLEL_MIN 32768
