@@ -224,3 +224,15 @@ def test_workspaces_are_shared_where_no_pass_reads_them_again():
     # two gradient buffers; each Linear's bias-gradient sums, each BatchNorm's two sums
     assert model._plan.workspace_bytes - before_backward == (
         2 * unit + (1024 + 1024 + 10) * 4 + 2 * (2 * 1024 * 4))
+
+
+def test_backward_before_forward_says_so():
+    for compiled in (True, False):
+        model = build()
+        model.compiled = compiled
+        with pytest.raises(RuntimeError, match="before forward"):
+            model.backward(np.ones((4, 5), np.float32))
+    with pytest.raises(RuntimeError, match=r"Linear\.backward\(\) called before forward"):
+        nn.Linear(3, 2).backward(np.ones((4, 2), np.float32))
+    with pytest.raises(AttributeError, match="no_such"):
+        nn.Linear(3, 2).no_such  # noqa: B018

@@ -67,6 +67,14 @@ class Module:
     def __call__(self, x):
         return self.forward(x)
 
+    # What a layer's forward keeps for its backward. Missing, backward came first.
+    _FORWARD_STATE = frozenset({"_x", "_y", "_cache"})
+
+    def __getattr__(self, name):  # called only for attributes that do not exist
+        if name in Module._FORWARD_STATE:
+            raise RuntimeError(f"{type(self).__name__}.backward() called before forward()")
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+
     def workspace(self, key, shape, dtype):
         """A buffer kept between calls: reallocated only when shape or dtype change."""
         buf = self._workspaces.get(key)
