@@ -258,6 +258,8 @@ cdef class Plan:
     cdef list outputs       # per op: its output (rows, d_out), or None if it passes x on
     cdef list input_grads   # per op: its input gradient (rows, d_in), or None
     cdef object x_ref       # the last forward input, alive for the backward pass
+    cdef object output      # the array forward returns (False: x itself), once known
+    cdef object input_grad  # the array backward returns (False: dout itself), once known
 
     def __cinit__(self, Py_ssize_t rows, Py_ssize_t d_in, dtype, int capacity):
         self.ops = <Op *> calloc(max(capacity, 1), sizeof(Op))
@@ -271,7 +273,7 @@ cdef class Plan:
         self.keep, self.outputs, self.input_grads = [], [], []
         self.forwarded = self.has_gradients = False
         self.workspace_bytes = 0
-        self.x_ref = None
+        self.x_ref = self.output = self.input_grad = None
 
     def __dealloc__(self):
         free(self.ops)
@@ -433,10 +435,9 @@ cdef class Plan:
             raise MemoryError("network forward: cannot allocate a workspace")
         self.x_ref = x
         self.forwarded = True
-        for y in reversed(self.outputs):
-            if y is not None:
-                return y
-        return x
+        if self.output is None:  # the last layer's output that is not its input
+            self.output = next((y for y in reversed(self.outputs) if y is not None), False)
+        return x if self.output is False else self.output
 
     def backward(self, dout, bint input_grad, int n_threads):
         """Backpropagate dout (rows, d_out) through the last forward; returns the input
@@ -466,7 +467,6 @@ cdef class Plan:
             raise MemoryError("network backward: cannot allocate a workspace")
         if not input_grad:
             return None
-        for dx in self.input_grads:
-            if dx is not None:
-                return dx
-        return dout
+        if self.input_grad is None:  # the first layer's gradient that is not passed on
+            self.input_grad = next((g for g in self.input_grads if g is not None), False)
+        return dout if self.input_grad is False else self.input_grad
