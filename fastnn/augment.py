@@ -453,34 +453,24 @@ class RandomAffine(_Geometric):
         self._init_common(p, mode, fill)
 
     def _inverse(self, draw, h, w):
-        # entry by entry over the batch (fewer NumPy calls than 2x2 matrix products)
+        # the uniforms in the order of the draws; the matrices from them in one kernel call
         apply = draw.chance(self.p)
-        theta = np.deg2rad(draw.uniform(*self.degrees))
-        c, s = np.cos(theta), np.sin(theta)
-        ox, oy = _center(h, w)
-        cx, cy = ox, oy
+        u_deg = draw.unit()
+        u_tx = u_ty = u_scale = u_shx = u_shy = None
+        fx = fy = 0.0
         if self.translate is not None:
             fx, fy = self.translate
-            ox = ox + draw.uniform(-fx * w, fx * w)
-            oy = oy + draw.uniform(-fy * h, fy * h)
-        l00, l01, l10, l11 = c, -s, s, c
+            u_tx, u_ty = draw.unit(), draw.unit()
         if self.scale is not None:
-            k = 1 / draw.uniform(*self.scale)
-            l00, l01, l10, l11 = l00 * k, l01 * k, l10 * k, l11 * k
+            u_scale = draw.unit()
+        (sxr, syr) = self.shear if self.shear is not None else ((0.0, 0.0), (0.0, 0.0))
         if self.shear is not None:
-            # [[1, -tx], [-ty, 1 + tx ty]] (the inverse shear, see _shear_inverse) @ linear
-            (xr, yr) = self.shear
-            tx = np.tan(np.deg2rad(draw.uniform(*xr)))
-            ty = np.tan(np.deg2rad(draw.uniform(*yr)))
-            d = tx * ty + 1.0
-            l00, l01, l10, l11 = (l00 - tx * l10, l01 - tx * l11,
-                                  d * l10 - ty * l00, d * l11 - ty * l01)
+            u_shx, u_shy = draw.unit(), draw.unit()
         m = np.empty((draw.n, 3, 3))
-        m[:, 0, 0], m[:, 0, 1], m[:, 1, 0], m[:, 1, 1] = l00, l01, l10, l11
-        m[:, 0, 2] = cx - (l00 * ox + l01 * oy)
-        m[:, 1, 2] = cy - (l10 * ox + l11 * oy)
-        m[:, 2] = (0.0, 0.0, 1.0)
-        return _where(apply, m), (h, w)
+        s_lo, s_hi = self.scale if self.scale is not None else (1.0, 1.0)
+        _k.random_affine(m, apply.view(np.uint8), u_deg, u_tx, u_ty, u_scale, u_shx, u_shy,
+                         *self.degrees, fx * w, fy * h, s_lo, s_hi, *sxr, *syr, *_center(h, w))
+        return m, (h, w)
 
 
 class RandomResizedCrop(_Geometric):
@@ -864,7 +854,7 @@ def _run_warp(x, members, key, alloc):
     zeros = np.zeros(n, np.float32)
     if m is None:
         m = np.broadcast_to(np.eye(3), (n, 3, 3))
-    mats = np.ascontiguousarray(m[:, :2, :].reshape(n, 6))
+    mats = np.ascontiguousarray(m)
     samples = _NO_SAMPLES
     if any(isinstance(t, RandomResizedCrop) and t.antialias for _, t in members):
         samples = _samples(m)
@@ -906,7 +896,7 @@ def warp(images, matrices, size=None, mode="constant", fill=0, out=None):
     shape = (n, x4.shape[1], oh, ow) if x.ndim == 4 else (n, oh, ow)
     out = _output(out, shape, x.dtype, [("images", images)])
     zeros = np.zeros(n, np.float32)
-    _k.warp(x4, out.reshape(n, x4.shape[1], oh, ow), np.ascontiguousarray(mats.reshape(n, 6)),
+    _k.warp(x4, out.reshape(n, x4.shape[1], oh, ow), np.ascontiguousarray(mats),
             zeros, zeros, _NO_IIR, 0, _NO_SAMPLES, _k.BORDER_MODES[mode],
             _fill_for(x.dtype, fill), get_num_threads())
     return out

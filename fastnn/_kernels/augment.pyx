@@ -7,6 +7,7 @@ thread count. The caller (fastnn/augment.py) checks shapes; nothing is checked h
 """
 
 from cython.parallel cimport prange, threadid
+from libc.math cimport M_PI, cos, sin, tan
 from libc.stdlib cimport free, malloc
 from libc.string cimport memcpy, memset
 
@@ -110,12 +111,60 @@ def elastic_field(float[:, :, ::1] out, const float[::1] iir, unsigned long long
     free(f)
 
 
-def warp(const pixel[:, :, :, ::1] src, pixel[:, :, :, ::1] dst, const double[:, ::1] mats,
+def random_affine(double[:, :, ::1] m, const unsigned char[::1] apply, const double[::1] u_deg,
+                  const double[::1] u_tx, const double[::1] u_ty, const double[::1] u_scale,
+                  const double[::1] u_shx, const double[::1] u_shy, double deg_lo,
+                  double deg_hi, double tx_max, double ty_max, double s_lo, double s_hi,
+                  double shx_lo, double shx_hi, double shy_lo, double shy_hi, double cx,
+                  double cy):
+    """m[i] (3x3) = the output -> source map of RandomAffine (fastnn/augment.py) from its
+    per-image uniforms in [0, 1): u_deg the angle; u_tx, u_ty the shift (None: no
+    translation); u_scale (None: none); u_shx, u_shy the shears (None: none); apply[i] 0
+    gives the identity. (cx, cy): the image center."""
+    cdef Py_ssize_t n = m.shape[0], i
+    cdef double theta, c, s, ox, oy, k, tx, ty, d, l00, l01, l10, l11, t00, t01
+    cdef double rad = M_PI / 180.0
+    cdef bint shift = u_tx is not None, scale = u_scale is not None, shear = u_shx is not None
+    for i in range(n):
+        if not apply[i]:
+            m[i, 0, 0], m[i, 0, 1], m[i, 0, 2] = 1.0, 0.0, 0.0
+            m[i, 1, 0], m[i, 1, 1], m[i, 1, 2] = 0.0, 1.0, 0.0
+            m[i, 2, 0], m[i, 2, 1], m[i, 2, 2] = 0.0, 0.0, 1.0
+            continue
+        theta = (deg_lo + (deg_hi - deg_lo) * u_deg[i]) * rad
+        c = cos(theta)
+        s = sin(theta)
+        ox = cx
+        oy = cy
+        if shift:
+            ox = ox + (-tx_max + 2.0 * tx_max * u_tx[i])
+            oy = oy + (-ty_max + 2.0 * ty_max * u_ty[i])
+        l00, l01, l10, l11 = c, -s, s, c
+        if scale:
+            k = 1.0 / (s_lo + (s_hi - s_lo) * u_scale[i])
+            l00, l01, l10, l11 = l00 * k, l01 * k, l10 * k, l11 * k
+        if shear:
+            # [[1, -tx], [-ty, 1 + tx ty]] (the inverse shear) @ the linear part
+            tx = tan((shx_lo + (shx_hi - shx_lo) * u_shx[i]) * rad)
+            ty = tan((shy_lo + (shy_hi - shy_lo) * u_shy[i]) * rad)
+            d = tx * ty + 1.0
+            t00 = l00 - tx * l10
+            t01 = l01 - tx * l11
+            l10 = d * l10 - ty * l00
+            l11 = d * l11 - ty * l01
+            l00, l01 = t00, t01
+        m[i, 0, 0], m[i, 0, 1], m[i, 0, 2] = l00, l01, cx - (l00 * ox + l01 * oy)
+        m[i, 1, 0], m[i, 1, 1], m[i, 1, 2] = l10, l11, cy - (l10 * ox + l11 * oy)
+        m[i, 2, 0], m[i, 2, 1], m[i, 2, 2] = 0.0, 0.0, 1.0
+
+
+def warp(const pixel[:, :, :, ::1] src, pixel[:, :, :, ::1] dst, const double[:, :, ::1] mats,
          const float[::1] lens_k, const float[::1] alpha, const float[::1] iir,
          unsigned long long key, const int[:, ::1] samples, int mode, double fill,
          int n_threads):
     """One bilinear warp of every image (see fn_warp_rows in augment_impl.h): mats is
-    (N, 6), the output -> source affine map per image; lens_k (N,) the lens
+    (N, 2, 3) or (N, 3, 3), the output -> source affine map per image (its first two
+    rows); lens_k (N,) the lens
     coefficients; alpha (N,) the elastic scale per image (0: no field), the field's
     noise keyed by `key` and smoothed by the recursive filter `iir` (13 floats; read
     only where some alpha is not 0); samples (N, 2): antialiasing sub-samples per
@@ -199,7 +248,7 @@ def warp(const pixel[:, :, :, ::1] src, pixel[:, :, :, ::1] dst, const double[:,
             kx = samples[i, 0]
             ky = samples[i, 1]
         _pad_and_warp(&src[i, 0, 0, 0], &dst[i, 0, 0, 0], mine, c, h, w, oh, ow, y0, y1,
-                      &mats[i, 0], lens_k[i], fp, mode, f, pad_floats, kx, ky, grid,
+                      &mats[i, 0, 0], lens_k[i], fp, mode, f, pad_floats, kx, ky, grid,
                       grid + chunk)
     free(scratch)
     free(fields)
