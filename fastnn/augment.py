@@ -561,18 +561,18 @@ class LensDistortion(_Geometric):
 class ElasticDistortion(_Geometric):
     """Elastic distortion (Simard et al. 2003): a displacement field of uniform noise in
     (-1, 1) per pixel and axis, smoothed by a Gaussian of width `sigma` pixels and
-    scaled by `alpha` pixels.
+    scaled by `alpha` pixels. Beyond the edges the noise continues with its edge values
+    (scipy.ndimage's mode "nearest").
 
-    The Gaussian is a recursive (IIR) approximation, the same cost for every sigma: the
-    third-order filter of Young, van Vliet and Verbeek with its poles scaled so that its
-    variance is exactly sigma^2, run forward and backward along each axis, beyond the
-    edges continuing the edge values (scipy.ndimage's mode "nearest"), in float32. Its
-    impulse response differs from the sampled Gaussian by at most about 1.5% of the
-    Gaussian's peak for sigma >= 3, 2% at sigma 2, 4% at sigma 1 and 9% at sigma 0.5;
-    a whole field differs from scipy.ndimage.gaussian_filter of the same noise by at
-    most about 2% of the field's largest value for sigma >= 3, 3% at 2, 7% at 1 and
-    30% at 0.5 (tests/test_augment.py checks this): use sigma >= 2 where the exact
-    Gaussian matters. The noise: one counter-based hash per pixel, 16 bits per axis."""
+    For sigma < 2 the Gaussian is the sampled one truncated at 4 sigma, as
+    scipy.ndimage.gaussian_filter's: the field equals gaussian_filter of the same noise
+    up to float32 rounding. For sigma >= 2, where that kernel grows long, it is a
+    recursive (IIR) approximation of the same cost for every sigma: the third-order
+    filter of Young, van Vliet and Verbeek with its poles scaled so that its variance is
+    exactly sigma^2, run forward and backward along each axis, in float32. A whole field
+    then differs from gaussian_filter's by at most about 2% of the field's largest value
+    for sigma >= 3 and 3% at 2 (tests/test_augment.py checks this). The noise: one
+    counter-based hash per pixel, 16 bits per axis."""
 
     role = "elastic"
 
@@ -584,10 +584,33 @@ class ElasticDistortion(_Geometric):
         if self.sigma <= 0:
             raise ValueError(f"sigma: the Gaussian width must be > 0, got {sigma!r}")
         self._init_common(p, mode, fill)
-        self._iir = _recursive_gaussian(self.sigma)
+        self._smooth = _gaussian_coefficients(self.sigma)
 
     def _alphas(self, draw):
         return np.where(draw.chance(self.p), np.float32(self.alpha), np.float32(0))
+
+
+# Below this sigma the field's Gaussian is the exact FIR filter (radius 4 sigma rounded,
+# at most 8 taps a side: augment.h's FN_FIR_MAX_RADIUS), from it the recursive one.
+_FIR_SIGMA = 2.0
+_FIR_MAX_RADIUS = 8
+
+
+def _gaussian_coefficients(sigma):
+    """The 23 float32 coefficients of augment.h's fn_smooth for width sigma: the
+    recursive filter's 13 (zeros for sigma < _FIR_SIGMA), then the FIR radius (0: use
+    the recursive filter) and its taps g[0..8] (scipy.ndimage.gaussian_filter1d's
+    weights for truncate=4, normalized to sum 1 over -radius..radius)."""
+    fir = np.zeros(1 + _FIR_MAX_RADIUS + 1)
+    if sigma < _FIR_SIGMA:
+        radius = max(1, int(4.0 * sigma + 0.5))
+        k = np.arange(-radius, radius + 1)
+        g = np.exp(-0.5 * (k / sigma) ** 2)
+        g /= g.sum()
+        fir[0] = radius
+        fir[1:radius + 2] = g[radius:]
+        return np.concatenate([np.zeros(13), fir]).astype(np.float32)
+    return np.concatenate([_recursive_gaussian(sigma), fir]).astype(np.float32)
 
 
 # Poles of the third-order recursive Gaussian for sigma = 2 (van Vliet, Young and
@@ -596,9 +619,10 @@ _IIR_POLES = np.array([1.41650 + 1.00829j, 1.41650 - 1.00829j, 1.86543 + 0j])
 
 
 def _recursive_gaussian(sigma):
-    """The 13 float32 coefficients of fn_iir3 (augment.h) for width sigma: b, a1..a3 of
-    y[k] = b x[k] + a1 y[k-1] + a2 y[k-2] + a3 y[k-3] (gain 1), and the 3x3 matrix that
-    starts the backward pass where the input continues with its last value."""
+    """The recursive filter's 13 coefficients of fn_smooth (augment.h) for width sigma:
+    b, a1..a3 of y[k] = b x[k] + a1 y[k-1] + a2 y[k-2] + a3 y[k-3] (gain 1), and the
+    3x3 matrix that starts the backward pass where the input continues with its last
+    value."""
 
     def variance(q):  # of the forward-backward cascade: sum over poles of 2d / (d - 1)^2
         d = _IIR_POLES ** (1 / q)
@@ -837,14 +861,14 @@ def _run_warp(x, members, key, alloc):
     m = None
     gh, gw = h, w
     lens = alpha = None
-    iir, noise_key = _NO_IIR, 0
+    smooth, noise_key = _NO_SMOOTH, 0
     for index, t in members:
         draw = _Draw(_transform_key(key, index), n)
         if t.role == "lens":
             lens = t._coefficients(draw).astype(np.float32)
         elif t.role == "elastic":
             alpha = t._alphas(draw)
-            iir = t._iir
+            smooth = t._smooth
             noise_key = _splitmix64(_transform_key(key, index) ^ 0x5EED)
         else:
             mi, (gh, gw) = t._inverse(draw, gh, gw)
@@ -859,12 +883,12 @@ def _run_warp(x, members, key, alloc):
     if any(isinstance(t, RandomResizedCrop) and t.antialias for _, t in members):
         samples = _samples(m)
     _k.warp(x, out, mats, zeros if lens is None else lens, zeros if alpha is None else alpha,
-            iir, noise_key, samples, _k.BORDER_MODES[mode], _fill_for(x.dtype, fill),
+            smooth, noise_key, samples, _k.BORDER_MODES[mode], _fill_for(x.dtype, fill),
             get_num_threads())
     return out
 
 
-_NO_IIR = np.zeros(0, np.float32)
+_NO_SMOOTH = np.zeros(0, np.float32)
 _NO_SAMPLES = np.zeros((0, 2), np.intc)
 _MAX_SAMPLES = 8  # antialiasing reads per output pixel and axis, at most
 
@@ -897,7 +921,7 @@ def warp(images, matrices, size=None, mode="constant", fill=0, out=None):
     out = _output(out, shape, x.dtype, [("images", images)])
     zeros = np.zeros(n, np.float32)
     _k.warp(x4, out.reshape(n, x4.shape[1], oh, ow), np.ascontiguousarray(mats),
-            zeros, zeros, _NO_IIR, 0, _NO_SAMPLES, _k.BORDER_MODES[mode],
+            zeros, zeros, _NO_SMOOTH, 0, _NO_SAMPLES, _k.BORDER_MODES[mode],
             _fill_for(x.dtype, fill), get_num_threads())
     return out
 

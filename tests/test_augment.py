@@ -315,7 +315,7 @@ def test_lens_distortion_matches_reference():
 def kernel_field(elastic, key, i, h, w, alpha):
     """The kernel's field of image i as (2, h, w): dx, dy."""
     out = np.empty((2, h, w), np.float32)
-    _k.elastic_field(out, elastic._iir, i, key, alpha)
+    _k.elastic_field(out, elastic._smooth, i, key, alpha)
     return out
 
 
@@ -348,6 +348,21 @@ def test_elastic_field_is_gaussian_smoothed_noise(sigma, tol, h, w):
         worst = max(worst, np.abs(field - exact).max() / np.abs(exact).max())
         assert np.isfinite(field).all() and field.dtype == np.float32
     assert worst < tol
+
+
+@pytest.mark.parametrize("sigma", [0.1, 0.5, 1.0, 1.14, 1.99])
+@pytest.mark.parametrize(("h", "w"), [(28, 28), (17, 40), (2, 5), (1, 7), (6, 1)])
+def test_small_sigma_field_is_scipy_gaussian_filter(sigma, h, w):
+    """Below sigma 2 the Gaussian is scipy.ndimage.gaussian_filter's own (truncated at 4
+    sigma, edges continued): equal up to float32 rounding, also on images shorter than
+    the filter."""
+    scipy_ndimage = pytest.importorskip("scipy.ndimage")
+    elastic = A.ElasticDistortion(alpha=5.0, sigma=sigma)
+    for i, key in ((0, 3), (9, 0xFEDCBA9876543210)):
+        field = kernel_field(elastic, key, i, h, w, 5.0)
+        exact = np.stack([5.0 * scipy_ndimage.gaussian_filter(p, sigma, mode="nearest")
+                          for p in noise_planes(key, i, h, w)])
+        np.testing.assert_allclose(field, exact, rtol=0, atol=2e-5)
 
 
 def test_elastic_field_of_distinct_images_and_keys_differ():

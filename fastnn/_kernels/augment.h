@@ -36,8 +36,12 @@
 #define FN_PAD_LO 1
 #define FN_PAD_HI 2
 
-/* Rows of state the recursive Gaussian keeps before and after a plane. */
-#define FN_IIR_ROWS 3
+/* The Gaussian of the elastic field: below this radius (sigma < 2) an exact FIR filter,
+ * above it the recursive one. Rows of scratch kept before and after a smoothed block:
+ * 3 of state for the recursive filter (before and after), or the FIR's ring of past
+ * rows and one output row (after). */
+#define FN_FIR_MAX_RADIUS 8
+#define FN_SMOOTH_ROWS (FN_FIR_MAX_RADIUS + 1)
 
 /* The warp computes coordinates for chunks of whole rows of about this many pixels. */
 #define FN_WARP_CHUNK 2048
@@ -98,28 +102,34 @@ FN_LOOP_FN void fn_uniforms(double *out, ptrdiff_t slot0, ptrdiff_t slots, ptrdi
 /* ---------------------------------------------------------------- elastic field
  *
  * The displacement field of one image is uniform noise in (-1, 1) per pixel and axis,
- * smoothed by a Gaussian of width sigma and scaled by alpha. The Gaussian is the
- * third-order recursive filter of Young, van Vliet and Verbeek (poles rescaled so that
- * its variance is exactly sigma^2): a causal then an anti-causal pass of 4
- * multiply-adds a sample each, whatever sigma. Beyond the edges the input continues
- * with its edge value (scipy.ndimage's "nearest") exactly, by Triggs and Sdika's
- * initial conditions for the anti-causal pass (the matrix comes from Python).
+ * smoothed by a Gaussian of width sigma and scaled by alpha. Beyond the edges the input
+ * continues with its edge value (scipy.ndimage's "nearest"). The Gaussian is, for
+ * sigma < 2, the sampled one truncated at 4 sigma (scipy.ndimage.gaussian_filter's),
+ * and above, where that grows long, the third-order recursive filter of Young, van
+ * Vliet and Verbeek (poles rescaled so that its variance is exactly sigma^2): a causal
+ * then an anti-causal pass of 4 multiply-adds a sample each, whatever sigma, with Triggs
+ * and Sdika's initial conditions for the anti-causal pass (the matrix comes from
+ * Python).
  *
- * Both passes run down the rows of a plane, vectorized along the rows: first on the
+ * Both passes run down the rows of a block, vectorized along the rows: first on the
  * noise laid out x-major (smoothing along x), then, after a transpose, y-major
- * (smoothing along y). The dx and dy planes travel side by side in one row. */
+ * (smoothing along y). The dx and dy values travel side by side in one row. */
 
-/* The recursive filter's coefficients: y = b*x + a1*y1 + a2*y2 + a3*y3, and the 3x3
- * map from the causal pass's last three outputs (minus the edge value) to the
- * anti-causal pass's three initial states (minus the edge value), row-major. */
+/* The smoothing's coefficients, as ElasticDistortion builds them (23 floats): the
+ * radius of the FIR filter (0: recursive) and its taps g[0..radius]; the recursive
+ * filter y = b*x + a1*y1 + a2*y2 + a3*y3 and the 3x3 map from the causal pass's last
+ * three outputs (minus the edge value) to the anti-causal pass's three initial states
+ * (minus the edge value), row-major. */
 typedef struct {
     float b, a1, a2, a3;
     float m[9];
-} fn_iir3;
+    float radius;
+    float taps[FN_FIR_MAX_RADIUS + 1];
+} fn_smooth;
 
-/* Smooth the R rows of L floats at buf (row r at buf + r * L) along r, in place.
- * FN_IIR_ROWS rows before buf and after row R - 1 are scratch. */
-FN_LOOP_FN void fn_iir_rows(float *buf, ptrdiff_t R, ptrdiff_t L, const fn_iir3 *c)
+/* Smooth the R rows of L floats at buf (row r at buf + r * L) along r, in place, by the
+ * recursive filter. FN_SMOOTH_ROWS rows before buf and after row R - 1 are scratch. */
+FN_LOOP_FN void fn_iir_rows(float *buf, ptrdiff_t R, ptrdiff_t L, const fn_smooth *c)
 {
     const float b = c->b, a1 = c->a1, a2 = c->a2, a3 = c->a3;
     /* the causal pass starts in its steady state for the first row (gain 1) and the
@@ -134,7 +144,7 @@ FN_LOOP_FN void fn_iir_rows(float *buf, ptrdiff_t R, ptrdiff_t L, const fn_iir3 
     for (ptrdiff_t r = 0; r < R; r++) {
         float *y = buf + r * L;
         FN_SIMD for (ptrdiff_t j = 0; j < L; j++)
-            y[j] = b * y[j] + a1 * y[j - L] + a2 * y[j - 2 * L] + a3 * y[j - 3 * L];
+            y[j] = b * y[j] + a3 * y[j - 3 * L] + a2 * y[j - 2 * L] + a1 * y[j - L];
     }
     const float *y1 = buf + (R - 1) * L, *y2 = y1 - L, *y3 = y2 - L;
     float *z0 = buf + R * L, *z1 = z0 + L, *z2 = z1 + L;
@@ -149,8 +159,42 @@ FN_LOOP_FN void fn_iir_rows(float *buf, ptrdiff_t R, ptrdiff_t L, const fn_iir3 
     for (ptrdiff_t r = R - 1; r >= 0; r--) {
         float *z = buf + r * L;
         FN_SIMD for (ptrdiff_t j = 0; j < L; j++)
-            z[j] = b * z[j] + a1 * z[j + L] + a2 * z[j + 2 * L] + a3 * z[j + 3 * L];
+            z[j] = b * z[j] + a3 * z[j + 3 * L] + a2 * z[j + 2 * L] + a1 * z[j + L];
     }
+}
+
+/* The same by the FIR filter of radius rad (1..FN_FIR_MAX_RADIUS), rows beyond the ends
+ * continuing the end rows: row i becomes sum over |k| <= rad of g[|k|] row (i + k). Rows
+ * are replaced in order; the rad original rows before row i wait in a ring in the
+ * scratch rows after the block, the new row i in the row after the ring. */
+FN_LOOP_FN void fn_fir_rows(float *buf, ptrdiff_t R, ptrdiff_t L, const fn_smooth *c)
+{
+    const ptrdiff_t rad = (ptrdiff_t)c->radius;
+    const float *g = c->taps;
+    float *ring = buf + R * L, *acc = ring + rad * L;
+    for (ptrdiff_t s = 0; s < rad; s++) memcpy(ring + s * L, buf, (size_t)L * sizeof(float));
+    for (ptrdiff_t i = 0; i < R; i++) {
+        float *cur = buf + i * L;
+        const float g0 = g[0];
+        FN_SIMD for (ptrdiff_t j = 0; j < L; j++) acc[j] = g0 * cur[j];
+        for (ptrdiff_t k = 1; k <= rad; k++) {
+            /* row i - k: the ring's slot (i - k) mod rad (row 0 while i - k < 0) */
+            const float *before = ring + ((i - k + rad) % rad) * L;
+            const float *after = buf + (i + k < R ? i + k : R - 1) * L;
+            const float gk = g[k];
+            FN_SIMD for (ptrdiff_t j = 0; j < L; j++) acc[j] += gk * (before[j] + after[j]);
+        }
+        memcpy(ring + (i % rad) * L, cur, (size_t)L * sizeof(float));
+        memcpy(cur, acc, (size_t)L * sizeof(float));
+    }
+}
+
+FN_INLINE void fn_smooth_rows(float *buf, ptrdiff_t R, ptrdiff_t L, const fn_smooth *c)
+{
+    if (c->radius > 0.0f)
+        fn_fir_rows(buf, R, L, c);
+    else
+        fn_iir_rows(buf, R, L, c);
 }
 
 /* Noise of one image, x-major: row x of t (2 * h floats) holds the dx noise of column x
@@ -174,50 +218,47 @@ FN_LOOP_FN void fn_elastic_noise(float *t, ptrdiff_t h, ptrdiff_t w, uint64_t im
     }
 }
 
-/* Rows of one field plane with the recursive filter's scratch rows. */
-#define FN_FIELD_ROWS(h) ((h) + 2 * FN_IIR_ROWS)
+/* Rows of one field (both planes side by side) with the smoothing's scratch rows. */
+#define FN_FIELD_ROWS(h) ((h) + 2 * FN_SMOOTH_ROWS)
 
-/* Plane p of f (rows of w floats, FN_FIELD_ROWS(h) rows a plane, the image's rows after
- * FN_IIR_ROWS of them) = alpha * plane p of t transposed (t: w rows of 2h, plane p at
- * column p * h), in tiles that stay in the L1 cache. */
+/* Row y of f (rows of 2w floats: dx of the row's w pixels, then their dy) = alpha *
+ * column y and column h + y of t (w rows of 2h), in tiles that stay in the L1 cache. */
 static inline void fn_elastic_transpose(const float *t, float *f, ptrdiff_t h, ptrdiff_t w,
                                         float alpha)
 {
     const ptrdiff_t tile = 32;
-    for (ptrdiff_t p = 0; p < 2; p++) {
-        float *fp = f + (p * FN_FIELD_ROWS(h) + FN_IIR_ROWS) * w;
+    for (ptrdiff_t p = 0; p < 2; p++)
         for (ptrdiff_t y0 = 0; y0 < h; y0 += tile)
             for (ptrdiff_t x0 = 0; x0 < w; x0 += tile) {
                 ptrdiff_t y1 = y0 + tile < h ? y0 + tile : h, x1 = x0 + tile < w ? x0 + tile : w;
                 for (ptrdiff_t y = y0; y < y1; y++) {
-                    float *fr = fp + y * w;
+                    float *fr = f + y * 2 * w + p * w;
                     const float *tc = t + p * h + y;
                     for (ptrdiff_t x = x0; x < x1; x++) fr[x] = alpha * tc[x * 2 * h];
                 }
             }
-    }
 }
 
-/* The field of one image into f: the dx plane then the dy plane, each FN_FIELD_ROWS(h)
- * rows of w floats, the field's rows after FN_IIR_ROWS of them. t: scratch of
- * FN_FIELD_ROWS(w) rows of 2h floats. */
-static inline void fn_elastic_field(float *f, float *t, const fn_iir3 *c, ptrdiff_t h,
+/* The field of one image into f: FN_FIELD_ROWS(h) rows of 2w floats, row FN_SMOOTH_ROWS
+ * + y holding dx then dy of the image's row y. t: scratch of FN_FIELD_ROWS(w) rows of
+ * 2h floats. */
+static inline void fn_elastic_field(float *f, float *t, const fn_smooth *c, ptrdiff_t h,
                                     ptrdiff_t w, uint64_t image, uint32_t key_lo,
                                     uint32_t key_hi, float alpha)
 {
-    float *t0 = t + FN_IIR_ROWS * 2 * h;
+    float *t0 = t + FN_SMOOTH_ROWS * 2 * h, *f0 = f + FN_SMOOTH_ROWS * 2 * w;
     fn_elastic_noise(t0, h, w, image, key_lo, key_hi);
-    fn_iir_rows(t0, w, 2 * h, c);
-    fn_elastic_transpose(t0, f, h, w, alpha);
-    fn_iir_rows(f + FN_IIR_ROWS * w, h, w, c);
-    fn_iir_rows(f + (FN_FIELD_ROWS(h) + FN_IIR_ROWS) * w, h, w, c);
+    fn_smooth_rows(t0, w, 2 * h, c);
+    fn_elastic_transpose(t0, f0, h, w, alpha);
+    fn_smooth_rows(f0, h, 2 * w, c);
 }
 
 /* ---------------------------------------------------------------- warp coordinates
  *
- * For n output pixels (x, y) = (x0 + xs[j], y0 + ys[j]), j < n (whole rows in a row;
- * x0 and the fraction of y0 place a sub-sample of an antialiased pixel):
- *   p = (x, y) + (fdx[j], fdy[j])                 elastic (fdx NULL: none)
+ * For n output pixels (x, y) = (x0 + xs[j], y0 + ys[j]), j < n (whole rows of ow
+ * pixels in a row; x0 and the fraction of y0 place a sub-sample of an antialiased
+ * pixel; pixel j is column j % ow of row j / ow):
+ *   p = (x, y) + (fdx, fdy)[row * fstride + col]  elastic (fdx NULL: none)
  *   p = c + (p - c) * (1 + kn * |p - c|^2)        radial lens (kn may be 0)
  *   s = m[0:3] . (p, 1), m[3:6] . (p, 1)          affine, output -> source
  * then s is snapped to a whole pixel within FN_WARP_SNAP, put in the padded range
@@ -249,14 +290,10 @@ FN_INLINE double fn_fold_range(double s, double last, double period, double inv)
     return t < last ? t : last;
 }
 
-/* One loop per (field or not, lens or not, border): no dead work if-converted into it. */
-#define FN_COORD_LOOP(FIELD, LENS, TO_RANGE_X, TO_RANGE_Y)                                 \
-    FN_SIMD for (int j = 0; j < count; j++) {                                              \
-        double px = x0 + (double)xs[j], py = y0 + (double)ys[j];                           \
-        if (FIELD) {                                                                       \
-            px += (double)fdx[j];                                                          \
-            py += (double)fdy[j];                                                          \
-        }                                                                                  \
+/* The coordinates of output pixel j of the chunk, at (px, py) after the field. */
+#define FN_COORD_BODY(OFF, WX, WY, J, PX, PY, LENS, TO_RANGE_X, TO_RANGE_Y)                \
+    {                                                                                      \
+        double px = (PX), py = (PY);                                                       \
         if (LENS) {                                                                        \
             double ux = px - cx, uy = py - cy;                                             \
             double f = 1.0 + kn * (ux * ux + uy * uy);                                     \
@@ -268,9 +305,28 @@ FN_INLINE double fn_fold_range(double s, double last, double period, double inv)
         sy = TO_RANGE_Y(fn_snap(sy));                                                      \
         /* floor of a number >= -1 by truncating a positive one */                        \
         int32_t ix = (int32_t)(sx + 2.0) - 2, iy = (int32_t)(sy + 2.0) - 2;                \
-        wx[j] = (float)(sx - (double)ix);                                                  \
-        wy[j] = (float)(sy - (double)iy);                                                  \
-        off[j] = (iy + FN_PAD_LO) * ipw + ix + FN_PAD_LO;                                  \
+        WX[J] = (float)(sx - (double)ix);                                                  \
+        WY[J] = (float)(sy - (double)iy);                                                  \
+        OFF[J] = (iy + FN_PAD_LO) * ipw + ix + FN_PAD_LO;                                  \
+    }
+
+/* One loop per (field or not, lens or not, border): no dead work if-converted into it.
+ * With a field: row by row (the field's rows are fstride floats apart). */
+#define FN_COORD_LOOP(FIELD, LENS, TO_RANGE_X, TO_RANGE_Y)                                 \
+    if (FIELD) {                                                                           \
+        for (int r = 0; r < rows; r++) {                                                   \
+            const float *restrict fx = fdx + r * fstride, *restrict fy = fdy + r * fstride; \
+            const double yr = y0 + (double)r;                                              \
+            int32_t *restrict ro = off + (ptrdiff_t)r * cols;                              \
+            float *restrict rwx = wx + (ptrdiff_t)r * cols, *restrict rwy = wy + (ptrdiff_t)r * cols; \
+            FN_SIMD for (int j = 0; j < cols; j++)                                         \
+                FN_COORD_BODY(ro, rwx, rwy, j, x0 + (double)xs[j] + (double)fx[j],         \
+                              yr + (double)fy[j], LENS, TO_RANGE_X, TO_RANGE_Y)            \
+        }                                                                                  \
+    } else {                                                                               \
+        FN_SIMD for (int j = 0; j < count; j++)                                            \
+            FN_COORD_BODY(off, wx, wy, j, x0 + (double)xs[j], y0 + (double)ys[j], LENS,    \
+                          TO_RANGE_X, TO_RANGE_Y)                                          \
     }
 
 #define FN_COORD_LOOPS(TO_RANGE_X, TO_RANGE_Y)                                             \
@@ -288,16 +344,17 @@ FN_INLINE double fn_fold_range(double s, double last, double period, double inv)
         }                                                                                  \
     }
 
-FN_LOOP_FN void fn_warp_coords(ptrdiff_t n, const float *restrict xs, const float *restrict ys,
-                               double x0, double y0, const double *m, double kn, double cx, double cy,
-                               const float *restrict fdx, const float *restrict fdy,
-                               ptrdiff_t h, ptrdiff_t w, ptrdiff_t pw, int mode,
+FN_LOOP_FN void fn_warp_coords(ptrdiff_t n, ptrdiff_t ow, const float *restrict xs,
+                               const float *restrict ys, double x0, double y0, const double *m,
+                               double kn, double cx, double cy, const float *fdx,
+                               const float *fdy, ptrdiff_t fstride, ptrdiff_t h, ptrdiff_t w,
+                               ptrdiff_t pw, int mode,
                                int32_t *restrict off, float *restrict wx, float *restrict wy)
 {
     const double m0 = m[0], m1 = m[1], m2 = m[2], m3 = m[3], m4 = m[4], m5 = m[5];
     const int32_t ipw = (int32_t)pw;
     /* an int counter: int64 -> double does not vectorize before AVX-512 */
-    const int count = (int)n;
+    const int count = (int)n, cols = (int)ow, rows = (int)(n / ow);
     const double wd = (double)w, hd = (double)h;
     const double lx = wd - 1.0, px2 = 2.0 * lx, ix2 = w > 1 ? 1.0 / px2 : 0.0;
     const double ly = hd - 1.0, py2 = 2.0 * ly, iy2 = h > 1 ? 1.0 / py2 : 0.0;
@@ -318,6 +375,7 @@ FN_LOOP_FN void fn_warp_coords(ptrdiff_t n, const float *restrict xs, const floa
 }
 #undef FN_COORD_LOOPS
 #undef FN_COORD_LOOP
+#undef FN_COORD_BODY
 
 /* acc[j] += scale * (the bilinear read of fn_warp_gather): one sub-sample of an
  * antialiased output pixel. */

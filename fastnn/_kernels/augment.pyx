@@ -16,15 +16,15 @@ ctypedef fused pixel:
     float
 
 cdef extern from "augment.h" nogil:
-    int FN_BORDER_CONSTANT, FN_BORDER_EDGE, FN_BORDER_REFLECT, FN_PAD_LO, FN_PAD_HI, FN_IIR_ROWS
+    int FN_BORDER_CONSTANT, FN_BORDER_EDGE, FN_BORDER_REFLECT, FN_PAD_LO, FN_PAD_HI, FN_SMOOTH_ROWS
     Py_ssize_t FN_FIELD_ROWS(Py_ssize_t h)
     Py_ssize_t fn_warp_chunk_rows(Py_ssize_t ow, Py_ssize_t oh)
-    ctypedef struct fn_iir3:
+    ctypedef struct fn_smooth:
         pass
     unsigned int fn_hash32(unsigned long long index, unsigned int key_lo, unsigned int key_hi)
     void fn_uniforms(double *out, Py_ssize_t slot0, Py_ssize_t slots, Py_ssize_t n,
                      unsigned int key_lo, unsigned int key_hi)
-    void fn_elastic_field(float *f, float *t, const fn_iir3 *c, Py_ssize_t h, Py_ssize_t w,
+    void fn_elastic_field(float *f, float *t, const fn_smooth *c, Py_ssize_t h, Py_ssize_t w,
                           unsigned long long image, unsigned int key_lo, unsigned int key_hi,
                           float alpha)
     void fn_copy_image_u8(const unsigned char *src, unsigned char *dst, Py_ssize_t c,
@@ -89,25 +89,25 @@ def uniforms(double[:, ::1] out, Py_ssize_t slot0, unsigned long long key):
 
 
 cdef inline Py_ssize_t _field_floats(Py_ssize_t h, Py_ssize_t w) noexcept nogil:
-    """Floats of one elastic field (two planes with the recursive filter's scratch rows)
-    plus the filter's scratch for the transposed noise."""
-    return 2 * FN_FIELD_ROWS(h) * w + FN_FIELD_ROWS(w) * 2 * h
+    """Floats of one elastic field (rows of dx and dy side by side, with the smoothing's
+    scratch rows) plus the scratch for the transposed noise."""
+    return FN_FIELD_ROWS(h) * 2 * w + FN_FIELD_ROWS(w) * 2 * h
 
 
-def elastic_field(float[:, :, ::1] out, const float[::1] iir, unsigned long long image,
+def elastic_field(float[:, :, ::1] out, const float[::1] smooth, unsigned long long image,
                   unsigned long long key, float alpha):
     """The elastic field of image `image` as the warp computes it into out (2, H, W):
-    dx, dy; iir the 13 coefficients of ElasticDistortion (b, a1..a3, M)."""
+    dx, dy; smooth the 23 coefficients of ElasticDistortion's Gaussian."""
     cdef Py_ssize_t h = out.shape[1], w = out.shape[2], p, y
     cdef float *f = <float *> malloc(_field_floats(h, w) * sizeof(float))
     if f == NULL:
         raise MemoryError()
-    fn_elastic_field(f, f + 2 * FN_FIELD_ROWS(h) * w, <const fn_iir3 *> &iir[0], h, w, image,
-                     <unsigned int> (key & 0xffffffffu), <unsigned int> (key >> 32), alpha)
+    fn_elastic_field(f, f + FN_FIELD_ROWS(h) * 2 * w, <const fn_smooth *> &smooth[0], h, w,
+                     image, <unsigned int> (key & 0xffffffffu), <unsigned int> (key >> 32),
+                     alpha)
     for p in range(2):
         for y in range(h):
-            memcpy(&out[p, y, 0], f + (p * FN_FIELD_ROWS(h) + FN_IIR_ROWS + y) * w,
-                   w * sizeof(float))
+            memcpy(&out[p, y, 0], f + (FN_SMOOTH_ROWS + y) * 2 * w + p * w, w * sizeof(float))
     free(f)
 
 
@@ -159,35 +159,34 @@ def random_affine(double[:, :, ::1] m, const unsigned char[::1] apply, const dou
 
 
 def warp(const pixel[:, :, :, ::1] src, pixel[:, :, :, ::1] dst, const double[:, :, ::1] mats,
-         const float[::1] lens_k, const float[::1] alpha, const float[::1] iir,
+         const float[::1] lens_k, const float[::1] alpha, const float[::1] smooth,
          unsigned long long key, const int[:, ::1] samples, int mode, double fill,
          int n_threads):
     """One bilinear warp of every image (see fn_warp_rows in augment_impl.h): mats is
     (N, 2, 3) or (N, 3, 3), the output -> source affine map per image (its first two
-    rows); lens_k (N,) the lens
-    coefficients; alpha (N,) the elastic scale per image (0: no field), the field's
-    noise keyed by `key` and smoothed by the recursive filter `iir` (13 floats; read
-    only where some alpha is not 0); samples (N, 2): antialiasing sub-samples per
+    rows); lens_k (N,) the lens coefficients; alpha (N,) the elastic scale per image (0:
+    no field), the field's noise keyed by `key` and smoothed by the Gaussian `smooth`
+    (23 floats, see fn_smooth in augment.h; read only where some alpha is not 0); samples (N, 2): antialiasing sub-samples per
     pixel along x and y (1, 1: none), or (0, 2) for none at all."""
     cdef Py_ssize_t n = src.shape[0], c = src.shape[1], h = src.shape[2], w = src.shape[3]
     cdef Py_ssize_t oh = dst.shape[2], ow = dst.shape[3]
     cdef Py_ssize_t blocks, rows, t, i, j, y0, y1, per_thread, nt, chunk
     cdef Py_ssize_t pad_floats = c * (h + FN_PAD_LO + FN_PAD_HI) * (w + FN_PAD_LO + FN_PAD_HI)
-    cdef Py_ssize_t field_floats = 2 * FN_FIELD_ROWS(oh) * ow
+    cdef Py_ssize_t field_floats = FN_FIELD_ROWS(oh) * 2 * ow
     cdef unsigned int lo = <unsigned int> (key & 0xffffffffu), hi = <unsigned int> (key >> 32)
     cdef float *scratch
     cdef float *mine
     cdef float *grid
     cdef float *fields = NULL
     cdef float *fp
-    cdef const fn_iir3 *coef = NULL
+    cdef const fn_smooth *coef = NULL
     cdef bint elastic = False, own_field, parallel, antialias = samples.shape[0] == n
     cdef int kx = 1, ky = 1
     cdef float f = <float> fill
     if n == 0 or c * oh * ow == 0:
         return
-    if iir.shape[0] >= 13:
-        coef = <const fn_iir3 *> &iir[0]
+    if smooth.shape[0] >= 23:
+        coef = <const fn_smooth *> &smooth[0]
         for i in range(n):
             if alpha[i] != 0:
                 elastic = True

@@ -114,14 +114,16 @@ static inline void FN_PNAME(fn_warp_rows)(const float *pad, FN_PIX *dst, ptrdiff
     const ptrdiff_t rows = fn_warp_chunk_rows(ow, oh), chunk = rows * ow;
     int32_t *off = (int32_t *)scratch;
     float *wx = scratch + chunk, *wy = wx + chunk, *acc = wy + chunk;
-    const float *fdx = field ? field + FN_IIR_ROWS * ow : NULL;
-    const float *fdy = field ? field + (FN_FIELD_ROWS(oh) + FN_IIR_ROWS) * ow : NULL;
+    /* the field's rows: dx of ow pixels, then their dy */
+    const ptrdiff_t fs = 2 * ow;
+    const float *fdx = field ? field + FN_SMOOTH_ROWS * fs : NULL;
+    const float *fdy = field ? fdx + ow : NULL;
     for (ptrdiff_t y = y0; y < y1; y += rows) {
         ptrdiff_t n = (y + rows < y1 ? rows : y1 - y) * ow;
-        const float *fx = fdx ? fdx + y * ow : NULL, *fy = fdy ? fdy + y * ow : NULL;
+        const float *fx = fdx ? fdx + y * fs : NULL, *fy = fdy ? fdy + y * fs : NULL;
         if (kx * ky == 1) {
-            fn_warp_coords(n, xs, ys, 0.0, (double)y, m, kn, cx, cy, fx, fy, h, w, pw, mode,
-                           off, wx, wy);
+            fn_warp_coords(n, ow, xs, ys, 0.0, (double)y, m, kn, cx, cy, fx, fy, fs, h, w, pw,
+                           mode, off, wx, wy);
             for (ptrdiff_t ch = 0; ch < c; ch++)
                 FN_PNAME(fn_warp_gather)(pad + ch * pplane, pw, off, wx, wy,
                                          dst + (ch * oh + y) * ow, n);
@@ -130,8 +132,9 @@ static inline void FN_PNAME(fn_warp_rows)(const float *pad, FN_PIX *dst, ptrdiff
         memset(acc, 0, (size_t)(c * n) * sizeof(float));
         for (int sy = 0; sy < ky; sy++)
             for (int sx = 0; sx < kx; sx++) {
-                fn_warp_coords(n, xs, ys, (sx + 0.5) / kx - 0.5, (double)y + (sy + 0.5) / ky - 0.5,
-                               m, kn, cx, cy, fx, fy, h, w, pw, mode, off, wx, wy);
+                fn_warp_coords(n, ow, xs, ys, (sx + 0.5) / kx - 0.5,
+                               (double)y + (sy + 0.5) / ky - 0.5, m, kn, cx, cy, fx, fy, fs, h,
+                               w, pw, mode, off, wx, wy);
                 for (ptrdiff_t ch = 0; ch < c; ch++)
                     fn_warp_gather_acc(pad + ch * pplane, pw, off, wx, wy, acc + ch * n, n,
                                        1.0f / (float)(kx * ky));
