@@ -36,12 +36,11 @@
 #define FN_PAD_LO 1
 #define FN_PAD_HI 2
 
-/* The Gaussian of the elastic field: below this radius (sigma < 2) an exact FIR filter,
- * above it the recursive one. Rows of scratch kept before and after a smoothed block:
- * 3 of state for the recursive filter (before and after), or the FIR's ring of past
- * rows and one output row (after). */
+/* The Gaussian of the elastic field: up to this radius (sigma < 2) an exact FIR filter,
+ * above it the recursive one, which keeps FN_SMOOTH_ROWS rows of state before and after
+ * a smoothed block. */
 #define FN_FIR_MAX_RADIUS 8
-#define FN_SMOOTH_ROWS (FN_FIR_MAX_RADIUS + 1)
+#define FN_SMOOTH_ROWS 3
 
 /* The warp computes coordinates for chunks of whole rows of about this many pixels. */
 #define FN_WARP_CHUNK 2048
@@ -163,38 +162,35 @@ FN_LOOP_FN void fn_iir_rows(float *buf, ptrdiff_t R, ptrdiff_t L, const fn_smoot
     }
 }
 
-/* The same by the FIR filter of radius rad (1..FN_FIR_MAX_RADIUS), rows beyond the ends
- * continuing the end rows: row i becomes sum over |k| <= rad of g[|k|] row (i + k). Rows
- * are replaced in order; the rad original rows before row i wait in a ring in the
- * scratch rows after the block, the new row i in the row after the ring. */
-FN_LOOP_FN void fn_fir_rows(float *buf, ptrdiff_t R, ptrdiff_t L, const fn_smooth *c)
+/* dst = src smoothed along r by the FIR filter of radius rad (1..FN_FIR_MAX_RADIUS),
+ * rows beyond the ends continuing the end rows: row i of dst is the sum over |k| <= rad
+ * of g[|k|] times row i + k of src (R rows of L floats each). */
+FN_LOOP_FN void fn_fir_rows(const float *restrict src, float *restrict dst, ptrdiff_t R,
+                            ptrdiff_t L, const fn_smooth *c)
 {
     const ptrdiff_t rad = (ptrdiff_t)c->radius;
     const float *g = c->taps;
-    float *ring = buf + R * L, *acc = ring + rad * L;
-    for (ptrdiff_t s = 0; s < rad; s++) memcpy(ring + s * L, buf, (size_t)L * sizeof(float));
     for (ptrdiff_t i = 0; i < R; i++) {
-        float *cur = buf + i * L;
+        const float *cur = src + i * L;
+        float *restrict out = dst + i * L;
         const float g0 = g[0];
-        FN_SIMD for (ptrdiff_t j = 0; j < L; j++) acc[j] = g0 * cur[j];
-        for (ptrdiff_t k = 1; k <= rad; k++) {
-            /* row i - k: the ring's slot (i - k) mod rad (row 0 while i - k < 0) */
-            const float *before = ring + ((i - k + rad) % rad) * L;
-            const float *after = buf + (i + k < R ? i + k : R - 1) * L;
+        FN_SIMD for (ptrdiff_t j = 0; j < L; j++) out[j] = g0 * cur[j];
+        /* two taps a side per pass over the row */
+        for (ptrdiff_t k = 1; k <= rad; k += 2) {
+            const float *lo = src + (i - k > 0 ? i - k : 0) * L;
+            const float *hi = src + (i + k < R - 1 ? i + k : R - 1) * L;
             const float gk = g[k];
-            FN_SIMD for (ptrdiff_t j = 0; j < L; j++) acc[j] += gk * (before[j] + after[j]);
+            if (k + 1 > rad) {
+                FN_SIMD for (ptrdiff_t j = 0; j < L; j++) out[j] += gk * (lo[j] + hi[j]);
+                break;
+            }
+            const float *lo2 = src + (i - k - 1 > 0 ? i - k - 1 : 0) * L;
+            const float *hi2 = src + (i + k + 1 < R - 1 ? i + k + 1 : R - 1) * L;
+            const float gk2 = g[k + 1];
+            FN_SIMD for (ptrdiff_t j = 0; j < L; j++)
+                out[j] += gk * (lo[j] + hi[j]) + gk2 * (lo2[j] + hi2[j]);
         }
-        memcpy(ring + (i % rad) * L, cur, (size_t)L * sizeof(float));
-        memcpy(cur, acc, (size_t)L * sizeof(float));
     }
-}
-
-FN_INLINE void fn_smooth_rows(float *buf, ptrdiff_t R, ptrdiff_t L, const fn_smooth *c)
-{
-    if (c->radius > 0.0f)
-        fn_fir_rows(buf, R, L, c);
-    else
-        fn_iir_rows(buf, R, L, c);
 }
 
 /* Noise of one image, x-major: row x of t (2 * h floats) holds the dx noise of column x
@@ -239,18 +235,29 @@ static inline void fn_elastic_transpose(const float *t, float *f, ptrdiff_t h, p
             }
 }
 
+/* Floats of scratch fn_elastic_field needs besides the field. */
+#define FN_FIELD_SCRATCH(h, w) ((FN_FIELD_ROWS(w) + (w)) * 2 * (h))
+
 /* The field of one image into f: FN_FIELD_ROWS(h) rows of 2w floats, row FN_SMOOTH_ROWS
- * + y holding dx then dy of the image's row y. t: scratch of FN_FIELD_ROWS(w) rows of
- * 2h floats. */
+ * + y holding dx then dy of the image's row y. t: FN_FIELD_SCRATCH(h, w) floats. The
+ * recursive filter works in place, in the noise then in the field; the FIR filter from
+ * the noise into u, from u transposed (back in the noise's place) into the field. */
 static inline void fn_elastic_field(float *f, float *t, const fn_smooth *c, ptrdiff_t h,
                                     ptrdiff_t w, uint64_t image, uint32_t key_lo,
                                     uint32_t key_hi, float alpha)
 {
     float *t0 = t + FN_SMOOTH_ROWS * 2 * h, *f0 = f + FN_SMOOTH_ROWS * 2 * w;
+    float *u = t + FN_FIELD_ROWS(w) * 2 * h;
     fn_elastic_noise(t0, h, w, image, key_lo, key_hi);
-    fn_smooth_rows(t0, w, 2 * h, c);
-    fn_elastic_transpose(t0, f0, h, w, alpha);
-    fn_smooth_rows(f0, h, 2 * w, c);
+    if (c->radius > 0.0f) {
+        fn_fir_rows(t0, u, w, 2 * h, c);
+        fn_elastic_transpose(u, t0, h, w, alpha);
+        fn_fir_rows(t0, f0, h, 2 * w, c);
+    } else {
+        fn_iir_rows(t0, w, 2 * h, c);
+        fn_elastic_transpose(t0, f0, h, w, alpha);
+        fn_iir_rows(f0, h, 2 * w, c);
+    }
 }
 
 /* ---------------------------------------------------------------- warp coordinates

@@ -18,6 +18,7 @@ ctypedef fused pixel:
 cdef extern from "augment.h" nogil:
     int FN_BORDER_CONSTANT, FN_BORDER_EDGE, FN_BORDER_REFLECT, FN_PAD_LO, FN_PAD_HI, FN_SMOOTH_ROWS
     Py_ssize_t FN_FIELD_ROWS(Py_ssize_t h)
+    Py_ssize_t FN_FIELD_SCRATCH(Py_ssize_t h, Py_ssize_t w)
     Py_ssize_t fn_warp_chunk_rows(Py_ssize_t ow, Py_ssize_t oh)
     ctypedef struct fn_smooth:
         pass
@@ -90,8 +91,8 @@ def uniforms(double[:, ::1] out, Py_ssize_t slot0, unsigned long long key):
 
 cdef inline Py_ssize_t _field_floats(Py_ssize_t h, Py_ssize_t w) noexcept nogil:
     """Floats of one elastic field (rows of dx and dy side by side, with the smoothing's
-    scratch rows) plus the scratch for the transposed noise."""
-    return FN_FIELD_ROWS(h) * 2 * w + FN_FIELD_ROWS(w) * 2 * h
+    scratch rows) plus the scratch of the noise."""
+    return FN_FIELD_ROWS(h) * 2 * w + FN_FIELD_SCRATCH(h, w)
 
 
 def elastic_field(float[:, :, ::1] out, const float[::1] smooth, unsigned long long image,
