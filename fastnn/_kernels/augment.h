@@ -262,10 +262,10 @@ static inline void fn_elastic_field(float *f, float *t, const fn_smooth *c, ptrd
 
 /* ---------------------------------------------------------------- warp coordinates
  *
- * For n output pixels (x, y) = (x0 + xs[j], y0 + ys[j]), j < n (whole rows of ow
- * pixels in a row; x0 and the fraction of y0 place a sub-sample of an antialiased
- * pixel; pixel j is column j % ow of row j / ow):
- *   p = (x, y) + (fdx, fdy)[row * fstride + col]  elastic (fdx NULL: none)
+ * For n output pixels (x, y) = (x0 + xs[j], y0 + ys[j]), j < n (whole rows in a row;
+ * x0 and the fraction of y0 place a sub-sample of an antialiased pixel):
+ *   p = (x, y) + (fdx, fdy)[r * fstride + j]      elastic (fn_warp_coords_field:
+ *                                                 rows r of ow pixels j)
  *   p = c + (p - c) * (1 + kn * |p - c|^2)        radial lens (kn may be 0)
  *   s = m[0:3] . (p, 1), m[3:6] . (p, 1)          affine, output -> source
  * then s is snapped to a whole pixel within FN_WARP_SNAP, put in the padded range
@@ -279,6 +279,11 @@ FN_INLINE double fn_snap(double s)
      * image, where it is not exact, |s - r| is large or s is whole already) */
     double r = (s + 6755399441055744.0) - 6755399441055744.0;
     return fabs(s - r) < FN_WARP_SNAP ? r : s;
+}
+FN_INLINE float fn_snapf(float s)
+{
+    float r = (s + 12582912.0f) - 12582912.0f; /* 1.5 * 2^23 */
+    return fabsf(s - r) < (float)FN_WARP_SNAP ? r : s;
 }
 
 /* Into the padded range: clamped to [-1, n] (constant, edge), or folded into
@@ -296,92 +301,139 @@ FN_INLINE double fn_fold_range(double s, double last, double period, double inv)
     t = t > 0.0 ? t : 0.0;
     return t < last ? t : last;
 }
+FN_INLINE float fn_clamp_rangef(float s, float n)
+{
+    s = s > -1.0f ? s : -1.0f;
+    return s < n ? s : n;
+}
+FN_INLINE float fn_fold_rangef(float s, float last, float period, float inv)
+{
+    float t = s - period * floorf(s * inv);
+    t = t > last ? period - t : t;
+    t = t > 0.0f ? t : 0.0f;
+    return t < last ? t : last;
+}
 
-/* The coordinates of output pixel j of the chunk, at (px, py) after the field. */
-#define FN_COORD_BODY(OFF, WX, WY, J, PX, PY, LENS, TO_RANGE_X, TO_RANGE_Y)                \
+/* The coordinates of output pixel J at (PX, PY) (after the field) in type T, with SNAP
+ * and the range functions of that type, the map m0..m5, lens kn, cx, cy of that type. */
+#define FN_COORD_BODY(T, SNAP, OFF, WX, WY, J, PX, PY, LENS, TO_RANGE_X, TO_RANGE_Y)       \
     {                                                                                      \
-        double px = (PX), py = (PY);                                                       \
+        T px = (PX), py = (PY);                                                            \
         if (LENS) {                                                                        \
-            double ux = px - cx, uy = py - cy;                                             \
-            double f = 1.0 + kn * (ux * ux + uy * uy);                                     \
+            T ux = px - cx, uy = py - cy;                                                  \
+            T f = (T)1 + kn * (ux * ux + uy * uy);                                         \
             px = cx + ux * f;                                                              \
             py = cy + uy * f;                                                              \
         }                                                                                  \
-        double sx = m0 * px + m1 * py + m2, sy = m3 * px + m4 * py + m5;                   \
-        sx = TO_RANGE_X(fn_snap(sx));                                                      \
-        sy = TO_RANGE_Y(fn_snap(sy));                                                      \
+        T sx = m0 * px + m1 * py + m2, sy = m3 * px + m4 * py + m5;                        \
+        sx = TO_RANGE_X(SNAP(sx));                                                         \
+        sy = TO_RANGE_Y(SNAP(sy));                                                         \
         /* floor of a number >= -1 by truncating a positive one */                        \
-        int32_t ix = (int32_t)(sx + 2.0) - 2, iy = (int32_t)(sy + 2.0) - 2;                \
-        WX[J] = (float)(sx - (double)ix);                                                  \
-        WY[J] = (float)(sy - (double)iy);                                                  \
+        int32_t ix = (int32_t)(sx + (T)2) - 2, iy = (int32_t)(sy + (T)2) - 2;              \
+        WX[J] = (float)(sx - (T)ix);                                                       \
+        WY[J] = (float)(sy - (T)iy);                                                       \
         OFF[J] = (iy + FN_PAD_LO) * ipw + ix + FN_PAD_LO;                                  \
     }
 
-/* One loop per (field or not, lens or not, border): no dead work if-converted into it.
- * With a field: row by row (the field's rows are fstride floats apart). */
-#define FN_COORD_LOOP(FIELD, LENS, TO_RANGE_X, TO_RANGE_Y)                                 \
-    if (FIELD) {                                                                           \
-        for (int r = 0; r < rows; r++) {                                                   \
-            const float *restrict fx = fdx + r * fstride, *restrict fy = fdy + r * fstride; \
-            const double yr = y0 + (double)r;                                              \
-            int32_t *restrict ro = off + (ptrdiff_t)r * cols;                              \
-            float *restrict rwx = wx + (ptrdiff_t)r * cols, *restrict rwy = wy + (ptrdiff_t)r * cols; \
-            FN_SIMD for (int j = 0; j < cols; j++)                                         \
-                FN_COORD_BODY(ro, rwx, rwy, j, x0 + (double)xs[j] + (double)fx[j],         \
-                              yr + (double)fy[j], LENS, TO_RANGE_X, TO_RANGE_Y)            \
-        }                                                                                  \
-    } else {                                                                               \
-        FN_SIMD for (int j = 0; j < count; j++)                                            \
-            FN_COORD_BODY(off, wx, wy, j, x0 + (double)xs[j], y0 + (double)ys[j], LENS,    \
-                          TO_RANGE_X, TO_RANGE_Y)                                          \
-    }
+/* The constants of the border range functions, in type T. */
+#define FN_COORD_RANGES(T)                                                                 \
+    const T wd = (T)w, hd = (T)h;                                                          \
+    const T lx = wd - (T)1, px2 = (T)2 * lx, ix2 = w > 1 ? (T)1 / px2 : (T)0;              \
+    const T ly = hd - (T)1, py2 = (T)2 * ly, iy2 = h > 1 ? (T)1 / py2 : (T)0;
+#define FN_CLAMP_X(s) fn_clamp_range(s, wd)
+#define FN_CLAMP_Y(s) fn_clamp_range(s, hd)
+#define FN_FOLD_X(s) fn_fold_range(s, lx, px2, ix2)
+#define FN_FOLD_Y(s) fn_fold_range(s, ly, py2, iy2)
+#define FN_CLAMPF_X(s) fn_clamp_rangef(s, wd)
+#define FN_CLAMPF_Y(s) fn_clamp_rangef(s, hd)
+#define FN_FOLDF_X(s) fn_fold_rangef(s, lx, px2, ix2)
+#define FN_FOLDF_Y(s) fn_fold_rangef(s, ly, py2, iy2)
 
-#define FN_COORD_LOOPS(TO_RANGE_X, TO_RANGE_Y)                                             \
-    if (fdx) {                                                                             \
-        if (kn != 0.0) {                                                                   \
-            FN_COORD_LOOP(1, 1, TO_RANGE_X, TO_RANGE_Y)                                    \
-        } else {                                                                           \
-            FN_COORD_LOOP(1, 0, TO_RANGE_X, TO_RANGE_Y)                                    \
-        }                                                                                  \
-    } else {                                                                               \
-        if (kn != 0.0) {                                                                   \
-            FN_COORD_LOOP(0, 1, TO_RANGE_X, TO_RANGE_Y)                                    \
-        } else {                                                                           \
-            FN_COORD_LOOP(0, 0, TO_RANGE_X, TO_RANGE_Y)                                    \
-        }                                                                                  \
-    }
+/* Without a field, in double: one loop per (lens or not, border), no dead work
+ * if-converted into it. */
+#define FN_COORD_LOOP(LENS, TO_RANGE_X, TO_RANGE_Y)                                        \
+    FN_SIMD for (int j = 0; j < count; j++)                                                \
+        FN_COORD_BODY(double, fn_snap, off, wx, wy, j, x0 + (double)xs[j],                 \
+                      y0 + (double)ys[j], LENS, TO_RANGE_X, TO_RANGE_Y)
 
-FN_LOOP_FN void fn_warp_coords(ptrdiff_t n, ptrdiff_t ow, const float *restrict xs,
-                               const float *restrict ys, double x0, double y0, const double *m,
-                               double kn, double cx, double cy, const float *fdx,
-                               const float *fdy, ptrdiff_t fstride, ptrdiff_t h, ptrdiff_t w,
-                               ptrdiff_t pw, int mode,
+FN_LOOP_FN void fn_warp_coords(ptrdiff_t n, const float *restrict xs, const float *restrict ys,
+                               double x0, double y0, const double *m, double kn, double cx,
+                               double cy, ptrdiff_t h, ptrdiff_t w, ptrdiff_t pw, int mode,
                                int32_t *restrict off, float *restrict wx, float *restrict wy)
 {
     const double m0 = m[0], m1 = m[1], m2 = m[2], m3 = m[3], m4 = m[4], m5 = m[5];
     const int32_t ipw = (int32_t)pw;
     /* an int counter: int64 -> double does not vectorize before AVX-512 */
-    const int count = (int)n, cols = (int)ow, rows = (int)(n / ow);
-    const double wd = (double)w, hd = (double)h;
-    const double lx = wd - 1.0, px2 = 2.0 * lx, ix2 = w > 1 ? 1.0 / px2 : 0.0;
-    const double ly = hd - 1.0, py2 = 2.0 * ly, iy2 = h > 1 ? 1.0 / py2 : 0.0;
-#define FN_CLAMP_X(s) fn_clamp_range(s, wd)
-#define FN_CLAMP_Y(s) fn_clamp_range(s, hd)
-#define FN_FOLD_X(s) fn_fold_range(s, lx, px2, ix2)
-#define FN_FOLD_Y(s) fn_fold_range(s, ly, py2, iy2)
+    const int count = (int)n;
+    FN_COORD_RANGES(double)
     if (mode != FN_BORDER_REFLECT) {
-        FN_COORD_LOOPS(FN_CLAMP_X, FN_CLAMP_Y)
+        if (kn != 0.0) {
+            FN_COORD_LOOP(1, FN_CLAMP_X, FN_CLAMP_Y)
+        } else {
+            FN_COORD_LOOP(0, FN_CLAMP_X, FN_CLAMP_Y)
+        }
     } else {
         /* a line of one pixel folds everything onto it: period 0, inv 0, t = s, clamped */
-        FN_COORD_LOOPS(FN_FOLD_X, FN_FOLD_Y)
+        if (kn != 0.0) {
+            FN_COORD_LOOP(1, FN_FOLD_X, FN_FOLD_Y)
+        } else {
+            FN_COORD_LOOP(0, FN_FOLD_X, FN_FOLD_Y)
+        }
     }
+}
+#undef FN_COORD_LOOP
+
+/* With an elastic field, in float: the field is float noise smoothed in float, so the
+ * coordinates it moves keep their precision (about 1e-7 of the image size). Row by row:
+ * rows of cols pixels, the field's rows fstride floats apart. */
+#define FN_COORD_LOOP(LENS, TO_RANGE_X, TO_RANGE_Y)                                        \
+    for (int r = 0; r < rows; r++) {                                                       \
+        const float *restrict fx = fdx + r * fstride, *restrict fy = fdy + r * fstride;    \
+        const float yr = (float)(y0 + (double)r);                                          \
+        int32_t *restrict ro = off + (ptrdiff_t)r * cols;                                  \
+        float *restrict rwx = wx + (ptrdiff_t)r * cols, *restrict rwy = wy + (ptrdiff_t)r * cols; \
+        FN_SIMD for (int j = 0; j < cols; j++)                                             \
+            FN_COORD_BODY(float, fn_snapf, ro, rwx, rwy, j, (x0f + xs[j]) + fx[j],          \
+                          yr + fy[j], LENS, TO_RANGE_X, TO_RANGE_Y)                        \
+    }
+
+FN_LOOP_FN void fn_warp_coords_field(ptrdiff_t rows_, ptrdiff_t ow, const float *restrict xs,
+                                     double x0, double y0, const double *m, double kn_,
+                                     double cx_, double cy_, const float *fdx, const float *fdy,
+                                     ptrdiff_t fstride, ptrdiff_t h, ptrdiff_t w, ptrdiff_t pw,
+                                     int mode, int32_t *restrict off, float *restrict wx,
+                                     float *restrict wy)
+{
+    const float m0 = (float)m[0], m1 = (float)m[1], m2 = (float)m[2];
+    const float m3 = (float)m[3], m4 = (float)m[4], m5 = (float)m[5];
+    const float kn = (float)kn_, cx = (float)cx_, cy = (float)cy_, x0f = (float)x0;
+    const int32_t ipw = (int32_t)pw;
+    const int cols = (int)ow, rows = (int)rows_;
+    FN_COORD_RANGES(float)
+    if (mode != FN_BORDER_REFLECT) {
+        if (kn != 0.0f) {
+            FN_COORD_LOOP(1, FN_CLAMPF_X, FN_CLAMPF_Y)
+        } else {
+            FN_COORD_LOOP(0, FN_CLAMPF_X, FN_CLAMPF_Y)
+        }
+    } else {
+        if (kn != 0.0f) {
+            FN_COORD_LOOP(1, FN_FOLDF_X, FN_FOLDF_Y)
+        } else {
+            FN_COORD_LOOP(0, FN_FOLDF_X, FN_FOLDF_Y)
+        }
+    }
+}
+#undef FN_COORD_LOOP
+#undef FN_COORD_RANGES
 #undef FN_CLAMP_X
 #undef FN_CLAMP_Y
 #undef FN_FOLD_X
 #undef FN_FOLD_Y
-}
-#undef FN_COORD_LOOPS
-#undef FN_COORD_LOOP
+#undef FN_CLAMPF_X
+#undef FN_CLAMPF_Y
+#undef FN_FOLDF_X
+#undef FN_FOLDF_Y
 #undef FN_COORD_BODY
 
 /* acc[j] += scale * (the bilinear read of fn_warp_gather): one sub-sample of an

@@ -122,8 +122,12 @@ static inline void FN_PNAME(fn_warp_rows)(const float *pad, FN_PIX *dst, ptrdiff
         ptrdiff_t n = (y + rows < y1 ? rows : y1 - y) * ow;
         const float *fx = fdx ? fdx + y * fs : NULL, *fy = fdy ? fdy + y * fs : NULL;
         if (kx * ky == 1) {
-            fn_warp_coords(n, ow, xs, ys, 0.0, (double)y, m, kn, cx, cy, fx, fy, fs, h, w, pw,
-                           mode, off, wx, wy);
+            if (fx)
+                fn_warp_coords_field(n / ow, ow, xs, 0.0, (double)y, m, kn, cx, cy, fx, fy, fs,
+                                     h, w, pw, mode, off, wx, wy);
+            else
+                fn_warp_coords(n, xs, ys, 0.0, (double)y, m, kn, cx, cy, h, w, pw, mode, off,
+                               wx, wy);
             for (ptrdiff_t ch = 0; ch < c; ch++)
                 FN_PNAME(fn_warp_gather)(pad + ch * pplane, pw, off, wx, wy,
                                          dst + (ch * oh + y) * ow, n);
@@ -132,9 +136,13 @@ static inline void FN_PNAME(fn_warp_rows)(const float *pad, FN_PIX *dst, ptrdiff
         memset(acc, 0, (size_t)(c * n) * sizeof(float));
         for (int sy = 0; sy < ky; sy++)
             for (int sx = 0; sx < kx; sx++) {
-                fn_warp_coords(n, ow, xs, ys, (sx + 0.5) / kx - 0.5,
-                               (double)y + (sy + 0.5) / ky - 0.5, m, kn, cx, cy, fx, fy, fs, h,
-                               w, pw, mode, off, wx, wy);
+                double ax = (sx + 0.5) / kx - 0.5, ay = (double)y + (sy + 0.5) / ky - 0.5;
+                if (fx)
+                    fn_warp_coords_field(n / ow, ow, xs, ax, ay, m, kn, cx, cy, fx, fy, fs, h,
+                                         w, pw, mode, off, wx, wy);
+                else
+                    fn_warp_coords(n, xs, ys, ax, ay, m, kn, cx, cy, h, w, pw, mode, off, wx,
+                                   wy);
                 for (ptrdiff_t ch = 0; ch < c; ch++)
                     fn_warp_gather_acc(pad + ch * pplane, pw, off, wx, wy, acc + ch * n, n,
                                        1.0f / (float)(kx * ky));
