@@ -58,6 +58,9 @@ FN_INLINE ptrdiff_t fn_border_index(ptrdiff_t i, ptrdiff_t n, int mode)
     if (i >= 0 && i < n) return i;
     if (mode == FN_BORDER_CONSTANT) return -1;
     if (mode == FN_BORDER_EDGE || n == 1) return i < 0 ? 0 : n - 1;
+    /* within one reflection of the edges (a padded crop): no division */
+    if (i < 0 && i > -n) return -i;
+    if (i >= n && i < 2 * n - 1) return 2 * n - 2 - i;
     ptrdiff_t period = 2 * n - 2;
     i %= period;
     if (i < 0) i += period;

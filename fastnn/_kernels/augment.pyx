@@ -31,10 +31,10 @@ cdef extern from "augment.h" nogil:
     void fn_copy_image_u8(const unsigned char *src, unsigned char *dst, Py_ssize_t c,
                           Py_ssize_t h, Py_ssize_t w, Py_ssize_t oh, Py_ssize_t ow,
                           Py_ssize_t sy0, Py_ssize_t sx0, int dir, int mode,
-                          unsigned char fill)
+                          unsigned char fill, int *cols)
     void fn_copy_image_f(const float *src, float *dst, Py_ssize_t c, Py_ssize_t h, Py_ssize_t w,
                          Py_ssize_t oh, Py_ssize_t ow, Py_ssize_t sy0, Py_ssize_t sx0, int dir,
-                         int mode, float fill)
+                         int mode, float fill, int *cols)
     void fn_pad_plane_u8(const unsigned char *src, float *pad, Py_ssize_t h, Py_ssize_t w,
                          int mode, float fill)
     void fn_pad_plane_f(const float *src, float *pad, Py_ssize_t h, Py_ssize_t w, int mode,
@@ -71,16 +71,24 @@ def copy(const pixel[:, :, :, ::1] src, pixel[:, :, :, ::1] dst, const long long
     cdef Py_ssize_t n = src.shape[0], c = src.shape[1], h = src.shape[2], w = src.shape[3]
     cdef Py_ssize_t oh = dst.shape[2], ow = dst.shape[3], i
     cdef pixel f = <pixel> fill
+    cdef bint parallel = n_threads > 1 and n > 1 and n * c * oh * ow >= PARALLEL_MIN
+    cdef int *cols
     if n == 0 or dst.shape[1] * oh * ow == 0:
         return
+    cols = <int *> malloc((n_threads if parallel else 1) * ow * sizeof(int))
+    if cols == NULL:
+        raise MemoryError()
     for i in prange(n, nogil=True, schedule='static', num_threads=n_threads,
-                    use_threads_if=n_threads > 1 and n > 1 and n * c * oh * ow >= PARALLEL_MIN):
+                    use_threads_if=parallel):
         if pixel is float:
             fn_copy_image_f(&src[i, 0, 0, 0], &dst[i, 0, 0, 0], c, h, w, oh, ow,
-                            origin[i, 0], origin[i, 1], <int> origin[i, 2], mode, f)
+                            origin[i, 0], origin[i, 1], <int> origin[i, 2], mode, f,
+                            cols + threadid() * ow)
         else:
             fn_copy_image_u8(&src[i, 0, 0, 0], &dst[i, 0, 0, 0], c, h, w, oh, ow,
-                             origin[i, 0], origin[i, 1], <int> origin[i, 2], mode, f)
+                             origin[i, 0], origin[i, 1], <int> origin[i, 2], mode, f,
+                             cols + threadid() * ow)
+    free(cols)
 
 
 def uniforms(double[:, ::1] out, Py_ssize_t slot0, unsigned long long key):

@@ -3,12 +3,31 @@
 #define FN_PNAME(name) FN_CAT(name, FN_PSUFFIX)
 #define FN_STORE FN_CAT(fn_store, FN_PSUFFIX)
 
+/* d[x] = r[-x] for x < n: a reversed row (vectorized by byte or lane shuffles). */
+FN_LOOP_FN void FN_PNAME(fn_reverse_copy)(const FN_PIX *r, FN_PIX *restrict d, ptrdiff_t n)
+{
+    FN_SIMD for (ptrdiff_t x = 0; x < n; x++) d[x] = r[-x];
+}
+
+/* d[x] = s[cols[x]], or fill where cols[x] < 0, for x < n: the border columns of a row. */
+FN_INLINE void FN_PNAME(fn_copy_border)(const FN_PIX *s, FN_PIX *d, const int32_t *cols,
+                                        ptrdiff_t n, FN_PIX fill)
+{
+    for (ptrdiff_t x = 0; x < n; x++) {
+        int32_t i = cols[x];
+        FN_PIX v = s[i < 0 ? 0 : i];
+        d[x] = i < 0 ? fill : v;
+    }
+}
+
 /* Exact copy of one image of c planes (h, w) into c planes (oh, ow):
  * dst[y, x] = src[sy0 + y, sx0 + dir * x] (dir = +1 or -1), positions outside the
- * source resolved by the border mode. A crop, a padded crop, a flip, or both. */
+ * source resolved by the border mode. A crop, a padded crop, a flip, or both. cols:
+ * scratch of ow ints (the source columns of the border, the same for every row). */
 static inline void FN_PNAME(fn_copy_image)(const FN_PIX *src, FN_PIX *dst, ptrdiff_t c, ptrdiff_t h,
                                            ptrdiff_t w, ptrdiff_t oh, ptrdiff_t ow, ptrdiff_t sy0,
-                                           ptrdiff_t sx0, int dir, int mode, FN_PIX fill)
+                                           ptrdiff_t sx0, int dir, int mode, FN_PIX fill,
+                                           int32_t *cols)
 {
     /* the x range whose source column is inside the image: a plain (or reversed) copy */
     ptrdiff_t xa, xb;
@@ -21,6 +40,8 @@ static inline void FN_PNAME(fn_copy_image)(const FN_PIX *src, FN_PIX *dst, ptrdi
     }
     xa = xa < 0 ? 0 : (xa > ow ? ow : xa);
     xb = xb < xa ? xa : (xb > ow ? ow : xb);
+    for (ptrdiff_t x = 0; x < xa; x++) cols[x] = (int32_t)fn_border_index(sx0 + dir * x, w, mode);
+    for (ptrdiff_t x = xb; x < ow; x++) cols[x] = (int32_t)fn_border_index(sx0 + dir * x, w, mode);
     for (ptrdiff_t ch = 0; ch < c; ch++) {
         const FN_PIX *plane = src + ch * h * w;
         for (ptrdiff_t y = 0; y < oh; y++) {
@@ -31,20 +52,13 @@ static inline void FN_PNAME(fn_copy_image)(const FN_PIX *src, FN_PIX *dst, ptrdi
                 continue;
             }
             const FN_PIX *s = plane + sy * w;
-            for (ptrdiff_t x = 0; x < xa; x++) {
-                ptrdiff_t sx = fn_border_index(sx0 + dir * x, w, mode);
-                d[x] = sx < 0 ? fill : s[sx];
-            }
+            FN_PNAME(fn_copy_border)(s, d, cols, xa, fill);
             if (dir > 0) {
                 if (xb > xa) memcpy(d + xa, s + sx0 + xa, (size_t)(xb - xa) * sizeof(FN_PIX));
-            } else {
-                const FN_PIX *r = s + sx0;
-                FN_SIMD for (ptrdiff_t x = xa; x < xb; x++) d[x] = r[-x];
+            } else if (xb > xa) {
+                FN_PNAME(fn_reverse_copy)(s + sx0 - xa, d + xa, xb - xa);
             }
-            for (ptrdiff_t x = xb; x < ow; x++) {
-                ptrdiff_t sx = fn_border_index(sx0 + dir * x, w, mode);
-                d[x] = sx < 0 ? fill : s[sx];
-            }
+            FN_PNAME(fn_copy_border)(s, d + xb, cols + xb, ow - xb, fill);
         }
     }
 }
