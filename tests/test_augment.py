@@ -172,6 +172,30 @@ def test_crop_and_flip_fuse_exactly(order, mode):
             assert b.tobytes() in windows(padded[:, ::-1], 5, 5)
 
 
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("dtype", PIXEL_DTYPES)
+@pytest.mark.parametrize(("shape", "size", "padding"),
+                         [((2, 5, 70), (6, 64), (1, 6)),  # wide rows: vectorized copies
+                          ((1, 4, 3), (7, 9), (3, 5))])  # padding beyond one reflection
+def test_crop_flip_rows_are_windows_of_the_padded_image(mode, dtype, shape, size, padding):
+    """Each output is a window of the padded image, mirrored for the flipped ones: the
+    copy by runs (forward, reversed, repeated edge, fill, or column by column) agrees
+    with numpy.pad for every border mode."""
+    x = batch((24, *shape), dtype, seed=3)
+    compose = A.Compose([A.RandomCrop(size, padding=padding, mode=mode, fill=7),
+                         A.HorizontalFlip(0.5)], seed=8)
+    y = compose(x)
+    flipped = 0
+    for a, b in zip(x, y):
+        padded = pad(a, *padding, mode, fill=7)
+        if b.tobytes() in windows(padded, *size):
+            continue
+        assert b[..., ::-1].tobytes() in windows(padded, *size), "not a (mirrored) window"
+        flipped += 1
+    if shape[-1] > size[1]:  # (on the tiny periodic image a mirror is a window too)
+        assert 0 < flipped < len(x)
+
+
 def test_crop_bigger_than_the_padded_image_raises():
     with pytest.raises(ValueError, match="larger than the padded"):
         A.RandomCrop(10, padding=1)(batch((2, 7, 7), np.uint8))  # at the call

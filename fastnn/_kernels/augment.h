@@ -67,6 +67,26 @@ FN_INLINE ptrdiff_t fn_border_index(ptrdiff_t i, ptrdiff_t n, int mode)
     return i < n ? i : period - i;
 }
 
+/* How a run of border columns reads its source row, the same for every row of an image:
+ * by the column map, forward or reversed from one column (a reflection), one column
+ * repeated (edge), or the fill value (constant). */
+enum { FN_RUN_MAP, FN_RUN_FORWARD, FN_RUN_REVERSED, FN_RUN_REPEAT, FN_RUN_FILL };
+
+static inline int fn_run_kind(const int32_t *cols, ptrdiff_t n)
+{
+    if (n == 0) return FN_RUN_FILL;
+    int32_t c0 = cols[0];
+    int fwd = c0 >= 0, rev = c0 >= 0, same = c0 >= 0, fill = c0 < 0;
+    for (ptrdiff_t x = 1; x < n; x++) {
+        fwd &= cols[x] == c0 + x;
+        rev &= cols[x] == c0 - x;
+        same &= cols[x] == c0;
+        fill &= cols[x] < 0;
+    }
+    return fill ? FN_RUN_FILL : fwd ? FN_RUN_FORWARD : rev ? FN_RUN_REVERSED
+         : same ? FN_RUN_REPEAT : FN_RUN_MAP;
+}
+
 /* A uniform float in [0, 1) from 24 of the hash's bits. */
 FN_INLINE float fn_unit_float(uint32_t h) { return (float)(h >> 8) * (1.0f / 16777216.0f); }
 

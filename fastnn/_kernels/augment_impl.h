@@ -9,14 +9,30 @@ FN_LOOP_FN void FN_PNAME(fn_reverse_copy)(const FN_PIX *r, FN_PIX *restrict d, p
     FN_SIMD for (ptrdiff_t x = 0; x < n; x++) d[x] = r[-x];
 }
 
-/* d[x] = s[cols[x]], or fill where cols[x] < 0, for x < n: the border columns of a row. */
-FN_INLINE void FN_PNAME(fn_copy_border)(const FN_PIX *s, FN_PIX *d, const int32_t *cols,
-                                        ptrdiff_t n, FN_PIX fill)
+/* d[x] = s[cols[x]], or fill where cols[x] < 0, for x < n: a run of border columns. */
+static inline void FN_PNAME(fn_copy_run)(const FN_PIX *s, FN_PIX *d, const int32_t *cols,
+                                         ptrdiff_t n, int kind, FN_PIX fill)
 {
-    for (ptrdiff_t x = 0; x < n; x++) {
-        int32_t i = cols[x];
-        FN_PIX v = s[i < 0 ? 0 : i];
-        d[x] = i < 0 ? fill : v;
+    if (n == 0) return;
+    switch (kind) {
+    case FN_RUN_FORWARD:
+        memcpy(d, s + cols[0], (size_t)n * sizeof(FN_PIX));
+        break;
+    case FN_RUN_REVERSED:
+        FN_PNAME(fn_reverse_copy)(s + cols[0], d, n);
+        break;
+    case FN_RUN_REPEAT:
+    case FN_RUN_FILL: {
+        FN_PIX v = kind == FN_RUN_FILL ? fill : s[cols[0]];
+        for (ptrdiff_t x = 0; x < n; x++) d[x] = v;
+        break;
+    }
+    default:
+        for (ptrdiff_t x = 0; x < n; x++) {
+            int32_t i = cols[x];
+            FN_PIX v = s[i < 0 ? 0 : i];
+            d[x] = i < 0 ? fill : v;
+        }
     }
 }
 
@@ -42,6 +58,7 @@ static inline void FN_PNAME(fn_copy_image)(const FN_PIX *src, FN_PIX *dst, ptrdi
     xb = xb < xa ? xa : (xb > ow ? ow : xb);
     for (ptrdiff_t x = 0; x < xa; x++) cols[x] = (int32_t)fn_border_index(sx0 + dir * x, w, mode);
     for (ptrdiff_t x = xb; x < ow; x++) cols[x] = (int32_t)fn_border_index(sx0 + dir * x, w, mode);
+    const int left = fn_run_kind(cols, xa), right = fn_run_kind(cols + xb, ow - xb);
     for (ptrdiff_t ch = 0; ch < c; ch++) {
         const FN_PIX *plane = src + ch * h * w;
         for (ptrdiff_t y = 0; y < oh; y++) {
@@ -52,13 +69,13 @@ static inline void FN_PNAME(fn_copy_image)(const FN_PIX *src, FN_PIX *dst, ptrdi
                 continue;
             }
             const FN_PIX *s = plane + sy * w;
-            FN_PNAME(fn_copy_border)(s, d, cols, xa, fill);
+            FN_PNAME(fn_copy_run)(s, d, cols, xa, left, fill);
             if (dir > 0) {
                 if (xb > xa) memcpy(d + xa, s + sx0 + xa, (size_t)(xb - xa) * sizeof(FN_PIX));
             } else if (xb > xa) {
                 FN_PNAME(fn_reverse_copy)(s + sx0 - xa, d + xa, xb - xa);
             }
-            FN_PNAME(fn_copy_border)(s, d + xb, cols + xb, ow - xb, fill);
+            FN_PNAME(fn_copy_run)(s, d + xb, cols + xb, ow - xb, right, fill);
         }
     }
 }
