@@ -4,14 +4,14 @@
 #define FN_STORE FN_CAT(fn_store, FN_PSUFFIX)
 
 /* d[x] = r[-x] for x < n: a reversed row (vectorized by byte or lane shuffles). */
-FN_LOOP_FN void FN_PNAME(fn_reverse_copy)(const FN_PIX *r, FN_PIX *restrict d, ptrdiff_t n)
+FN_INLINE void FN_PNAME(fn_reverse_copy)(const FN_PIX *r, FN_PIX *restrict d, ptrdiff_t n)
 {
     FN_SIMD for (ptrdiff_t x = 0; x < n; x++) d[x] = r[-x];
 }
 
 /* d[x] = s[cols[x]], or fill where cols[x] < 0, for x < n: a run of border columns. */
-static inline void FN_PNAME(fn_copy_run)(const FN_PIX *s, FN_PIX *d, const int32_t *cols,
-                                         ptrdiff_t n, int kind, FN_PIX fill)
+FN_INLINE void FN_PNAME(fn_copy_run)(const FN_PIX *s, FN_PIX *d, const int32_t *cols,
+                                      ptrdiff_t n, int kind, FN_PIX fill)
 {
     if (n == 0) return;
     switch (kind) {
@@ -40,10 +40,10 @@ static inline void FN_PNAME(fn_copy_run)(const FN_PIX *s, FN_PIX *d, const int32
  * dst[y, x] = src[sy0 + y, sx0 + dir * x] (dir = +1 or -1), positions outside the
  * source resolved by the border mode. A crop, a padded crop, a flip, or both. cols:
  * scratch of ow ints (the source columns of the border, the same for every row). */
-static inline void FN_PNAME(fn_copy_image)(const FN_PIX *src, FN_PIX *dst, ptrdiff_t c, ptrdiff_t h,
-                                           ptrdiff_t w, ptrdiff_t oh, ptrdiff_t ow, ptrdiff_t sy0,
-                                           ptrdiff_t sx0, int dir, int mode, FN_PIX fill,
-                                           int32_t *cols)
+FN_LOOP_FN void FN_PNAME(fn_copy_image)(const FN_PIX *src, FN_PIX *dst, ptrdiff_t c,
+                                        ptrdiff_t h, ptrdiff_t w, ptrdiff_t oh, ptrdiff_t ow,
+                                        ptrdiff_t sy0, ptrdiff_t sx0, int dir, int mode,
+                                        FN_PIX fill, int32_t *cols)
 {
     /* the x range whose source column is inside the image: a plain (or reversed) copy */
     ptrdiff_t xa, xb;
