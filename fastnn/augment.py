@@ -26,10 +26,13 @@ copy. Transforms with different border modes or fill values are not fused.
 
 Cost. The warp makes a float copy of each source image with a border of the mode's
 values, then per chunk of output rows computes every pixel's source position in
-vectorized float64 and reads four neighbours per channel without a branch; an elastic
-field is made per image (a recursive Gaussian, the same cost for any sigma) just
-before its warp, while it is in the cache. Intermediate batches of a Compose are kept
-and reused across calls; out= receives the last stage directly.
+vectorized float64 (float32 where an elastic field, itself float32, moves the pixels)
+and reads four neighbours per channel without a branch; an elastic field is made per
+image (Gaussian smoothing: the exact filter for sigma < 2, a recursive one of the same
+cost for any larger sigma) just before its warp, while it is in the cache. A crop or
+flip copies rows by runs (forward, reversed, repeated edge, fill). Intermediate
+batches of a Compose are kept and reused across calls; out= receives the last stage
+directly.
 
 Randomness. Every per-image parameter is a pure function of (Compose seed, call
 counter, position of the transform in the Compose, image index, parameter slot),
