@@ -291,10 +291,10 @@ static inline void fn_elastic_field(float *f, float *t, const fn_smooth *c, ptrd
  *                                                 rows r of ow pixels j)
  *   p = c + (p - c) * (1 + kn * |p - c|^2)        radial lens (kn may be 0)
  *   s = m[0:3] . (p, 1), m[3:6] . (p, 1)          affine, output -> source
- * then s is snapped to a whole pixel within FN_WARP_SNAP, put in the padded range
- * (clamped to [-1, w] for constant and edge, folded into [0, w - 1] for reflect), and
- * stored as the offset of its top-left tap in the padded plane (pw floats a row) and
- * the weights wx, wy of the right and lower taps. */
+ * then s is snapped to a whole pixel within FN_WARP_SNAP (without a field), put in the
+ * padded range (clamped to [-1, w] for constant and edge, folded into [0, w - 1] for
+ * reflect), and stored as the offset of its top-left tap in the padded plane (pw floats
+ * a row) and the weights wx, wy of the right and lower taps. */
 
 FN_INLINE double fn_snap(double s)
 {
@@ -302,11 +302,6 @@ FN_INLINE double fn_snap(double s)
      * image, where it is not exact, |s - r| is large or s is whole already) */
     double r = (s + 6755399441055744.0) - 6755399441055744.0;
     return fabs(s - r) < FN_WARP_SNAP ? r : s;
-}
-FN_INLINE float fn_snapf(float s)
-{
-    float r = (s + 12582912.0f) - 12582912.0f; /* 1.5 * 2^23 */
-    return fabsf(s - r) < (float)FN_WARP_SNAP ? r : s;
 }
 
 /* Into the padded range: clamped to [-1, n] (constant, edge), or folded into
@@ -407,8 +402,10 @@ FN_LOOP_FN void fn_warp_coords(ptrdiff_t n, const float *restrict xs, const floa
 #undef FN_COORD_LOOP
 
 /* With an elastic field, in float: the field is float noise smoothed in float, so the
- * coordinates it moves keep their precision (about 1e-7 of the image size). Row by row:
- * rows of cols pixels, the field's rows fstride floats apart. */
+ * coordinates it moves keep their precision (about 1e-7 of the image size), and none is
+ * snapped to a whole pixel (a random displacement is never meant to land on one). Row
+ * by row: rows of cols pixels, the field's rows fstride floats apart. */
+#define FN_NO_SNAP(s) (s)
 #define FN_COORD_LOOP(LENS, TO_RANGE_X, TO_RANGE_Y)                                        \
     for (int r = 0; r < rows; r++) {                                                       \
         const float *restrict fx = fdx + r * fstride, *restrict fy = fdy + r * fstride;    \
@@ -416,7 +413,7 @@ FN_LOOP_FN void fn_warp_coords(ptrdiff_t n, const float *restrict xs, const floa
         int32_t *restrict ro = off + (ptrdiff_t)r * cols;                                  \
         float *restrict rwx = wx + (ptrdiff_t)r * cols, *restrict rwy = wy + (ptrdiff_t)r * cols; \
         FN_SIMD for (int j = 0; j < cols; j++)                                             \
-            FN_COORD_BODY(float, fn_snapf, ro, rwx, rwy, j, (x0f + xs[j]) + fx[j],          \
+            FN_COORD_BODY(float, FN_NO_SNAP, ro, rwx, rwy, j, (x0f + xs[j]) + fx[j],        \
                           yr + fy[j], LENS, TO_RANGE_X, TO_RANGE_Y)                        \
     }
 
@@ -448,6 +445,7 @@ FN_LOOP_FN void fn_warp_coords_field(ptrdiff_t rows_, ptrdiff_t ow, const float 
     }
 }
 #undef FN_COORD_LOOP
+#undef FN_NO_SNAP
 #undef FN_COORD_RANGES
 #undef FN_CLAMP_X
 #undef FN_CLAMP_Y
