@@ -175,8 +175,9 @@ def warp(const pixel[:, :, :, ::1] src, pixel[:, :, :, ::1] dst, const double[:,
     (N, 2, 3) or (N, 3, 3), the output -> source affine map per image (its first two
     rows); lens_k (N,) the lens coefficients; alpha (N,) the elastic scale per image (0:
     no field), the field's noise keyed by `key` and smoothed by the Gaussian `smooth`
-    (23 floats, see fn_smooth in augment.h; read only where some alpha is not 0); samples (N, 2): antialiasing sub-samples per
-    pixel along x and y (1, 1: none), or (0, 2) for none at all."""
+    (23 floats, see fn_smooth in augment.h; read only where some alpha is not 0);
+    samples (N, 2): antialiasing sub-samples per pixel along x and y (1, 1: none), or
+    (0, 2) for none at all."""
     cdef Py_ssize_t n = src.shape[0], c = src.shape[1], h = src.shape[2], w = src.shape[3]
     cdef Py_ssize_t oh = dst.shape[2], ow = dst.shape[3]
     cdef Py_ssize_t blocks, rows, t, i, j, y0, y1, per_thread, nt, chunk
