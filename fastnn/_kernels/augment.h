@@ -241,21 +241,47 @@ FN_LOOP_FN void fn_elastic_noise(float *t, ptrdiff_t h, ptrdiff_t w, uint64_t im
 #define FN_FIELD_ROWS(h) ((h) + 2 * FN_SMOOTH_ROWS)
 
 /* Row y of f (rows of 2w floats: dx of the row's w pixels, then their dy) = alpha *
- * column y and column h + y of t (w rows of 2h), in tiles that stay in the L1 cache. */
+ * column y and column h + y of t (w rows of 2h): 4x4 blocks transposed in registers
+ * where the compiler has vector shuffles, the edges one value at a time. */
+#if defined(__clang__) || (defined(__GNUC__) && __GNUC__ >= 12)
+#define FN_HAVE_SHUFFLE 1
+typedef float fn_v4f __attribute__((vector_size(16), aligned(4), may_alias));
+#else
+#define FN_HAVE_SHUFFLE 0
+#endif
+
 static inline void fn_elastic_transpose(const float *t, float *f, ptrdiff_t h, ptrdiff_t w,
                                         float alpha)
 {
-    const ptrdiff_t tile = 32;
-    for (ptrdiff_t p = 0; p < 2; p++)
-        for (ptrdiff_t y0 = 0; y0 < h; y0 += tile)
-            for (ptrdiff_t x0 = 0; x0 < w; x0 += tile) {
-                ptrdiff_t y1 = y0 + tile < h ? y0 + tile : h, x1 = x0 + tile < w ? x0 + tile : w;
-                for (ptrdiff_t y = y0; y < y1; y++) {
-                    float *fr = f + y * 2 * w + p * w;
-                    const float *tc = t + p * h + y;
-                    for (ptrdiff_t x = x0; x < x1; x++) fr[x] = alpha * tc[x * 2 * h];
-                }
+    for (ptrdiff_t p = 0; p < 2; p++) {
+        const float *tp = t + p * h;
+        float *fp = f + p * w;
+        ptrdiff_t y0 = 0, x0 = 0;
+#if FN_HAVE_SHUFFLE
+        const fn_v4f a = {alpha, alpha, alpha, alpha};
+        y0 = h & ~(ptrdiff_t)3;
+        x0 = w & ~(ptrdiff_t)3;
+        for (ptrdiff_t y = 0; y < y0; y += 4)
+            for (ptrdiff_t x = 0; x < x0; x += 4) {
+                const float *s = tp + x * 2 * h + y;
+                fn_v4f v0 = *(const fn_v4f *)s, v1 = *(const fn_v4f *)(s + 2 * h);
+                fn_v4f v2 = *(const fn_v4f *)(s + 4 * h), v3 = *(const fn_v4f *)(s + 6 * h);
+                fn_v4f t0 = __builtin_shufflevector(v0, v1, 0, 4, 1, 5);
+                fn_v4f t1 = __builtin_shufflevector(v0, v1, 2, 6, 3, 7);
+                fn_v4f t2 = __builtin_shufflevector(v2, v3, 0, 4, 1, 5);
+                fn_v4f t3 = __builtin_shufflevector(v2, v3, 2, 6, 3, 7);
+                float *d = fp + y * 2 * w + x;
+                *(fn_v4f *)d = a * __builtin_shufflevector(t0, t2, 0, 1, 4, 5);
+                *(fn_v4f *)(d + 2 * w) = a * __builtin_shufflevector(t0, t2, 2, 3, 6, 7);
+                *(fn_v4f *)(d + 4 * w) = a * __builtin_shufflevector(t1, t3, 0, 1, 4, 5);
+                *(fn_v4f *)(d + 6 * w) = a * __builtin_shufflevector(t1, t3, 2, 3, 6, 7);
             }
+#endif
+        /* what the blocks left: rows from y0 on, and columns from x0 on in the others */
+        for (ptrdiff_t y = 0; y < h; y++)
+            for (ptrdiff_t x = y < y0 ? x0 : 0; x < w; x++)
+                fp[y * 2 * w + x] = alpha * tp[x * 2 * h + y];
+    }
 }
 
 /* Floats of scratch fn_elastic_field needs besides the field. */
