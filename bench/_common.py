@@ -354,12 +354,16 @@ def blas_libraries():
     return libs
 
 
-def header(title, threads, cfg, quick, method_lines=(), legend_lines=()):
+def header(title, threads, cfg, quick, method_lines=(), legend_lines=(),
+           torch_parts=None):
     """Print what the figures depend on (versions, CPU, BLAS, method) and return it as a
     dict for the JSON report; also gives RETRIES this run's budget.
 
-    method_lines follow the line on the method, legend_lines the note on noise.
+    method_lines follow the line on the method, legend_lines the note on noise;
+    torch_parts names what a run without torch leaves out ("its columns and targets").
     """
+    if torch is None and torch_parts:
+        legend_lines = [*legend_lines, f"torch is not installed: {torch_parts} are left out"]
     RETRIES.left = cfg.retry_budget
     config = fastnn.show_config(mode="dicts")
     openmp = f"on (OpenMP {config['openmp_version']})" if config["openmp"] else "OFF"

@@ -409,9 +409,8 @@ def main(argv=None):
     started = perf_counter()
     legend = ["ratios: np/fn = numpy time / fastnn time, torch/fn = torch time / fastnn time "
               "(> 1: fastnn faster)"]
-    if torch is None:
-        legend.append("torch is not installed: its column and target are left out")
-    info = header("fastnn layer benchmark", args.threads, cfg, args.quick, legend_lines=legend)
+    info = header("fastnn layer benchmark", args.threads, cfg, args.quick, legend_lines=legend,
+                  torch_parts="its column and target")
     report = {"header": info, "rows": []}
     for part in (BLOCK, BATCHNORM, DROPOUT):
         if part.name in args.only:

@@ -449,10 +449,8 @@ def main(argv=None):
     started = perf_counter()
     legend = ["ratios: np/fn, fe/fn, fu/fn = numpy, torch foreach, torch fused time / "
               "fastnn time (> 1: fastnn faster)"]
-    if torch is None:
-        legend.append("torch is not installed: its columns and target are left out")
     info = header("fastnn optimizer benchmark", args.threads, cfg, args.quick,
-                  legend_lines=legend)
+                  legend_lines=legend, torch_parts="its columns and target")
     cases = _cases()
     report = {"header": info, "checks": print_checks(cases)}
     report["bandwidth"] = run_bandwidth(args.threads, cfg)

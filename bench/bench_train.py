@@ -851,10 +851,8 @@ def main(argv=None):
     started = perf_counter()
     legend = ["ratios: np/fn = numpy / fastnn, torch/fn = torch / fastnn (> 1: fastnn "
               "faster); fn/gemm = fastnn / GEMM limit (1: the limit)"]
-    if torch is None:
-        legend.append("torch is not installed: its columns and targets are left out")
     info = header("fastnn training-step benchmark", args.threads, cfg, args.quick,
-                  legend_lines=legend)
+                  legend_lines=legend, torch_parts="its columns and targets")
     report = {"header": info}
     report["rows"] = run_steps(cfg.specs, args.threads, cfg)
     top = max(args.threads)
