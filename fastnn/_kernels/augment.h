@@ -333,30 +333,22 @@ FN_INLINE double fn_snap(double s)
 /* Into the padded range: clamped to [-1, n] (constant, edge), or folded into
  * [0, n - 1] (reflect; period = 2n - 2, inv = 1 / period, 0 when n = 1). The last
  * clamp of each also sends NaN and far coordinates into range (never out of bounds). */
-FN_INLINE double fn_clamp_range(double s, double n)
-{
-    s = s > -1.0 ? s : -1.0;
-    return s < n ? s : n;
-}
-FN_INLINE double fn_fold_range(double s, double last, double period, double inv)
-{
-    double t = s - period * floor(s * inv); /* in [0, period] up to rounding */
-    t = t > last ? period - t : t;
-    t = t > 0.0 ? t : 0.0;
-    return t < last ? t : last;
-}
-FN_INLINE float fn_clamp_rangef(float s, float n)
-{
-    s = s > -1.0f ? s : -1.0f;
-    return s < n ? s : n;
-}
-FN_INLINE float fn_fold_rangef(float s, float last, float period, float inv)
-{
-    float t = s - period * floorf(s * inv);
-    t = t > last ? period - t : t;
-    t = t > 0.0f ? t : 0.0f;
-    return t < last ? t : last;
-}
+#define FN_RANGE_FUNCTIONS(T, S, FLOOR)                                                    \
+    FN_INLINE T fn_clamp_range##S(T s, T n)                                                \
+    {                                                                                      \
+        s = s > (T)-1 ? s : (T)-1;                                                         \
+        return s < n ? s : n;                                                              \
+    }                                                                                      \
+    FN_INLINE T fn_fold_range##S(T s, T last, T period, T inv)                             \
+    {                                                                                      \
+        T t = s - period * FLOOR(s * inv); /* in [0, period] up to rounding */             \
+        t = t > last ? period - t : t;                                                     \
+        t = t > (T)0 ? t : (T)0;                                                           \
+        return t < last ? t : last;                                                        \
+    }
+FN_RANGE_FUNCTIONS(double, , floor)
+FN_RANGE_FUNCTIONS(float, f, floorf)
+#undef FN_RANGE_FUNCTIONS
 
 /* The coordinates of output pixel J at (PX, PY) (after the field) in type T, with SNAP
  * and the range functions of that type, the map m0..m5, lens kn, cx, cy of that type. */
@@ -384,17 +376,30 @@ FN_INLINE float fn_fold_rangef(float s, float last, float period, float inv)
     const T wd = (T)w, hd = (T)h;                                                          \
     const T lx = wd - (T)1, px2 = (T)2 * lx, ix2 = w > 1 ? (T)1 / px2 : (T)0;              \
     const T ly = hd - (T)1, py2 = (T)2 * ly, iy2 = h > 1 ? (T)1 / py2 : (T)0;
-#define FN_CLAMP_X(s) fn_clamp_range(s, wd)
-#define FN_CLAMP_Y(s) fn_clamp_range(s, hd)
-#define FN_FOLD_X(s) fn_fold_range(s, lx, px2, ix2)
-#define FN_FOLD_Y(s) fn_fold_range(s, ly, py2, iy2)
-#define FN_CLAMPF_X(s) fn_clamp_rangef(s, wd)
-#define FN_CLAMPF_Y(s) fn_clamp_rangef(s, hd)
-#define FN_FOLDF_X(s) fn_fold_rangef(s, lx, px2, ix2)
-#define FN_FOLDF_Y(s) fn_fold_rangef(s, ly, py2, iy2)
+/* The range functions of the type whose suffix FN_RANGE_SUFFIX names ("" or f). */
+#define FN_CLAMP_X(s) FN_CAT(fn_clamp_range, FN_RANGE_SUFFIX)(s, wd)
+#define FN_CLAMP_Y(s) FN_CAT(fn_clamp_range, FN_RANGE_SUFFIX)(s, hd)
+#define FN_FOLD_X(s) FN_CAT(fn_fold_range, FN_RANGE_SUFFIX)(s, lx, px2, ix2)
+#define FN_FOLD_Y(s) FN_CAT(fn_fold_range, FN_RANGE_SUFFIX)(s, ly, py2, iy2)
 
-/* Without a field, in double: one loop per (lens or not, border), no dead work
- * if-converted into it. */
+/* One FN_COORD_LOOP per (border, lens or not): no dead work if-converted into it. A
+ * line of one pixel folds everything onto it (period 0, inv 0, t = s, clamped). */
+#define FN_COORD_DISPATCH                                                                  \
+    if (mode != FN_BORDER_REFLECT) {                                                       \
+        if (kn != 0) {                                                                     \
+            FN_COORD_LOOP(1, FN_CLAMP_X, FN_CLAMP_Y)                                       \
+        } else {                                                                           \
+            FN_COORD_LOOP(0, FN_CLAMP_X, FN_CLAMP_Y)                                       \
+        }                                                                                  \
+    } else {                                                                               \
+        if (kn != 0) {                                                                     \
+            FN_COORD_LOOP(1, FN_FOLD_X, FN_FOLD_Y)                                         \
+        } else {                                                                           \
+            FN_COORD_LOOP(0, FN_FOLD_X, FN_FOLD_Y)                                         \
+        }                                                                                  \
+    }
+
+/* Without a field, in double. */
 #define FN_COORD_LOOP(LENS, TO_RANGE_X, TO_RANGE_Y)                                        \
     FN_SIMD for (int j = 0; j < count; j++)                                                \
         FN_COORD_BODY(double, fn_snap, off, wx, wy, j, x0 + (double)xs[j],                 \
@@ -410,20 +415,9 @@ FN_LOOP_FN void fn_warp_coords(ptrdiff_t n, const float *restrict xs, const floa
     /* an int counter: int64 -> double does not vectorize before AVX-512 */
     const int count = (int)n;
     FN_COORD_RANGES(double)
-    if (mode != FN_BORDER_REFLECT) {
-        if (kn != 0.0) {
-            FN_COORD_LOOP(1, FN_CLAMP_X, FN_CLAMP_Y)
-        } else {
-            FN_COORD_LOOP(0, FN_CLAMP_X, FN_CLAMP_Y)
-        }
-    } else {
-        /* a line of one pixel folds everything onto it: period 0, inv 0, t = s, clamped */
-        if (kn != 0.0) {
-            FN_COORD_LOOP(1, FN_FOLD_X, FN_FOLD_Y)
-        } else {
-            FN_COORD_LOOP(0, FN_FOLD_X, FN_FOLD_Y)
-        }
-    }
+#define FN_RANGE_SUFFIX
+    FN_COORD_DISPATCH
+#undef FN_RANGE_SUFFIX
 }
 #undef FN_COORD_LOOP
 
@@ -456,19 +450,9 @@ FN_LOOP_FN void fn_warp_coords_field(ptrdiff_t rows_, ptrdiff_t ow, const float 
     const int32_t ipw = (int32_t)pw;
     const int cols = (int)ow, rows = (int)rows_;
     FN_COORD_RANGES(float)
-    if (mode != FN_BORDER_REFLECT) {
-        if (kn != 0.0f) {
-            FN_COORD_LOOP(1, FN_CLAMPF_X, FN_CLAMPF_Y)
-        } else {
-            FN_COORD_LOOP(0, FN_CLAMPF_X, FN_CLAMPF_Y)
-        }
-    } else {
-        if (kn != 0.0f) {
-            FN_COORD_LOOP(1, FN_FOLDF_X, FN_FOLDF_Y)
-        } else {
-            FN_COORD_LOOP(0, FN_FOLDF_X, FN_FOLDF_Y)
-        }
-    }
+#define FN_RANGE_SUFFIX f
+    FN_COORD_DISPATCH
+#undef FN_RANGE_SUFFIX
 }
 #undef FN_COORD_LOOP
 #undef FN_NO_SNAP
@@ -477,10 +461,7 @@ FN_LOOP_FN void fn_warp_coords_field(ptrdiff_t rows_, ptrdiff_t ow, const float 
 #undef FN_CLAMP_Y
 #undef FN_FOLD_X
 #undef FN_FOLD_Y
-#undef FN_CLAMPF_X
-#undef FN_CLAMPF_Y
-#undef FN_FOLDF_X
-#undef FN_FOLDF_Y
+#undef FN_COORD_DISPATCH
 #undef FN_COORD_BODY
 
 /* acc[j] += scale * (the bilinear read of fn_warp_gather): one sub-sample of an
