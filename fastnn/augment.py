@@ -456,23 +456,19 @@ class RandomAffine(_Geometric):
         self._init_common(p, mode, fill)
 
     def _inverse(self, draw, h, w):
-        # the uniforms in the order of the draws; the matrices from them in one kernel call
+        # the uniforms in the order of the draws (None: not drawn, the kernel skips that
+        # part); the matrices from them in one kernel call
         apply = draw.chance(self.p)
         u_deg = draw.unit()
-        u_tx = u_ty = u_scale = u_shx = u_shy = None
-        fx = fy = 0.0
-        if self.translate is not None:
-            fx, fy = self.translate
-            u_tx, u_ty = draw.unit(), draw.unit()
-        if self.scale is not None:
-            u_scale = draw.unit()
-        (sxr, syr) = self.shear if self.shear is not None else ((0.0, 0.0), (0.0, 0.0))
-        if self.shear is not None:
-            u_shx, u_shy = draw.unit(), draw.unit()
+        fx, fy = self.translate or (0.0, 0.0)
+        u_tx, u_ty = (draw.unit(), draw.unit()) if self.translate is not None else (None, None)
+        u_scale = draw.unit() if self.scale is not None else None
+        shear_x, shear_y = self.shear or ((0.0, 0.0), (0.0, 0.0))
+        u_shx, u_shy = (draw.unit(), draw.unit()) if self.shear is not None else (None, None)
         m = np.empty((draw.n, 3, 3))
-        s_lo, s_hi = self.scale if self.scale is not None else (1.0, 1.0)
         _k.random_affine(m, apply.view(np.uint8), u_deg, u_tx, u_ty, u_scale, u_shx, u_shy,
-                         *self.degrees, fx * w, fy * h, s_lo, s_hi, *sxr, *syr, *_center(h, w))
+                         *self.degrees, fx * w, fy * h, *(self.scale or (1.0, 1.0)), *shear_x,
+                         *shear_y, *_center(h, w))
         return m, (h, w)
 
 
@@ -608,7 +604,8 @@ def _gaussian_coefficients(sigma):
     if sigma < _FIR_SIGMA:
         radius = max(1, int(4.0 * sigma + 0.5))
         k = np.arange(-radius, radius + 1)
-        g = np.exp(-0.5 * (k / sigma) ** 2)
+        with np.errstate(over="ignore"):  # a tiny sigma: exp(-inf) = 0 beyond the center
+            g = np.exp(-0.5 * (k / sigma) ** 2)
         g /= g.sum()
         fir[0] = radius
         fir[1:radius + 2] = g[radius:]

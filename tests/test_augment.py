@@ -2,6 +2,7 @@
 reference, elastic fields, determinism across thread counts, dtypes and layouts, the
 Trainer hook, the PNG preview, and bad parameters."""
 
+import warnings
 import zlib
 
 import numpy as np
@@ -387,6 +388,15 @@ def test_small_sigma_field_is_scipy_gaussian_filter(sigma, h, w):
         exact = np.stack([5.0 * scipy_ndimage.gaussian_filter(p, sigma, mode="nearest")
                           for p in noise_planes(key, i, h, w)])
         np.testing.assert_allclose(field, exact, rtol=0, atol=2e-5)
+
+
+def test_tiny_sigma_field_is_the_scaled_noise():
+    """sigma far below a pixel smooths nothing (and warns of nothing)."""
+    elastic = A.ElasticDistortion(alpha=2.0, sigma=1e-300)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        field = kernel_field(elastic, 11, 2, 6, 9, 2.0)
+    np.testing.assert_allclose(field, 2.0 * noise_planes(11, 2, 6, 9), rtol=0, atol=1e-6)
 
 
 def test_elastic_field_of_distinct_images_and_keys_differ():
