@@ -1,8 +1,9 @@
-"""Whole-network passes: the forward and the backward pass of a chain of Linear,
-BatchNorm1d, activation and Dropout layers, each in one call with the GIL released and
-no Python between the layers.
+"""Whole-network passes: the forward and the backward pass of a chain of ops (GEMM with
+a bias/activation epilogue, batch normalization, activation, dropout), each in one call
+with the GIL released and no Python between the ops.
 
-A Plan is built once per batch size (by fastnn.nn.Sequential) from the layers' own
+A Plan is built once per batch size: fastnn.nn.Sequential asks each layer to add its
+op(s) (Module.add_to_plan), from the layers' own
 parameter, gradient and buffer arrays and from workspaces it allocates. It runs the
 same kernel cores as the per-layer entry points (the .pxi files, included here), in the
 same order and with the same thread count, so its results are bitwise those of the
@@ -184,8 +185,9 @@ cdef int _backward(Op *ops, int n_ops, Py_ssize_t rows, const floating *g,
                                 NULL, NULL, db, NULL, rows, op.d_out, <floating> op.slope,
                                 n_threads) != 0:
                     return -1
-            _matmul(True, False, op.d_in, op.d_out, rows, <const floating *> op.x, op.d_in,
-                    dz, op.d_out, 1, <floating *> op.w_grad, n_threads)
+            if op.w_grad != NULL:  # NULL: the weight is frozen
+                _matmul(True, False, op.d_in, op.d_out, rows, <const floating *> op.x,
+                        op.d_in, dz, op.d_out, 1, <floating *> op.w_grad, n_threads)
             if op.b_grad != NULL:
                 b_grad = <floating *> op.b_grad
                 for j in range(op.d_out):
@@ -206,12 +208,14 @@ cdef int _backward(Op *ops, int n_ops, Py_ssize_t rows, const floating *g,
                                <floating *> op.mean, <floating *> op.inv_std, db, w_grad,
                                op.training, dx, n_threads) != 0:
                 return -1
-            b_grad = <floating *> op.w_grad
-            for j in range(op.d_out):
-                b_grad[j] = b_grad[j] + w_grad[j]
-            b_grad = <floating *> op.b_grad
-            for j in range(op.d_out):
-                b_grad[j] = b_grad[j] + db[j]
+            b_grad = <floating *> op.w_grad  # NULL: gamma is frozen
+            if b_grad != NULL:
+                for j in range(op.d_out):
+                    b_grad[j] = b_grad[j] + w_grad[j]
+            b_grad = <floating *> op.b_grad  # NULL: beta is frozen
+            if b_grad != NULL:
+                for j in range(op.d_out):
+                    b_grad[j] = b_grad[j] + db[j]
         elif op.kind == OP_ACTIVATION:
             _act_backward(op.act, g,
                           <const floating *> op.x if op.grad_from_x else <floating *> op.y,
@@ -249,7 +253,8 @@ cdef class Plan:
     """
 
     cdef Op *ops
-    cdef int n_ops, capacity
+    cdef readonly int n_ops  # ops added so far (a fused activation adds none)
+    cdef int capacity
     cdef readonly Py_ssize_t rows, d_in, d_out
     cdef readonly object dtype
     cdef readonly Py_ssize_t workspace_bytes  # of the arrays the plan made itself
@@ -314,7 +319,8 @@ cdef class Plan:
     def add_linear(self, Py_ssize_t d_out, weight, weight_grad, bias, bias_grad, act,
                    double slope, zero_bias):
         """y = f(x @ weight + bias): act is f's code, or None (no activation). Without a
-        bias, zero_bias stands in when there is an activation."""
+        bias, zero_bias stands in when there is an activation. A gradient array None:
+        that parameter is frozen (no gradient accumulated)."""
         cdef Op *op = self._append(OP_LINEAR, d_out)
         op.w = self._array(weight, op.d_in * d_out)
         op.w_grad = self._array(weight_grad, op.d_in * d_out)
@@ -329,6 +335,7 @@ cdef class Plan:
 
     def add_batchnorm(self, gamma, beta, gamma_grad, beta_grad, running_mean, running_var,
                       bint training, double momentum, double eps):
+        """Batch normalization of d features; gamma_grad or beta_grad None: frozen."""
         cdef Py_ssize_t d = gamma.size
         cdef Op *op = self._append(OP_BATCHNORM, d)
         if op.d_in != d:

@@ -1,6 +1,8 @@
-"""Activation layers. In a Sequential, one that follows a Linear is fused into it."""
+"""Activation layers, element-wise on inputs of any shape. In a compiled plan, one that
+follows a GEMM layer (Linear) runs in that layer's epilogue."""
 
 from .. import ops
+from .._kernels import activations as _act
 from .module import Module
 
 __all__ = ["LeakyReLU", "ReLU", "Sigmoid", "Tanh"]
@@ -9,29 +11,36 @@ __all__ = ["LeakyReLU", "ReLU", "Sigmoid", "Tanh"]
 class _Activation(Module):
     activation = None  # the name fastnn.ops knows it by
     slope = 0.0
-
-    def __init__(self):
-        super().__init__()
-        self.fused = False  # set by Sequential when a Linear computes it
+    grad_from_x = False  # whether the backward pass reads the input (else the output)
 
     def config(self):
         return {}
 
-    def extra_repr(self):
-        return "fused" if self.fused else ""
-
     def forward(self, x):
-        if self.fused:
-            return x
         y = self.workspace("y", x.shape, x.dtype)
         self._x = x
         self._y = self._forward(x, y)
         return self._y
 
-    def backward(self, dout):
-        if self.fused:
-            return dout
+    def backward(self, dout, input_grad=True):
+        if not input_grad:
+            return None
         return self._backward(dout, self.workspace("dx", dout.shape, dout.dtype))
+
+    # ------------------------------------------------------------ compiled form
+
+    def plan_state(self):
+        return ("training", "slope")
+
+    def add_to_plan(self, plan, after):
+        plan.add_activation(_act.ACTIVATIONS[self.activation], self.slope, self.grad_from_x)
+        return 1
+
+    def epilogue(self):
+        # f'(x) from y = f(x) needs f to keep the sign: LeakyReLU with slope >= 0
+        if self.slope < 0:
+            return None
+        return _act.ACTIVATIONS[self.activation], self.slope
 
 
 class ReLU(_Activation):
@@ -50,6 +59,7 @@ class LeakyReLU(_Activation):
     """x where x > 0, else slope * x."""
 
     activation = "leaky_relu"
+    grad_from_x = True
 
     def __init__(self, slope=0.01):
         super().__init__()
@@ -59,7 +69,7 @@ class LeakyReLU(_Activation):
         return {"slope": self.slope}
 
     def extra_repr(self):
-        return f"slope={self.slope}" + (", fused" if self.fused else "")
+        return f"slope={self.slope}"
 
     def _forward(self, x, out):
         return ops.leaky_relu(x, self.slope, out=out)

@@ -54,11 +54,29 @@ class BatchNorm1d(Module):
         self._cache = (x, mean, inv_std, self.training)
         return y
 
-    def backward(self, dout):
+    def backward(self, dout, input_grad=True):
         x, mean, inv_std, training = self._cache
         dx, dgamma, dbeta = ops.batchnorm_backward(
             dout, x, self.weight, mean, inv_std, training=training,
             out=self.workspace("dx", x.shape, self.weight.dtype))
-        self.weight.grad += dgamma
-        self.bias.grad += dbeta
-        return dx
+        if self.weight.requires_grad:
+            self.weight.grad += dgamma
+        if self.bias.requires_grad:
+            self.bias.grad += dbeta
+        return dx if input_grad else None
+
+    # ------------------------------------------------------------ compiled form
+
+    def plan_state(self):
+        return ("training", "weight", "bias", "running_mean", "running_var", "momentum",
+                "eps")
+
+    def add_to_plan(self, plan, after):
+        if plan.d_out != self.num_features:
+            raise ValueError(f"BatchNorm1d: expected {self.num_features} features, got "
+                             f"{plan.d_out}")
+        gamma, beta = self.weight, self.bias
+        plan.add_batchnorm(gamma, beta, gamma.grad if gamma.requires_grad else None,
+                           beta.grad if beta.requires_grad else None, self.running_mean,
+                           self.running_var, self.training, self.momentum, self.eps)
+        return 1

@@ -1,54 +1,95 @@
-"""Sequential: layers in a chain, their parameters in one arena."""
+"""Sequential: layers in a chain, run one by one or as one compiled plan."""
+
+import inspect
 
 import numpy as np
 
 from .. import ops
-from .._kernels import activations as _act
 from .._kernels import network as _network
 from .._threads import get_num_threads
-from .activation import LeakyReLU, ReLU, Sigmoid, Tanh, _Activation
-from .batchnorm import BatchNorm1d
-from .dropout import Dropout
-from .linear import Linear
 from .module import Module
 
 __all__ = ["Sequential"]
 
-# Layers a compiled plan runs (exact types: a subclass may change what they compute).
-_PLAN_LAYERS = (Linear, BatchNorm1d, ReLU, LeakyReLU, Sigmoid, Tanh, Dropout)
 _MAX_PLANS = 4  # batch sizes kept compiled (a training batch size, its last batch, ...)
+
+
+def _defined_in(cls, name):
+    """The class of cls's MRO whose body defines attribute `name`."""
+    return next(c for c in cls.__mro__ if name in c.__dict__)
+
+
+def _own_compiled_form(layer):
+    """Whether layer's compiled form is that of its own forward and backward: a
+    subclass that changes what a layer computes without describing its compiled form
+    anew runs layer by layer."""
+    cls = type(layer)
+    plan = [c for c in map(lambda name: _defined_in(cls, name), ("add_to_plan", "epilogue"))
+            if c is not Module]
+    return all(issubclass(p, _defined_in(cls, name))
+               for p in plan for name in ("forward", "backward"))
+
+
+_TAKES_INPUT_GRAD = {}
+
+
+def _takes_input_grad(layer):
+    """Whether layer.backward accepts input_grad (a Module subclass written against the
+    one-argument form does not)."""
+    cls = type(layer)
+    if cls not in _TAKES_INPUT_GRAD:
+        params = inspect.signature(cls.backward).parameters
+        _TAKES_INPUT_GRAD[cls] = "input_grad" in params or any(
+            p.kind is p.VAR_KEYWORD for p in params.values())
+    return _TAKES_INPUT_GRAD[cls]
 
 
 class Sequential(Module):
     """Apply layers in order; backward in reverse.
 
-    On construction every parameter of every layer moves into one arena (`.arena`): one
-    buffer of values and one of gradients, weights first. Take references to a layer's
-    parameters after building the Sequential. An activation layer right after a Linear
-    is fused into the Linear's epilogue. forward returns an array the caller owns.
+    Parameters: when built, the Sequential moves into one arena of its own (`.arena`:
+    one buffer of values, one of gradients, weights first) every parameter that no
+    other container holds — those of new layers and of containers nested in it. A
+    layer that already belongs to a model keeps its parameters where they are, and
+    this Sequential works on views of them: `Sequential(*list(model)[:-1])` and
+    `model[a:b]` share `model`'s layers and arena, and an optimizer made for `model`
+    keeps training them. Take references to a new layer's parameters after building
+    the Sequential. forward returns an array the caller owns.
 
-    A chain of Linear, BatchNorm1d, activation and Dropout layers runs as a compiled
-    plan: the whole forward pass, and the whole backward pass, are each one call into
-    the kernels, with the results of the layer-by-layer path bit for bit (the plan calls
-    the same kernels in the same order). The plan is rebuilt when the batch size, the
-    mode or a layer's settings change. Set `compiled = False` to run the layers one by
-    one (for code that calls a layer's own forward or backward between them).
+    Compiled plans: when every layer describes its compiled form (Module.add_to_plan),
+    the whole forward pass, and the whole backward pass, are each one call into the
+    kernels, with the results of the layer-by-layer path bit for bit. There an
+    activation right after a Linear runs in the Linear's GEMM epilogue; the layers
+    themselves are never changed, and each computes its own formula wherever it is
+    used. A plan is rebuilt when the batch size, the mode, a layer's settings or a
+    parameter's requires_grad change. Set `compiled = False` to run the layers one by
+    one.
     """
 
     def __init__(self, *layers):
         super().__init__()
-        for i, layer in enumerate(layers):
-            self.add_module(str(i), layer)
-        self.layers = list(layers)
+        self.layers = []
+        for layer in layers:
+            self.add_module(str(len(self.layers)), layer)
+            self.layers.append(layer)
         self.adopt_parameters()
-        for layer, after in zip(self.layers, self.layers[1:]):
-            fusable = isinstance(after, _Activation) and after.slope >= 0
-            if isinstance(layer, Linear) and layer.activation is None and fusable:
-                layer.activation, layer.slope = after.activation, after.slope
-                after.fused = True
         self.compiled = True
         self._plans = {}
         self._plan = None  # the plan that ran the last forward, if one did
+
+    def append(self, layer):
+        """Add a layer at the end; returns self. A new layer's parameters join this
+        model where they are (an arena of their own, held by this Sequential):
+        parameters already in this model's arena do not move, so an optimizer made
+        before keeps training them (build a new one to train the new layer too)."""
+        self.add_module(str(len(self.layers)), layer)
+        self.layers.append(layer)
+        for arena in layer.arenas():
+            if arena.holder is None:
+                arena.holder = self
+        self._plans.clear()
+        self._plan = None
+        return self
 
     def __getstate__(self):
         # compiled plans point into this object's arrays: a copy builds its own
@@ -59,8 +100,18 @@ class Sequential(Module):
     def __len__(self):
         return len(self.layers)
 
+    def __iter__(self):
+        return iter(self.layers)
+
     def __getitem__(self, i):
+        if isinstance(i, slice):
+            part = Sequential(*self.layers[i])
+            part.training = self.training  # the layers keep their own modes
+            return part
         return self.layers[i]
+
+    def extra_repr(self):
+        return ""
 
     def forward(self, x):
         plan = self._plan_for(x)
@@ -69,7 +120,7 @@ class Sequential(Module):
             return plan.forward(x, get_num_threads()).copy()
         for layer in self.layers:
             x = layer.forward(x)
-        return x.copy()
+        return np.array(x)
 
     def backward(self, dout, input_grad=True):
         """Backpropagate dout; returns d(loss)/d(input), or None with input_grad=False
@@ -84,85 +135,70 @@ class Sequential(Module):
                                  f"{dout.shape}")
             dout = ops._contiguous(dout, "dout")
             return plan.backward(dout, bool(input_grad), get_num_threads())
-        if self.layers and hasattr(self.layers[0], "input_grad"):
-            self.layers[0].input_grad = input_grad
-        for layer in reversed(self.layers):
+        for i in range(len(self.layers) - 1, -1, -1):
+            layer = self.layers[i]
+            if i == 0 and not input_grad and _takes_input_grad(layer):
+                layer.backward(dout, input_grad=False)
+                return None
             dout = layer.backward(dout)
         return dout if input_grad else None
 
-    # ------------------------------------------------------------ compiled plans
+    # ------------------------------------------------------------ compiled form
+
+    def plan_state(self):
+        return ("training",)
+
+    def add_to_plan(self, plan, after):
+        """The layers' ops, in order (a nested Sequential runs inside its parent's
+        plan); NotImplemented when one of them has no compiled form."""
+        layers = self.layers
+        i = 0
+        while i < len(layers):
+            after_i = layers[i + 1] if i + 1 < len(layers) else None
+            if not _own_compiled_form(layers[i]) or (
+                    after_i is not None and not _own_compiled_form(after_i)):
+                return NotImplemented
+            taken = layers[i].add_to_plan(plan, after_i)
+            if taken is NotImplemented:
+                return NotImplemented
+            i += taken
+        return 1
 
     def _plan_checks(self):
         """What a plan depends on besides the batch size and thread count: (object,
-        attribute, value) for the layers' settings and mode, and their arrays (which
-        must stay the same objects). None when a layer has no compiled form."""
-        checks = [(self, "training", self.training)]
-        for layer in self.layers:
-            if type(layer) not in _PLAN_LAYERS:
-                return None
-            if isinstance(layer, Linear):
-                names = ("training", "weight", "bias", "activation", "slope")
-            elif isinstance(layer, BatchNorm1d):
-                names = ("training", "weight", "bias", "running_mean", "running_var",
-                         "momentum", "eps")
-            elif isinstance(layer, Dropout):
-                names = ("training", "p", "seed", "step")
-            else:
-                names = ("training", "fused", "slope")
-            checks += [(layer, name, getattr(layer, name)) for name in names]
+        attribute, value) for every layer's plan_state (its settings, mode and arrays,
+        which must stay the same objects) and for the arenas' frozen flags."""
+        checks = []
+        for _, module in self.modules():
+            checks += [(module, name, getattr(module, name)) for name in module.plan_state()]
+        checks += [(arena, "version", arena.version) for arena in self.arenas()]
         return checks
 
     def _plan_for(self, x):
         """The compiled plan for input x, or None when the layer-by-layer path must run
-        (an unsupported layer, an input it does not take as is, an empty batch)."""
-        if (not self.compiled or not self.layers or self.arena is None
-                or type(x) is not np.ndarray
-                or x.ndim != 2 or x.dtype != self.arena.data.dtype
-                or not x.flags.c_contiguous or x.shape[0] == 0):
+        (a layer without a compiled form, an input it does not take as is, an empty
+        batch)."""
+        if (not self.compiled or not self.layers or type(x) is not np.ndarray
+                or x.ndim != 2 or not x.flags.c_contiguous or x.shape[0] == 0):
             return None
-        key = x.shape
+        key = (x.shape, x.dtype)
         entry = self._plans.get(key)
         if entry is not None and _network.unchanged(entry[0]):
             return entry[1]
+        dtypes = {p.dtype for p in self.parameters()}
+        if dtypes and dtypes != {x.dtype}:
+            return None
+        if x.dtype not in (np.float32, np.float64):
+            return None
         checks = self._plan_checks()
-        if checks is None:
-            return None
+        capacity = sum(1 for _ in self.modules())
+        plan = _network.Plan(x.shape[0], x.shape[1], x.dtype, capacity)
         try:
-            plan = self._build_plan(x.shape, x.dtype)
+            if self.add_to_plan(plan, None) is NotImplemented:
+                plan = None
         except ValueError:  # shapes the layers reject: their own errors say why
-            return None
+            plan = None
         if len(self._plans) >= _MAX_PLANS:
             self._plans.clear()
-        self._plans[key] = (checks, plan)
-        return plan
-
-    def _build_plan(self, shape, dtype):
-        rows, d_in = shape
-        plan = _network.Plan(rows, d_in, np.dtype(dtype), len(self.layers))
-        codes = _act.ACTIVATIONS
-        for layer in self.layers:
-            if isinstance(layer, Linear):
-                if plan.d_out != layer.in_features:
-                    raise ValueError("input features differ")
-                bias = layer.bias
-                plan.add_linear(
-                    layer.out_features, layer.weight, layer.weight.grad, bias,
-                    None if bias is None else bias.grad,
-                    None if layer.activation is None else codes[layer.activation],
-                    layer.slope, getattr(layer, "_zero_bias", None))
-            elif isinstance(layer, BatchNorm1d):
-                if plan.d_out != layer.num_features:
-                    raise ValueError("features differ")
-                plan.add_batchnorm(layer.weight, layer.bias, layer.weight.grad,
-                                   layer.bias.grad, layer.running_mean, layer.running_var,
-                                   layer.training, layer.momentum, layer.eps)
-            elif isinstance(layer, Dropout):
-                p = layer.p
-                active = layer.training and p != 0
-                threshold = min(round(p * 2**32), 2**32 - 1)
-                plan.add_dropout(layer.seed, layer.step, active, threshold,
-                                 1 / (1 - p) if p < 1 else 0.0, p == 1)
-            elif not layer.fused:
-                plan.add_activation(codes[layer.activation], layer.slope,
-                                    isinstance(layer, LeakyReLU))
+        self._plans[key] = (checks, plan)  # None too: not tried again while unchanged
         return plan

@@ -48,8 +48,22 @@ class Dropout(Module):
         return ops.dropout(x, self.p, int(self.seed), self._active_step,
                            out=self.workspace("y", x.shape, x.dtype))
 
-    def backward(self, dout):
+    def backward(self, dout, input_grad=True):
+        if not input_grad:
+            return None
         if self._active_step is None:
             return dout
         return ops.dropout(dout, self.p, int(self.seed), self._active_step,
                            out=self.workspace("dx", dout.shape, dout.dtype))
+
+    # ------------------------------------------------------------ compiled form
+
+    def plan_state(self):
+        return ("training", "p", "seed", "step")
+
+    def add_to_plan(self, plan, after):
+        p = self.p
+        plan.add_dropout(self.seed, self.step, self.training and p != 0,
+                         min(round(p * 2**32), 2**32 - 1), 1 / (1 - p) if p < 1 else 0.0,
+                         p == 1)
+        return 1

@@ -29,9 +29,10 @@ class Linear(Module):
     weight has shape (in_features, out_features) (the transpose of PyTorch's layout, so
     that the forward GEMM reads it as stored); bias has shape (out_features,).
     init="he": weight ~ N(0, 2 / in_features) (for ReLU nets); "xavier": N(0, 2 / (in +
-    out)). Biases start at zero. In a Sequential, an activation layer right after a
-    Linear is fused into its GEMM epilogue (bias + activation in one pass, and in the
-    backward pass activation gradient + bias gradient in one pass).
+    out)). Biases start at zero. In a compiled plan an activation layer right after a
+    Linear runs in its GEMM epilogue (bias + activation in one pass, and backward
+    activation gradient + bias gradient in one pass); the layer itself always computes
+    x @ weight + bias alone.
     """
 
     def __init__(self, in_features, out_features, bias=True, init="he", seed=None,
@@ -55,48 +56,59 @@ class Linear(Module):
         if not bias:
             self.bias = None
             self._zero_bias = np.zeros(self.out_features, dtype)
-        self.activation = None  # a fused activation, set by Sequential
-        self.slope = 0.01
-        self.input_grad = True  # whether backward computes dx
 
     def config(self):
         return {"in_features": self.in_features, "out_features": self.out_features,
                 "bias": self.bias is not None, "dtype": str(self.weight.dtype)}
 
     def extra_repr(self):
-        act = f", activation={self.activation!r}" if self.activation else ""
-        return (f"{self.in_features}, {self.out_features}, bias={self.bias is not None}"
-                f"{act}, dtype={self.weight.dtype}")
+        return (f"{self.in_features}, {self.out_features}, bias={self.bias is not None}, "
+                f"dtype={self.weight.dtype}")
+
+    def _check_input(self, width, shape):
+        if width != self.in_features:
+            raise ValueError(f"Linear: expected input of shape (N, {self.in_features}), got "
+                             f"{shape}")
 
     def forward(self, x):
-        if not isinstance(x, np.ndarray) or x.ndim != 2 or x.shape[1] != self.in_features:
-            raise ValueError(
-                f"Linear: expected input of shape (N, {self.in_features}), got "
-                f"{getattr(x, 'shape', type(x).__name__)}"
-            )
+        if not isinstance(x, np.ndarray) or x.ndim != 2:
+            raise ValueError(f"Linear: expected input of shape (N, {self.in_features}), got "
+                             f"{getattr(x, 'shape', type(x).__name__)}")
+        self._check_input(x.shape[1], x.shape)
         y = self.workspace("y", (x.shape[0], self.out_features), self.weight.dtype)
         ops.matmul(x, self.weight, out=y)
-        bias = self._zero_bias if self.bias is None else self.bias
-        if self.bias is not None or self.activation is not None:
-            ops.bias_activation(y, bias, self.activation, self.slope, out=y)
+        if self.bias is not None:
+            ops.bias_activation(y, self.bias, None, out=y)
         self._x, self._y = x, y
         return y
 
-    def backward(self, dout):
-        n = dout.shape[0]
-        dtype = self.weight.dtype
-        db = self.workspace("db", (self.out_features,), dtype)
-        if self.activation is None:
-            dz = ops._input(dout, "dout")
-            ops.column_sum(dz, out=db)
-        else:
-            dz, _ = ops.activation_bias_backward(
-                dout, self._y, self.activation, self.slope,
-                out=self.workspace("dz", (n, self.out_features), dtype), dbias=db)
-        ops.matmul(self._x, dz, trans_a=True, out=self.weight.grad, accumulate=True)
-        if self.bias is not None:
-            self.bias.grad += db
-        if not self.input_grad:
+    def backward(self, dout, input_grad=True):
+        dz = ops._input(dout, "dout")
+        if self.weight.requires_grad:
+            ops.matmul(self._x, dz, trans_a=True, out=self.weight.grad, accumulate=True)
+        if self.bias is not None and self.bias.requires_grad:
+            db = self.workspace("db", (self.out_features,), self.weight.dtype)
+            self.bias.grad += ops.column_sum(dz, out=db)
+        if not input_grad:
             return None
         return ops.matmul(dz, self.weight, trans_b=True,
-                          out=self.workspace("dx", (n, self.in_features), dtype))
+                          out=self.workspace("dx", (dz.shape[0], self.in_features),
+                                             self.weight.dtype))
+
+    # ------------------------------------------------------------ compiled form
+
+    def plan_state(self):
+        return ("training", "weight", "bias")
+
+    def add_to_plan(self, plan, after):
+        """One GEMM op; an activation `after` it that offers an epilogue runs in it."""
+        self._check_input(plan.d_out, ("N", plan.d_out))
+        fused = None if after is None else after.epilogue()
+        act, slope = fused if fused is not None else (None, 0.0)
+        bias = self.bias
+        plan.add_linear(
+            self.out_features, self.weight,
+            self.weight.grad if self.weight.requires_grad else None, bias,
+            None if bias is None or not bias.requires_grad else bias.grad,
+            act, slope, getattr(self, "_zero_bias", None))
+        return 1 if fused is None else 2

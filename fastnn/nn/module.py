@@ -6,7 +6,12 @@ import numpy as np
 
 from .parameter import Arena
 
-__all__ = ["Module"]
+__all__ = ["BackwardBeforeForward", "Module"]
+
+
+class BackwardBeforeForward(RuntimeError, AttributeError):
+    """backward() ran before the forward() whose state it needs. An AttributeError too,
+    so that hasattr(layer, "_cache") is False rather than an exception."""
 
 
 class Module:
@@ -29,7 +34,6 @@ class Module:
         self._buffers = OrderedDict()
         self._modules = OrderedDict()
         self._workspaces = {}
-        self.arena = None
 
     # ------------------------------------------------------------ definition
 
@@ -37,13 +41,13 @@ class Module:
         """Create this module's parameters in an arena of its own.
 
         named: name=(initial values, kind); each becomes attribute `name`, a Parameter.
-        A container (Sequential) later moves them into its own arena.
+        A container (Sequential) that takes this layer moves them into its own arena.
         """
-        self.arena = Arena([(name, values, kind) for name, (values, kind) in named.items()],
-                           dtype)
+        arena = Arena([(name, values, kind) for name, (values, kind) in named.items()],
+                      dtype)
         for name in named:
             self._param_names.append(name)
-            setattr(self, name, self.arena.params[name])
+            setattr(self, name, arena.params[name])
 
     def add_buffer(self, name, array):
         """Register non-trained state (e.g. running statistics), saved in state_dict."""
@@ -61,7 +65,9 @@ class Module:
     def forward(self, x):
         raise NotImplementedError(f"{type(self).__name__} does not define forward")
 
-    def backward(self, dout):
+    def backward(self, dout, input_grad=True):
+        """Accumulate the parameter gradients for dout and return d(loss)/d(input), or
+        None with input_grad=False (a layer may then skip computing it)."""
         raise NotImplementedError(f"{type(self).__name__} does not define backward")
 
     def __call__(self, x):
@@ -72,8 +78,37 @@ class Module:
 
     def __getattr__(self, name):  # called only for attributes that do not exist
         if name in Module._FORWARD_STATE:
-            raise RuntimeError(f"{type(self).__name__}.backward() called before forward()")
+            raise BackwardBeforeForward(
+                f"{type(self).__name__}.backward() called before forward()")
         raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+
+    # ------------------------------------------------------------ compiled form
+
+    # True for a layer whose forward and backward run collectives over a data-parallel
+    # communicator (its `comm`, set by the Trainer when None): a rank without rows in a
+    # batch calls its take_part_forward() and take_part_backward() instead.
+    collective = False
+
+    def add_to_plan(self, plan, after):
+        """Add this layer's compiled op(s) to `plan` (a fastnn._kernels.network.Plan,
+        whose d_out is the width of this layer's input) and return how many layers of
+        the chain they stand for: 1, or 2 when the op also computes `after` (the next
+        layer, or None), e.g. an activation applied in a GEMM epilogue. Raise
+        ValueError for an input the layer rejects. NotImplemented (the default): no
+        compiled form, the chain runs layer by layer."""
+        return NotImplemented
+
+    def plan_state(self):
+        """Names of the attributes a compiled plan of this layer depends on besides the
+        input shape: the plan is rebuilt when one changes (arrays: when it is another
+        object)."""
+        return ("training",)
+
+    def epilogue(self):
+        """(activation code, slope) when this layer is an element-wise function that a
+        GEMM epilogue can apply in its place, with a backward that needs only the
+        output; None otherwise."""
+        return None
 
     def workspace(self, key, shape, dtype):
         """A buffer kept between calls: reallocated only when shape or dtype change."""
@@ -107,26 +142,64 @@ class Module:
             for name in module._param_names:
                 yield prefix + name, getattr(module, name)
 
+    def arenas(self):
+        """The distinct arenas this module's parameters live in, in parameter order."""
+        seen = {}
+        for _, p in self.named_parameters():
+            arena = p.arena
+            if arena is not None and id(arena) not in seen:
+                seen[id(arena)] = arena
+        return list(seen.values())
+
+    @property
+    def arena(self):
+        """The arena that holds exactly this module's parameters: a layer's own, or its
+        container's when this module is the container. None when the parameters fill
+        only part of one (a layer inside a model, a slice) or lie in several."""
+        arenas = self.arenas()
+        if len(arenas) != 1:
+            return None
+        arena = arenas[0]
+        covered = sum(p.size for p in self.parameters())
+        return arena if covered == arena.size else None
+
     def adopt_parameters(self):
-        """Move every parameter of this module and its descendants into one new arena
-        owned by this module (values kept); returns the arena. Containers call it."""
-        slots = [(prefix + name, module, name)
-                 for prefix, module in self.modules() for name in module._param_names]
+        """Move into one new arena, held by this module, the parameters of its
+        descendants that no other container holds: those in a layer's own arena and
+        those in the arena of a container among its descendants (which is retired).
+        Parameters held by a container outside this module stay where they are, and
+        this module works on views of them. Returns the new arena, or None. Containers
+        call it once, when they are built."""
+        inside = {id(m) for _, m in self.modules()}
+        slots = []
+        for prefix, module in self.modules():
+            for name in module._param_names:
+                p = getattr(module, name)
+                arena = getattr(p, "arena", None)
+                if arena is None or arena.holder is None or id(arena.holder) in inside:
+                    slots.append((prefix + name, module, name, p))
         if not slots:
             return None
-        dtypes = {getattr(m, name).dtype for _, m, name in slots}
+        dtypes = {p.dtype for _, _, _, p in slots}
         if len(dtypes) > 1:
             raise TypeError(
                 f"parameters of one model must share a dtype, got {sorted(map(str, dtypes))}"
             )
-        arena = Arena([(q, getattr(m, name), getattr(m, name).kind) for q, m, name in slots],
-                      dtypes.pop())
-        for _, module in self.modules():
-            module.arena = None
-        for qualname, module, name in slots:
-            setattr(module, name, arena.params[qualname])
-        self.arena = arena
+        arena = Arena([(q, p, p.kind) for q, _, _, p in slots], dtypes.pop(), holder=self)
+        for qualname, module, name, p in slots:
+            if p.arena is not None:
+                p.arena.retired = True
+            new = arena.params[qualname]
+            new.requires_grad = p.requires_grad
+            setattr(module, name, new)
         return arena
+
+    def requires_grad_(self, flag=True):
+        """Freeze (False) or unfreeze (True) every parameter of this module and its
+        descendants; returns the module."""
+        for p in self.parameters():
+            p.requires_grad = flag
+        return self
 
     def parameters(self):
         for _, p in self.named_parameters():
@@ -141,12 +214,20 @@ class Module:
             yield g
 
     def zero_grad(self):
-        """Set every gradient to zero (one fill of the arena when this module owns one)."""
-        if self.arena is not None:
-            self.arena.grad.fill(0)
-            return
-        for p in self.parameters():
-            p.grad.fill(0)
+        """Set every gradient of this module's parameters to zero: one fill per arena it
+        fills whole, one per parameter elsewhere (other models' gradients in a shared
+        arena stay as they are)."""
+        whole = {}
+        params = list(self.parameters())
+        for p in params:
+            if p.arena is not None:
+                whole[id(p.arena)] = whole.get(id(p.arena), 0) + p.size
+        for arena in self.arenas():
+            if whole[id(arena)] == arena.size:
+                arena.grad.fill(0)
+        for p in params:
+            if p.arena is None or whole[id(p.arena)] != p.arena.size:
+                p.grad.fill(0)
 
     def named_buffers(self):
         for prefix, module in self.modules():

@@ -32,6 +32,12 @@ def flat_spans(params):
     """[(values, gradients)] as flat views covering `params`. Parameters of one arena are
     taken in arena order and merged where adjacent, so that a whole arena is one span
     (or one per group when groups split it)."""
+    return [(values, grads) for values, grads, _ in _sourced_spans(params)]
+
+
+def _sourced_spans(params):
+    """flat_spans, each with its source: (arena, start) for a span of an arena, or the
+    parameter itself for a loose one."""
     for i, p in enumerate(params):
         _check_param(p, i)
     arenas = {}
@@ -39,7 +45,7 @@ def flat_spans(params):
     for p in params:
         arena = getattr(p, "arena", None)
         if arena is None:
-            spans.append((p.reshape(-1), p.grad.reshape(-1)))
+            spans.append((p.reshape(-1), p.grad.reshape(-1), p))
         else:
             arenas.setdefault(id(arena), (arena, []))[1].append(p)
     for arena, members in arenas.values():
@@ -55,7 +61,20 @@ def flat_spans(params):
 
 
 def _arena_span(arena, start, end):
-    return arena.data[start:end], arena.grad[start:end]
+    return arena.data[start:end], arena.grad[start:end], (arena, start)
+
+
+def _trainable(source, size):
+    """[(lo, hi)]: the parts of a span that are not frozen (the whole span when none
+    is). Raises when the span's arena was emptied into another one."""
+    if isinstance(source, tuple):
+        arena, start = source
+        if arena.retired:
+            raise RuntimeError(
+                "optimizer: its parameters moved into the arena of a container built "
+                "around their layers afterwards; build the optimizer after the model")
+        return arena.trainable_ranges(start, start + size)
+    return [(0, size)] if getattr(source, "requires_grad", True) else []
 
 
 class Optimizer:
@@ -113,7 +132,9 @@ class Optimizer:
             if name in self.defaults:
                 merged[name] = self._check(name, value)
         merged["params"] = params
-        merged["spans"] = flat_spans(params)
+        sourced = _sourced_spans(params)
+        merged["spans"] = [(values, grads) for values, grads, _ in sourced]
+        merged["sources"] = [source for _, _, source in sourced]
         self.param_groups.append(merged)
 
     def _check_disjoint(self):
@@ -146,6 +167,10 @@ class Optimizer:
             for span in group["spans"]:
                 yield group, span
 
+    def _sources(self):
+        for group in self.param_groups:
+            yield from group["sources"]
+
     def _ensure_state(self):
         if self._state is None:
             self._state = [{name: np.zeros_like(values) for name in self.state_names}
@@ -153,12 +178,20 @@ class Optimizer:
         return self._state
 
     def step(self):
-        """Update every parameter from its gradient, in one kernel pass per span."""
+        """Update every parameter from its gradient, in one kernel pass per span (per
+        run of trainable parameters in it when some are frozen: frozen parameters and
+        their state do not change)."""
+        spans = list(zip(self._spans(), self._sources(), self._ensure_state()))
+        parts = [_trainable(source, values.size) for (_, (values, _)), source, _ in spans]
         self.step_count += 1
-        state = self._ensure_state()
         threads = get_num_threads()
-        for (group, (values, grads)), span_state in zip(self._spans(), state):
-            self._update(group, values, grads, span_state, threads)
+        for ((group, (values, grads)), _, span_state), ranges in zip(spans, parts):
+            if len(ranges) == 1 and ranges[0] == (0, values.size):
+                self._update(group, values, grads, span_state, threads)
+                continue
+            for lo, hi in ranges:
+                self._update(group, values[lo:hi], grads[lo:hi],
+                             {name: arr[lo:hi] for name, arr in span_state.items()}, threads)
 
     def _update(self, group, values, grads, state, threads):
         raise NotImplementedError
@@ -171,7 +204,7 @@ class Optimizer:
 
     def state_dict(self):
         """Hyperparameters per group, the step count, and copies of the state arrays."""
-        groups = [{k: v for k, v in g.items() if k not in ("params", "spans")}
+        groups = [{k: v for k, v in g.items() if k not in ("params", "spans", "sources")}
                   for g in self.param_groups]
         state = None if self._state is None else [
             {name: arr.copy() for name, arr in s.items()} for s in self._state
