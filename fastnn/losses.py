@@ -5,11 +5,22 @@ A loss is used as `value = loss.forward(scores, y)` (or `loss(scores, y)`), then
 the same pass as the value. Scores are logits: the softmax and sigmoid losses are
 computed in their overflow-safe forms.
 
+A loss also says what its scores predict: `loss.predict(scores)` (class labels, 0/1
+labels, or the scores themselves for MSE), `loss.predict_proba(scores)` (softmax or
+sigmoid), and for the classification losses `loss.hits(scores, y)` and
+`loss.accuracy(scores, y)`. `check_targets(y)` and `cast_targets(y, dtype)` say what y
+it takes. The Trainer asks the loss for all of these.
+
 A penalty R(W) (L2, L1, ElasticNet, the seed's forms) applies to the weights of a
-model (its parameters of kind "weight": not biases, not BatchNorm's gamma and beta):
-`penalty.backward(model)` adds lam * dR/dW into the gradients and returns lam * R(W),
-in one pass over the weights.
+model (its parameters of kind "weight": not biases, not BatchNorm's gamma and beta)
+that are not frozen: `penalty.backward(model)` adds lam * dR/dW into the gradients and
+returns lam * R(W), in one pass over the weights.
 """
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any, Union
 
 import numpy as np
 
@@ -30,20 +41,73 @@ __all__ = [
 ]
 
 
+def _prediction_scores(scores: Any) -> np.ndarray:
+    """Scores to predict from, as a float array of at least one row; no state kept."""
+    scores = np.asarray(scores)
+    if scores.dtype.kind != "f":
+        raise TypeError(f"scores: expected a float array, got dtype {scores.dtype}")
+    if scores.ndim not in (1, 2):
+        raise ValueError(f"scores: expected (N, C) or (N,), got shape {scores.shape}")
+    return scores
+
+
 class Loss:
     """Base class: forward(scores, y) -> float; backward() -> d(loss)/d(scores).
 
     The gradient array is reused while the batch shape stays the same: it is valid until
     the next forward.
+
+    `classifier`: predict() gives classes and hits() / accuracy() count the right ones.
+    `labels`: y holds one integer class label per row, and predict_proba() a
+    distribution over the classes per row.
     """
+
+    classifier = False
+    labels = False
 
     def __init__(self):
         self._grad = None
         self._row_loss = None
         self._ready = False
 
-    def __call__(self, scores, y):
+    def __call__(self, scores: np.ndarray, y: np.ndarray) -> float:
         return self.forward(scores, y)
+
+    def forward(self, scores: np.ndarray, y: np.ndarray) -> float:
+        raise NotImplementedError(f"{type(self).__name__} does not define forward")
+
+    # ------------------------------------------------------------ targets
+
+    def check_targets(self, y: np.ndarray, name: str = "y") -> None:
+        """Raise TypeError / ValueError for targets this loss cannot take (checked once,
+        on the whole array; label ranges are checked against the scores in forward)."""
+        if y.dtype.kind not in "fiub":
+            raise TypeError(f"{name}: expected a numeric array, got dtype {y.dtype}")
+        if y.dtype.kind == "f" and not np.isfinite(y).all():
+            raise ValueError(f"{name}: contains NaN or inf")
+
+    def cast_targets(self, y: np.ndarray, dtype: Any) -> np.ndarray:
+        """y as forward takes it for scores of `dtype` (no copy when it already is)."""
+        return y.astype(dtype, copy=False)
+
+    # ------------------------------------------------------------ predictions
+
+    def predict(self, scores: np.ndarray) -> np.ndarray:
+        """What the scores predict: the scores themselves unless a loss says otherwise."""
+        return _prediction_scores(scores)
+
+    def predict_proba(self, scores: np.ndarray) -> np.ndarray:
+        """Probabilities from the scores; TypeError for a loss that gives none."""
+        raise TypeError(f"predict_proba: {type(self).__name__} gives no probabilities")
+
+    def hits(self, scores: np.ndarray, y: np.ndarray) -> float:
+        """How many rows the scores predict right (a row of several outputs counts the
+        fraction of them that are right); TypeError for a loss without classes."""
+        raise TypeError(f"{type(self).__name__} predicts no classes: it has no accuracy")
+
+    def accuracy(self, scores: np.ndarray, y: np.ndarray) -> float:
+        """The fraction of rows predicted right: hits(scores, y) / rows."""
+        return self.hits(scores, y) / len(scores)
 
     def _buffers(self, scores):
         if self._grad is None or self._grad.shape != scores.shape or (
@@ -77,11 +141,49 @@ class Loss:
         return self._grad.reshape(self._shape)
 
 
+def softmax(scores: np.ndarray) -> np.ndarray:
+    """Row-wise softmax, overflow-safe (the row maximum is subtracted first)."""
+    out = scores - scores.max(axis=1, keepdims=True)
+    np.exp(out, out=out)
+    out /= out.sum(axis=1, keepdims=True)
+    return out
+
+
 class _ClassLoss(Loss):
+    """A loss over one integer class label per row; predicts the highest score."""
+
     _kind = None
     _margin = 0.0
+    classifier = True
+    labels = True
 
-    def forward(self, scores, y):
+    def check_targets(self, y: np.ndarray, name: str = "y") -> None:
+        if y.ndim != 1 or y.dtype.kind not in "iu":
+            raise TypeError(f"{name}: expected a 1-D array of integer class labels, got "
+                            f"{y.dtype} of shape {y.shape}")
+
+    def cast_targets(self, y: np.ndarray, dtype: Any) -> np.ndarray:
+        return y
+
+    def _class_scores(self, scores: np.ndarray) -> np.ndarray:
+        scores = _prediction_scores(scores)
+        if scores.ndim != 2:
+            raise ValueError(f"scores: expected (N, C) class scores, got shape {scores.shape}")
+        return scores
+
+    def predict(self, scores: np.ndarray) -> np.ndarray:
+        """(N,) the class of the highest score per row."""
+        return self._class_scores(scores).argmax(axis=1)
+
+    def predict_proba(self, scores: np.ndarray) -> np.ndarray:
+        """(N, C) softmax of the scores."""
+        return softmax(self._class_scores(scores))
+
+    def hits(self, scores: np.ndarray, y: np.ndarray) -> float:
+        """How many rows' highest score is at their label."""
+        return float(np.count_nonzero(self.predict(scores) == np.asarray(y)))
+
+    def forward(self, scores: np.ndarray, y: np.ndarray) -> float:
         scores = self._scores(scores)
         n, c = scores.shape
         y = np.asarray(y)
@@ -112,7 +214,7 @@ class MulticlassHinge(_ClassLoss):
 
     _kind = _k.LossKind.MULTICLASS_HINGE
 
-    def __init__(self, margin=1.0):
+    def __init__(self, margin: float = 1.0):
         super().__init__()
         margin = float(margin)
         if not np.isfinite(margin) or margin < 0:
@@ -120,14 +222,14 @@ class MulticlassHinge(_ClassLoss):
         self._margin = margin
 
     @property
-    def margin(self):
+    def margin(self) -> float:
         return self._margin
 
 
 class _TargetLoss(Loss):
     _kind = None
 
-    def forward(self, scores, y):
+    def forward(self, scores: np.ndarray, y: np.ndarray) -> float:
         scores = self._scores(scores)
         y = ops._contiguous(ops._input(y, "y"), "y")
         if y.dtype != scores.dtype:
@@ -148,50 +250,93 @@ class MSE(_TargetLoss):
 
 class BCEWithLogits(_TargetLoss):
     """Binary cross-entropy on logits, mean over all elements, in the stable form
-    max(s, 0) - s y + log(1 + exp(-|s|)); backward: (sigmoid(s) - y) / numel."""
+    max(s, 0) - s y + log(1 + exp(-|s|)); backward: (sigmoid(s) - y) / numel.
+
+    Each output is a binary label: predict gives 1 where the logit is > 0, else 0;
+    predict_proba the sigmoid; a target counts as label 1 when it is > 0.5.
+    """
 
     _kind = _k.LossKind.BCE_WITH_LOGITS
+    classifier = True
+
+    def predict(self, scores: np.ndarray) -> np.ndarray:
+        """0/1 labels of the scores' shape (integers): 1 where the logit is > 0."""
+        return (_prediction_scores(scores) > 0).astype(np.intp)
+
+    def predict_proba(self, scores: np.ndarray) -> np.ndarray:
+        """sigmoid(scores), of the scores' shape."""
+        return ops.sigmoid(np.ascontiguousarray(_prediction_scores(scores)))
+
+    def hits(self, scores: np.ndarray, y: np.ndarray) -> float:
+        """Rows predicted right, each row counting the fraction of its outputs that are
+        right (so that hits / rows is the fraction of all outputs right)."""
+        labels = self.predict(scores)
+        y = np.asarray(y)
+        if y.size != labels.size:
+            raise ValueError(f"y: {y.size} targets for {labels.size} scores")
+        right = np.count_nonzero(labels.reshape(-1) == (y.reshape(-1) > 0.5))
+        return float(right / (labels.size // max(len(labels), 1)))
 
 
 # ---------------------------------------------------------------- penalties
 
 
-def _weights(model_or_params):
-    """(value, gradient) flat arrays to penalize: a model's weight segment of its arena,
-    or the weight-kind parameters of an iterable."""
+Penalized = Union[Any, Iterable[np.ndarray]]  # a Module, or parameters with a .grad
+
+
+def _weights(model_or_params: Penalized) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(values, gradients) flat arrays to penalize: the weight-kind parameters that are
+    not frozen. A model whose parameters fill one arena with nothing frozen: its weight
+    segment, one pair. Otherwise parameter by parameter, those adjacent in one arena
+    merged into one pair."""
     arena = getattr(model_or_params, "arena", None)
-    if arena is not None:
+    if arena is not None and not arena.frozen:
         return [arena.weights()]
     params = model_or_params.parameters() if hasattr(model_or_params, "parameters") else (
         model_or_params
     )
     pairs = []
+    by_arena = {}
     for p in params:
-        if getattr(p, "kind", "weight") != "weight":
+        if getattr(p, "kind", "weight") != "weight" or not getattr(p, "requires_grad", True):
             continue
         grad = getattr(p, "grad", None)
         if grad is None:
             raise ValueError("penalty: a parameter has no .grad to add the gradient into")
-        pairs.append((p.reshape(-1), grad.reshape(-1)))
+        home = getattr(p, "arena", None)
+        if home is None:
+            pairs.append((p.reshape(-1), grad.reshape(-1)))
+        else:
+            by_arena.setdefault(id(home), (home, []))[1].append(p)
+    for home, members in by_arena.values():
+        members.sort(key=lambda p: p.offset)
+        start = end = members[0].offset
+        for p in members:
+            if p.offset != end:
+                pairs.append((home.data[start:end], home.grad[start:end]))
+                start = p.offset
+            end = p.offset + p.size
+        pairs.append((home.data[start:end], home.grad[start:end]))
     return pairs
 
 
 class Penalty:
-    """lam * R(W) with R(W) = sum(c2 * W**2 + c1 * |W|) over the weights."""
+    """lam * R(W) with R(W) = sum(c2 * W**2 + c1 * |W|) over the weights that are not
+    frozen (parameters of kind "weight" with requires_grad True)."""
 
     _c2 = 0.0
     _c1 = 0.0
 
-    def __init__(self, lam):
+    def __init__(self, lam: float):
         lam = float(lam)
         if not np.isfinite(lam) or lam < 0:
             raise ValueError(f"lam: must be a finite number >= 0, got {lam}")
         self.lam = lam
 
-    def __call__(self, model_or_params):
+    def __call__(self, model_or_params: Penalized) -> float:
         return self.penalty(model_or_params)
 
-    def penalty(self, model_or_params):
+    def penalty(self, model_or_params: Penalized) -> float:
         """lam * R(W), without touching gradients."""
         total = 0.0
         for w, _ in _weights(model_or_params):
@@ -199,7 +344,7 @@ class Penalty:
             total += self._c2 * float(w64 @ w64) + self._c1 * float(np.abs(w64).sum())
         return self.lam * total
 
-    def backward(self, model_or_params):
+    def backward(self, model_or_params: Penalized) -> float:
         """Add lam * dR/dW into the weights' gradients; return lam * R(W). One pass."""
         total = 0.0
         for w, g in _weights(model_or_params):
@@ -230,7 +375,7 @@ class ElasticNet(Penalty):
 
     _c1 = 1.0
 
-    def __init__(self, lam, beta):
+    def __init__(self, lam: float, beta: float):
         super().__init__(lam)
         beta = float(beta)
         if not np.isfinite(beta) or beta < 0:

@@ -384,3 +384,142 @@ def test_penalty_thread_independent():
 def test_penalty_rejects_bad_arguments(make):
     with pytest.raises(ValueError):
         make()
+
+
+# ---------------------------------------------------------------- penalties and freezing
+
+
+@pytest.mark.parametrize("name", list(PENALTIES))
+def test_penalty_skips_frozen_weights(name):
+    make, value, grad = PENALTIES[name]
+    model = penalized_model()
+    model[0].weight.requires_grad = False
+    pen = make()
+    _w0, w3 = weight_matrices(model)
+    assert pen.penalty(model) == pytest.approx(value(w3), rel=1e-12)
+    model.arena.grad[:] = 1.0
+    assert pen.backward(model) == pytest.approx(value(w3), rel=1e-12)
+    assert np.all(model[0].weight.grad == 1.0), "a frozen weight got a penalty gradient"
+    np.testing.assert_allclose(model[3].weight.grad, 1 + grad(w3), rtol=1e-12)
+    # loose parameters: the same
+    model.arena.grad[:] = 0.0
+    assert pen.backward(list(model.parameters())) == pytest.approx(value(w3), rel=1e-12)
+    assert not model[0].weight.grad.any()
+
+
+def test_penalty_spans_merge_adjacent_weights():
+    """The fast path (one arena, nothing frozen) and the per-parameter path give the
+    same single span when the weights are adjacent: bitwise the same result."""
+    model = penalized_model()
+    (w, _g), = losses._weights(model)
+    assert w.size == model.arena.n_weights
+    assert len(losses._weights(list(model.parameters()))) == 1
+    model[1].weight.requires_grad = False  # a frozen BatchNorm gamma: not a weight
+    assert len(losses._weights(model)) == 1
+    model[1].weight.requires_grad = True
+    pen = losses.ElasticNet(0.3, 0.7)
+    model.zero_grad()
+    fast = pen.backward(model), model.arena.grad.copy()
+    model.zero_grad()
+    per_parameter = pen.backward(list(model.parameters())), model.arena.grad.copy()
+    assert fast[0] == per_parameter[0]
+    assert fast[1].tobytes() == per_parameter[1].tobytes()
+
+
+def test_penalty_of_a_sub_model_and_of_a_model_over_two_arenas():
+    make, value, grad = PENALTIES["l2"]
+    model = penalized_model()
+    pen = make()
+    w0, _w3 = weight_matrices(model)
+    part = model[0:2]  # shares model's arena, fills part of it
+    assert part.arena is None
+    assert pen.penalty(part) == pytest.approx(value(w0), rel=1e-12)
+    extra = nn.Linear(3, 2, seed=5, dtype=np.float64)
+    joined = nn.Sequential(model[0], model[1], extra)  # model's arena and extra's own
+    assert len(joined.arenas()) == 2
+    w_extra = np.array(extra.weight)
+    assert pen.penalty(joined) == pytest.approx(value(w0) + value(w_extra), rel=1e-12)
+    joined.zero_grad()
+    pen.backward(joined)
+    np.testing.assert_allclose(model[0].weight.grad, grad(w0), rtol=1e-12)
+    np.testing.assert_allclose(extra.weight.grad, grad(w_extra), rtol=1e-12)
+    assert not model[3].weight.grad.any()
+
+
+# ---------------------------------------------------------------- predictions
+
+
+@pytest.mark.parametrize("make", [losses.SoftmaxCrossEntropy, losses.MulticlassHinge])
+def test_class_losses_predict_classes(make, dtype):
+    s, y = class_problem(dtype, n=9, c=4)
+    loss = make()
+    assert loss.classifier and loss.labels
+    labels = loss.predict(s)
+    np.testing.assert_array_equal(labels, s.argmax(axis=1))
+    p = loss.predict_proba(s)
+    assert p.dtype == s.dtype and p.shape == s.shape
+    e = np.exp(s.astype(np.float64) - s.max(axis=1, keepdims=True))
+    np.testing.assert_allclose(p, e / e.sum(axis=1, keepdims=True), rtol=RTOL[np.dtype(dtype)])
+    assert loss.hits(s, y) == np.sum(labels == y)
+    assert loss.accuracy(s, y) == pytest.approx(np.mean(labels == y))
+    with pytest.raises(ValueError, match=r"\(N, C\)"):
+        loss.predict(s[0])
+
+
+def test_softmax_predict_proba_of_huge_logits_is_finite():
+    p = losses.SoftmaxCrossEntropy().predict_proba(np.array([[1e30, 0.0], [-1e30, 1e30]]))
+    np.testing.assert_array_equal(p, [[1.0, 0.0], [0.0, 1.0]])
+
+
+def test_bce_predicts_zero_one_labels_per_output(dtype):
+    s = np.array([[2.0, -1.0], [0.0, 3.0], [-0.5, 1e-3]], dtype)
+    y = np.array([[1, 1], [0, 1], [0, 0]], dtype)
+    loss = losses.BCEWithLogits()
+    assert loss.classifier and not loss.labels
+    labels = loss.predict(s)
+    assert labels.dtype.kind == "i"
+    np.testing.assert_array_equal(labels, [[1, 0], [0, 1], [0, 1]])  # logit 0 -> 0
+    np.testing.assert_allclose(loss.predict_proba(s), 1 / (1 + np.exp(-s.astype(np.float64))),
+                               rtol=RTOL[np.dtype(dtype)])
+    assert loss.hits(s, y) == pytest.approx(4 / 2)  # 4 of 6 outputs right, 2 per row
+    assert loss.accuracy(s, y) == pytest.approx(4 / 6)
+    # one output per row, as (N,) scores: hits count rows
+    assert loss.hits(s[:, 0], y[:, 0]) == 3.0
+    assert losses.BCEWithLogits().hits(s, np.where(y > 0, 0.9, 0.1)) == loss.hits(s, y)
+
+
+def test_mse_predicts_its_scores_and_no_probabilities():
+    s = np.arange(6, dtype=np.float32).reshape(3, 2)
+    loss = losses.MSE()
+    assert not loss.classifier and not loss.labels
+    np.testing.assert_array_equal(loss.predict(s), s)
+    with pytest.raises(TypeError, match="MSE gives no probabilities"):
+        loss.predict_proba(s)
+    with pytest.raises(TypeError, match="no accuracy"):
+        loss.hits(s, s)
+
+
+def test_predicting_keeps_the_last_forward_for_backward():
+    s, y = class_problem(np.float64)
+    loss = losses.SoftmaxCrossEntropy()
+    loss.forward(s, y)
+    expected = loss.backward().copy()
+    loss.predict(s[:3])
+    loss.predict_proba(np.zeros((2, 9)))
+    assert loss.hits(s[:2], y[:2]) >= 0
+    np.testing.assert_array_equal(loss.backward(), expected)
+
+
+def test_check_targets():
+    labels, values = np.array([0, 2, 1]), np.array([[0.5], [np.nan]])
+    losses.SoftmaxCrossEntropy().check_targets(labels)
+    with pytest.raises(TypeError, match="integer class labels"):
+        losses.SoftmaxCrossEntropy().check_targets(labels.astype(np.float32))
+    with pytest.raises(TypeError, match="integer class labels"):
+        losses.MulticlassHinge().check_targets(labels.reshape(3, 1))
+    with pytest.raises(ValueError, match="NaN"):
+        losses.MSE().check_targets(values)
+    with pytest.raises(TypeError, match="numeric"):
+        losses.BCEWithLogits().check_targets(np.array(["a", "b"]), "validation y")
+    assert losses.BCEWithLogits().cast_targets(labels, np.float32).dtype == np.float32
+    assert losses.SoftmaxCrossEntropy().cast_targets(labels, np.float32) is labels
