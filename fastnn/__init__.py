@@ -14,9 +14,10 @@ __version__ = "0.1.0"
 from . import augment, losses, nn, ops, optim
 from ._config import openmp_enabled, show_config
 from ._threads import get_num_threads, set_num_threads, threads
+from .callbacks import Callback, Checkpoint, EarlyStopping, History
 from .ensemble import Ensemble
 from .io import load, save
-from .train import Callback, Checkpoint, EarlyStopping, History, Trainer
+from .train import Trainer
 
 __all__ = [
     "Callback",

@@ -1,193 +1,208 @@
-"""Trainer, callbacks and training history.
+"""The Trainer: mini-batch training, evaluation and prediction.
 
     trainer = fastnn.Trainer(model, losses.SoftmaxCrossEntropy(), optim.Adam(model, 1e-3))
     history = trainer.fit(X, y, epochs=5, batch_size=128, validation_data=(Xv, yv))
     trainer.evaluate(Xt, yt)   # {"loss": ..., "accuracy": ...}
+
+One training loop serves one process and data-parallel ranks alike: a step strategy
+(_LocalStep, _ParallelStep) says which rows of a batch this process computes, runs the
+forward and backward passes and gives the batch's loss and hits; every step then ends
+the same way (penalty, non-finite check, clipping, optimizer step). History and the
+callbacks live in fastnn.callbacks (and are exported from here too).
 """
 
+from __future__ import annotations
+
+import contextlib
 import copy
 import math
+import os
 import sys
 import time
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, Union
 
 import numpy as np
 
 from . import losses as _losses
-from . import ops
+from .callbacks import (
+    SHOWN,
+    Callback,
+    Checkpoint,
+    EarlyStopping,
+    History,
+    check_callbacks,
+    epoch_line,
+    progress_bar,
+)
 
 __all__ = ["Callback", "Checkpoint", "EarlyStopping", "History", "Trainer"]
 
-
-class History(dict):
-    """Per-epoch lists: loss, accuracy (classification), val_loss, val_accuracy, lr,
-    seconds, samples_per_s. A dict of lists, with `plot(path)`."""
-
-    def append(self, logs):
-        for key, value in logs.items():
-            self.setdefault(key, []).append(value)
-
-    @property
-    def epochs(self):
-        return len(self.get("loss", []))
-
-    def plot(self, path):
-        """Draw loss and accuracy curves (train and validation) into a PNG; needs
-        matplotlib (pip install 'fastnn[plot]')."""
-        try:
-            import matplotlib
-
-            matplotlib.use("Agg")
-            import matplotlib.pyplot as plt
-        except ImportError as exc:
-            raise ImportError("History.plot needs matplotlib: pip install 'fastnn[plot]'") from exc
-        epochs = range(1, self.epochs + 1)
-        panels = [("loss", "loss")] + ([("accuracy", "accuracy")] if "accuracy" in self else [])
-        fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 3.8), squeeze=False)
-        for ax, (key, label) in zip(axes[0], panels):
-            ax.plot(epochs, self[key], "o-", label="train")
-            if f"val_{key}" in self:
-                ax.plot(epochs, self[f"val_{key}"], "s-", label="validation")
-            ax.set_xlabel("epoch")
-            ax.set_ylabel(label)
-            ax.grid(alpha=0.3)
-            ax.legend()
-        fig.tight_layout()
-        fig.savefig(path, dpi=100)
-        plt.close(fig)
-        return path
+PathLike = Union[str, os.PathLike]
 
 
-class Callback:
-    """Hooks called by Trainer.fit; override the ones you need. A callback stops
-    training by setting `trainer.stop_training = True`."""
+def _check_optimizer(optimizer: Any) -> Any:
+    if optimizer is None:
+        return None
+    if not (callable(getattr(optimizer, "step", None))
+            and isinstance(getattr(optimizer, "param_groups", None), list)):
+        raise TypeError(f"optimizer: expected a fastnn.optim optimizer (or None to evaluate "
+                        f"and predict only), got {type(optimizer).__name__}")
+    return optimizer
 
-    def on_train_begin(self, trainer):
+
+def _validation_pair(validation_data: Any) -> tuple[Any, Any] | None:
+    if validation_data is None:
+        return None
+    if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
+        kind = type(validation_data).__name__
+        size = f" of length {len(validation_data)}" if isinstance(validation_data,
+                                                                   (tuple, list)) else ""
+        raise ValueError(f"validation_data: expected a pair (X, y), got a {kind}{size}")
+    return validation_data[0], validation_data[1]
+
+
+# ---------------------------------------------------------------- step strategies
+
+
+class _LocalStep:
+    """How one process takes a step: every row of a batch, here."""
+
+    def __init__(self, trainer: Trainer):
+        self.trainer = trainer
+
+    def guard(self):
+        return contextlib.nullcontext()
+
+    def begin_fit(self, X: np.ndarray, y: np.ndarray) -> None:
         pass
 
-    def on_epoch_begin(self, trainer, epoch):
+    def rows(self, idx: np.ndarray) -> np.ndarray:
+        """The rows of a batch (indices idx) that this process computes."""
+        return idx
+
+    def batch_rows(self, rows: int) -> int:
+        """The rows of the whole batch, given this process's count."""
+        return rows
+
+    def forward_backward(self, xb: np.ndarray, yb: np.ndarray, n: int) -> tuple[float, float]:
+        """Forward and backward passes on this process's rows xb of a batch of n rows:
+        the gradients of the batch's mean loss accumulate in the model; returns (mean
+        loss, hits) over the batch."""
+        t = self.trainer
+        scores = t._last_scores = t.model.forward(xb)
+        value = t.loss.forward(scores, yb)
+        hits = t._hits(scores, yb)
+        t.model.backward(t.loss.backward(), input_grad=False)
+        return value, hits
+
+    def after_step(self) -> None:
         pass
 
-    def on_batch_end(self, trainer, step, loss):
+    def end_epoch(self) -> None:
         pass
 
-    def on_epoch_end(self, trainer, epoch, logs):
+    def evaluate(self, X: np.ndarray, y: np.ndarray, batch_size: int) -> tuple[float, float]:
+        """(mean loss, hits) over all of X."""
+        return self.trainer._evaluate_rows(X, y, batch_size)
+
+    def on_root(self, fn: Callable[[], Any]) -> None:
+        fn()
+
+    def after_load(self) -> None:
         pass
 
-    def on_train_end(self, trainer):
-        pass
 
+class _ParallelStep(_LocalStep):
+    """How a data-parallel rank takes a step (fastnn.distributed.DataParallel): its
+    contiguous slice of every batch; the gradients and statistics summed over the
+    ranks."""
 
-def _better(mode, value, best, min_delta):
-    if best is None:
-        return True
-    return value < best - min_delta if mode == "min" else value > best + min_delta
+    def __init__(self, trainer: Trainer, parallel):
+        super().__init__(trainer)
+        self.dp = parallel
 
+    def guard(self):
+        from .distributed import guard
 
-def _mode_for(monitor, mode):
-    if mode == "auto":
-        return "max" if "acc" in monitor else "min"
-    if mode not in ("min", "max"):
-        raise ValueError(f"mode: expected 'auto', 'min' or 'max', got {mode!r}")
-    return mode
+        return guard(self.dp.comm)
 
+    def begin_fit(self, X: np.ndarray, y: np.ndarray) -> None:
+        self.dp.check_data(X, y)
+        self.dp.sync_trainer(self.trainer)
 
-class EarlyStopping(Callback):
-    """Stop when `monitor` has not improved by more than min_delta for `patience` epochs;
-    with restore_best_weights, the model ends with the weights of its best epoch."""
+    def rows(self, idx: np.ndarray) -> np.ndarray:
+        return idx[slice(*self.dp.local_rows(len(idx)))]
 
-    def __init__(self, monitor="val_loss", patience=5, min_delta=0.0, mode="auto",
-                 restore_best_weights=True):
-        if isinstance(patience, bool) or not isinstance(patience, int) or patience < 0:
-            raise ValueError(f"patience: expected an int >= 0, got {patience!r}")
-        self.monitor, self.patience = monitor, patience
-        self.min_delta = float(min_delta)
-        self.mode = _mode_for(monitor, mode)
-        self.restore_best_weights = restore_best_weights
+    def batch_rows(self, rows: int) -> int:
+        return int(self.dp.sum([rows])[0])
 
-    def on_train_begin(self, trainer):
-        self.best, self.best_epoch, self.wait, self._best_state = None, None, 0, None
-        self.stopped_epoch = None
-
-    def on_epoch_end(self, trainer, epoch, logs):
-        if self.monitor not in logs:
-            raise KeyError(f"EarlyStopping: {self.monitor!r} is not logged; "
-                           f"available: {sorted(logs)} (val_* needs validation_data)")
-        value = logs[self.monitor]
-        if _better(self.mode, value, self.best, self.min_delta):
-            self.best, self.best_epoch, self.wait = value, epoch, 0
-            if self.restore_best_weights:
-                self._best_state = trainer.model.state_dict()
+    def forward_backward(self, xb: np.ndarray, yb: np.ndarray, n: int) -> tuple[float, float]:
+        """The loss gradient is scaled by rows / n, so that the all-reduce (a sum) gives
+        the gradient of the mean loss over the global batch; the loss and hits are the
+        global batch's. A rank without rows in this batch takes part in the collectives
+        only, in their order."""
+        t, dp = self.trainer, self.dp
+        rows = len(xb)
+        if rows:
+            scores = t._last_scores = t.model.forward(xb)
+            value = t.loss.forward(scores, yb)
+            dp.start_stats(value * rows, t._hits(scores, yb), rows)
+            dscores = t.loss.backward()
+            dscores *= rows / n
+            dp.backward(dscores)
         else:
-            self.wait += 1
-            if self.wait >= self.patience:
-                self.stopped_epoch = epoch
-                trainer.stop_training = True
+            t._last_scores = None
+            dp.take_part_forward()
+            dp.start_stats(0.0, 0, 0)
+            dp.backward(None)
+        loss_sum, hits, _ = dp.finish_step()
+        return loss_sum / n, hits
 
-    def on_train_end(self, trainer):
-        if self.restore_best_weights and self._best_state is not None:
-            trainer.model.load_state_dict(self._best_state)
+    def after_step(self) -> None:
+        self.dp.after_step()
 
+    def end_epoch(self) -> None:
+        self.dp.average_buffers()
 
-class Checkpoint(Callback):
-    """Save a training checkpoint (model, optimizer, schedule, RNG state) to `path`
-    every `every` epochs, or, with save_best_only, whenever `monitor` improves. Writes
-    are atomic: a crash mid-write leaves the previous file intact. `path` may contain
-    "{epoch}"."""
+    def evaluate(self, X: np.ndarray, y: np.ndarray, batch_size: int) -> tuple[float, float]:
+        """Each rank computes its slice of the rows; the sums are shared."""
+        lo, hi = self.dp.local_rows(len(X))
+        loss_sum = hits = 0.0
+        if hi > lo:
+            loss, hits = self.trainer._evaluate_rows(X[lo:hi], y[lo:hi], batch_size)
+            loss_sum = loss * (hi - lo)
+        loss_sum, hits = self.dp.sum([loss_sum, hits])
+        return float(loss_sum / len(X)), float(hits)
 
-    def __init__(self, path, every=1, save_best_only=False, monitor="val_loss", mode="auto"):
-        if isinstance(every, bool) or not isinstance(every, int) or every <= 0:
-            raise ValueError(f"every: expected a positive int, got {every!r}")
-        self.path, self.every, self.save_best_only = str(path), every, save_best_only
-        self.monitor = monitor
-        self.mode = _mode_for(monitor, mode)
-        self.best = None
-        self.saved = []
+    def on_root(self, fn: Callable[[], Any]) -> None:
+        self.dp.run_on_root(fn)
 
-    def on_epoch_end(self, trainer, epoch, logs):
-        if self.save_best_only:
-            value = logs.get(self.monitor)
-            if value is None or not _better(self.mode, value, self.best, 0.0):
-                return
-            self.best = value
-        elif epoch % self.every:
-            return
-        path = self.path.format(epoch=epoch)
-        trainer.save_checkpoint(path)
-        self.saved.append(path)
+    def after_load(self) -> None:
+        self.dp.sync_trainer(self.trainer)
 
 
-def _epoch_line(epoch, logs):
-    parts = [f"epoch {epoch:3d}"]
-    for key in ("loss", "accuracy", "val_loss", "val_accuracy"):
-        if key in logs:
-            parts.append(f"{key} {logs[key]:.4f}")
-    parts.append(f"{logs['seconds']:.1f} s, {logs['samples_per_s']:,.0f} samples/s")
-    return "  ".join(parts)
-
-
-def _progress_bar(total, desc, enabled):
-    if not enabled:
-        return None
-    try:
-        from tqdm.auto import tqdm
-    except ImportError:
-        return None
-    return tqdm(total=total, desc=desc, unit="batch", leave=True, dynamic_ncols=True)
+# ---------------------------------------------------------------- the trainer
 
 
 class Trainer:
     """Mini-batch training of a model: forward, loss, backward, penalty, clip, step.
 
-    model: a fastnn.nn Module (usually a Sequential). loss: a fastnn.losses loss.
-    optimizer: a fastnn.optim optimizer over the model's parameters. schedule: a
-    fastnn.optim schedule, stepped once per epoch (ReduceOnPlateau with the monitored
-    validation loss, or training loss without validation data). regularizer: a
-    fastnn.losses penalty (L2, L1, ElasticNet) added to the loss. augment: a callable
+    model: a fastnn.nn Module (usually a Sequential). loss: a fastnn.losses loss; it
+    also says what the model's outputs predict (predict, predict_proba, accuracy).
+    optimizer: a fastnn.optim optimizer over the parameters to train (all of the
+    model's, or some); None for a Trainer that only evaluates and predicts. Every step
+    zeroes the gradients of the whole model. schedule: a fastnn.optim schedule, stepped
+    once per epoch (ReduceOnPlateau with the monitored validation loss, or training loss
+    without validation data). regularizer: a fastnn.losses penalty (L2, L1, ElasticNet)
+    on the model's weights that are not frozen, added to the loss. augment: a callable
     applied to each training batch (e.g. fastnn.augment.Compose); with image_shape,
     flat rows are viewed as images of that shape for it. clip_norm: clip the gradient
-    norm to this value every step. progress=True: a tqdm bar per epoch when tqdm is
-    installed and stderr is a terminal, else one printed line per epoch; "always": the
-    bar even without a terminal; False: silent.
+    norm of the trained parameters (those the optimizer holds with requires_grad True)
+    to this value every step; `grad_norm` is then the last step's norm before clipping.
+    progress=True: a tqdm bar per epoch when tqdm is installed and stderr is a terminal,
+    else one printed line per epoch; "always": the bar even without a terminal; False:
+    silent.
 
     comm: an mpi4py communicator: training is data parallel over its ranks
     (fastnn.distributed; pip install 'fastnn[mpi]'). Every rank builds the same
@@ -203,41 +218,52 @@ class Trainer:
     `trainer.parallel` (its check_every, timeout and overlap settings).
     """
 
-    def __init__(self, model, loss, optimizer, schedule=None, regularizer=None, augment=None,
-                 callbacks=(), progress=True, comm=None, clip_norm=None, image_shape=None):
+    def __init__(self, model: Any, loss: _losses.Loss, optimizer: Any = None,
+                 schedule: Any = None, regularizer: _losses.Penalty | None = None,
+                 augment: Callable[[np.ndarray], np.ndarray] | None = None,
+                 callbacks: Iterable[Callback] = (), progress: bool | str = True,
+                 comm: Any = None, clip_norm: float | None = None,
+                 image_shape: Sequence[int] | None = None):
         if not hasattr(model, "forward") or not hasattr(model, "backward"):
             raise TypeError("model: expected a fastnn.nn Module")
         if not isinstance(loss, _losses.Loss):
             raise TypeError(f"loss: expected a fastnn.losses loss, got {type(loss).__name__}")
-        self.model, self.loss, self.optimizer = model, loss, optimizer
+        self.model, self.loss = model, loss
+        self.optimizer = _check_optimizer(optimizer)
         self._eval_loss = copy.deepcopy(loss)  # keeps evaluate() off the training buffers
         self.schedule, self.regularizer, self.augment = schedule, regularizer, augment
-        self.callbacks = list(callbacks)
+        self.callbacks = check_callbacks(callbacks)
         self.progress = progress
         self.clip_norm = None if clip_norm is None else float(clip_norm)
+        self.grad_norm: float | None = None
         self.image_shape = None if image_shape is None else tuple(image_shape)
         if self.image_shape is not None and hasattr(augment, "check_image_size"):
             augment.check_image_size(self.image_shape[-2:])  # a crop too large fails here
         self._augment_out = None  # the augmented batch, reused while its shape stays
+        self._last_scores = None
+        self._last_hits = 0.0
         self.stop_training = False
         self.epoch = 0  # epochs completed
         self.rng = np.random.default_rng()
         self.history = History()
         self.comm, self.parallel = comm, None
+        self._strategy = _LocalStep(self)
         if comm is not None:
             from .distributed import DataParallel
 
             self.parallel = DataParallel(comm, model)
+            self._strategy = _ParallelStep(self, self.parallel)
             if self.parallel.rank != 0:
                 self.progress = False
 
     # ------------------------------------------------------------ data checks
 
     @property
-    def classifier(self):
-        return isinstance(self.loss, (_losses.SoftmaxCrossEntropy, _losses.MulticlassHinge))
+    def classifier(self) -> bool:
+        """Whether the loss predicts classes (fit and evaluate then give an accuracy)."""
+        return self.loss.classifier
 
-    def _dtype(self):
+    def _dtype(self) -> np.dtype:
         params = list(self.model.parameters())
         return params[0].dtype if params else np.dtype(np.float32)
 
@@ -256,12 +282,7 @@ class Trainer:
         y = np.asarray(y)
         if len(y) != len(X):
             raise ValueError(f"y: {len(y)} labels for {len(X)} samples")
-        if self.classifier:
-            if y.ndim != 1 or y.dtype.kind not in "iu":
-                raise TypeError(f"y: expected a 1-D array of integer class labels, got "
-                                f"{y.dtype} of shape {y.shape}")
-        elif y.dtype.kind == "f" and not np.isfinite(y).all():
-            raise ValueError("y: contains NaN or inf")
+        self.loss.check_targets(y)
         return X, y
 
     # ------------------------------------------------------------ training
@@ -275,75 +296,49 @@ class Trainer:
             out[...] = X[idx]
         return out
 
-    def _target_batch(self, y, idx):
-        if self.classifier:
-            return y[idx]
-        return y[idx].astype(self._dtype(), copy=False)
+    def _trained(self) -> list:
+        """The parameters a step changes: those the optimizer holds that are not frozen."""
+        return [p for group in self.optimizer.param_groups for p in group["params"]
+                if getattr(p, "requires_grad", True)]
 
-    def train_step(self, xb, yb):
+    def _hits(self, scores, yb) -> float:
+        return self.loss.hits(scores, yb) if self.loss.classifier else 0.0
+
+    def _step(self, xb, yb, n):
+        """One step on this process's rows xb of a batch of n rows; the tail (penalty,
+        non-finite check, clipping, optimizer step) is the same for every strategy.
+        Returns the loss, which may be non-finite: then nothing was updated."""
+        self.model.zero_grad()
+        value, self._last_hits = self._strategy.forward_backward(xb, yb, n)
+        if self.regularizer is not None:
+            value += self.regularizer.backward(self.model)
+        if not math.isfinite(value):
+            return value
+        if self.clip_norm is not None:
+            from .optim import clip_grad_norm
+
+            # the gradients are global here: every rank clips (or raises) alike
+            self.grad_norm = clip_grad_norm(self._trained(), self.clip_norm)
+        self.optimizer.step()
+        self._strategy.after_step()
+        return value
+
+    def _need_optimizer(self, what: str) -> None:
+        if self.optimizer is None:
+            raise ValueError(f"{what}: this Trainer has no optimizer; build it with one "
+                             f"(Trainer(model, loss, optimizer)) to train. Without one it "
+                             f"can evaluate and predict only")
+
+    def train_step(self, xb: np.ndarray, yb: np.ndarray) -> float:
         """One step on one batch: returns the loss (data loss + penalty). Data parallel:
         xb is this rank's part of a batch made of every rank's parts."""
-        if self.parallel is not None:
-            from .distributed import guard
+        self._need_optimizer("train_step")
+        with self._strategy.guard():
+            return self._step(xb, yb, self._strategy.batch_rows(len(xb)))
 
-            with guard(self.comm):
-                return self._parallel_step(xb, yb, int(self.parallel.sum([len(xb)])[0]))
-        model, opt = self.model, self.optimizer
-        opt.zero_grad()
-        scores = self._last_scores = model.forward(xb)
-        value = self.loss.forward(scores, yb)
-        dscores = self.loss.backward()
-        if hasattr(model, "layers"):
-            model.backward(dscores, input_grad=False)
-        else:
-            model.backward(dscores)
-        if self.regularizer is not None:
-            value += self.regularizer.backward(model)
-        if not math.isfinite(value):
-            return value
-        if self.clip_norm is not None:
-            from .optim import clip_grad_norm
-
-            clip_grad_norm(model, self.clip_norm)  # raises on a non-finite gradient
-        opt.step()
-        return value
-
-    def _parallel_step(self, xb, yb, n):
-        """train_step's data-parallel form: this rank's slice xb of a global batch of n
-        rows. The loss gradient is scaled by rows / n, so that the all-reduce (a sum)
-        gives the gradient of the mean loss over the global batch. Returns the global
-        loss; the global count of right answers goes to self._last_hits."""
-        model, opt, dp = self.model, self.optimizer, self.parallel
-        opt.zero_grad()
-        rows = len(xb)
-        if rows:
-            scores = self._last_scores = model.forward(xb)
-            value = self.loss.forward(scores, yb)
-            dp.start_stats(value * rows, self._hits(scores, yb) if self.classifier else 0, rows)
-            dscores = self.loss.backward()
-            dscores *= rows / n
-            dp.backward(dscores)
-        else:  # no rows here this step: take part in the collectives only, in their order
-            self._last_scores = None
-            dp.take_part_forward()
-            dp.start_stats(0.0, 0, 0)
-            dp.backward(None)
-        loss_sum, hits, _ = dp.finish_step()
-        self._last_hits = hits
-        value = loss_sum / n
-        if self.regularizer is not None:
-            value += self.regularizer.backward(model)
-        if not math.isfinite(value):
-            return value
-        if self.clip_norm is not None:
-            from .optim import clip_grad_norm
-
-            clip_grad_norm(model, self.clip_norm)  # the same gradient on every rank
-        opt.step()
-        dp.after_step()
-        return value
-
-    def fit(self, X, y, epochs=1, batch_size=32, validation_data=None, shuffle=True, seed=None):
+    def fit(self, X: np.ndarray, y: np.ndarray, epochs: int = 1, batch_size: int = 32,
+            validation_data: tuple[np.ndarray, np.ndarray] | None = None,
+            shuffle: bool = True, seed: int | None = None) -> History:
         """Train for `epochs` epochs; returns the History (also `trainer.history`).
 
         Each epoch visits every sample once in a new random order (shuffle=True; the
@@ -355,25 +350,22 @@ class Trainer:
         Data parallel (comm=): every rank passes the same X and y (and seed); an
         exception on one rank alone aborts the job (see fastnn.distributed).
         """
-        from .distributed import guard
-
-        with guard(self.comm):
+        self._need_optimizer("fit")
+        with self._strategy.guard():
             return self._fit(X, y, epochs, batch_size, validation_data, shuffle, seed)
 
     def _fit(self, X, y, epochs, batch_size, validation_data, shuffle, seed):
         X, y = self._check_xy(X, y)
-        if validation_data is not None:
-            Xv, yv = validation_data
-            Xv, yv = self._check_xy(Xv, yv, "validation X")
+        validation = _validation_pair(validation_data)
+        if validation is not None:
+            Xv, yv = self._check_xy(*validation, "validation X")
         for name, v in (("epochs", epochs), ("batch_size", batch_size)):
             if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v <= 0:
                 raise ValueError(f"{name}: expected a positive int, got {v!r}")
         if seed is not None:
             self.rng = np.random.default_rng(seed)
-        dp = self.parallel
-        if dp is not None:
-            dp.check_data(X, y)
-            dp.sync_trainer(self)
+        strategy = self._strategy
+        strategy.begin_fit(X, y)
         n = len(X)
         # A last batch of one sample joins the one before it: a batch of one cannot be
         # batch-normalized, and dropping it would skip a sample.
@@ -395,19 +387,16 @@ class Trainer:
             start = time.perf_counter()
             total = hits = 0.0
             n_batches = len(starts)
-            bar = _progress_bar(n_batches, f"epoch {epoch}", self._show_progress())
+            bar = progress_bar(n_batches, f"epoch {epoch}", self._show_progress())
             for step, (lo, hi) in enumerate(zip(starts, ends), 1):
                 idx = order[lo:hi]
-                mine = idx if dp is None else idx[slice(*dp.local_rows(len(idx)))]
+                mine = strategy.rows(idx)
                 xb = self._batch(X, mine, buf)
                 if self.augment is not None and len(mine):
                     xb = self._augmented(xb)
-                yb = self._target_batch(y, mine)
+                yb = self.loss.cast_targets(y[mine], buf.dtype)
                 try:
-                    if dp is None:
-                        value = self.train_step(xb, yb)
-                    else:
-                        value = self._parallel_step(xb, yb, len(idx))
+                    value = self._step(xb, yb, len(idx))
                     if not math.isfinite(value):
                         raise FloatingPointError(f"non-finite loss ({value})")
                 except FloatingPointError as exc:
@@ -417,12 +406,10 @@ class Trainer:
                         f"{exc} at epoch {epoch}, step {step}: training stopped before the "
                         f"update; the weights are those of the previous step"
                     )
-                    error.every_rank = dp is not None  # the loss and gradient are global
+                    error.every_rank = True  # the loss and gradient are the global batch's
                     raise error from exc
                 total += value * len(idx)
-                if self.classifier:
-                    hits += self._hits(self.model_output(), yb) if dp is None else (
-                        self._last_hits)
+                hits += self._last_hits
                 for cb in self.callbacks:
                     cb.on_batch_end(self, step, value)
                 if bar is not None:
@@ -433,20 +420,18 @@ class Trainer:
                             post["acc"] = f"{hits / hi:.4f}"
                         bar.set_postfix(post, refresh=False)
             seconds = time.perf_counter() - start
-            if dp is not None:
-                dp.average_buffers()
+            strategy.end_epoch()
             logs = {"loss": total / n}
             if self.classifier:
                 logs["accuracy"] = hits / n
-            if validation_data is not None:
+            if validation is not None:
                 logs.update({f"val_{k}": v for k, v in self.evaluate(Xv, yv).items()})
             logs.update(lr=lr, seconds=seconds, samples_per_s=n / seconds)
             if bar is not None:
-                bar.set_postfix({k: f"{v:.4f}" for k, v in logs.items()
-                                 if k in ("loss", "accuracy", "val_loss", "val_accuracy")})
+                bar.set_postfix({k: f"{v:.4f}" for k, v in logs.items() if k in SHOWN})
                 bar.close()
             elif self.progress:
-                print(_epoch_line(epoch, logs), flush=True)
+                print(epoch_line(epoch, logs), flush=True)
             self.epoch = epoch
             self.history.append(logs)
             self._step_schedule(logs)
@@ -477,12 +462,9 @@ class Trainer:
         result = np.asarray(self.augment(images), dtype=xb.dtype)
         return result if self.image_shape is None else result.reshape(len(xb), -1)
 
-    def model_output(self):
+    def model_output(self) -> np.ndarray | None:
         """The scores of the last training batch (the loss's input)."""
         return self._last_scores
-
-    def _hits(self, scores, yb):
-        return int((scores.argmax(axis=1) == yb).sum())
 
     def _step_schedule(self, logs):
         from .optim import ReduceOnPlateau
@@ -506,78 +488,56 @@ class Trainer:
             out.append(np.array(self.model.forward(self._batch(X, idx, buf))))
         return np.concatenate(out)
 
-    def evaluate(self, X, y, batch_size=1024):
-        """{"loss": mean loss, "accuracy": fraction right (classification)} in eval mode.
-        Data parallel (comm=): every rank passes the same X and y, computes a slice of
-        the rows, and gets the same result."""
-        from .distributed import guard
+    def _evaluate_rows(self, X, y, batch_size):
+        """(mean loss, hits) over the rows of X, computed here."""
+        scores = self._outputs(X, batch_size)
+        loss = self._eval_loss
+        value = loss.forward(scores, loss.cast_targets(y, scores.dtype))
+        return value, self._hits(scores, y)
 
+    def evaluate(self, X: np.ndarray, y: np.ndarray, batch_size: int = 1024) -> dict[str, float]:
+        """{"loss": mean loss, "accuracy": fraction right (classification losses)} in
+        eval mode. Data parallel (comm=): every rank passes the same X and y, computes a
+        slice of the rows, and gets the same result."""
         X, y = self._check_xy(X, y)
-        if self.parallel is not None:
-            with guard(self.comm):
-                return self._evaluate_parallel(X, y, batch_size)
-        return self._evaluate_local(X, y, batch_size)
-
-    def _evaluate_local(self, X, y, batch_size):
-        scores = self._outputs(X, batch_size)
-        targets = y if self.classifier else y.astype(scores.dtype, copy=False).reshape(
-            scores.shape)
-        result = {"loss": self._eval_loss.forward(scores, targets)}
+        with self._strategy.guard():
+            value, hits = self._strategy.evaluate(X, y, batch_size)
+        result = {"loss": value}
         if self.classifier:
-            result["accuracy"] = float((scores.argmax(axis=1) == y).mean())
+            result["accuracy"] = hits / len(X)
         return result
 
-    def _evaluate_parallel(self, X, y, batch_size):
-        dp = self.parallel
-        lo, hi = dp.local_rows(len(X))
-        loss_sum = hits = 0.0
-        if hi > lo:
-            part = self._evaluate_local(X[lo:hi], y[lo:hi], batch_size)
-            loss_sum = part["loss"] * (hi - lo)
-            hits = part.get("accuracy", 0.0) * (hi - lo)
-        loss_sum, hits = dp.sum([loss_sum, hits])
-        result = {"loss": float(loss_sum / len(X))}
-        if self.classifier:
-            result["accuracy"] = float(round(hits) / len(X))
-        return result
+    def predict(self, X: np.ndarray, batch_size: int = 1024) -> np.ndarray:
+        """What the loss says the model's outputs predict: class labels
+        (SoftmaxCrossEntropy, MulticlassHinge), 0/1 labels per output (BCEWithLogits),
+        the outputs themselves (MSE)."""
+        return self.loss.predict(self._outputs(X, batch_size))
 
-    def predict(self, X, batch_size=1024):
-        """Class labels (classification losses) or the model's outputs (others)."""
-        scores = self._outputs(X, batch_size)
-        return scores.argmax(axis=1) if self.classifier else scores
-
-    def predict_proba(self, X, batch_size=1024):
-        """Class probabilities: softmax of the scores (SoftmaxCrossEntropy,
-        MulticlassHinge) or sigmoid (BCEWithLogits)."""
-        scores = self._outputs(X, batch_size)
-        if isinstance(self.loss, _losses.BCEWithLogits):
-            return ops.sigmoid(scores)
-        if not self.classifier:
-            raise TypeError(f"predict_proba: {type(self.loss).__name__} gives no probabilities")
-        shifted = scores - scores.max(axis=1, keepdims=True)
-        np.exp(shifted, out=shifted)
-        shifted /= shifted.sum(axis=1, keepdims=True)
-        return shifted
+    def predict_proba(self, X: np.ndarray, batch_size: int = 1024) -> np.ndarray:
+        """Probabilities: softmax of the scores (SoftmaxCrossEntropy, MulticlassHinge)
+        or sigmoid (BCEWithLogits); TypeError for a loss without them (MSE)."""
+        return self.loss.predict_proba(self._outputs(X, batch_size))
 
     # ------------------------------------------------------------ state
 
-    def state_dict(self):
+    def state_dict(self) -> dict[str, Any]:
         """What training changes, as arrays, numbers and lists: the model's parameters and
-        buffers, the optimizer and schedule state, the epoch count, the history and the
-        shuffling RNG. A Trainer built the same way that loads it trains on exactly as
-        this one would."""
+        buffers, the optimizer and schedule state (None without them), the epoch count,
+        the history and the shuffling RNG. A Trainer built the same way that loads it
+        trains on exactly as this one would."""
         return {
             "model": self.model.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
+            "optimizer": None if self.optimizer is None else self.optimizer.state_dict(),
             "schedule": None if self.schedule is None else self.schedule.state_dict(),
             "epoch": self.epoch,
             "history": {k: list(v) for k, v in self.history.items()},
             "rng": self.rng.bit_generator.state,
         }
 
-    def load_state_dict(self, state):
+    def load_state_dict(self, state: dict[str, Any]) -> None:
         self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
+        if self.optimizer is not None and state["optimizer"] is not None:
+            self.optimizer.load_state_dict(state["optimizer"])
         if self.schedule is not None and state["schedule"] is not None:
             self.schedule.load_state_dict(state["schedule"])
         self.rng.bit_generator.state = state["rng"]
@@ -587,24 +547,20 @@ class Trainer:
 
     # ------------------------------------------------------------ checkpoints
 
-    def save_checkpoint(self, path):
+    def save_checkpoint(self, path: PathLike) -> None:
         """Write the training state to `path` (atomically). Data parallel: rank 0
         writes; every rank calls it, and every rank raises if the write fails."""
         from .io import save_checkpoint
 
-        if self.parallel is None:
-            save_checkpoint(self, path)
-        else:
-            self.parallel.run_on_root(lambda: save_checkpoint(self, path))
+        self._need_optimizer("save_checkpoint")
+        self._strategy.on_root(lambda: save_checkpoint(self, path))
 
-    def load_checkpoint(self, path):
+    def load_checkpoint(self, path: PathLike) -> None:
         """Restore the training state from `path`. Data parallel: rank 0 reads the file
         and sends the state to the others (any number of ranks may resume a checkpoint
         written by any number)."""
         from .io import load_checkpoint
 
-        if self.parallel is None:
-            load_checkpoint(self, path)
-        else:
-            self.parallel.run_on_root(lambda: load_checkpoint(self, path))
-            self.parallel.sync_trainer(self)
+        self._need_optimizer("load_checkpoint")
+        self._strategy.on_root(lambda: load_checkpoint(self, path))
+        self._strategy.after_load()

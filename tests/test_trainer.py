@@ -191,16 +191,49 @@ def test_regression_with_mse():
         trainer.predict_proba(X)
 
 
-def test_bce_predict_proba_is_the_sigmoid_of_the_outputs():
+def test_bce_predicts_labels_and_probabilities_and_logs_accuracy():
     X, labels = blobs(120, k=2)
     y = labels.astype(np.float32).reshape(-1, 1)
     model = nn.Sequential(nn.Linear(4, 8, seed=0), nn.Tanh(), nn.Linear(8, 1, seed=1))
     trainer = trainer_for(model, losses.BCEWithLogits())
-    trainer.fit(X, y, epochs=10, batch_size=16, seed=0)
-    scores = trainer.predict(X)
+    history = trainer.fit(X, y, epochs=10, batch_size=16, validation_data=(X, y), seed=0)
+    assert len(history["accuracy"]) == len(history["val_accuracy"]) == 10
+    assert history["accuracy"][-1] >= 0.95
+    logits = model.eval().forward(X).astype(np.float64)
     proba = trainer.predict_proba(X)
-    np.testing.assert_allclose(proba, 1 / (1 + np.exp(-scores.astype(np.float64))), rtol=1e-5)
-    assert np.mean((proba[:, 0] > 0.5) == labels) >= 0.95
+    np.testing.assert_allclose(proba, 1 / (1 + np.exp(-logits)), rtol=1e-5)
+    predicted = trainer.predict(X)
+    assert predicted.shape == (120, 1) and predicted.dtype.kind == "i"
+    np.testing.assert_array_equal(predicted, (logits > 0).astype(int))
+    result = trainer.evaluate(X, y)
+    assert set(result) == {"loss", "accuracy"}
+    assert result["accuracy"] == pytest.approx(np.mean(predicted[:, 0] == labels))
+    assert result["accuracy"] == pytest.approx(history["val_accuracy"][-1])
+
+
+def test_bce_accuracy_over_several_outputs_counts_each_output():
+    rng = np.random.default_rng(3)
+    X = rng.standard_normal((60, 5)).astype(np.float32)
+    y = (X[:, :3] > 0).astype(np.float32)  # three independent binary labels per row
+    model = nn.Sequential(nn.Linear(5, 3, seed=0))
+    trainer = trainer_for(model, losses.BCEWithLogits())
+    trainer.fit(X, y, epochs=3, batch_size=12, seed=0)
+    predicted = trainer.predict(X)
+    assert predicted.shape == (60, 3)
+    assert trainer.evaluate(X, y)["accuracy"] == pytest.approx(np.mean(predicted == y))
+
+
+def test_multiclass_hinge_predicts_the_highest_score():
+    X, y = blobs(90)
+    model = mlp()
+    trainer = trainer_for(model, losses.MulticlassHinge())
+    history = trainer.fit(X, y, epochs=4, batch_size=16, seed=0)
+    assert "accuracy" in history
+    scores = model.eval().forward(X)
+    np.testing.assert_array_equal(trainer.predict(X), scores.argmax(axis=1))
+    np.testing.assert_allclose(trainer.predict_proba(X).sum(axis=1), 1, rtol=1e-5)
+    assert trainer.evaluate(X, y)["accuracy"] == pytest.approx(
+        np.mean(scores.argmax(axis=1) == y))
 
 
 # ---------------------------------------------------------------- batching
@@ -348,6 +381,67 @@ def test_loss_must_be_a_fastnn_loss():
         fastnn.Trainer(model, NotALoss(), optim.SGD(model, 0.1))
     with pytest.raises(TypeError, match="loss"):
         fastnn.Trainer(model, losses.MSE, optim.SGD(model, 0.1))  # the class, not an instance
+
+
+def test_inference_needs_no_optimizer():
+    X, y = blobs(60)
+    model = mlp()
+    trained = trainer_for(model)
+    trained.fit(X, y, epochs=3, batch_size=16, seed=0)
+    inference = fastnn.Trainer(model, losses.SoftmaxCrossEntropy(), progress=False)
+    assert inference.optimizer is None
+    assert inference.evaluate(X, y) == trained.evaluate(X, y)
+    np.testing.assert_array_equal(inference.predict(X), trained.predict(X))
+    np.testing.assert_array_equal(inference.predict_proba(X), trained.predict_proba(X))
+    assert inference.state_dict()["optimizer"] is None
+    before = model.state_dict()
+    for call in (lambda: inference.fit(X, y, epochs=1, batch_size=8),
+                 lambda: inference.train_step(X[:8], y[:8])):
+        with pytest.raises(ValueError, match="no optimizer"):
+            call()
+    assert_states_equal(before, model.state_dict())
+    assert inference.epoch == 0
+
+
+@pytest.mark.parametrize("optimizer", [object(), "adam", optim.SGD])
+def test_optimizer_must_be_an_optimizer(optimizer):
+    with pytest.raises(TypeError, match=r"optimizer: expected a fastnn\.optim optimizer"):
+        fastnn.Trainer(mlp(), losses.SoftmaxCrossEntropy(), optimizer)
+
+
+def test_callbacks_must_be_callbacks():
+    model = mlp()
+
+    def on_epoch_end(trainer, epoch, logs):
+        pass
+
+    for callbacks, match in (([on_epoch_end], r"callbacks\[0\]: expected a fastnn.Callback"),
+                             ([fastnn.Callback(), 3], r"callbacks\[1\]"),
+                             (fastnn.EarlyStopping(), "a list"),
+                             (on_epoch_end, "a list"),
+                             (5, "a list")):
+        with pytest.raises(TypeError, match=match):
+            trainer_for(model, callbacks=callbacks)
+
+    class DuckTyped:  # every hook, without subclassing Callback: accepted
+        def __getattr__(self, name):
+            if name.startswith("on_"):
+                return lambda *args: None
+            raise AttributeError(name)
+
+    assert len(trainer_for(model, callbacks=[DuckTyped()]).callbacks) == 1
+
+
+@pytest.mark.parametrize("validation_data", [
+    "pairs", (np.zeros((4, 4), np.float32),), np.zeros((2, 4, 4), np.float32),
+    (np.zeros((4, 4), np.float32), np.zeros(4, np.intp), None)],
+    ids=["string", "one", "array", "three"])
+def test_validation_data_must_be_a_pair(validation_data):
+    X, y = blobs(20)
+    trainer = trainer_for(mlp())
+    with pytest.raises(ValueError, match=r"validation_data: expected a pair \(X, y\)"):
+        trainer.fit(X, y, epochs=1, batch_size=4, validation_data=validation_data)
+    assert trainer.epoch == 0
 
 
 def test_model_must_be_a_module():
@@ -749,6 +843,26 @@ def test_history_plot_writes_a_png(tmp_path):
     path = tmp_path / "curves.png"
     assert _small_history().plot(path) == path
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_history_plot_leaves_pyplot_and_the_backend_alone(tmp_path, monkeypatch):
+    """A notebook's backend must survive: no matplotlib.use, no pyplot figure."""
+    matplotlib = pytest.importorskip("matplotlib")
+    backend = matplotlib.get_backend()
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("History.plot switched the matplotlib backend")
+
+    monkeypatch.setattr(matplotlib, "use", refuse)
+    had_pyplot = "matplotlib.pyplot" in sys.modules
+    path = tmp_path / "curves.png"
+    _small_history().plot(path)
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert matplotlib.get_backend() == backend
+    if had_pyplot:
+        assert not sys.modules["matplotlib.pyplot"].get_fignums()
+    else:
+        assert "matplotlib.pyplot" not in sys.modules
 
 
 def test_history_plot_without_matplotlib(tmp_path, monkeypatch):
