@@ -147,8 +147,7 @@ def evaluate(args):
     if xte.shape[1] != meta.get("n_features"):
         raise UsageError(f"{args.model} expects {meta.get('n_features')} features; the test "
                          f"data have {xte.shape[1]}")
-    trainer = fastnn.Trainer(model, losses.SoftmaxCrossEntropy(), optim.SGD(model, 0.0),
-                             progress=False)
+    trainer = fastnn.Trainer(model, losses.SoftmaxCrossEntropy(), progress=False)
     result = trainer.evaluate(xte, yte)
     print(f"{args.model}: test accuracy {result['accuracy']:.4f}, loss {result['loss']:.4f} "
           f"on {len(xte)} samples")
@@ -171,8 +170,7 @@ def predict(args):
     if x.shape[1] != meta.get("n_features"):
         raise UsageError(f"{args.model} expects {meta.get('n_features')} features per sample, "
                          f"got {x.shape[1]}")
-    trainer = fastnn.Trainer(model, losses.SoftmaxCrossEntropy(), optim.SGD(model, 0.0),
-                             progress=False)
+    trainer = fastnn.Trainer(model, losses.SoftmaxCrossEntropy(), progress=False)
     try:
         labels = trainer.predict(x)
     except ValueError as exc:

@@ -92,6 +92,21 @@ def test_evaluate_matches_training(digits_model, capsys):
     assert accuracy_in(printed) == accuracy_in(out)
 
 
+def test_evaluate_and_predict_build_no_optimizer(digits_model, capsys, monkeypatch):
+    path, out = digits_model
+
+    def no_optimizer(*args, **kwargs):
+        raise AssertionError("an optimizer was built to evaluate or predict")
+
+    for name in fastnn.optim.__all__:
+        if isinstance(getattr(fastnn.optim, name), type):
+            monkeypatch.setattr(fastnn.optim, name, no_optimizer)
+    assert main(["evaluate", str(path)]) == 0
+    assert accuracy_in(capsys.readouterr().out) == accuracy_in(out)
+    assert main(["predict", str(path), "--count", "3"]) == 0
+    assert len(capsys.readouterr().out.split()) == 3
+
+
 def test_predict_count(digits_model, capsys):
     path, _ = digits_model
     assert main(["predict", str(path), "--count", "5"]) == 0
