@@ -136,10 +136,10 @@ class Ensemble:
         if not isinstance(trainer, Trainer):
             raise TypeError(f"factory({seed}) returned a {type(trainer).__name__}, not a "
                             f"fastnn.Trainer")
-        if not trainer.classifier:
+        if not trainer.loss.labels:
             raise TypeError(f"factory({seed}): an ensemble averages class probabilities; "
                             f"the Trainer's loss {type(trainer.loss).__name__} is not a "
-                            f"classification loss")
+                            f"classification loss over one class label per row")
         return trainer
 
     def fit(self, X, y, **fit_kwargs):

@@ -124,6 +124,13 @@ def test_bad_factories_and_calls(data):
         Ensemble(lambda seed: None, n=2).fit(X, y)
     with pytest.raises(TypeError, match="classification loss"):
         Ensemble(regressor, n=2).fit(X, y)
+    def binary(seed):  # BCEWithLogits: 0/1 labels per output, not one class per row
+        model = fastnn.nn.Sequential(fastnn.nn.Linear(N_FEATURES, 1, seed=seed))
+        return fastnn.Trainer(model, fastnn.losses.BCEWithLogits(),
+                              fastnn.optim.SGD(model, 0.1), progress=False)
+
+    with pytest.raises(TypeError, match="one class label per row"):
+        Ensemble(binary, n=2).fit(X, (y > 0).astype(np.float32).reshape(-1, 1))
     ensemble = Ensemble(small_classifier, n=2)
     with pytest.raises(RuntimeError, match="fit first"):
         ensemble.predict_proba(Xt)
