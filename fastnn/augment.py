@@ -49,9 +49,10 @@ from numbers import Real
 
 import numpy as np
 
+from ._checks import check_contiguous, check_output
 from ._kernels import augment as _k
+from ._keys import random_key, splitmix64
 from ._threads import get_num_threads
-from .ops import _contiguous, _output, _splitmix64, random_key
 
 __all__ = [
     "BORDER_MODES",
@@ -765,7 +766,7 @@ class Compose:
         gh, gw = self.output_size(x4.shape[2:])
         shape = (*x.shape[:-2], gh, gw)
         if out is not None:
-            out = _output(out, shape, x.dtype, [("images", images)], inplace_ok=("images",))
+            out = check_output(out, shape, x.dtype, [("images", images)], inplace_ok=("images",))
         if not self._stages:
             if out is None:
                 return x.copy()
@@ -822,7 +823,7 @@ def _images(images):
         raise ValueError(f"images: expected (N, H, W) or (N, C, H, W), got shape {images.shape}")
     if images.shape[-1] == 0 or images.shape[-2] == 0:
         raise ValueError(f"images: height and width must be >= 1, got shape {images.shape}")
-    return _contiguous(images, "images")
+    return check_contiguous(images, "images")
 
 
 def _as4d(x):
@@ -830,7 +831,7 @@ def _as4d(x):
 
 
 def _transform_key(key, index):
-    return _splitmix64((key + index) & _MASK64)
+    return splitmix64((key + index) & _MASK64)
 
 
 def _run_copy(x, members, key, alloc):
@@ -869,7 +870,7 @@ def _run_warp(x, members, key, alloc):
         elif t.role == "elastic":
             alpha = t._alphas(draw)
             smooth = t._smooth
-            noise_key = _splitmix64(_transform_key(key, index) ^ 0x5EED)
+            noise_key = splitmix64(_transform_key(key, index) ^ 0x5EED)
         else:
             mi, (gh, gw) = t._inverse(draw, gh, gw)
             m = mi if m is None else m @ mi
@@ -918,7 +919,7 @@ def warp(images, matrices, size=None, mode="constant", fill=0, out=None):
     oh, ow = x.shape[-2:] if size is None else _size(size, "size")
     x4 = _as4d(x)
     shape = (n, x4.shape[1], oh, ow) if x.ndim == 4 else (n, oh, ow)
-    out = _output(out, shape, x.dtype, [("images", images)])
+    out = check_output(out, shape, x.dtype, [("images", images)])
     zeros = np.zeros(n, np.float32)
     _k.warp(x4, out.reshape(n, x4.shape[1], oh, ow), np.ascontiguousarray(mats),
             zeros, zeros, _NO_SMOOTH, 0, _NO_SAMPLES, _k.BORDER_MODES[mode],

@@ -20,12 +20,27 @@ NumPy.
 
 import numpy as np
 
+from ._checks import (
+    NON_NEGATIVE,
+    UNIT,
+    check_array,
+    check_choice,
+    check_contiguous,
+    check_eps,
+    check_float,
+    check_int,
+    check_output,
+    check_same_dtype,
+    check_same_shape,
+    check_slope,
+)
 from ._kernels import _openmp
 from ._kernels import activations as _act
 from ._kernels import batchnorm as _bn
 from ._kernels import dropout as _drop
 from ._kernels import matmul as _mm
 from ._kernels import reductions as _red
+from ._keys import random_key
 from ._threads import get_num_threads
 
 __all__ = [
@@ -55,111 +70,24 @@ ACTIVATIONS = tuple(_act.ACTIVATIONS)
 
 _INT_MAX = 2**31 - 1  # BLAS dimensions are C ints
 _OPENMP = _openmp.openmp_version() != 0
-_FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
-
-# ---------------------------------------------------------------- validation
-
-
-def _check_array(x, name):
-    """x as a float32/float64 ndarray with ndim >= 1; nothing is copied."""
-    if not isinstance(x, np.ndarray):
-        raise TypeError(
-            f"{name}: expected a numpy.ndarray of float32 or float64, got {type(x).__name__}"
-        )
-    if x.dtype not in _FLOAT_DTYPES:
-        raise TypeError(f"{name}: expected dtype float32 or float64, got {x.dtype}")
-    if x.ndim == 0:
-        raise ValueError(f"{name}: expected an array with at least one dimension, got 0-d")
-    return x
-
-
-def _contiguous(x, name):
-    """x itself if C-contiguous, else one contiguous copy (refused when huge)."""
-    if x.flags.c_contiguous:
-        return x
-    if x.nbytes > MAX_IMPLICIT_COPY_BYTES:
-        raise ValueError(
-            f"{name}: not C-contiguous, and copying it would take {x.nbytes / 2**20:.0f} MiB "
-            f"(over fastnn.ops.MAX_IMPLICIT_COPY_BYTES); pass np.ascontiguousarray({name})"
-        )
-    return np.ascontiguousarray(x)
-
-
-def _input(x, name):
-    """A checked input, NOT yet made contiguous: check `out` for overlap against it
-    first, then pass it through _contiguous."""
-    return _check_array(x, name)
-
-
-def _same_dtype(named):
-    (first, a), *rest = named
-    for name, x in rest:
-        if x.dtype != a.dtype:
-            raise TypeError(f"{name}: dtype {x.dtype} differs from {first}'s {a.dtype}")
-
-
-def _same_shape(named):
-    (first, a), *rest = named
-    for name, x in rest:
-        if x.shape != a.shape:
-            raise ValueError(f"{name}: shape {x.shape} differs from {first}'s {a.shape}")
-
-
-def _output(out, shape, dtype, inputs=(), inplace_ok=(), name="out"):
-    """A result array: a new one, or `out` checked against shape/dtype/layout/overlap.
-
-    `inputs` must not share memory with `out`, except those in `inplace_ok` when `out`
-    is exactly that array's memory (same start, shape and strides).
-    """
-    if out is None:
-        return np.empty(shape, dtype)
-    if not isinstance(out, np.ndarray):
-        raise TypeError(f"{name}: expected a numpy.ndarray, got {type(out).__name__}")
-    if out.dtype != dtype:
-        raise TypeError(f"{name}: expected dtype {dtype}, got {out.dtype}")
-    if out.shape != tuple(shape):
-        raise ValueError(f"{name}: expected shape {tuple(shape)}, got {out.shape}")
-    if not out.flags.c_contiguous:
-        raise ValueError(f"{name}: must be C-contiguous")
-    if not out.flags.writeable:
-        raise ValueError(f"{name}: array is read-only")
-    for input_name, x in inputs:
-        if not np.may_share_memory(out, x):
-            continue
-        same = (
-            input_name in inplace_ok
-            and out.__array_interface__["data"][0] == x.__array_interface__["data"][0]
-            and out.strides == x.strides
-        )
-        if not same:
-            raise ValueError(
-                f"{name}: overlaps {input_name} (only an exact in-place alias is allowed)"
-            )
-    return out
+# kept for callers being moved to fastnn._checks
+_input = check_array
+_contiguous = check_contiguous
+_check_eps = check_eps
+_check_slope = check_slope
 
 
 def _activation_code(activation, slope, need_sign=False):
     name = "identity" if activation is None else activation
-    if name not in _act.ACTIVATIONS:
-        raise ValueError(f"activation: expected one of {ACTIVATIONS} or None, got {activation!r}")
-    slope = _check_slope(slope)
+    check_choice(activation, "activation", (*ACTIVATIONS, None))
+    slope = check_slope(slope)
     if need_sign and name == "leaky_relu" and slope < 0:
         raise ValueError(
             "slope: the fused backward reads the forward output, which needs slope >= 0; "
             "use leaky_relu_backward with the input for a negative slope"
         )
     return _act.ACTIVATIONS[name], slope
-
-
-def _check_slope(slope):
-    try:
-        slope = float(slope)
-    except (TypeError, ValueError):
-        raise TypeError(f"slope: expected a real number, got {slope!r}") from None
-    if not np.isfinite(slope):
-        raise ValueError(f"slope: must be finite, got {slope}")
-    return slope
 
 
 # ---------------------------------------------------------------- matmul
@@ -188,9 +116,9 @@ def matmul(a, b, out=None, trans_a=False, trans_b=False, accumulate=False):
     GEMM comes from BLAS (scipy's): fastnn's threads each multiply a slab of the output
     (or, batched, their share of the items) with single-threaded BLAS calls.
     """
-    a = _check_array(a, "a")
-    b = _check_array(b, "b")
-    _same_dtype([("a", a), ("b", b)])
+    a = check_array(a, "a")
+    b = check_array(b, "b")
+    check_same_dtype([("a", a), ("b", b)])
     for name, x in (("a", a), ("b", b)):
         if x.ndim not in (2, 3):
             raise ValueError(f"{name}: expected a 2-D or 3-D array, got {x.ndim}-D")
@@ -214,9 +142,9 @@ def matmul(a, b, out=None, trans_a=False, trans_b=False, accumulate=False):
         raise ValueError("matmul: a dimension exceeds the BLAS limit of 2**31 - 1")
     if accumulate and (out is None or batched):
         raise ValueError("matmul: accumulate=True needs 2-D operands and an out= array")
-    out = _output(out, shape, a.dtype, [("a", a), ("b", b)])
-    a = _contiguous(a, "a")
-    b = _contiguous(b, "b")
+    out = check_output(out, shape, a.dtype, [("a", a), ("b", b)])
+    a = check_contiguous(a, "a")
+    b = check_contiguous(b, "b")
     if out.size == 0:
         return out
     if ka == 0:
@@ -253,22 +181,22 @@ def _gemm_threads():
 
 
 def _forward(code, x, out, slope):
-    x = _input(x, "x")
-    out = _output(out, x.shape, x.dtype, [("x", x)], inplace_ok=("x",))
-    x = _contiguous(x, "x")
+    x = check_array(x, "x")
+    out = check_output(out, x.shape, x.dtype, [("x", x)], inplace_ok=("x",))
+    x = check_contiguous(x, "x")
     if x.size:
         _act.act_forward(code, x.reshape(-1), out.reshape(-1), slope, get_num_threads())
     return out
 
 
 def _backward(code, dout, y, out, slope, y_name):
-    dout = _input(dout, "dout")
-    y = _input(y, y_name)
-    _same_dtype([("dout", dout), (y_name, y)])
-    _same_shape([("dout", dout), (y_name, y)])
-    out = _output(out, dout.shape, dout.dtype, [("dout", dout), (y_name, y)],
-                  inplace_ok=("dout",))
-    dout, y = _contiguous(dout, "dout"), _contiguous(y, y_name)
+    dout = check_array(dout, "dout")
+    y = check_array(y, y_name)
+    check_same_dtype([("dout", dout), (y_name, y)])
+    check_same_shape([("dout", dout), (y_name, y)])
+    out = check_output(out, dout.shape, dout.dtype, [("dout", dout), (y_name, y)],
+                       inplace_ok=("dout",))
+    dout, y = check_contiguous(dout, "dout"), check_contiguous(y, y_name)
     if dout.size:
         _act.act_backward(code, dout.reshape(-1), y.reshape(-1), out.reshape(-1), slope,
                           get_num_threads())
@@ -287,12 +215,12 @@ def relu_backward(dout, x, out=None):
 
 def leaky_relu(x, slope=0.01, out=None):
     """x where x > 0, else slope * x. `out` may be `x`."""
-    return _forward(_act.ACTIVATIONS["leaky_relu"], x, out, _check_slope(slope))
+    return _forward(_act.ACTIVATIONS["leaky_relu"], x, out, check_slope(slope))
 
 
 def leaky_relu_backward(dout, x, slope=0.01, out=None):
     """dout where x > 0, else slope * dout. `x` is the forward input."""
-    return _backward(_act.ACTIVATIONS["leaky_relu"], dout, x, out, _check_slope(slope), "x")
+    return _backward(_act.ACTIVATIONS["leaky_relu"], dout, x, out, check_slope(slope), "x")
 
 
 def sigmoid(x, out=None):
@@ -320,7 +248,7 @@ def tanh_backward(dout, y, out=None):
 
 
 def _matrix(x, name):
-    x = _input(x, name)
+    x = check_array(x, name)
     if x.ndim != 2:
         raise ValueError(f"{name}: expected a 2-D array (rows, features), got {x.ndim}-D")
     return x
@@ -333,12 +261,12 @@ def bias_activation(x, bias, activation=None, slope=0.01, out=None):
     """
     code, slope = _activation_code(activation, slope)
     x = _matrix(x, "x")
-    bias = _input(bias, "bias")
-    _same_dtype([("x", x), ("bias", bias)])
+    bias = check_array(bias, "bias")
+    check_same_dtype([("x", x), ("bias", bias)])
     if bias.shape != (x.shape[1],):
         raise ValueError(f"bias: expected shape ({x.shape[1]},) to match x, got {bias.shape}")
-    out = _output(out, x.shape, x.dtype, [("x", x), ("bias", bias)], inplace_ok=("x",))
-    x, bias = _contiguous(x, "x"), _contiguous(bias, "bias")
+    out = check_output(out, x.shape, x.dtype, [("x", x), ("bias", bias)], inplace_ok=("x",))
+    x, bias = check_contiguous(x, "x"), check_contiguous(bias, "bias")
     if x.size:
         _act.bias_act_forward(code, x, bias, out, slope, get_num_threads())
     return out
@@ -354,12 +282,12 @@ def activation_bias_backward(dout, y, activation=None, slope=0.01, out=None, dbi
     code, slope = _activation_code(activation, slope, need_sign=True)
     dout = _matrix(dout, "dout")
     y = _matrix(y, "y")
-    _same_dtype([("dout", dout), ("y", y)])
-    _same_shape([("dout", dout), ("y", y)])
+    check_same_dtype([("dout", dout), ("y", y)])
+    check_same_shape([("dout", dout), ("y", y)])
     inputs = [("dout", dout), ("y", y)]
-    out = _output(out, dout.shape, dout.dtype, inputs, inplace_ok=("dout",))
-    dbias = _output(dbias, (dout.shape[1],), dout.dtype, [*inputs, ("out", out)], name="dbias")
-    dout, y = _contiguous(dout, "dout"), _contiguous(y, "y")
+    out = check_output(out, dout.shape, dout.dtype, inputs, inplace_ok=("dout",))
+    dbias = check_output(dbias, (dout.shape[1],), dout.dtype, [*inputs, ("out", out)], name="dbias")
+    dout, y = check_contiguous(dout, "dout"), check_contiguous(y, "y")
     if dout.shape[0] == 0 or dout.shape[1] == 0:
         dbias.fill(0)
         return out, dbias
@@ -373,8 +301,8 @@ def activation_bias_backward(dout, y, activation=None, slope=0.01, out=None, dbi
 def column_sum(x, out=None):
     """x.sum(axis=0) for a 2-D x, bitwise the same for any thread count."""
     x = _matrix(x, "x")
-    out = _output(out, (x.shape[1],), x.dtype, [("x", x)])
-    x = _contiguous(x, "x")
+    out = check_output(out, (x.shape[1],), x.dtype, [("x", x)])
+    x = check_contiguous(x, "x")
     if x.shape[0] == 0 or x.shape[1] == 0:
         out.fill(0)
     else:
@@ -385,8 +313,8 @@ def column_sum(x, out=None):
 def row_sum(x, out=None):
     """x.sum(axis=1) for a 2-D x, bitwise the same for any thread count."""
     x = _matrix(x, "x")
-    out = _output(out, (x.shape[0],), x.dtype, [("x", x)])
-    x = _contiguous(x, "x")
+    out = check_output(out, (x.shape[0],), x.dtype, [("x", x)])
+    x = check_contiguous(x, "x")
     if x.shape[0] == 0 or x.shape[1] == 0:
         out.fill(0)
     else:
@@ -398,19 +326,12 @@ def row_sum(x, out=None):
 
 
 def _vector(v, name, length, dtype):
-    v = _input(v, name)
+    v = check_array(v, name)
     if v.shape != (length,):
         raise ValueError(f"{name}: expected shape ({length},), got {v.shape}")
     if v.dtype != dtype:
         raise TypeError(f"{name}: dtype {v.dtype} differs from x's {dtype}")
     return v
-
-
-def _check_eps(eps):
-    eps = float(eps)
-    if not eps > 0 or not np.isfinite(eps):
-        raise ValueError(f"eps: must be a positive finite number, got {eps}")
-    return eps
 
 
 def batchnorm_forward(x, gamma, beta, running_mean=None, running_var=None, training=True,
@@ -428,18 +349,17 @@ def batchnorm_forward(x, gamma, beta, running_mean=None, running_var=None, train
     n, d = x.shape
     gamma = _vector(gamma, "gamma", d, x.dtype)
     beta = _vector(beta, "beta", d, x.dtype)
-    eps = _check_eps(eps)
-    momentum = float(momentum)
-    if not 0 <= momentum <= 1:
-        raise ValueError(f"momentum: must be in [0, 1], got {momentum}")
+    eps = check_eps(eps)
+    momentum = check_float(momentum, "momentum", UNIT)
     running = [(name, v) for name, v in (("running_mean", running_mean),
                                          ("running_var", running_var)) if v is not None]
     for name, v in running:
         _vector(v, name, d, x.dtype)
         if not (v.flags.c_contiguous and v.flags.writeable):
             raise ValueError(f"{name}: must be a writeable C-contiguous array (updated in place)")
-    out = _output(out, x.shape, x.dtype, [("x", x), ("gamma", gamma), ("beta", beta)])
-    x, gamma, beta = _contiguous(x, "x"), _contiguous(gamma, "gamma"), _contiguous(beta, "beta")
+    out = check_output(out, x.shape, x.dtype, [("x", x), ("gamma", gamma), ("beta", beta)])
+    x = check_contiguous(x, "x")
+    gamma, beta = check_contiguous(gamma, "gamma"), check_contiguous(beta, "beta")
     if training and n < 2:
         raise ValueError(f"batchnorm_forward: training needs more than 1 row per batch, got {n}")
     if not training and (running_mean is None or running_var is None):
@@ -465,16 +385,16 @@ def batchnorm_backward(dout, x, gamma, mean, inv_std, training=True, out=None):
     """
     dout = _matrix(dout, "dout")
     x = _matrix(x, "x")
-    _same_dtype([("dout", dout), ("x", x)])
-    _same_shape([("dout", dout), ("x", x)])
+    check_same_dtype([("dout", dout), ("x", x)])
+    check_same_shape([("dout", dout), ("x", x)])
     n, d = x.shape
     gamma = _vector(gamma, "gamma", d, x.dtype)
     mean = _vector(mean, "mean", d, x.dtype)
     inv_std = _vector(inv_std, "inv_std", d, x.dtype)
-    out = _output(out, x.shape, x.dtype, [("dout", dout), ("x", x)], inplace_ok=("dout",))
-    dout, x = _contiguous(dout, "dout"), _contiguous(x, "x")
-    gamma, mean = _contiguous(gamma, "gamma"), _contiguous(mean, "mean")
-    inv_std = _contiguous(inv_std, "inv_std")
+    out = check_output(out, x.shape, x.dtype, [("dout", dout), ("x", x)], inplace_ok=("dout",))
+    dout, x = check_contiguous(dout, "dout"), check_contiguous(x, "x")
+    gamma, mean = check_contiguous(gamma, "gamma"), check_contiguous(mean, "mean")
+    inv_std = check_contiguous(inv_std, "inv_std")
     dgamma = np.zeros(d, x.dtype)
     dbeta = np.zeros(d, x.dtype)
     if n == 0 or d == 0:
@@ -487,21 +407,6 @@ def batchnorm_backward(dout, x, gamma, mean, inv_std, training=True, out=None):
 
 # ---------------------------------------------------------------- dropout
 
-_MASK64 = (1 << 64) - 1
-
-
-def _splitmix64(z):
-    z = (z + 0x9E3779B97F4A7C15) & _MASK64
-    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
-    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & _MASK64
-    return z ^ (z >> 31)
-
-
-def random_key(seed, step):
-    """The 64-bit key of the counter-based generator for (seed, step)."""
-    return _splitmix64(_splitmix64(int(seed) & _MASK64) ^ (int(step) & _MASK64))
-
-
 def dropout(x, p, seed, step, out=None):
     """Inverted dropout: each element is zeroed with probability p, the rest scaled by
     1 / (1 - p), so that the expectation is x.
@@ -510,15 +415,12 @@ def dropout(x, p, seed, step, out=None):
     nothing else (not on the thread count), and the backward pass is the same call
     applied to the upstream gradient with the same (seed, step). `out` may be `x`.
     """
-    p = float(p)
-    if not 0 <= p <= 1:
-        raise ValueError(f"p: the drop probability must be in [0, 1], got {p}")
-    for name, v in (("seed", seed), ("step", step)):
-        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 0:
-            raise ValueError(f"{name}: expected a non-negative int, got {v!r}")
-    x = _input(x, "x")
-    out = _output(out, x.shape, x.dtype, [("x", x)], inplace_ok=("x",))
-    x = _contiguous(x, "x")
+    p = check_float(p, "p", UNIT)
+    seed = check_int(seed, "seed", NON_NEGATIVE)
+    step = check_int(step, "step", NON_NEGATIVE)
+    x = check_array(x, "x")
+    out = check_output(out, x.shape, x.dtype, [("x", x)], inplace_ok=("x",))
+    x = check_contiguous(x, "x")
     if x.size == 0:
         return out
     if p == 1:
