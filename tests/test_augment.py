@@ -12,7 +12,8 @@ import fastnn
 from fastnn import augment as A
 from fastnn import losses, nn, optim
 from fastnn._kernels import augment as _k
-from fastnn._keys import splitmix64
+from fastnn.augment._draws import Draw, noise_key, transform_key
+from fastnn.augment._plan import plan
 
 MODES = ("constant", "edge", "reflect")
 PIXEL_DTYPES = (np.uint8, np.float32)
@@ -96,6 +97,24 @@ def assert_matches_reference(out, ref, dtype):
         np.testing.assert_allclose(out, ref, rtol=0, atol=2e-5)
 
 
+def fmix32(h):
+    h = h ^ (h >> np.uint32(16))
+    h = h * np.uint32(0x85EBCA6B)
+    h = h ^ (h >> np.uint32(13))
+    h = h * np.uint32(0xC2B2AE35)
+    return h ^ (h >> np.uint32(16))
+
+
+def hash32(index, key):
+    """NumPy reference of simd.h's fn_hash32 over a uint64 array of indices."""
+    index = np.asarray(index, np.uint64)
+    lo = np.uint32(key & 0xFFFFFFFF)
+    hi = np.uint32(key >> 32)
+    with np.errstate(over="ignore"):
+        h = fmix32((index & np.uint64(0xFFFFFFFF)).astype(np.uint32) * np.uint32(0x9E3779B9) ^ lo)
+        return fmix32(h + ((index >> np.uint64(32)).astype(np.uint32) ^ hi))
+
+
 def windows(padded, oh, ow):
     """All (oh, ow) windows of the last two axes: a set of bytes."""
     H, W = padded.shape[-2:]
@@ -111,7 +130,7 @@ def test_numpy_hash_matches_the_kernel():
     for key in (0, 1, 0x123456789ABCDEF0, 2**64 - 1):
         out = np.empty(len(index), np.uint32)
         _k.hash32(index, key, out)
-        np.testing.assert_array_equal(out, A._hash32(index, key))
+        np.testing.assert_array_equal(out, hash32(index, key))
 
 
 # ---------------------------------------------------------------- exact copies
@@ -294,8 +313,8 @@ def test_fused_warp_is_the_product_of_the_matrices():
     compose = A.Compose([A.RandomTranslate((2, 2)), A.RandomRotation((30, 30))], seed=11)
     y = compose(x, step=0)
     key = fastnn.ops.random_key(11, 0)
-    mt, _ = compose.transforms[0]._inverse(A._Draw(A._transform_key(key, 0), 2), 9, 9)
-    mr, _ = compose.transforms[1]._inverse(A._Draw(A._transform_key(key, 1), 2), 9, 9)
+    mt, _ = compose.transforms[0]._inverse(Draw(transform_key(key, 0), 2), 9, 9)
+    mr, _ = compose.transforms[1]._inverse(Draw(transform_key(key, 1), 2), 9, 9)
     for i in range(2):
         m = (mt[i] @ mr[i])[:2]
         np.testing.assert_allclose(y[i], reference_warp(x[i][None], m, 9, 9, "constant", 0)[0],
@@ -306,9 +325,9 @@ def test_random_affine_matrix_is_the_torchvision_composition():
     """c + t + R S Sh (p - c) forward (R counter-clockwise on screen, rows down); its
     inverse from the same draws, built the long way."""
     aff = A.RandomAffine(20, translate=(0.1, 0.2), scale=(0.8, 1.2), shear=(-5, 5, -3, 3))
-    m, size = aff._inverse(A._Draw(77, 50), 9, 12)
+    m, size = aff._inverse(Draw(77, 50), 9, 12)
     assert size == (9, 12)
-    u = A._Draw(77, 50)
+    u = Draw(77, 50)
     u.unit()  # p = 1: every image
     theta = np.deg2rad(u.uniform(-20, 20))
     shift = np.stack([u.uniform(-1.2, 1.2), u.uniform(-1.8, 1.8)], -1)
@@ -350,7 +369,7 @@ def noise_planes(key, i, h, w):
     one hash per pixel (index x * h + y), its low 16 bits for dx, its high 16 for dy."""
     x, y = np.meshgrid(np.arange(w), np.arange(h))
     index = np.uint64(i << 32) + (x * h + y).astype(np.uint64)
-    v = A._hash32(index, key).astype(np.int64)
+    v = hash32(index, key).astype(np.int64)
     return np.stack([(v & 0xFFFF) + 0.5, (v >> 16) + 0.5]) / 32768 - 1
 
 
@@ -413,11 +432,10 @@ def test_elastic_distortion_matches_reference():
     elastic = A.ElasticDistortion(alpha=8, sigma=2, mode="reflect")
     compose = A.Compose([elastic], seed=9)
     y = compose(x, step=3)
-    key = A._transform_key(fastnn.ops.random_key(9, 3), 0)
-    noise_key = splitmix64(key ^ 0x5EED)
+    noise = noise_key(fastnn.ops.random_key(9, 3), 0)
     moved = 0
     for i in range(3):
-        field = kernel_field(elastic, noise_key, i, 12, 10, 8.0)
+        field = kernel_field(elastic, noise, i, 12, 10, 8.0)
         moved += np.abs(field).mean()
         ref = reference_warp(x[i], np.eye(3)[:2], 12, 10, "reflect", 0, field=field)
         np.testing.assert_allclose(y[i], ref, atol=1e-4)
@@ -439,10 +457,10 @@ def test_fused_affine_lens_elastic_on_a_large_image_matches_reference(mode):
                          A.ElasticDistortion(alpha=20, sigma=6, mode=mode)], seed=4)
     y = compose(x, step=1)
     key = fastnn.ops.random_key(4, 1)
-    m, _ = compose.transforms[0]._inverse(A._Draw(A._transform_key(key, 0), 2), 150, 230)
-    noise_key = splitmix64(A._transform_key(key, 2) ^ 0x5EED)
+    m, _ = compose.transforms[0]._inverse(Draw(transform_key(key, 0), 2), 150, 230)
+    noise = noise_key(key, 2)
     for i in range(2):
-        field = kernel_field(compose.transforms[2], noise_key, i, 150, 230, 20.0)
+        field = kernel_field(compose.transforms[2], noise, i, 150, 230, 20.0)
         ref = reference_warp(x[i], m[i][:2], 150, 230, mode, 0, field=field, k=0.2)
         np.testing.assert_allclose(y[i], ref, atol=1e-4)
 
@@ -453,7 +471,7 @@ def test_resized_crop_windows_and_output_size():
     assert y.shape == (40, 3, 16, 16)
     assert np.isfinite(y).all() and y.min() >= 0 and y.max() <= 1
     top, left, ch, cw = A.RandomResizedCrop((16, 16), scale=(0.2, 0.6))._window(
-        A._Draw(123, 500), 20, 30)
+        Draw(123, 500), 20, 30)
     area = ch * cw / 600
     assert (top >= 0).all() and (left >= 0).all()
     assert (top + ch <= 20).all() and (left + cw <= 30).all()
@@ -585,11 +603,11 @@ def test_non_contiguous_input_is_copied_once():
 
 
 def test_fusion_plan():
-    plan = A._plan([A.RandomCrop(4), A.HorizontalFlip(), A.RandomRotation(5),
-                    A.HorizontalFlip(), A.RandomTranslate(1), A.LensDistortion(0.1),
-                    A.ElasticDistortion(1, 1), A.RandomRotation(5),
-                    A.RandomRotation(5, mode="edge")])
-    kinds = [(kind, [type(t).__name__ for _, t in members]) for kind, members in plan]
+    stages = plan([A.RandomCrop(4), A.HorizontalFlip(), A.RandomRotation(5),
+                   A.HorizontalFlip(), A.RandomTranslate(1), A.LensDistortion(0.1),
+                   A.ElasticDistortion(1, 1), A.RandomRotation(5),
+                   A.RandomRotation(5, mode="edge")])
+    kinds = [(kind, [type(t).__name__ for _, t in members]) for kind, members in stages]
     assert kinds == [
         ("copy", ["RandomCrop", "HorizontalFlip"]),
         ("warp", ["RandomRotation", "HorizontalFlip", "RandomTranslate", "LensDistortion",

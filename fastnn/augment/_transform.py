@@ -1,0 +1,41 @@
+"""The base classes of the transforms."""
+
+from .._checks import UNIT, check_float
+from ._batch import check_border
+
+
+class Transform:
+    """A batch transform. Call it on a batch (a one-transform Compose with a random
+    seed), or put it in a Compose to seed it and fuse it with its neighbours."""
+
+    role = None  # "flip", "crop", "affine", "lens" or "elastic"
+    border = None  # (mode, fill) for transforms that read outside the image
+
+    def __call__(self, images, out=None):
+        from ._compose import Compose  # Compose plans over Transforms: imported late
+
+        if getattr(self, "_own", None) is None:
+            self._own = Compose([self])
+        return self._own(images, out=out)
+
+    def preview(self, images, path, **kwargs):
+        """Write a PNG of originals beside augmented copies (see `preview`)."""
+        from ._preview import preview  # it runs a Compose: imported late
+
+        return preview(images, path, transform=self, **kwargs)
+
+    def __repr__(self):
+        args = ", ".join(f"{k}={v!r}" for k, v in vars(self).items() if not k.startswith("_"))
+        return f"{type(self).__name__}({args})"
+
+
+class Geometric(Transform):
+    """A transform that moves pixels, applied with probability p, reading outside the
+    image as its border mode and fill say."""
+
+    role = "affine"
+
+    def _init_common(self, p, mode, fill):
+        self.p = check_float(p, "p", UNIT)
+        self.mode, self.fill = check_border(mode, fill)
+        self.border = (self.mode, self.fill)
