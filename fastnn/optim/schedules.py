@@ -9,6 +9,15 @@ so schedules can be chained (see Warmup).
 
 import math
 
+from .._checks import (
+    NON_NEGATIVE,
+    POSITIVE,
+    Interval,
+    check_choice,
+    check_float,
+    check_int,
+)
+
 __all__ = [
     "CosineDecay",
     "ExponentialDecay",
@@ -22,18 +31,7 @@ __all__ = [
 ]
 
 
-def _number(value, name, low=0.0, strict=False):
-    value = float(value)
-    if not math.isfinite(value) or value < low or (strict and value == low):
-        op = ">" if strict else ">="
-        raise ValueError(f"{name}: must be a finite number {op} {low}, got {value}")
-    return value
-
-
-def _count(value, name):
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise ValueError(f"{name}: expected a positive int, got {value!r}")
-    return value
+_FACTOR = Interval(0, 1, closed="neither")
 
 
 class Schedule:
@@ -73,8 +71,8 @@ class StepDecay(Schedule):
     """lr = a0 * gamma ** (t // step_size)."""
 
     def __init__(self, optimizer, step_size, gamma=0.1):
-        self.step_size = _count(step_size, "step_size")
-        self.gamma = _number(gamma, "gamma")
+        self.step_size = check_int(step_size, "step_size", POSITIVE)
+        self.gamma = check_float(gamma, "gamma", NON_NEGATIVE)
         super().__init__(optimizer)
 
     def rate(self, a0, t):
@@ -85,7 +83,7 @@ class ExponentialDecay(Schedule):
     """lr = a0 * exp(-k t)."""
 
     def __init__(self, optimizer, k):
-        self.k = _number(k, "k")
+        self.k = check_float(k, "k", NON_NEGATIVE)
         super().__init__(optimizer)
 
     def rate(self, a0, t):
@@ -96,7 +94,7 @@ class InverseTimeDecay(Schedule):
     """lr = a0 / (1 + k t)."""
 
     def __init__(self, optimizer, k):
-        self.k = _number(k, "k")
+        self.k = check_float(k, "k", NON_NEGATIVE)
         super().__init__(optimizer)
 
     def rate(self, a0, t):
@@ -107,8 +105,8 @@ class CosineDecay(Schedule):
     """lr = eta_min + (a0 - eta_min) * (1 + cos(pi * min(t, t_max) / t_max)) / 2."""
 
     def __init__(self, optimizer, t_max, eta_min=0.0):
-        self.t_max = _count(t_max, "t_max")
-        self.eta_min = _number(eta_min, "eta_min")
+        self.t_max = check_int(t_max, "t_max", POSITIVE)
+        self.eta_min = check_float(eta_min, "eta_min", NON_NEGATIVE)
         super().__init__(optimizer)
 
     def rate(self, a0, t):
@@ -124,7 +122,7 @@ class Warmup(Schedule):
     """
 
     def __init__(self, optimizer, steps, then=None):
-        self.steps = _count(steps, "steps")
+        self.steps = check_int(steps, "steps", POSITIVE)
         if then is not None and then.optimizer is not optimizer:
             raise ValueError("then: must schedule the same optimizer")
         self.then = then
@@ -166,16 +164,11 @@ class ReduceOnPlateau(Schedule):
 
     def __init__(self, optimizer, factor=0.1, patience=10, mode="min", threshold=1e-4,
                  min_lr=0.0):
-        self.factor = _number(factor, "factor", strict=True)
-        if self.factor >= 1:
-            raise ValueError(f"factor: must be < 1, got {factor}")
-        if isinstance(patience, bool) or not isinstance(patience, int) or patience < 0:
-            raise ValueError(f"patience: expected an int >= 0, got {patience!r}")
-        if mode not in ("min", "max"):
-            raise ValueError(f"mode: expected 'min' or 'max', got {mode!r}")
-        self.patience, self.mode = patience, mode
-        self.threshold = _number(threshold, "threshold")
-        self.min_lr = _number(min_lr, "min_lr")
+        self.factor = check_float(factor, "factor", _FACTOR)
+        self.patience = check_int(patience, "patience", NON_NEGATIVE)
+        self.mode = check_choice(mode, "mode", ("min", "max"))
+        self.threshold = check_float(threshold, "threshold", NON_NEGATIVE)
+        self.min_lr = check_float(min_lr, "min_lr", NON_NEGATIVE)
         self.best = None
         self.bad_steps = 0
         self.scale = 1.0
