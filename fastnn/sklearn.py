@@ -59,6 +59,14 @@ except ImportError as exc:
     ) from exc
 
 from . import losses
+from ._checks import (
+    NON_NEGATIVE,
+    POSITIVE,
+    Interval,
+    check_choice,
+    check_float,
+    check_int,
+)
 from ._threads import threads
 from .nn import ACTIVATIONS, mlp
 from .optim import NAMES as OPTIMIZERS
@@ -72,24 +80,9 @@ __all__ = ["MLPClassifier", "MLPRegressor"]
 _X_DTYPES = [np.float32, np.float64]
 
 
-def _is_int(value):
-    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
-
-
-def _check_number(name, value, low, high=math.inf, low_open=False):
-    """A real number in [low, high) (or (low, high) with low_open)."""
-    if not isinstance(value, numbers.Real) or isinstance(value, bool) or not (
-        (low < value if low_open else low <= value) and value < high
-    ):
-        left = "(" if low_open else "["
-        raise ValueError(f"{name}: expected a number in {left}{low}, {high}), got {value!r}")
-    return float(value)
-
-
-def _check_positive_int(name, value):
-    if not _is_int(value) or value <= 0:
-        raise ValueError(f"{name}: expected a positive int, got {value!r}")
-    return int(value)
+# parameters that are fractions: dropout may be 0, validation_fraction may not
+_DROPOUT = Interval(0, 1, closed="left")
+_VALIDATION_FRACTION = Interval(0, 1, closed="neither")
 
 
 class _BaseMLP(BaseEstimator):
@@ -127,29 +120,25 @@ class _BaseMLP(BaseEstimator):
         set_params only store). Returns the hidden widths as a list."""
         sizes = self.hidden_layer_sizes
         try:
-            hidden = [sizes] if _is_int(sizes) else list(sizes)
+            hidden = [sizes] if isinstance(sizes, numbers.Integral) else list(sizes)
         except TypeError:
             raise ValueError(f"hidden_layer_sizes: expected an int or a sequence of ints, "
                              f"got {sizes!r}") from None
-        for width in hidden:
-            _check_positive_int("hidden_layer_sizes: each width", width)
-        if self.activation not in ACTIVATIONS:
-            raise ValueError(f"activation: expected one of {sorted(ACTIVATIONS)}, "
-                             f"got {self.activation!r}")
-        if self.optimizer not in OPTIMIZERS:
-            raise ValueError(f"optimizer: expected one of {OPTIMIZERS}, got {self.optimizer!r}")
-        _check_number("dropout", self.dropout, 0.0, 1.0)
-        _check_number("learning_rate", self.learning_rate, 0.0, low_open=True)
-        _check_number("alpha", self.alpha, 0.0)
-        _check_positive_int("max_iter", self.max_iter)
+        hidden = [check_int(width, "hidden_layer_sizes", POSITIVE) for width in hidden]
+        check_choice(self.activation, "activation", sorted(ACTIVATIONS))
+        check_choice(self.optimizer, "optimizer", OPTIMIZERS)
+        check_float(self.dropout, "dropout", _DROPOUT)
+        check_float(self.learning_rate, "learning_rate", POSITIVE)
+        check_float(self.alpha, "alpha", NON_NEGATIVE)
+        check_int(self.max_iter, "max_iter", POSITIVE)
         if self.batch_size != "auto":
-            _check_positive_int("batch_size ('auto' or)", self.batch_size)
-        _check_number("validation_fraction", self.validation_fraction, 0.0, 1.0, low_open=True)
-        _check_positive_int("n_iter_no_change", self.n_iter_no_change)
-        _check_number("tol", self.tol, 0.0)
+            check_int(self.batch_size, "batch_size ('auto' or)", POSITIVE)
+        check_float(self.validation_fraction, "validation_fraction", _VALIDATION_FRACTION)
+        check_int(self.n_iter_no_change, "n_iter_no_change", POSITIVE)
+        check_float(self.tol, "tol", NON_NEGATIVE)
         if self.n_threads is not None:
-            _check_positive_int("n_threads (None or)", self.n_threads)
-        return [int(w) for w in hidden]
+            check_int(self.n_threads, "n_threads (None or)", POSITIVE)
+        return hidden
 
     def _threads(self):
         return contextlib.nullcontext() if self.n_threads is None else threads(self.n_threads)
