@@ -25,6 +25,7 @@ from typing import Any, Union
 import numpy as np
 
 from . import ops
+from ._checks import check_array, check_contiguous
 from ._kernels import losses as _k
 from ._threads import get_num_threads
 
@@ -118,7 +119,7 @@ class Loss:
         return self._grad, self._row_loss
 
     def _scores(self, scores):
-        scores = ops._contiguous(ops._input(scores, "scores"), "scores")
+        scores = check_contiguous(check_array(scores, "scores"), "scores")
         self._shape = scores.shape
         if scores.ndim == 1:
             scores = scores.reshape(-1, 1)
@@ -231,7 +232,7 @@ class _TargetLoss(Loss):
 
     def forward(self, scores: np.ndarray, y: np.ndarray) -> float:
         scores = self._scores(scores)
-        y = ops._contiguous(ops._input(y, "y"), "y")
+        y = check_contiguous(check_array(y, "y"), "y")
         if y.dtype != scores.dtype:
             raise TypeError(f"y: dtype {y.dtype} differs from scores' {scores.dtype}")
         if y.size != scores.size or y.shape[0] != scores.shape[0]:

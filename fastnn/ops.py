@@ -71,13 +71,6 @@ ACTIVATIONS = tuple(_act.ACTIVATIONS)
 _INT_MAX = 2**31 - 1  # BLAS dimensions are C ints
 _OPENMP = _openmp.openmp_version() != 0
 
-# kept for callers being moved to fastnn._checks
-_input = check_array
-_contiguous = check_contiguous
-_check_eps = check_eps
-_check_slope = check_slope
-
-
 def _activation_code(activation, slope, need_sign=False):
     name = "identity" if activation is None else activation
     check_choice(activation, "activation", (*ACTIVATIONS, None))

@@ -2,6 +2,7 @@
 follows a GEMM layer (Linear) runs in that layer's epilogue."""
 
 from .. import ops
+from .._checks import check_slope
 from .._kernels import activations as _act
 from .module import Module
 
@@ -63,7 +64,7 @@ class LeakyReLU(_Activation):
 
     def __init__(self, slope=0.01):
         super().__init__()
-        self.slope = ops._check_slope(slope)
+        self.slope = check_slope(slope)
 
     def config(self):
         return {"slope": self.slope}

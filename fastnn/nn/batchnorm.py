@@ -3,6 +3,7 @@
 import numpy as np
 
 from .. import ops
+from .._checks import check_eps
 from .linear import _float_dtype, _positive_int
 from .module import Module
 
@@ -27,7 +28,7 @@ class BatchNorm1d(Module):
         if not 0 <= momentum <= 1:
             raise ValueError(f"momentum: must be in [0, 1], got {momentum}")
         self.momentum = momentum
-        self.eps = ops._check_eps(eps)
+        self.eps = check_eps(eps)
         dtype = _float_dtype(dtype)
         d = self.num_features
         self.add_parameters(dtype, weight=(np.ones(d), "norm"), bias=(np.zeros(d), "norm"))

@@ -4,7 +4,7 @@ import inspect
 
 import numpy as np
 
-from .. import ops
+from .._checks import check_array, check_contiguous
 from .._kernels import network as _network
 from .._threads import get_num_threads
 from .module import Module
@@ -127,13 +127,13 @@ class Sequential(Module):
         (which spares the first layer's input-gradient GEMM)."""
         plan = self._plan
         if plan is not None:
-            dout = ops._input(dout, "dout")
+            dout = check_array(dout, "dout")
             if dout.dtype != plan.dtype:
                 raise TypeError(f"dout: expected dtype {plan.dtype}, got {dout.dtype}")
             if dout.shape != (plan.rows, plan.d_out):
                 raise ValueError(f"dout: expected shape ({plan.rows}, {plan.d_out}), got "
                                  f"{dout.shape}")
-            dout = ops._contiguous(dout, "dout")
+            dout = check_contiguous(dout, "dout")
             return plan.backward(dout, bool(input_grad), get_num_threads())
         for i in range(len(self.layers) - 1, -1, -1):
             layer = self.layers[i]

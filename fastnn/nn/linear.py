@@ -3,6 +3,7 @@
 import numpy as np
 
 from .. import ops
+from .._checks import check_array
 from .module import Module
 
 __all__ = ["Linear"]
@@ -83,7 +84,7 @@ class Linear(Module):
         return y
 
     def backward(self, dout, input_grad=True):
-        dz = ops._input(dout, "dout")
+        dz = check_array(dout, "dout")
         if self.weight.requires_grad:
             ops.matmul(self._x, dz, trans_a=True, out=self.weight.grad, accumulate=True)
         if self.bias is not None and self.bias.requires_grad:
