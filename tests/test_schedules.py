@@ -4,6 +4,7 @@ ReduceOnPlateau on scripted metrics (against a small oracle, and torch when inst
 state_dict resume, bad arguments, lr_curve and plot_lr."""
 
 import math
+import sys
 
 import numpy as np
 import pytest
@@ -296,6 +297,21 @@ def test_plot_lr_writes_png(tmp_path):
                    "cosine": lambda o: optim.CosineDecay(o, 20)}, 20, path)
     data = path.read_bytes()
     assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 1000
+
+
+def test_plot_lr_leaves_the_backend_alone(tmp_path, monkeypatch):
+    """A notebook's backend must survive: no matplotlib.use, no pyplot figure left."""
+    matplotlib = pytest.importorskip("matplotlib")
+    backend = matplotlib.get_backend()
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("plot_lr switched the matplotlib backend")
+
+    monkeypatch.setattr(matplotlib, "use", refuse)
+    optim.plot_lr({"step": lambda o: optim.StepDecay(o, 5, 0.5)}, 10, tmp_path / "lr.png")
+    assert matplotlib.get_backend() == backend
+    pyplot = sys.modules.get("matplotlib.pyplot")
+    assert pyplot is None or not pyplot.get_fignums()
 
 
 def test_plot_lr_without_matplotlib(tmp_path, monkeypatch):

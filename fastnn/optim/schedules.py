@@ -221,13 +221,14 @@ def lr_curve(make_schedule, steps, lr=1.0):
 def plot_lr(schedules, steps, path, lr=1.0):
     """Draw lr against step for {label: make_schedule} into a PNG (needs matplotlib)."""
     try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
     except ImportError as exc:
         raise ImportError("plot_lr needs matplotlib: pip install 'fastnn[plot]'") from exc
-    fig, ax = plt.subplots(figsize=(7, 4))
+    # a Figure of its own on an Agg canvas: a notebook's pyplot backend stays as it is
+    fig = Figure(figsize=(7, 4))
+    FigureCanvasAgg(fig)
+    ax = fig.subplots()
     for label, make in schedules.items():
         ax.plot(range(steps), lr_curve(make, steps, lr), label=label)
     ax.set_xlabel("step")
@@ -235,5 +236,4 @@ def plot_lr(schedules, steps, path, lr=1.0):
     ax.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=100)
-    plt.close(fig)
     return path
