@@ -182,14 +182,18 @@ def check_range(v, name, within=None, about=0.0):
 # ---------------------------------------------------------------- arrays
 
 
+def _names(dtypes):
+    return " or ".join(d.name for d in dtypes)
+
+
 def check_array(x, name, dtypes=FLOAT_DTYPES):
     """x itself if it is a numpy.ndarray of one of `dtypes` with at least one dimension;
     nothing is copied (TypeError for another type or dtype, ValueError for 0-d)."""
-    names = " or ".join(d.name for d in dtypes)
     if not isinstance(x, np.ndarray):
-        raise TypeError(f"{name}: expected a numpy.ndarray of {names}, got {type(x).__name__}")
+        raise TypeError(f"{name}: expected a numpy.ndarray of {_names(dtypes)}, got "
+                        f"{type(x).__name__}")
     if x.dtype not in dtypes:
-        raise TypeError(f"{name}: expected dtype {names}, got {x.dtype}")
+        raise TypeError(f"{name}: expected dtype {_names(dtypes)}, got {x.dtype}")
     if x.ndim == 0:
         raise ValueError(f"{name}: expected an array with at least one dimension, got 0-d")
     return x

@@ -85,16 +85,17 @@ class _LocalStep:
         """The rows of the whole batch, given this process's count."""
         return rows
 
-    def forward_backward(self, xb: np.ndarray, yb: np.ndarray, n: int) -> tuple[float, float]:
+    def forward_backward(self, xb: np.ndarray, yb: np.ndarray,
+                         n: int) -> tuple[float, float | None]:
         """Forward and backward passes on this process's rows xb of a batch of n rows:
         the gradients of the batch's mean loss accumulate in the model; returns (mean
-        loss, hits) over the batch."""
+        loss, hits) over the batch, hits None when the caller may count them from the
+        scores (here: only fit needs them, and train_step alone spares the count)."""
         t = self.trainer
         scores = t._last_scores = t.model.forward(xb)
         value = t.loss.forward(scores, yb)
-        hits = t._hits(scores, yb)
         t.model.backward(t.loss.backward(), input_grad=False)
-        return value, hits
+        return value, None
 
     def after_step(self) -> None:
         pass
@@ -409,7 +410,8 @@ class Trainer:
                     error.every_rank = True  # the loss and gradient are the global batch's
                     raise error from exc
                 total += value * len(idx)
-                hits += self._last_hits
+                hits += (self._hits(self._last_scores, yb) if self._last_hits is None
+                         else self._last_hits)
                 for cb in self.callbacks:
                     cb.on_batch_end(self, step, value)
                 if bar is not None:

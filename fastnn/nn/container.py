@@ -93,7 +93,7 @@ class Sequential(Module):
 
     def __getstate__(self):
         # compiled plans point into this object's arrays: a copy builds its own
-        state = self.__dict__.copy()
+        state = super().__getstate__()
         state["_plans"], state["_plan"] = {}, None
         return state
 

@@ -9,6 +9,11 @@ from .parameter import Arena
 __all__ = ["BackwardBeforeForward", "Module"]
 
 
+# Bumped whenever a module gains parameters or sub-modules, or parameters move to
+# another arena: what a module caches about its parameters is valid while it stays.
+_LAYOUT = [0]
+
+
 class BackwardBeforeForward(RuntimeError, AttributeError):
     """backward() ran before the forward() whose state it needs. An AttributeError too,
     so that hasattr(layer, "_cache") is False rather than an exception."""
@@ -48,6 +53,7 @@ class Module:
         for name in named:
             self._param_names.append(name)
             setattr(self, name, arena.params[name])
+        _LAYOUT[0] += 1
 
     def add_buffer(self, name, array):
         """Register non-trained state (e.g. running statistics), saved in state_dict."""
@@ -58,6 +64,7 @@ class Module:
         if not isinstance(module, Module):
             raise TypeError(f"{name}: expected a fastnn.nn.Module, got {type(module).__name__}")
         self._modules[name] = module
+        _LAYOUT[0] += 1
         return module
 
     # ------------------------------------------------------------ computing
@@ -192,6 +199,7 @@ class Module:
             new = arena.params[qualname]
             new.requires_grad = p.requires_grad
             setattr(module, name, new)
+        _LAYOUT[0] += 1
         return arena
 
     def requires_grad_(self, flag=True):
@@ -217,17 +225,29 @@ class Module:
         """Set every gradient of this module's parameters to zero: one fill per arena it
         fills whole, one per parameter elsewhere (other models' gradients in a shared
         arena stay as they are)."""
-        whole = {}
+        cached = self.__dict__.get("_grad_fills")
+        if cached is None or cached[0] != _LAYOUT[0]:
+            cached = self._grad_fills = (_LAYOUT[0], self._fills())
+        for grad in cached[1]:
+            grad.fill(0)
+
+    def _fills(self):
+        """The gradient arrays zero_grad fills: whole arenas where it can."""
         params = list(self.parameters())
+        covered = {}
         for p in params:
             if p.arena is not None:
-                whole[id(p.arena)] = whole.get(id(p.arena), 0) + p.size
-        for arena in self.arenas():
-            if whole[id(arena)] == arena.size:
-                arena.grad.fill(0)
-        for p in params:
-            if p.arena is None or whole[id(p.arena)] != p.arena.size:
-                p.grad.fill(0)
+                covered[id(p.arena)] = covered.get(id(p.arena), 0) + p.size
+        fills = [a.grad for a in self.arenas() if covered[id(a)] == a.size]
+        fills += [p.grad for p in params
+                  if p.arena is None or covered[id(p.arena)] != p.arena.size]
+        return fills
+
+    def __getstate__(self):
+        # caches of views into the arenas: a copy makes its own
+        state = self.__dict__.copy()
+        state.pop("_grad_fills", None)
+        return state
 
     def named_buffers(self):
         for prefix, module in self.modules():

@@ -65,16 +65,16 @@ def _arena_span(arena, start, end):
 
 
 def _trainable(source, size):
-    """[(lo, hi)]: the parts of a span that are not frozen (the whole span when none
-    is). Raises when the span's arena was emptied into another one."""
+    """[(lo, hi)]: the parts of a span that are not frozen; None when that is the whole
+    span. Raises when the span's arena was emptied into another one."""
     if isinstance(source, tuple):
         arena, start = source
         if arena.retired:
             raise RuntimeError(
                 "optimizer: its parameters moved into the arena of a container built "
                 "around their layers afterwards; build the optimizer after the model")
-        return arena.trainable_ranges(start, start + size)
-    return [(0, size)] if getattr(source, "requires_grad", True) else []
+        return arena.trainable_ranges(start, start + size) if arena.frozen else None
+    return None if getattr(source, "requires_grad", True) else []
 
 
 class Optimizer:
@@ -96,6 +96,7 @@ class Optimizer:
         for name, value in hyper.items():
             self._check(name, value)
         self.param_groups = []
+        self._kinds = None  # (arenas, loose parameters) of the spans, once known
         for group in self._groups(params, hyper):
             self._add_group(group)
         self._check_disjoint()
@@ -136,6 +137,7 @@ class Optimizer:
         merged["spans"] = [(values, grads) for values, grads, _ in sourced]
         merged["sources"] = [source for _, _, source in sourced]
         self.param_groups.append(merged)
+        self._kinds = None
 
     def _check_disjoint(self):
         """Each parameter must appear once: in one group, once (as torch.optim requires
@@ -171,6 +173,21 @@ class Optimizer:
         for group in self.param_groups:
             yield from group["sources"]
 
+    def _plain(self):
+        """Whether every span is trained whole (no frozen parameter, no retired arena)."""
+        if self._kinds is None:
+            sources = list(self._sources())
+            self._kinds = ({id(s[0]): s[0] for s in sources if type(s) is tuple}.values(),
+                           [s for s in sources if type(s) is not tuple])
+        arenas, loose = self._kinds
+        for arena in arenas:
+            if arena.frozen or arena.retired:
+                return False
+        for p in loose:
+            if not getattr(p, "requires_grad", True):
+                return False
+        return True
+
     def _ensure_state(self):
         if self._state is None:
             self._state = [{name: np.zeros_like(values) for name in self.state_names}
@@ -181,12 +198,18 @@ class Optimizer:
         """Update every parameter from its gradient, in one kernel pass per span (per
         run of trainable parameters in it when some are frozen: frozen parameters and
         their state do not change)."""
-        spans = list(zip(self._spans(), self._sources(), self._ensure_state()))
-        parts = [_trainable(source, values.size) for (_, (values, _)), source, _ in spans]
-        self.step_count += 1
+        state = self._ensure_state()
         threads = get_num_threads()
-        for ((group, (values, grads)), _, span_state), ranges in zip(spans, parts):
-            if len(ranges) == 1 and ranges[0] == (0, values.size):
+        if self._plain():
+            self.step_count += 1  # nothing frozen: one pass per span
+            for (group, (values, grads)), span_state in zip(self._spans(), state):
+                self._update(group, values, grads, span_state, threads)
+            return
+        parts = [_trainable(source, values.size)
+                 for (_, (values, _)), source in zip(self._spans(), self._sources())]
+        self.step_count += 1
+        for (group, (values, grads)), span_state, ranges in zip(self._spans(), state, parts):
+            if ranges is None:
                 self._update(group, values, grads, span_state, threads)
                 continue
             for lo, hi in ranges:
