@@ -22,6 +22,16 @@ rank's rows (its running statistics are averaged over the ranks every epoch);
 nn.SyncBatchNorm with the global batch's. Dropout masks and augmentation (a Compose)
 differ between ranks: their seeds on ranks other than 0 derive from rank 0's.
 
+Layers declare what they need here instead of being known by type: a layer with
+`collective = True` (nn.Module; SyncBatchNorm) runs collectives in its forward and
+backward over its `comm` (the Trainer's when None), and on a rank without rows in a
+batch its take_part_forward() and take_part_backward() run them instead; a buffer named
+"seed" keys a layer's random numbers (Dropout's) and one named "running_*" holds
+statistics of its rows (BatchNorm's), averaged over the ranks unless the layer is
+collective. The model must hold its parameters in one arena of its own (a TypeError
+says how to get one otherwise): one all-reduce of that arena's gradients is the step's
+communication.
+
 mpi4py is imported only where a communicator is used (`world()`, DataParallel,
 SyncBatchNorm with a comm); `launched_by_mpi()` reads the environment only.
 
@@ -36,12 +46,21 @@ ends the job.
 
 import os
 import sys
-import time
-import traceback
 import zlib
 from contextlib import contextmanager
 
 import numpy as np
+
+from . import _threads
+from ._mpi import (
+    PeerFailed,
+    allreduce_sum,
+    barrier,
+    load_mpi,
+    report_and_abort,
+    timeout_seconds,
+    wait,
+)
 
 __all__ = [
     "DataParallel",
@@ -68,8 +87,6 @@ __all__ = [
 _LAUNCHER_VARS = ("PMI_RANK", "PMI_SIZE", "PMIX_RANK", "OMPI_COMM_WORLD_SIZE",
                   "OMPI_COMM_WORLD_RANK", "MPI_LOCALNRANKS")
 
-DEFAULT_TIMEOUT = 600.0
-
 
 class DriftError(RuntimeError):
     """The ranks' parameters differ: raised on every rank together."""
@@ -83,28 +100,7 @@ def launched_by_mpi():
 
 def world():
     """mpi4py's COMM_WORLD (importing mpi4py initializes MPI)."""
-    try:
-        from mpi4py import MPI
-    except ImportError as exc:
-        raise ImportError("fastnn's data-parallel training needs mpi4py and an MPI library: "
-                          "pip install 'fastnn[mpi]' (mpi4py and mpich)") from exc
-    return MPI.COMM_WORLD
-
-
-def _mpi():
-    from mpi4py import MPI
-
-    return MPI
-
-
-def _timeout(timeout):
-    if timeout is None:
-        raw = os.environ.get("FASTNN_MPI_TIMEOUT", "").strip()
-        timeout = float(raw) if raw else DEFAULT_TIMEOUT
-    timeout = float(timeout)
-    if not timeout > 0:
-        raise ValueError(f"timeout: expected seconds > 0, got {timeout}")
-    return timeout
+    return load_mpi().COMM_WORLD
 
 
 # ---------------------------------------------------------------- output and failure
@@ -118,42 +114,6 @@ def print0(comm, *args, **kwargs):
     """print() on rank 0 only (everywhere when comm is None)."""
     if is_root(comm):
         print(*args, **kwargs)
-
-
-class PeerFailed(RuntimeError):
-    """Another rank failed and told this one (raised inside a bounded wait)."""
-
-
-# The tag of a failing rank's last message to the others, and how long it gives them
-# to report it before it aborts the job.
-_FAIL_TAG = 32099
-_NOTICE_SECONDS = 1.0
-_REPORT_SECONDS = 0.5
-
-
-def _report_and_abort(comm, exc, code=1):
-    """Print this rank's error, tell the other ranks (those waiting in `wait` report it
-    too), then end every process of the job with comm.Abort."""
-    rank, size = comm.Get_rank(), comm.Get_size()
-    if not isinstance(exc, PeerFailed):
-        text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
-        sys.stderr.write(text)
-    sys.stderr.write(f"fastnn: rank {rank} of {size} stops: {type(exc).__name__}: {exc}; "
-                     f"aborting all {size} ranks\n")
-    sys.stderr.flush()
-    sys.stdout.flush()
-    if not isinstance(exc, PeerFailed):
-        notice = f"rank {rank} failed: {type(exc).__name__}: {exc}"
-        requests = [comm.issend(notice, dest=r, tag=_FAIL_TAG) for r in range(size) if r != rank]
-        deadline = time.monotonic() + _NOTICE_SECONDS
-        while requests and time.monotonic() < deadline:
-            requests = [r for r in requests if not r.test()[0]]
-            time.sleep(0.01)
-    # Before the abort: those told print the error, and the launcher forwards what every
-    # rank has written (an abort may cut off output still on its way).
-    time.sleep(_REPORT_SECONDS)
-    comm.Abort(code)
-    os._exit(code)  # Abort does not return; should it, never run on
 
 
 @contextmanager
@@ -170,7 +130,7 @@ def guard(comm):
     except BaseException as exc:
         if getattr(exc, "every_rank", False):
             raise
-        _report_and_abort(comm, exc)
+        report_and_abort(comm, exc)
 
 
 def install_excepthook(comm):
@@ -182,32 +142,10 @@ def install_excepthook(comm):
         if comm.Get_size() == 1:
             previous(kind, exc, tb)
             return
-        _report_and_abort(comm, exc.with_traceback(tb))
+        report_and_abort(comm, exc.with_traceback(tb))
 
     sys.excepthook = hook
     return previous
-
-
-def wait(request, comm=None, timeout=None):
-    """Complete a non-blocking MPI request on `comm`, waiting at most `timeout` seconds
-    (TimeoutError past it: a rank is stuck or has died). Raises PeerFailed as soon as
-    another rank reports its failure."""
-    timeout = _timeout(timeout)
-    deadline = time.monotonic() + timeout
-    polls = 0
-    while not request.Test():
-        polls += 1
-        if polls & 255 == 0:
-            if comm is not None and comm.Iprobe(tag=_FAIL_TAG):
-                raise PeerFailed(comm.recv(tag=_FAIL_TAG))
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"no answer from the other ranks in {timeout:g} s: a rank "
-                                   f"is stuck or has died")
-
-
-def barrier(comm, timeout=None):
-    """comm.Barrier, bounded as `wait` is."""
-    wait(comm.Ibarrier(), comm, timeout)
 
 
 # ---------------------------------------------------------------- threads
@@ -218,26 +156,22 @@ def share_of_cores(comm):
     cgroup quota) divided by the ranks of its host whose affinity masks overlap its own
     (at least 1). A launcher that pins each rank to cores of its own is so taken at its
     word."""
-    from ._threads import usable_cpus
-
     try:
         mine = frozenset(os.sched_getaffinity(0))
     except (AttributeError, OSError):
         mine = frozenset(range(os.cpu_count() or 1))
-    local = comm.Split_type(_mpi().COMM_TYPE_SHARED)
+    local = comm.Split_type(load_mpi().COMM_TYPE_SHARED)
     try:
         masks = local.allgather(mine)
     finally:
         local.Free()
     sharing = sum(1 for mask in masks if mask & mine)
-    return max(1, usable_cpus() // max(1, sharing))
+    return max(1, _threads.usable_cpus() // max(1, sharing))
 
 
 def use_share_of_cores(comm):
     """Set fastnn's thread count to share_of_cores(comm), unless a count was chosen
     (set_num_threads, FASTNN_NUM_THREADS, OMP_NUM_THREADS)."""
-    from . import _threads
-
     if _threads.num_threads_source() == "usable CPUs":
         _threads._apply(share_of_cores(comm), "the rank's share of the host's cores")
 
@@ -246,11 +180,26 @@ def use_share_of_cores(comm):
 
 
 def _arena(model):
+    """The arena that holds exactly model's parameters: one all-reduce of its gradients
+    then sums every gradient of the model, and nothing else."""
     arena = getattr(model, "arena", None)
-    if arena is None:
-        raise TypeError("data-parallel training needs a model whose parameters live in one "
-                        "arena (a fastnn.nn Sequential or a single layer)")
-    return arena
+    if arena is not None:
+        return arena
+    arenas = getattr(model, "arenas", list)()
+    if not arenas:
+        where = "this one has no parameters in an arena"
+    elif len(arenas) > 1:
+        where = (f"this one's lie in {len(arenas)} arenas (a layer that belongs to another "
+                 f"model keeps its parameters in that model's arena)")
+    else:
+        where = ("this one's fill only part of an arena (a slice of a model, or layers of "
+                 "another model)")
+    raise TypeError(
+        f"data-parallel training needs a model that holds all its parameters in one arena "
+        f"of its own; {where}. Build the model from new layers, or train a copy that owns "
+        f"its parameters: copy = fastnn.io.build(fastnn.io.architecture(model)); "
+        f"copy.load_state_dict(model.state_dict()) (nn.SyncBatchNorm.convert returns "
+        f"such a copy)")
 
 
 def broadcast_parameters(comm, model, root=0, timeout=None):
@@ -264,8 +213,7 @@ def broadcast_parameters(comm, model, root=0, timeout=None):
 def allreduce_gradients(comm, model, timeout=None):
     """Sum the gradient arena over the ranks, in place: one all-reduce on the
     contiguous buffer, no copy (the wait bounded as in `wait`)."""
-    mpi = _mpi()
-    wait(comm.Iallreduce(mpi.IN_PLACE, _arena(model).grad, op=mpi.SUM), comm, timeout)
+    allreduce_sum(comm, _arena(model).grad, timeout)
 
 
 def checksum(model):
@@ -290,6 +238,31 @@ def _rank_seed(seed, rank):
     return int(np.random.SeedSequence([int(seed), rank]).generate_state(1, np.uint64)[0])
 
 
+# What data parallelism does with a layer's buffers follows from their names: a buffer
+# named "seed" keys the layer's random numbers (Dropout's masks), and ranks other than
+# 0 derive their own from rank 0's; a buffer named "running_*" holds statistics of the
+# rows the layer saw (BatchNorm's running mean and variance), which are this rank's
+# rows, so they are averaged over the ranks every epoch, except in a collective layer
+# (Module.collective: SyncBatchNorm), whose statistics are the global batch's already.
+_SEED_BUFFER = "seed"
+_STATISTICS_PREFIX = "running_"
+
+
+def _own_buffers(module):
+    """(name, array) of module's own buffers, without those of its descendants."""
+    return [(name, buffer) for name, buffer in module.named_buffers() if "." not in name]
+
+
+def _seed_buffers(model):
+    return [buffer for _, module in model.modules()
+            for name, buffer in _own_buffers(module) if name == _SEED_BUFFER]
+
+
+def _rank_statistics(model):
+    return [buffer for _, module in model.modules() if not module.collective
+            for name, buffer in _own_buffers(module) if name.startswith(_STATISTICS_PREFIX)]
+
+
 class DataParallel:
     """The Trainer's side of data parallelism over `comm` (see the module docstring).
 
@@ -309,27 +282,28 @@ class DataParallel:
         if not all(hasattr(comm, name) for name in ("Get_rank", "Get_size", "Iallreduce")):
             raise TypeError(f"comm: expected an mpi4py communicator (MPI.COMM_WORLD), got "
                             f"{type(comm).__name__}")
-        self.mpi = _mpi()
+        self.arena = _arena(model)  # before MPI starts: a model it cannot train fails here
+        self.mpi = load_mpi()
         self.comm = comm
         self.rank, self.size = comm.Get_rank(), comm.Get_size()
         self.model = model
-        self.arena = _arena(model)
         if isinstance(check_every, bool) or not isinstance(check_every, int) or check_every < 0:
             raise ValueError(f"check_every: expected an int >= 0, got {check_every!r}")
         self.check_every = check_every
-        self.timeout = _timeout(timeout)
+        self.timeout = timeout_seconds(timeout)
         self.steps = 0
         self._stats = np.zeros(3, np.float64)
         self._requests = []
         self.overlap = bool(overlap)
         self.bucket = max(1, int(bucket_mb * 2**20) // self.arena.dtype.itemsize)
         self._weight_starts = self._layer_weight_starts()
-        self._syncs = [m for _, m in model.modules() if hasattr(m, "take_part")]
+        # The layers whose forward and backward run collectives (SyncBatchNorm), in order.
+        self._collectives = [m for _, m in model.modules() if m.collective]
         if threads:
             use_share_of_cores(comm)
-        for _, module in model.modules():
-            if hasattr(module, "comm") and module.comm is None:
-                module.comm = comm  # SyncBatchNorm
+        for module in self._collectives:
+            if module.comm is None:
+                module.comm = comm
 
     # ------------------------------------------------------------ collectives
 
@@ -352,8 +326,8 @@ class DataParallel:
     def sync_trainer(self, trainer):
         """Every rank takes rank 0's training state: parameters (one Bcast of the arena),
         buffers, optimizer, schedule, epoch, history and shuffling RNG. Dropout layers
-        and the augmentation (a Compose) on other ranks then draw their own random
-        numbers (from a seed derived from rank 0's)."""
+        (every buffer named "seed") and the augmentation (a Compose) on other ranks then
+        draw their own random numbers (from a seed derived from rank 0's)."""
         barrier(self.comm, self.timeout)
         broadcast_parameters(self.comm, self.model, 0, self.timeout)
         state = trainer.state_dict() if self.rank == 0 else None
@@ -363,12 +337,9 @@ class DataParallel:
         if self.rank != 0:
             state["model"] = self.model.state_dict()
             trainer.load_state_dict(state)
-        from .nn import Dropout
-
         if self.rank:
-            for _, module in self.model.modules():
-                if isinstance(module, Dropout):
-                    module.seed[...] = _rank_seed(module.seed, self.rank)
+            for seed in _seed_buffers(self.model):
+                seed[...] = _rank_seed(seed, self.rank)
         augment = trainer.augment  # a Compose: its random numbers come from its seed
         if isinstance(getattr(augment, "seed", None), int):
             seed = self.comm.bcast(augment.seed, root=0)
@@ -398,8 +369,8 @@ class DataParallel:
     def take_part_forward(self):
         """For a rank without rows in this step: the collectives of the forward pass
         (SyncBatchNorm's statistics), in their order."""
-        for module in self._syncs:
-            module.take_part()
+        for module in self._collectives:
+            module.take_part_forward()
 
     def backward(self, dscores):
         """The model's backward pass (without the input gradient). With `overlap`, the
@@ -410,10 +381,8 @@ class DataParallel:
         layers = getattr(model, "layers", None)
         if not self.overlap or self.size == 1 or layers is None:
             if dscores is None:
-                for module in reversed(self._syncs):
+                for module in reversed(self._collectives):
                     module.take_part_backward()
-            elif layers is None:
-                model.backward(dscores)
             else:
                 model.backward(dscores, input_grad=False)
             return
@@ -423,17 +392,15 @@ class DataParallel:
             # to start a bucket after, but the same buckets, in the same order, after it.
             model.backward(dscores, input_grad=False)
             layerwise = False
-        if layerwise and hasattr(layers[0], "input_grad"):
-            layers[0].input_grad = False
         dout = dscores
         ready = self.arena.n_weights  # grad[ready:n_weights] is final and not yet sent
         for i in range(len(layers) - 1, -1, -1):
             if dscores is None:
                 for _, module in reversed(list(layers[i].modules())):
-                    if hasattr(module, "take_part_backward"):
+                    if module.collective:
                         module.take_part_backward()
             elif layerwise:
-                dout = layers[i].backward(dout)
+                dout = layers[i].backward(dout, input_grad=i > 0)
             start = self._weight_starts[i]
             if start is not None and ready - start >= self.bucket and i > 0:
                 self._send(start, ready)
@@ -486,22 +453,17 @@ class DataParallel:
             raise exc
 
     def average_buffers(self):
-        """Average BatchNorm1d's running statistics over the ranks (each rank's come from
-        its own slices, as in PyTorch DDP); SyncBatchNorm's are already the same."""
-        from .nn import BatchNorm1d
-
-        for _, module in self.model.modules():
-            if isinstance(module, BatchNorm1d) and getattr(module, "comm", None) is None:
-                for buffer in (module.running_mean, module.running_var):
-                    self.wait(self.comm.Iallreduce(self.mpi.IN_PLACE, buffer,
-                                                   op=self.mpi.SUM))
-                    buffer /= self.size
+        """Average the running statistics of the layers that are not collective over the
+        ranks: BatchNorm1d's (each rank's come from its own slices, as in PyTorch DDP);
+        SyncBatchNorm's are already the same."""
+        for buffer in _rank_statistics(self.model):
+            allreduce_sum(self.comm, buffer, self.timeout)
+            buffer /= self.size
 
     def sum(self, values):
         """Elementwise sum over the ranks of a few float64 numbers."""
         out = np.array(values, np.float64)
-        self.wait(self.comm.Iallreduce(self.mpi.IN_PLACE, out, op=self.mpi.SUM))
-        return out
+        return allreduce_sum(self.comm, out, self.timeout)
 
     def run_on_root(self, fn):
         """fn() on rank 0 only; an exception there is raised on every rank."""

@@ -110,14 +110,71 @@ def test_comm_must_be_a_communicator():
 
 
 def test_sync_batchnorm_convert(rng):
-    model = nn.mlp(6, 3, [8, 8], batch_norm=True, seed=0, dtype=np.float64)
+    model = nn.mlp(6, 3, [8, 8], batch_norm=True, dropout=0.2, seed=0, dtype=np.float64)
+    model[0].bias.requires_grad = False
     x = rng.standard_normal((10, 6))
-    expected = model(x)
+    model(x)  # running statistics and dropout steps that are not the initial ones
+    state = model.state_dict()
+    arena, kinds = model.arena, [type(m) for m in model.layers]
     synced = nn.SyncBatchNorm.convert(model)
     assert [type(m).__name__ for m in synced.layers].count("SyncBatchNorm") == 2
-    np.testing.assert_array_equal(synced(x), expected)
+    # new layers, all parameters in one arena of the copy's own; the model as it was
+    assert synced.arena is not None and synced.arena is not arena
+    assert not set(map(id, synced.layers)) & set(map(id, model.layers))
+    assert model.arena is arena and not arena.retired
+    assert [type(m) for m in model.layers] == kinds
+    assert [p.requires_grad for p in synced.parameters()] == [
+        p.requires_grad for p in model.parameters()]
+    copied = synced.state_dict()
+    assert list(copied) == list(state)
+    for name, value in state.items():
+        np.testing.assert_array_equal(copied[name], value, err_msg=name)
+    np.testing.assert_array_equal(synced(x), model(x))
     with pytest.raises(TypeError, match="Sequential"):
         nn.SyncBatchNorm.convert(nn.Linear(2, 2))
+
+
+def test_sync_batchnorm_convert_nested_and_in_eval_mode(rng):
+    inner = nn.Sequential(nn.BatchNorm1d(4, dtype=np.float64), nn.ReLU())
+    model = nn.Sequential(nn.Linear(3, 4, seed=0, dtype=np.float64), inner).eval()
+    synced = nn.SyncBatchNorm.convert(model)
+    assert type(synced[1][0]) is nn.SyncBatchNorm and not synced.training
+    assert synced.arena is not None and synced[1].arena is None  # a part of the copy's
+    x = rng.standard_normal((5, 3))
+    np.testing.assert_array_equal(synced(x), model(x))
+
+    class Custom(nn.Module):  # no config(): cannot be rebuilt
+        def forward(self, x):
+            return x
+
+    with pytest.raises(TypeError, match="cannot rebuild a Custom"):
+        nn.SyncBatchNorm.convert(nn.Sequential(nn.Linear(3, 3), Custom()))
+
+
+class _Communicator:
+    """Enough of an mpi4py communicator for DataParallel's first checks."""
+
+    def Get_rank(self):
+        return 0
+
+    def Get_size(self):
+        return 2
+
+    def Iallreduce(self, *args, **kwargs):
+        raise AssertionError("no collective before the model is checked")
+
+
+def test_data_parallel_needs_a_model_that_owns_one_arena():
+    """Layers of another model keep their parameters in its arena: a Sequential of them
+    and a new layer lies in two arenas, a slice fills part of one. Both fail before MPI
+    starts, saying how to get a model that owns its parameters."""
+    base = recipes.plain_model()
+    mixed = nn.Sequential(*base.layers[:2], nn.Linear(16, recipes.N_CLASSES, dtype=np.float64))
+    for model, where in ((mixed, "lie in 2 arenas"), (base[:3], "fill only part of an arena")):
+        with pytest.raises(TypeError, match=where) as info:
+            recipes.trainer(model, comm=_Communicator())
+        assert "fastnn.io.build(fastnn.io.architecture(model))" in str(info.value)
+    assert "mpi4py.MPI" not in sys.modules
 
 
 def test_sync_batchnorm_without_comm_is_batchnorm(rng):

@@ -3,7 +3,9 @@ training."""
 
 import numpy as np
 
+from .._mpi import allreduce_sum
 from .batchnorm import BatchNorm1d
+from .container import Sequential
 
 __all__ = ["SyncBatchNorm"]
 
@@ -22,9 +24,15 @@ class SyncBatchNorm(BatchNorm1d):
     gradient arena adds them up. With comm=None (the Trainer sets its own communicator
     when it has one), one rank, or in eval mode it is exactly BatchNorm1d, and it is
     saved as one (fastnn.save / checkpoints).
+
+    A collective layer (Module.collective): on a rank without rows in a batch the
+    Trainer calls take_part_forward() and take_part_backward() instead of forward and
+    backward, so that every rank joins every Allreduce. Each wait is bounded as
+    fastnn.distributed.wait's (FASTNN_MPI_TIMEOUT).
     """
 
     saved_as = "BatchNorm1d"
+    collective = True
 
     def __init__(self, num_features, momentum=0.1, eps=1e-5, dtype=np.float32, comm=None):
         super().__init__(num_features, momentum, eps, dtype)
@@ -33,14 +41,6 @@ class SyncBatchNorm(BatchNorm1d):
 
     def _syncing(self):
         return self.training and self.comm is not None and self.comm.Get_size() > 1
-
-    def _allreduce(self, values):
-        from mpi4py import MPI
-
-        from ..distributed import wait
-
-        wait(self.comm.Iallreduce(MPI.IN_PLACE, values, op=MPI.SUM), self.comm)
-        return values
 
     def _global_statistics(self, x):
         """(mean, biased var, N) of the global batch; x is this rank's (n, d) rows, or
@@ -53,7 +53,7 @@ class SyncBatchNorm(BatchNorm1d):
             sums[0] = len(x)
             sums[1:d + 1] = centered.sum(axis=0)
             sums[d + 1:] = np.einsum("ij,ij->j", centered, centered)
-        self._allreduce(sums)
+        allreduce_sum(self.comm, sums)
         n = sums[0]
         if n < 2:
             raise ValueError(f"SyncBatchNorm: training needs more than 1 row per global batch, "
@@ -86,9 +86,9 @@ class SyncBatchNorm(BatchNorm1d):
         self._cache = (xhat, inv_std, n)
         return y
 
-    def backward(self, dout):
+    def backward(self, dout, input_grad=True):
         if not self._synced:
-            return super().backward(dout)
+            return super().backward(dout, input_grad)
         xhat, inv_std, n = self._cache
         d = self.num_features
         sums = np.empty(2 * d, np.float64)
@@ -96,7 +96,9 @@ class SyncBatchNorm(BatchNorm1d):
         sums[d:] = np.einsum("ij,ij->j", dout, xhat)
         self.bias.grad += sums[:d].astype(self.bias.dtype)
         self.weight.grad += sums[d:].astype(self.weight.dtype)
-        self._allreduce(sums)
+        allreduce_sum(self.comm, sums)
+        if not input_grad:
+            return None
         dx = self.workspace("dx", dout.shape, self.weight.dtype)
         scale = self.weight * inv_std
         dx[...] = scale * (dout - sums[:d] / n - xhat * (sums[d:] / n))
@@ -104,25 +106,20 @@ class SyncBatchNorm(BatchNorm1d):
 
     @classmethod
     def convert(cls, model, comm=None):
-        """A Sequential like `model` whose BatchNorm1d layers are SyncBatchNorm (with the
-        same parameters and running statistics); its other layers are the same objects,
-        their parameters moved into the new model's arena (rebuild the optimizer)."""
-        from .container import Sequential
+        """A copy of `model` (a Sequential) whose BatchNorm1d layers, nested ones too, are
+        SyncBatchNorm over `comm`, for data-parallel training.
 
+        Every layer of the copy is new, built from the original's config() with copies of
+        its parameters, buffers and requires_grad flags, in the mode of `model`: the copy
+        holds all its parameters in one arena of its own, as data-parallel training needs
+        (the layers of `model` keep their parameters in its arena, so a Sequential of
+        them would work on views of it). `model` is left as it is; build the optimizer
+        for the copy."""
         if not isinstance(model, Sequential):
             raise TypeError(f"convert: expected a Sequential, got {type(model).__name__}")
-        layers = []
-        for layer in model.layers:
-            if type(layer) is BatchNorm1d:
-                sync = cls(layer.num_features, layer.momentum, layer.eps, layer.weight.dtype,
-                           comm)
-                sync.load_state_dict(layer.state_dict())
-                sync.train(layer.training)
-                layer = sync
-            layers.append(layer)
-        return Sequential(*layers).train(model.training)
+        return _rebuilt(model, cls, comm).train(model.training)
 
-    def take_part(self):
+    def take_part_forward(self):
         """The forward's collective, for a rank without rows in this batch."""
         self._synced = self._syncing()
         if self._synced:
@@ -131,4 +128,30 @@ class SyncBatchNorm(BatchNorm1d):
     def take_part_backward(self):
         """The backward's collective, for a rank without rows in this batch."""
         if self._synced:
-            self._allreduce(np.zeros(2 * self.num_features, np.float64))
+            allreduce_sum(self.comm, np.zeros(2 * self.num_features, np.float64))
+
+
+def _rebuilt(module, sync, comm):
+    """A new module that computes what `module` does, with copies of its parameters,
+    buffers and requires_grad flags; a BatchNorm1d becomes a `sync` over comm. Layers
+    are built before the Sequentials that hold them, so that the outermost one adopts
+    every parameter into its arena."""
+    if isinstance(module, Sequential):
+        new = Sequential(*(_rebuilt(m, sync, comm) for m in module.layers))
+        new.compiled = module.compiled
+        return new
+    try:
+        config = module.config()
+    except NotImplementedError:
+        raise TypeError(f"convert: cannot rebuild a {type(module).__name__}: it defines no "
+                        f"config()") from None
+    if type(module) is BatchNorm1d:
+        new = sync(**config, comm=comm)
+    else:
+        new = type(module)(**config)
+        if module.collective:
+            new.comm = module.comm
+    new.load_state_dict(module.state_dict())
+    for p, q in zip(module.parameters(), new.parameters()):
+        q.requires_grad = p.requires_grad
+    return new
