@@ -8,7 +8,10 @@ here) or raise a Python exception (TypeError / ValueError) -- never crash, hang 
 out of bounds. The examples are derandomized and no database is kept, so a run is the
 same everywhere."""
 
+import inspect
 import math
+import traceback
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -336,32 +339,162 @@ GARBAGE = st.one_of(
     float_arrays(max_dims=4, max_side=4),
 )
 
+# op -> (function, its arguments drawn here with the shape each must have, fixed
+# arguments). Shapes: "S" any shape (the same for every "S" of the op), letters the
+# dimensions n, d, k, m, "" a number.
 CALLS = {
-    "relu": lambda a: ops.relu(a[0], out=a[1]),
-    "leaky_relu": lambda a: ops.leaky_relu(a[0], a[2], out=a[1]),
-    "sigmoid_backward": lambda a: ops.sigmoid_backward(a[0], a[1], out=a[2]),
-    "tanh_backward": lambda a: ops.tanh_backward(a[0], a[1]),
-    "bias_activation": lambda a: ops.bias_activation(a[0], a[1], "relu", out=a[2]),
-    "activation_bias_backward": lambda a: ops.activation_bias_backward(a[0], a[1], "tanh",
-                                                                       out=a[2], dbias=a[3]),
-    "column_sum": lambda a: ops.column_sum(a[0], out=a[1]),
-    "row_sum": lambda a: ops.row_sum(a[0], out=a[1]),
-    "matmul": lambda a: ops.matmul(a[0], a[1], out=a[2]),
-    "batchnorm_forward": lambda a: ops.batchnorm_forward(a[0], a[1], a[2], a[3], a[4]),
-    "batchnorm_backward": lambda a: ops.batchnorm_backward(a[0], a[1], a[2], a[3], a[4]),
-    "dropout": lambda a: ops.dropout(a[0], 0.5, 1, 2, out=a[1]),
+    "relu": (ops.relu, {"x": "S", "out": "S"}, {}),
+    "leaky_relu": (ops.leaky_relu, {"x": "S", "out": "S", "slope": ""}, {}),
+    "sigmoid_backward": (ops.sigmoid_backward, {"dout": "S", "y": "S", "out": "S"}, {}),
+    "tanh_backward": (ops.tanh_backward, {"dout": "S", "y": "S"}, {}),
+    "bias_activation": (ops.bias_activation, {"x": "nd", "bias": "d", "out": "nd"},
+                        {"activation": "relu"}),
+    "activation_bias_backward": (ops.activation_bias_backward,
+                                 {"dout": "nd", "y": "nd", "out": "nd", "dbias": "d"},
+                                 {"activation": "tanh"}),
+    "column_sum": (ops.column_sum, {"x": "nd", "out": "d"}, {}),
+    "row_sum": (ops.row_sum, {"x": "nd", "out": "n"}, {}),
+    "matmul": (ops.matmul, {"a": "nk", "b": "km", "out": "nm"}, {}),
+    "batchnorm_forward": (ops.batchnorm_forward,
+                          {"x": "nd", "gamma": "d", "beta": "d", "running_mean": "d",
+                           "running_var": "d"}, {}),
+    "batchnorm_backward": (ops.batchnorm_backward,
+                           {"dout": "nd", "x": "nd", "gamma": "d", "mean": "d",
+                            "inv_std": "d"}, {}),
+    "dropout": (ops.dropout, {"x": "S", "out": "S"}, {"p": 0.5, "seed": 1, "step": 2}),
 }
+OUTPUTS = ("out", "dbias")  # written, and returned
+UPDATED = ("running_mean", "running_var")  # inputs updated in place
+WRONG_DTYPES = [np.dtype(k) for k in (np.float32, np.float64, np.float16, np.int32, np.int64,
+                                      np.uint8, np.bool_)]
+FASTNN_DIR = Path(ops.__file__).resolve().parent
 
 
-@settings(PROPS, max_examples=40)
-@given(name=st.sampled_from(sorted(CALLS)), args=st.lists(GARBAGE, min_size=5, max_size=5))
-def test_garbage_arguments_raise_cleanly(name, args):
-    """Random mixtures of wrong types, dtypes, shapes, 0-d arrays and views: either a
-    result or TypeError/ValueError."""
+@st.composite
+def garbage_case(draw, name):
+    """The arguments of a valid call, some replaced by garbage, by an array of another
+    dtype or by one with another first dimension."""
+    _, shapes, _ = CALLS[name]
+    dtype = draw(FLOAT_DTYPES)
+    dims = {c: draw(st.integers(0, 4)) for c in "ndkm"}
+    dims["S"] = draw(hnp.array_shapes(min_dims=1, max_dims=3, min_side=0, max_side=4))
+    args = {}
+    for arg, symbol in shapes.items():
+        how = draw(st.sampled_from(["valid"] * 6 + ["garbage", "dtype", "shape"]))
+        if how == "garbage" or (symbol == "" and how != "valid"):
+            args[arg] = draw(GARBAGE)
+            continue
+        if symbol == "":
+            args[arg] = draw(SLOPES)
+            continue
+        shape = dims["S"] if symbol == "S" else tuple(dims[c] for c in symbol)
+        if how == "shape":
+            shape = (shape[0] + 1, *shape[1:])
+        kind = dtype
+        if how == "dtype":
+            kind = draw(st.sampled_from([k for k in WRONG_DTYPES if k != dtype]))
+        if arg in OUTPUTS:
+            args[arg] = None if how == "valid" and draw(st.booleans()) else np.zeros(shape, kind)
+        elif kind in (np.float32, np.float64):
+            args[arg] = draw(float_arrays(dtype=kind, shape=shape, layout=arg not in UPDATED))
+        else:
+            values = draw(float_arrays(dtype=np.float64, shape=shape, special=False, bound=100))
+            args[arg] = values.astype(kind)
+    return args
+
+
+def _contract(name, args):
+    """What fastnn.ops' contract (its module docstring) says of a call: True, it must
+    return; False, it must refuse (TypeError/ValueError); None, this does not decide
+    (a number given as something else, a batched matrix product)."""
+    _, shapes, _ = CALLS[name]
+    dims, dtypes, verdict = {}, set(), True
+    for arg, symbol in shapes.items():
+        v = args[arg]
+        if symbol == "":  # a number: a float drawn as one, or garbage
+            if not isinstance(v, float):
+                verdict = None
+            continue
+        if v is None and arg in OUTPUTS + UPDATED:
+            continue
+        if not isinstance(v, np.ndarray) or v.dtype not in (np.float32, np.float64) or (
+                v.ndim == 0):
+            return False
+        dtypes.add(v.dtype)
+        if symbol == "S":
+            if dims.setdefault("S", v.shape) != v.shape:
+                return False
+        elif v.ndim != len(symbol):
+            if name == "matmul" and v.ndim == 3:
+                verdict = None  # batched: not what this test draws
+                continue
+            return False
+        elif any(dims.setdefault(c, n) != n for c, n in zip(symbol, v.shape)):
+            return False
+        if arg in OUTPUTS + UPDATED and not (v.flags.c_contiguous and v.flags.writeable):
+            return False
+    if len(dtypes) > 1:
+        return False
+    if name == "batchnorm_forward" and dims["n"] < 2:
+        return False  # training needs two rows
+    return verdict
+
+
+def _raised_by_fastnn_checks(exc, names):
+    """Whether exc is a clean refusal: raised by fastnn's Python code (not by compiled
+    code, nor by NumPy on input the checks let through), with a message that starts
+    with the name of an argument or of the op."""
+    where = Path(traceback.extract_tb(exc.__traceback__)[-1].filename).resolve()
+    return (where.suffix == ".py" and FASTNN_DIR in where.parents
+            and str(exc).split(":")[0] in names)
+
+
+def _results(value):
+    return list(value) if isinstance(value, tuple) else [value]
+
+
+@settings(PROPS, max_examples=1000)
+@given(name=st.sampled_from(sorted(CALLS)), data=st.data())
+def test_garbage_arguments_raise_cleanly(name, data):
+    """Valid calls with arguments replaced by garbage (wrong types, dtypes, shapes, 0-d
+    arrays), and strided or transposed views. A call the contract refuses raises a
+    TypeError/ValueError from the checks, naming the argument; one it accepts returns
+    what the op gives for C-contiguous copies of the same arrays (a matrix product:
+    the NumPy reference), written into `out` when given, the inputs left as they were."""
+    fn, _, fixed = CALLS[name]
+    args = data.draw(garbage_case(name))
+    valid = _contract(name, args)
+    kwargs = {**args, **fixed}
+    before = {k: np.array(v, order="C") for k, v in kwargs.items()
+              if isinstance(v, np.ndarray)}
     try:
-        CALLS[name](args)
-    except (TypeError, ValueError):
-        pass
+        got = fn(**kwargs)
+    except (TypeError, ValueError) as exc:
+        assert valid is not True, f"a valid call raised {type(exc).__name__}: {exc}"
+        allowed = set(inspect.signature(fn).parameters) | {name}
+        assert _raised_by_fastnn_checks(exc, allowed), f"{type(exc).__name__}: {exc}"
+        return
+    assert valid is not False, "a call the contract refuses returned"
+    for k, v in before.items():
+        if k not in OUTPUTS + UPDATED:
+            np.testing.assert_array_equal(kwargs[k], v, err_msg=f"{k} was changed")
+    for k, result in zip(OUTPUTS, _results(got)):
+        if isinstance(kwargs.get(k), np.ndarray):
+            assert result is kwargs[k], f"the result is not the {k}= array"
+    if name == "matmul":
+        a, b = kwargs["a"], kwargs["b"]
+        if np.isfinite(a).all() and np.isfinite(b).all():
+            ref.assert_close(got, ref.matmul(a, b), a.dtype,
+                             magnitude=ref.matmul(np.abs(a), np.abs(b)))
+        return
+    clean = {k: None if k in OUTPUTS else before.get(k, v) for k, v in kwargs.items()}
+    expected = fn(**clean)
+    for i, (g, e) in enumerate(zip(_results(got), _results(expected), strict=True)):
+        assert g.dtype == e.dtype, f"result {i}: dtype {g.dtype}, expected {e.dtype}"
+        np.testing.assert_array_equal(g, e, err_msg=f"result {i}")
+    for k in UPDATED:
+        if isinstance(kwargs.get(k), np.ndarray):
+            np.testing.assert_array_equal(kwargs[k], clean[k], err_msg=k)
 
 
 @FEW
@@ -528,21 +661,114 @@ def test_sequential_matches_numpy(dtype, n, sizes, act, seed):
         np.testing.assert_allclose(layer.bias.grad, db, rtol=rtol * 10, atol=atol * 10)
 
 
-@FEW
-@given(args=st.lists(GARBAGE, min_size=3, max_size=3))
-def test_layer_constructors_and_inputs_reject_garbage(args):
-    for make in (lambda: nn.Linear(args[0], args[1]), lambda: nn.BatchNorm1d(args[0]),
-                 lambda: nn.Dropout(args[0]), lambda: nn.LeakyReLU(args[0]),
-                 lambda: nn.Linear(3, 2, dtype=args[2] if isinstance(args[2], str) else "f8")):
+def _raised_in_fastnn(exc):
+    """Whether exc was raised by fastnn's Python code (its checks), not by compiled code
+    or by NumPy on input the checks let through."""
+    where = Path(traceback.extract_tb(exc.__traceback__)[-1].filename).resolve()
+    return where.suffix == ".py" and FASTNN_DIR in where.parents
+
+
+def _real(v):
+    return isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(
+        v, (bool, np.bool_))
+
+
+def _not_a_number(v):
+    """Garbage that no numeric argument takes: None, text that is not a number, a list,
+    an array of other than one element, a bool."""
+    if v is None or isinstance(v, (list, bool, np.bool_)):
+        return True
+    if isinstance(v, np.ndarray):
+        return v.size != 1
+    if isinstance(v, str):
         try:
-            make()
-        except (TypeError, ValueError):
-            pass
-    model = nn.Sequential(nn.Linear(3, 2), nn.BatchNorm1d(2), nn.ReLU())
+            float(v)
+        except ValueError:
+            return True
+    return False
+
+
+def _count_contract(v):
+    """A layer size: True, it must be taken; False, refused; None, either (an integral
+    float, a 0-d array, a number as text)."""
+    if isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_)):
+        return v > 0
+    if _not_a_number(v) or (isinstance(v, float) and not (math.isfinite(v) and v.is_integer())):
+        return False
+    return None
+
+
+def _number_contract(v, lo=-math.inf, hi=math.inf):
+    """A finite real number in [lo, hi], with _count_contract's verdicts."""
+    if _real(v):
+        return bool(math.isfinite(v) and lo <= v <= hi)
+    return False if _not_a_number(v) else None
+
+
+def _dtype_contract(v):
     try:
-        model.forward(args[0])
-    except (TypeError, ValueError):
-        pass
+        return np.dtype(v) in (np.float32, np.float64)
+    except TypeError:
+        return False
+
+
+# layer -> (build it from one garbage argument, the contract for it, what a built one
+# must hold)
+LAYER_CALLS = {
+    "Linear in": (lambda v: nn.Linear(v, 2), _count_contract,
+                  lambda m, v: m.in_features == v and m.weight.shape == (v, 2)),
+    "Linear out": (lambda v: nn.Linear(3, v), _count_contract,
+                   lambda m, v: m.out_features == v and m.weight.shape == (3, v)),
+    "BatchNorm1d": (nn.BatchNorm1d, _count_contract,
+                    lambda m, v: m.num_features == v and m.running_var.shape == (v,)),
+    "Dropout": (nn.Dropout, lambda v: _number_contract(v, 0, 1),
+                lambda m, v: m.p == float(v) and 0 <= m.p <= 1),
+    "LeakyReLU": (nn.LeakyReLU, _number_contract,
+                  lambda m, v: m.slope == float(v) and math.isfinite(m.slope)),
+    "Linear dtype": (lambda v: nn.Linear(3, 2, dtype=v), _dtype_contract,
+                     lambda m, v: m.weight.dtype == np.dtype(v)),
+}
+LAYER_ARGUMENTS = st.one_of(
+    GARBAGE, st.integers(1, 6), st.integers(-2, 6), st.floats(0, 1), st.floats(-2, 2),
+    st.sampled_from([0, -1, 1, 2, 0.0, 1.0, 2.0, 1.5, -0.5, math.nan, math.inf, True,
+                     np.int64(3), np.float32(0.25)]),
+    st.sampled_from(["f", "d", "f4", "f8", "float32", "i4", "e", "xx", "", "0.5"]))
+ROWS_OF_3 = st.integers(0, 4).flatmap(lambda n: float_arrays(shape=(n, 3)))
+
+
+@pytest.mark.parametrize("name", sorted(LAYER_CALLS))
+@settings(PROPS, max_examples=50)
+@given(value=LAYER_ARGUMENTS, x=st.one_of(GARBAGE, ROWS_OF_3, ROWS_OF_3))
+def test_layer_constructors_and_inputs_reject_garbage(name, value, x):
+    """A constructor given what its contract refuses raises TypeError/ValueError from
+    fastnn's checks, and one given what it takes builds the layer it describes (either
+    is fine where the contract does not decide). A model's forward takes a float32
+    (N >= 2, 3) batch in any layout, and gives what it gives for a C-contiguous copy;
+    it refuses anything but a float (N, 3) batch, or too few rows for BatchNorm."""
+    make, contract, holds = LAYER_CALLS[name]
+    valid = contract(value)
+    try:
+        layer = make(value)
+    except (TypeError, ValueError) as exc:
+        assert valid is not True, f"{name}({value!r}) raised {type(exc).__name__}: {exc}"
+        assert _raised_in_fastnn(exc), f"{type(exc).__name__}: {exc}"
+    else:
+        assert valid is not False, f"{name}({value!r}) was built"
+        assert holds(layer, value), f"{name}({value!r}) built {layer!r}"
+
+    model = nn.Sequential(nn.Linear(3, 2, seed=0), nn.BatchNorm1d(2), nn.ReLU())
+    batch = isinstance(x, np.ndarray) and x.ndim == 2 and x.shape[1] == 3 and len(x) >= 2
+    valid = batch and (True if x.dtype == np.float32 else None if x.dtype == np.float64
+                       else False)
+    try:
+        y = model.forward(x)
+    except (TypeError, ValueError) as exc:
+        assert valid is not True, f"forward raised {type(exc).__name__}: {exc}"
+        assert _raised_in_fastnn(exc), f"{type(exc).__name__}: {exc}"
+        return
+    assert valid is not False, f"forward took {type(x).__name__} {getattr(x, 'shape', '')}"
+    assert y.shape == (len(x), 2) and y.dtype == np.float32
+    np.testing.assert_array_equal(y, model.forward(np.ascontiguousarray(x)))
 
 
 # ---------------------------------------------------------------- losses
