@@ -238,29 +238,15 @@ def _rank_seed(seed, rank):
     return int(np.random.SeedSequence([int(seed), rank]).generate_state(1, np.uint64)[0])
 
 
-# What data parallelism does with a layer's buffers follows from their names: a buffer
-# named "seed" keys the layer's random numbers (Dropout's masks), and ranks other than
-# 0 derive their own from rank 0's; a buffer named "running_*" holds statistics of the
-# rows the layer saw (BatchNorm's running mean and variance), which are this rank's
-# rows, so they are averaged over the ranks every epoch, except in a collective layer
-# (Module.collective: SyncBatchNorm), whose statistics are the global batch's already.
-_SEED_BUFFER = "seed"
-_STATISTICS_PREFIX = "running_"
-
-
-def _own_buffers(module):
-    """(name, array) of module's own buffers, without those of its descendants."""
-    return [(name, buffer) for name, buffer in module.named_buffers() if "." not in name]
-
-
 def _seed_buffers(model):
-    return [buffer for _, module in model.modules()
-            for name, buffer in _own_buffers(module) if name == _SEED_BUFFER]
+    """The buffers that key the model's random numbers (Module.rank_seeds)."""
+    return [getattr(m, name) for _, m in model.modules() for name in m.rank_seeds]
 
 
 def _rank_statistics(model):
-    return [buffer for _, module in model.modules() if not module.collective
-            for name, buffer in _own_buffers(module) if name.startswith(_STATISTICS_PREFIX)]
+    """The statistics of each rank's own rows, averaged every epoch
+    (Module.rank_statistics)."""
+    return [getattr(m, name) for _, m in model.modules() for name in m.rank_statistics]
 
 
 class DataParallel:

@@ -21,6 +21,8 @@ class BatchNorm1d(Module):
     (beta) at 0; neither is penalized or decayed by default (kind "norm").
     """
 
+    rank_statistics = ("running_mean", "running_var")
+
     def __init__(self, num_features, momentum=0.1, eps=1e-5, dtype=np.float32):
         super().__init__()
         self.num_features = _positive_int(num_features, "num_features")

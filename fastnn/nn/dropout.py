@@ -18,6 +18,8 @@ class Dropout(Module):
     only: the same seed gives the same masks for any thread count. seed=None draws one.
     """
 
+    rank_seeds = ("seed",)
+
     def __init__(self, p=0.5, seed=None):
         super().__init__()
         p = float(p)

@@ -96,6 +96,14 @@ class Module:
     # batch calls its take_part_forward() and take_part_backward() instead.
     collective = False
 
+    # What data parallelism does with this module's own buffers, by name. rank_seeds:
+    # buffers that key its random numbers (Dropout's "seed"); ranks other than 0 replace
+    # them with a seed derived from rank 0's. rank_statistics: statistics of the rows
+    # a rank saw (BatchNorm's running mean and variance), averaged over the ranks every
+    # epoch (a collective layer's are the global batch's already).
+    rank_seeds = ()
+    rank_statistics = ()
+
     def add_to_plan(self, plan, after):
         """Add this layer's compiled op(s) to `plan` (a fastnn._kernels.network.Plan,
         whose d_out is the width of this layer's input) and return how many layers of

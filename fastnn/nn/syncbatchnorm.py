@@ -33,6 +33,7 @@ class SyncBatchNorm(BatchNorm1d):
 
     saved_as = "BatchNorm1d"
     collective = True
+    rank_statistics = ()  # the global batch's: the same on every rank
 
     def __init__(self, num_features, momentum=0.1, eps=1e-5, dtype=np.float32, comm=None):
         super().__init__(num_features, momentum, eps, dtype)
@@ -94,8 +95,10 @@ class SyncBatchNorm(BatchNorm1d):
         sums = np.empty(2 * d, np.float64)
         sums[:d] = dout.sum(axis=0, dtype=np.float64)
         sums[d:] = np.einsum("ij,ij->j", dout, xhat)
-        self.bias.grad += sums[:d].astype(self.bias.dtype)
-        self.weight.grad += sums[d:].astype(self.weight.dtype)
+        if self.bias.requires_grad:
+            self.bias.grad += sums[:d].astype(self.bias.dtype)
+        if self.weight.requires_grad:
+            self.weight.grad += sums[d:].astype(self.weight.dtype)
         allreduce_sum(self.comm, sums)
         if not input_grad:
             return None
