@@ -9,11 +9,10 @@ context manager; `show_config()` tells how this build runs.
 
 import warnings
 
-__version__ = "0.1.0"
-
 from . import augment, losses, nn, ops, optim
 from ._config import openmp_enabled, show_config
 from ._threads import get_num_threads, set_num_threads, threads
+from ._version import __version__
 from .callbacks import Callback, Checkpoint, EarlyStopping, History
 from .ensemble import Ensemble
 from .io import load, save

@@ -22,7 +22,7 @@ def config():
     import numpy
     import scipy
 
-    from . import __version__
+    from ._version import __version__
 
     return {
         "fastnn": __version__,

@@ -237,7 +237,7 @@ def _check_model_arrays(path, expected, arrays, prefix="model."):
 
 
 def _model_metadata(model, kind, extra):
-    from . import __version__
+    from ._version import __version__
 
     meta = {"format": FORMAT, "format_version": str(FORMAT_VERSION), "kind": kind,
             "fastnn_version": json.dumps(__version__),

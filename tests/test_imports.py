@@ -17,9 +17,9 @@ ROOT = Path(fastnn.__file__).resolve().parent
 KNOWN_UNIT_CYCLES = [
     {"fastnn._checks", "fastnn.ops"},  # _checks reads ops.MAX_IMPLICIT_COPY_BYTES
 ]
-# Modules inside the package that import from the package itself (`from . import
-# __version__`): the package imports them, so each is a circle through fastnn/__init__.
-KNOWN_ROOT_IMPORTS = {"fastnn._config", "fastnn.io"}
+# Modules inside the package that import from the package itself (a circle through
+# fastnn/__init__, which imports them): none; fastnn._version holds the version.
+KNOWN_ROOT_IMPORTS = set()
 
 
 def _modules():
