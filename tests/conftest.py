@@ -6,6 +6,7 @@ reference.assert_close."""
 
 import os
 import site
+import sys
 import sysconfig
 import zlib
 from pathlib import Path
@@ -84,6 +85,26 @@ def large_array():
         return cache[key]
 
     return make
+
+
+@pytest.fixture
+def matplotlib_untouched(monkeypatch):
+    """Fails the test if the code it runs calls matplotlib.use, changes the backend or
+    leaves pyplot in another state (a notebook's backend must survive a plot)."""
+    matplotlib = pytest.importorskip("matplotlib")
+    backend = matplotlib.get_backend()
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("matplotlib.use was called: it switches a notebook's backend")
+
+    monkeypatch.setattr(matplotlib, "use", refuse)
+    had_pyplot = "matplotlib.pyplot" in sys.modules
+    yield
+    assert matplotlib.get_backend() == backend
+    if had_pyplot:
+        assert not sys.modules["matplotlib.pyplot"].get_fignums()
+    else:
+        assert "matplotlib.pyplot" not in sys.modules
 
 
 @pytest.fixture(autouse=True)

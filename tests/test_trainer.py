@@ -845,24 +845,11 @@ def test_history_plot_writes_a_png(tmp_path):
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def test_history_plot_leaves_pyplot_and_the_backend_alone(tmp_path, monkeypatch):
+def test_history_plot_leaves_pyplot_and_the_backend_alone(tmp_path, matplotlib_untouched):
     """A notebook's backend must survive: no matplotlib.use, no pyplot figure."""
-    matplotlib = pytest.importorskip("matplotlib")
-    backend = matplotlib.get_backend()
-
-    def refuse(*args, **kwargs):
-        raise AssertionError("History.plot switched the matplotlib backend")
-
-    monkeypatch.setattr(matplotlib, "use", refuse)
-    had_pyplot = "matplotlib.pyplot" in sys.modules
     path = tmp_path / "curves.png"
     _small_history().plot(path)
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert matplotlib.get_backend() == backend
-    if had_pyplot:
-        assert not sys.modules["matplotlib.pyplot"].get_fignums()
-    else:
-        assert "matplotlib.pyplot" not in sys.modules
 
 
 def test_history_plot_without_matplotlib(tmp_path, monkeypatch):

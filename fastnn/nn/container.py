@@ -24,8 +24,8 @@ def _own_compiled_form(layer):
     subclass that changes what a layer computes without describing its compiled form
     anew runs layer by layer."""
     cls = type(layer)
-    plan = [c for c in map(lambda name: _defined_in(cls, name), ("add_to_plan", "epilogue"))
-            if c is not Module]
+    plan = [_defined_in(cls, name) for name in ("add_to_plan", "epilogue")]
+    plan = [c for c in plan if c is not Module]  # Module's defaults describe nothing
     return all(issubclass(p, _defined_in(cls, name))
                for p in plan for name in ("forward", "backward"))
 
@@ -110,9 +110,6 @@ class Sequential(Module):
             return part
         return self.layers[i]
 
-    def extra_repr(self):
-        return ""
-
     def forward(self, x):
         plan = self._plan_for(x)
         self._plan = plan
@@ -144,9 +141,6 @@ class Sequential(Module):
         return dout if input_grad else None
 
     # ------------------------------------------------------------ compiled form
-
-    def plan_state(self):
-        return ("training",)
 
     def add_to_plan(self, plan, after):
         """The layers' ops, in order (a nested Sequential runs inside its parent's
