@@ -199,16 +199,17 @@ def check_array(x, name, dtypes=FLOAT_DTYPES):
     return x
 
 
+# The largest copy check_contiguous makes of a non-contiguous array, in bytes: the
+# public setting fastnn.ops.MAX_IMPLICIT_COPY_BYTES reads and writes it.
+copy_limit = [256 * 2**20]
+
+
 def check_contiguous(x, name):
     """x itself if C-contiguous, else one contiguous copy; a copy larger than
     fastnn.ops.MAX_IMPLICIT_COPY_BYTES is refused (ValueError)."""
     if x.flags.c_contiguous:
         return x
-    # The limit is a public setting of fastnn.ops, read at each call so that changes
-    # to it apply; imported here, as _checks is imported by ops itself.
-    from . import ops
-
-    if x.nbytes > ops.MAX_IMPLICIT_COPY_BYTES:
+    if x.nbytes > copy_limit[0]:
         raise ValueError(
             f"{name}: not C-contiguous, and copying it would take {x.nbytes / 2**20:.0f} MiB "
             f"(over fastnn.ops.MAX_IMPLICIT_COPY_BYTES); pass np.ascontiguousarray({name})"

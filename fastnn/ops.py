@@ -18,8 +18,12 @@ All functions use `fastnn.get_num_threads()` threads. NaN and inf propagate as i
 NumPy.
 """
 
+import sys
+import types
+
 import numpy as np
 
+from . import _checks
 from ._checks import (
     NON_NEGATIVE,
     UNIT,
@@ -64,7 +68,22 @@ __all__ = [
     "tanh_backward",
 ]
 
-MAX_IMPLICIT_COPY_BYTES = 256 * 2**20
+
+
+class _Ops(types.ModuleType):
+    """fastnn.ops with MAX_IMPLICIT_COPY_BYTES as a checked setting that the argument
+    checks read at each call (they live in fastnn._checks, which ops imports)."""
+
+    @property
+    def MAX_IMPLICIT_COPY_BYTES(self):
+        return _checks.copy_limit[0]
+
+    @MAX_IMPLICIT_COPY_BYTES.setter
+    def MAX_IMPLICIT_COPY_BYTES(self, value):
+        _checks.copy_limit[0] = check_int(value, "MAX_IMPLICIT_COPY_BYTES", NON_NEGATIVE)
+
+
+sys.modules[__name__].__class__ = _Ops
 
 ACTIVATIONS = tuple(_act.ACTIVATIONS)
 

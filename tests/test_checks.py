@@ -222,6 +222,21 @@ def test_check_contiguous(monkeypatch):
         check_contiguous(strided, "x")
 
 
+def test_copy_limit_is_a_checked_setting_of_ops():
+    before = ops.MAX_IMPLICIT_COPY_BYTES
+    try:
+        ops.MAX_IMPLICIT_COPY_BYTES = 8
+        assert ops.MAX_IMPLICIT_COPY_BYTES == 8
+        with pytest.raises(ValueError, match="not C-contiguous"):
+            check_contiguous(np.zeros((4, 4))[:, ::2], "x")
+        for bad in (-1, 1.5, True, "1"):
+            with pytest.raises(ValueError, match="^MAX_IMPLICIT_COPY_BYTES"):
+                ops.MAX_IMPLICIT_COPY_BYTES = bad
+        assert ops.MAX_IMPLICIT_COPY_BYTES == 8
+    finally:
+        ops.MAX_IMPLICIT_COPY_BYTES = before
+
+
 def test_check_finite():
     x = np.ones(3)
     assert check_finite(x, "m") is x
