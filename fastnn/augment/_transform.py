@@ -10,6 +10,12 @@ class Transform:
 
     role = None  # "flip", "crop", "affine", "lens" or "elastic"
     border = None  # (mode, fill) for transforms that read outside the image
+    # What the planner reads instead of the transform's class: whether the output's
+    # (h, w) is the transform's `size` whatever the input's, and whether the warp stage
+    # it is part of averages several reads per output pixel where it shrinks
+    # (_stages._samples).
+    fixes_size = False
+    antialias = False
 
     def __call__(self, images, out=None):
         from ._compose import Compose  # Compose plans over Transforms: imported late
