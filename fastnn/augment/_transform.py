@@ -2,11 +2,13 @@
 
 from .._checks import UNIT, check_float
 from ._batch import check_border
+from ._runner import Runner
 
 
 class Transform:
-    """A batch transform. Call it on a batch (a one-transform Compose with a random
-    seed), or put it in a Compose to seed it and fuse it with its neighbours."""
+    """A batch transform. Call it on a batch (it runs alone, as a one-transform Compose
+    with a random seed would), or put it in a Compose to seed it and fuse it with its
+    neighbours."""
 
     role = None  # "flip", "crop", "affine", "lens" or "elastic"
     border = None  # (mode, fill) for transforms that read outside the image
@@ -18,10 +20,8 @@ class Transform:
     antialias = False
 
     def __call__(self, images, out=None):
-        from ._compose import Compose  # Compose plans over Transforms: imported late
-
         if getattr(self, "_own", None) is None:
-            self._own = Compose([self])
+            self._own = Runner([self])
         return self._own(images, out=out)
 
     def preview(self, images, path, **kwargs):
