@@ -22,9 +22,3 @@ class Compose(Runner):
 
     def __repr__(self):
         return f"Compose({self.transforms!r}, seed={self.seed})"
-
-    def preview(self, images, path, **kwargs):
-        """Write a PNG of originals beside augmented copies (see `preview`)."""
-        from ._preview import preview  # it runs a Compose: imported late
-
-        return preview(images, path, transform=self, **kwargs)

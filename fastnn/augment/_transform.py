@@ -24,12 +24,6 @@ class Transform:
             self._own = Runner([self])
         return self._own(images, out=out)
 
-    def preview(self, images, path, **kwargs):
-        """Write a PNG of originals beside augmented copies (see `preview`)."""
-        from ._preview import preview  # it runs a Compose: imported late
-
-        return preview(images, path, transform=self, **kwargs)
-
     def __repr__(self):
         args = ", ".join(f"{k}={v!r}" for k, v in vars(self).items() if not k.startswith("_"))
         return f"{type(self).__name__}({args})"
