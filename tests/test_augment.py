@@ -653,7 +653,8 @@ def test_preview_writes_a_png(tmp_path):
     start = data.index(b"IDAT") + 4
     raw = zlib.decompress(data[start:start + int.from_bytes(data[start - 8:start - 4], "big")])
     assert len(raw) == h * (1 + 3 * w)
-    gray = A.HorizontalFlip(1.0).preview(batch((3, 8, 8), np.float32), tmp_path / "g.png")
+    gray = A.preview(batch((3, 8, 8), np.float32), tmp_path / "g.png",
+                     transform=A.HorizontalFlip(1.0))
     assert gray.read_bytes()[25] == 0
 
 

@@ -150,6 +150,8 @@ class RandomResizedCrop(Geometric):
     antialias uses a triangle filter, a little smoother). It applies to the whole fused
     warp the crop is part of."""
 
+    fixes_size = True
+
     def __init__(self, size, scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3), mode=None, fill=0,
                  antialias=True):
         self.size = check_pair(size, "size", check_int, POSITIVE)

@@ -35,6 +35,7 @@ class RandomCrop(Transform):
     else at the call."""
 
     role = "crop"
+    fixes_size = True
 
     def __init__(self, size, padding=0, mode="constant", fill=0, image_size=None):
         self.size = check_pair(size, "size", check_int, POSITIVE)

@@ -1,8 +1,6 @@
 """Planning a Compose: which neighbouring transforms run as one stage, and the image
 size after each."""
 
-from ._affine import RandomResizedCrop
-
 _PHASE = {"affine": 0, "flip": 0, "lens": 1, "elastic": 2}
 
 
@@ -48,11 +46,12 @@ def stage_border(members):
 
 def output_size(transforms, h, w):
     """(h, w) of the images after the transforms, from (h, w) before (None where not
-    known: then only sizes set by a crop are); a crop larger than its padded input, when
-    that input's size is known, raises ValueError."""
+    known: then only sizes fixed by a transform, a crop's or a resized crop's, are); a
+    crop larger than its padded input, when that input's size is known, raises
+    ValueError."""
     for t in transforms:
         if t.role == "crop" and h is not None and w is not None:
             t._check_fits(h, w)
-        if t.role == "crop" or isinstance(t, RandomResizedCrop):
+        if t.fixes_size:
             h, w = t.size
     return h, w

@@ -7,7 +7,6 @@ import numpy as np
 from .._checks import POSITIVE, check_finite, check_int, check_output, check_pair
 from .._kernels import augment as _k
 from .._threads import get_num_threads
-from ._affine import RandomResizedCrop
 from ._batch import as4d, check_border, check_images, fill_for
 from ._draws import Draw, noise_key, transform_key
 from ._plan import stage_border
@@ -66,7 +65,7 @@ def run_warp(x, members, key, alloc):
         m = np.broadcast_to(np.eye(3), (n, 3, 3))
     mats = np.ascontiguousarray(m)
     samples = _NO_SAMPLES
-    if any(isinstance(t, RandomResizedCrop) and t.antialias for _, t in members):
+    if any(t.antialias for _, t in members):
         samples = _samples(m)
     _k.warp(x, out, mats, zeros if lens is None else lens, zeros if alpha is None else alpha,
             smooth, noise, samples, _k.BORDER_MODES[mode], fill_for(x.dtype, fill),

@@ -2,27 +2,27 @@
 
 from .._checks import UNIT, check_float
 from ._batch import check_border
+from ._runner import Runner
 
 
 class Transform:
-    """A batch transform. Call it on a batch (a one-transform Compose with a random
-    seed), or put it in a Compose to seed it and fuse it with its neighbours."""
+    """A batch transform. Call it on a batch (it runs alone, as a one-transform Compose
+    with a random seed would), or put it in a Compose to seed it and fuse it with its
+    neighbours."""
 
     role = None  # "flip", "crop", "affine", "lens" or "elastic"
     border = None  # (mode, fill) for transforms that read outside the image
+    # What the planner reads instead of the transform's class: whether the output's
+    # (h, w) is the transform's `size` whatever the input's, and whether the warp stage
+    # it is part of averages several reads per output pixel where it shrinks
+    # (_stages._samples).
+    fixes_size = False
+    antialias = False
 
     def __call__(self, images, out=None):
-        from ._compose import Compose  # Compose plans over Transforms: imported late
-
         if getattr(self, "_own", None) is None:
-            self._own = Compose([self])
+            self._own = Runner([self])
         return self._own(images, out=out)
-
-    def preview(self, images, path, **kwargs):
-        """Write a PNG of originals beside augmented copies (see `preview`)."""
-        from ._preview import preview  # it runs a Compose: imported late
-
-        return preview(images, path, transform=self, **kwargs)
 
     def __repr__(self):
         args = ", ".join(f"{k}={v!r}" for k, v in vars(self).items() if not k.startswith("_"))
