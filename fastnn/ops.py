@@ -49,7 +49,7 @@ from ._threads import get_num_threads
 
 __all__ = [
     "ACTIVATIONS",
-    "MAX_IMPLICIT_COPY_BYTES",
+    "MAX_IMPLICIT_COPY_BYTES",  # noqa: F822 (a property of the module: see _Ops)
     "activation_bias_backward",
     "batchnorm_backward",
     "batchnorm_forward",
@@ -81,6 +81,9 @@ class _Ops(types.ModuleType):
     @MAX_IMPLICIT_COPY_BYTES.setter
     def MAX_IMPLICIT_COPY_BYTES(self, value):
         _checks.copy_limit[0] = check_int(value, "MAX_IMPLICIT_COPY_BYTES", NON_NEGATIVE)
+
+    def __dir__(self):
+        return [*super().__dir__(), "MAX_IMPLICIT_COPY_BYTES"]
 
 
 sys.modules[__name__].__class__ = _Ops

@@ -230,7 +230,7 @@ def test_copy_limit_is_a_checked_setting_of_ops():
         with pytest.raises(ValueError, match="not C-contiguous"):
             check_contiguous(np.zeros((4, 4))[:, ::2], "x")
         for bad in (-1, 1.5, True, "1"):
-            with pytest.raises(ValueError, match="^MAX_IMPLICIT_COPY_BYTES"):
+            with pytest.raises(ValueError, match=r"^MAX_IMPLICIT_COPY_BYTES"):
                 ops.MAX_IMPLICIT_COPY_BYTES = bad
         assert ops.MAX_IMPLICIT_COPY_BYTES == 8
     finally:

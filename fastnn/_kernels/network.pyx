@@ -1,6 +1,7 @@
 """Whole-network passes: the forward and the backward pass of a chain of ops (GEMM with
-a bias/activation epilogue, batch normalization, activation, dropout), each in one call
-with the GIL released and no Python between the ops.
+a bias/activation epilogue, batch normalization, activation, dropout, the kernel ops of
+other layer families, residual branches), each in one call with the GIL released and no
+Python between the ops.
 
 A Plan is built once per batch size: fastnn.nn.Sequential asks each layer to add its
 op(s) (Module.add_to_plan), from the layers' own
@@ -21,6 +22,7 @@ from libc.string cimport memcpy, memset
 import numpy as np
 
 from .blas cimport gemm
+from .planop cimport KernelOp, kernel_backward_t, kernel_forward_t
 from .simd cimport (
     FN_ACT_IDENTITY,
     FN_CHUNK,
@@ -62,6 +64,8 @@ cdef enum:
     OP_BATCHNORM = 1
     OP_ACTIVATION = 2
     OP_DROPOUT = 3
+    OP_KERNEL = 4       # a KernelOp: function pointers over a state of its own
+    OP_RESIDUAL = 5     # y = f(block(x) + shortcut(x)), each branch a plan of its own
 
 
 cdef struct Op:
@@ -94,7 +98,20 @@ cdef struct Op:
     unsigned int threshold
     double scale
     bint active, zero   # dropping at all; dropping everything (p == 1)
+    # KernelOp
+    kernel_forward_t k_forward
+    kernel_backward_t k_backward
+    void *k_state
+    # Residual (act, slope, has_act, dz: its epilogue): the branches' op tables; a
+    # shortcut of n_short == 0 ops is the identity
+    Op *block
+    Op *short
+    int n_block, n_short
+    void *block_dx      # where each branch's input gradient ends; NULL: the gradient
+    void *short_dx      # it was given (no op of the branch changes it)
     # every layer
+    bint y_read         # whether the backward pass reads y (else an activation right
+                        # after may work in place over it)
     void *y             # forward output (rows x d_out); NULL when it passes x on
     void *dx            # input gradient (rows x d_in)
     const void *x       # the forward input, for the backward pass
@@ -121,12 +138,35 @@ cdef inline void _apply_dropout(const Op *op, const floating *src, floating *dst
                  n_threads)
 
 
+cdef void _add_act(int act, const floating *a, const floating *b, floating *y,
+                   Py_ssize_t n, floating slope, int n_threads) noexcept nogil:
+    """y = act(a + b), element-wise, in chunks over threads; y may be a or b."""
+    cdef Py_ssize_t chunks = (n + FN_CHUNK - 1) // FN_CHUNK
+    cdef Py_ssize_t c, lo, size
+    cdef int parts = n_threads if n >= FN_PARALLEL_MIN else 1
+    for c in prange(chunks, schedule='static', num_threads=parts):
+        lo = c * FN_CHUNK
+        size = min(FN_CHUNK, n - lo)
+        if y + lo != a + lo:
+            memcpy(y + lo, a + lo, size * sizeof(floating))
+        if floating is float:
+            fn_add_row_f(y + lo, b + lo, size)
+            if act != FN_ACT_IDENTITY:
+                fn_act_forward_f(act, y + lo, y + lo, size, slope)
+        else:
+            fn_add_row_d(y + lo, b + lo, size)
+            if act != FN_ACT_IDENTITY:
+                fn_act_forward_d(act, y + lo, y + lo, size, slope)
+
+
 cdef int _forward(Op *ops, int n_ops, Py_ssize_t rows, const floating *x,
                   const floating **out, int n_threads) noexcept nogil:
     """The forward pass from x; *out is the last output. -1 when out of memory."""
     cdef Op *op
     cdef int i
     cdef floating *y
+    cdef const floating *yb
+    cdef const floating *ys
     for i in range(n_ops):
         op = &ops[i]
         op.x = x
@@ -152,6 +192,16 @@ cdef int _forward(Op *ops, int n_ops, Py_ssize_t rows, const floating *x,
             op.key = _splitmix64(_splitmix64(op.seed[0]) ^ <uint64_t> op.step[0])
             op.step[0] += 1
             _apply_dropout(op, x, y, rows, n_threads)
+        elif op.kind == OP_KERNEL:
+            if op.k_forward(op.k_state, x, y, rows, n_threads) != 0:
+                return -1
+        elif op.kind == OP_RESIDUAL:
+            if _forward(op.block, op.n_block, rows, x, &yb, n_threads) != 0:
+                return -1
+            ys = x
+            if op.n_short and _forward(op.short, op.n_short, rows, x, &ys, n_threads) != 0:
+                return -1
+            _add_act(op.act, yb, ys, y, rows * op.d_out, <floating> op.slope, n_threads)
         x = y
     out[0] = x
     return 0
@@ -169,6 +219,8 @@ cdef int _backward(Op *ops, int n_ops, Py_ssize_t rows, const floating *g,
     cdef floating *db
     cdef floating *b_grad
     cdef floating *w_grad
+    cdef const floating *gb
+    cdef const floating *gs
     for i in range(n_ops - 1, -1, -1):
         op = &ops[i]
         dx = <floating *> op.dx
@@ -224,6 +276,27 @@ cdef int _backward(Op *ops, int n_ops, Py_ssize_t rows, const floating *g,
             if not op.active:
                 continue
             _apply_dropout(op, g, dx, rows, n_threads)  # the forward pass's mask
+        elif op.kind == OP_KERNEL:
+            if op.k_backward(op.k_state, op.x, op.y, g, dx, rows,
+                             input_grad or i > 0, n_threads) != 0:
+                return -1
+            if i == 0 and not input_grad:
+                return 0
+        elif op.kind == OP_RESIDUAL:
+            if op.has_act:  # the epilogue's gradient first, for both branches
+                _act_backward(op.act, g, <floating *> op.y, <floating *> op.dz,
+                              rows * op.d_out, <floating> op.slope, n_threads)
+                g = <floating *> op.dz
+            if _backward(op.block, op.n_block, rows, g, True, n_threads) != 0:
+                return -1
+            gb = g if op.block_dx == NULL else <floating *> op.block_dx
+            gs = g
+            if op.n_short:
+                if _backward(op.short, op.n_short, rows, g, True, n_threads) != 0:
+                    return -1
+                if op.short_dx != NULL:
+                    gs = <floating *> op.short_dx
+            _add_act(FN_ACT_IDENTITY, gb, gs, dx, rows * op.d_in, 0, n_threads)
         g = dx
     return 0
 
@@ -256,26 +329,33 @@ cdef class Plan:
     cdef readonly int n_ops  # ops added so far (a fused activation adds none)
     cdef int capacity
     cdef readonly Py_ssize_t rows, d_in, d_out
+    cdef readonly tuple in_shape, shape  # per sample: of the input, of the output
     cdef readonly object dtype
     cdef readonly Py_ssize_t workspace_bytes  # of the arrays the plan made itself
     cdef bint is_double, forwarded, has_gradients
     cdef list keep          # every array the ops point into
+    cdef dict branches      # residual op index: its (block, shortcut) plans
     cdef list outputs       # per op: its output (rows, d_out), or None if it passes x on
     cdef list input_grads   # per op: its input gradient (rows, d_in), or None
     cdef object x_ref       # the last forward input, alive for the backward pass
     cdef object output      # the array forward returns (False: x itself), once known
     cdef object input_grad  # the array backward returns (False: dout itself), once known
 
-    def __cinit__(self, Py_ssize_t rows, Py_ssize_t d_in, dtype, int capacity):
+    def __cinit__(self, Py_ssize_t rows, Py_ssize_t d_in, dtype, int capacity,
+                  tuple shape=None):
         self.ops = <Op *> calloc(max(capacity, 1), sizeof(Op))
         if self.ops == NULL:
             raise MemoryError("Plan: cannot allocate its layer table")
         self.capacity = capacity
         self.n_ops = 0
         self.rows, self.d_in, self.d_out = rows, d_in, d_in
+        self.shape = self.in_shape = (d_in,) if shape is None else shape
+        if int(np.prod(self.shape, dtype=np.int64)) != d_in:
+            raise ValueError(f"Plan: a sample of shape {self.shape} is not {d_in} wide")
         self.dtype = dtype
         self.is_double = dtype.itemsize == 8
         self.keep, self.outputs, self.input_grads = [], [], []
+        self.branches = {}
         self.forwarded = self.has_gradients = False
         self.workspace_bytes = 0
         self.x_ref = self.output = self.input_grad = None
@@ -289,6 +369,8 @@ cdef class Plan:
         cdef Op *op = &self.ops[self.n_ops]
         op.kind, op.act, op.d_in, op.d_out = kind, FN_ACT_IDENTITY, self.d_out, d_out
         self.n_ops += 1
+        if d_out != self.d_out:
+            self.shape = (d_out,)
         self.d_out = d_out
         return op
 
@@ -331,6 +413,7 @@ cdef class Plan:
         if act is not None or bias is not None:  # the epilogue adds b and applies act
             op.b = self._array(zero_bias if bias is None else bias, d_out)
         op.has_act = act is not None
+        op.y_read = op.has_act
         op.y = self._workspace(d_out, self.outputs)
 
     def add_batchnorm(self, gamma, beta, gamma_grad, beta_grad, running_mean, running_var,
@@ -355,9 +438,11 @@ cdef class Plan:
         cdef Op *op = self._append(OP_ACTIVATION, self.d_out)
         op.act, op.slope, op.grad_from_x = act, slope, grad_from_x
         cdef Op *before = &self.ops[self.n_ops - 2] if self.n_ops > 1 else NULL
-        if not grad_from_x and before != NULL and before.kind == OP_BATCHNORM:
-            # in place over the batch norm's output, which no backward pass reads
-            # (indexes from the end are spelled out: this module does not wrap around)
+        op.y_read = not grad_from_x
+        if (not grad_from_x and before != NULL and before.y != NULL and not before.y_read
+                and before.kind in (OP_BATCHNORM, OP_KERNEL, OP_RESIDUAL)):
+            # in place over the output before, which no backward pass reads (indexes
+            # from the end are spelled out: this module does not wrap around)
             op.y = before.y
             self.outputs.append(self.outputs[len(self.outputs) - 1])
         else:
@@ -380,6 +465,70 @@ cdef class Plan:
         else:
             self.outputs.append(None)
 
+    def reshape(self, tuple shape):
+        """Read the output as samples of another shape of the same size (a Flatten)."""
+        if int(np.prod(shape, dtype=np.int64)) != self.d_out:
+            raise ValueError(f"Plan: cannot view samples of {self.shape} as {shape}")
+        self.shape = shape
+
+    def add_kernel(self, KernelOp op):
+        """A KernelOp made for this plan's rows and dtype, taking samples of the plan's
+        current shape; its output becomes the plan's."""
+        if op.rows != self.rows or op.dtype != self.dtype or op.in_shape != self.shape:
+            raise ValueError(
+                f"Plan: {type(op).__name__} takes {op.rows} rows of {op.in_shape} "
+                f"{op.dtype}, the plan has {self.rows} rows of {self.shape} {self.dtype}")
+        if op.forward_fn == NULL or op.backward_fn == NULL or op.state == NULL:
+            raise ValueError(f"Plan: {type(op).__name__} is not set up")
+        cdef Op *o = self._append(OP_KERNEL, op.d_out)
+        o.k_forward, o.k_backward, o.k_state = op.forward_fn, op.backward_fn, op.state
+        o.y_read = op.reads_y
+        self.keep.append(op)
+        o.y = self._workspace(op.d_out, self.outputs)
+        self.shape = op.out_shape
+
+    def branch(self, int capacity):
+        """A new plan over this plan's current output (rows, dtype, sample shape), for
+        a branch of add_residual; capacity: how many layers it may hold."""
+        return Plan(self.rows, self.d_out, self.dtype, capacity, self.shape)
+
+    def add_residual(self, Plan block, Plan shortcut, act, double slope):
+        """y = act(block(x) + shortcut(x)), x this plan's current output; shortcut None:
+        the identity. block and shortcut: plans from branch(), filled; act None: no
+        activation."""
+        branches = [block] if shortcut is None else [block, shortcut]
+        for b in branches:
+            if b.rows != self.rows or b.d_in != self.d_out or b.dtype != self.dtype:
+                raise ValueError("Plan: a residual branch made for another input")
+        out_shape = block.shape
+        if (shortcut.shape if shortcut is not None else self.shape) != out_shape:
+            raise ValueError(
+                f"Plan: residual branches give samples of {out_shape} and "
+                f"{shortcut.shape if shortcut is not None else self.shape}")
+        cdef Op *op = self._append(OP_RESIDUAL, block.d_out)
+        if op.d_in != op.d_out:
+            raise ValueError(f"Plan: residual of {op.d_in} -> {op.d_out} features")
+        op.block, op.n_block = block.ops, block.n_ops
+        if shortcut is not None:
+            op.short, op.n_short = shortcut.ops, shortcut.n_ops
+        op.slope = slope
+        if act is not None:
+            op.act = act
+        op.has_act = act is not None
+        op.y_read = op.has_act
+        self.branches[self.n_ops - 1] = (block, shortcut)
+        op.y = self._workspace(op.d_out, self.outputs)
+        self.shape = out_shape
+
+    cdef void *_input_grad_address(self):
+        """Where backward leaves the input gradient: the first op's that makes one; NULL
+        when no op changes the gradient (it is the one given)."""
+        cdef int i
+        for i in range(self.n_ops):
+            if self.ops[i].dx != NULL:
+                return self.ops[i].dx
+        return NULL
+
     cdef _allocate_gradients(self):
         """The backward pass's workspaces, made at its first call (a plan that only
         predicts never needs them). Gradients flow through two buffers taken in turn:
@@ -400,7 +549,19 @@ cdef class Plan:
             if op.kind == OP_DROPOUT and not op.active:
                 continue
             k = cur if cur >= 0 else 0
-            if op.kind == OP_LINEAR:
+            if op.kind == OP_KERNEL:
+                k = 1 - cur if cur >= 0 else 0  # reads g while it writes dx
+            elif op.kind == OP_RESIDUAL:
+                block, shortcut = self.branches[i]
+                (<Plan> block)._allocate_gradients()
+                op.block_dx = (<Plan> block)._input_grad_address()
+                if shortcut is not None:
+                    (<Plan> shortcut)._allocate_gradients()
+                    op.short_dx = (<Plan> shortcut)._input_grad_address()
+                if op.has_act:
+                    op.dz = self._workspace(op.d_out * self.rows, None)
+                k = 1 - cur if cur >= 0 else 0
+            elif op.kind == OP_LINEAR:
                 op.db = self._workspace(op.d_out, None)
                 if op.has_act:
                     op.dz = _address(pair[k])

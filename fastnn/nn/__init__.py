@@ -1,14 +1,16 @@
-"""Layers and models: Module, Sequential, Linear, activations, BatchNorm1d (and
-SyncBatchNorm), Dropout."""
+"""Layers and models: Module, Sequential, Residual, Linear, activations, BatchNorm1d (and
+SyncBatchNorm), Dropout, Flatten."""
 
 from .activation import LeakyReLU, ReLU, Sigmoid, Tanh
 from .batchnorm import BatchNorm1d
 from .container import Sequential
 from .dropout import Dropout
+from .flatten import Flatten
 from .linear import Linear
 from .mlp import ACTIVATIONS, mlp
 from .module import Module
 from .parameter import Arena, Parameter
+from .residual import Residual
 from .syncbatchnorm import SyncBatchNorm
 
 __all__ = [
@@ -16,11 +18,13 @@ __all__ = [
     "Arena",
     "BatchNorm1d",
     "Dropout",
+    "Flatten",
     "LeakyReLU",
     "Linear",
     "Module",
     "Parameter",
     "ReLU",
+    "Residual",
     "Sequential",
     "Sigmoid",
     "SyncBatchNorm",

@@ -75,9 +75,9 @@ class BatchNorm1d(Module):
                 "eps")
 
     def add_to_plan(self, plan, after):
-        if plan.d_out != self.num_features:
-            raise ValueError(f"BatchNorm1d: expected {self.num_features} features, got "
-                             f"{plan.d_out}")
+        if plan.shape != (self.num_features,):
+            raise ValueError(f"BatchNorm1d: expected input of shape (N, {self.num_features}), "
+                             f"got {('N', *plan.shape)}")
         gamma, beta = self.weight, self.bias
         plan.add_batchnorm(gamma, beta, gamma.grad if gamma.requires_grad else None,
                            beta.grad if beta.requires_grad else None, self.running_mean,

@@ -7,27 +7,11 @@ import numpy as np
 from .._checks import check_array, check_contiguous
 from .._kernels import network as _network
 from .._threads import get_num_threads
-from .module import Module
+from .module import Module, has_own_compiled_form
 
 __all__ = ["Sequential"]
 
 _MAX_PLANS = 4  # batch sizes kept compiled (a training batch size, its last batch, ...)
-
-
-def _defined_in(cls, name):
-    """The class of cls's MRO whose body defines attribute `name`."""
-    return next(c for c in cls.__mro__ if name in c.__dict__)
-
-
-def _own_compiled_form(layer):
-    """Whether layer's compiled form is that of its own forward and backward: a
-    subclass that changes what a layer computes without describing its compiled form
-    anew runs layer by layer."""
-    cls = type(layer)
-    plan = [_defined_in(cls, name) for name in ("add_to_plan", "epilogue")]
-    plan = [c for c in plan if c is not Module]  # Module's defaults describe nothing
-    return all(issubclass(p, _defined_in(cls, name))
-               for p in plan for name in ("forward", "backward"))
 
 
 _TAKES_INPUT_GRAD = {}
@@ -114,7 +98,8 @@ class Sequential(Module):
         plan = self._plan_for(x)
         self._plan = plan
         if plan is not None:
-            return plan.forward(x, get_num_threads()).copy()
+            y = plan.forward(x.reshape(x.shape[0], -1), get_num_threads())
+            return y.reshape(plan.rows, *plan.shape).copy()
         for layer in self.layers:
             x = layer.forward(x)
         return np.array(x)
@@ -127,11 +112,13 @@ class Sequential(Module):
             dout = check_array(dout, "dout")
             if dout.dtype != plan.dtype:
                 raise TypeError(f"dout: expected dtype {plan.dtype}, got {dout.dtype}")
-            if dout.shape != (plan.rows, plan.d_out):
-                raise ValueError(f"dout: expected shape ({plan.rows}, {plan.d_out}), got "
+            if dout.shape != (plan.rows, *plan.shape):
+                raise ValueError(f"dout: expected shape {(plan.rows, *plan.shape)}, got "
                                  f"{dout.shape}")
             dout = check_contiguous(dout, "dout")
-            return plan.backward(dout, bool(input_grad), get_num_threads())
+            dx = plan.backward(dout.reshape(plan.rows, -1), bool(input_grad),
+                               get_num_threads())
+            return None if dx is None else dx.reshape(plan.rows, *plan.in_shape)
         for i in range(len(self.layers) - 1, -1, -1):
             layer = self.layers[i]
             if i == 0 and not input_grad and _takes_input_grad(layer):
@@ -149,8 +136,8 @@ class Sequential(Module):
         i = 0
         while i < len(layers):
             after_i = layers[i + 1] if i + 1 < len(layers) else None
-            if not _own_compiled_form(layers[i]) or (
-                    after_i is not None and not _own_compiled_form(after_i)):
+            if not has_own_compiled_form(layers[i]) or (
+                    after_i is not None and not has_own_compiled_form(after_i)):
                 return NotImplemented
             taken = layers[i].add_to_plan(plan, after_i)
             if taken is NotImplemented:
@@ -173,7 +160,7 @@ class Sequential(Module):
         (a layer without a compiled form, an input it does not take as is, an empty
         batch)."""
         if (not self.compiled or not self.layers or type(x) is not np.ndarray
-                or x.ndim != 2 or not x.flags.c_contiguous or x.shape[0] == 0):
+                or x.ndim < 2 or not x.flags.c_contiguous or x.size == 0):
             return None
         key = (x.shape, x.dtype)
         entry = self._plans.get(key)
@@ -186,7 +173,8 @@ class Sequential(Module):
             return None
         checks = self._plan_checks()
         capacity = sum(1 for _ in self.modules())
-        plan = _network.Plan(x.shape[0], x.shape[1], x.dtype, capacity)
+        plan = _network.Plan(x.shape[0], x.size // x.shape[0], x.dtype, capacity,
+                             x.shape[1:])
         try:
             if self.add_to_plan(plan, None) is NotImplemented:
                 plan = None

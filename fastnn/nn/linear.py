@@ -103,7 +103,7 @@ class Linear(Module):
 
     def add_to_plan(self, plan, after):
         """One GEMM op; an activation `after` it that offers an epilogue runs in it."""
-        self._check_input(plan.d_out, ("N", plan.d_out))
+        self._check_input(plan.d_out if len(plan.shape) == 1 else -1, ("N", *plan.shape))
         fused = None if after is None else after.epilogue()
         act, slope = fused if fused is not None else (None, 0.0)
         bias = self.bias

@@ -6,12 +6,28 @@ import numpy as np
 
 from .parameter import Arena
 
-__all__ = ["BackwardBeforeForward", "Module"]
+__all__ = ["BackwardBeforeForward", "Module", "has_own_compiled_form"]
 
 
 # Bumped whenever a module gains parameters or sub-modules, or parameters move to
 # another arena: what a module caches about its parameters is valid while it stays.
 _LAYOUT = [0]
+
+
+def _defined_in(cls, name):
+    """The class of cls's MRO whose body defines attribute `name`."""
+    return next(c for c in cls.__mro__ if name in c.__dict__)
+
+
+def has_own_compiled_form(layer):
+    """Whether layer's compiled form (add_to_plan, epilogue) is that of its own forward
+    and backward: a subclass that changes what a layer computes without describing its
+    compiled form anew runs layer by layer."""
+    cls = type(layer)
+    plan = [_defined_in(cls, name) for name in ("add_to_plan", "epilogue")]
+    plan = [c for c in plan if c is not Module]  # Module's defaults describe nothing
+    return all(issubclass(p, _defined_in(cls, name))
+               for p in plan for name in ("forward", "backward"))
 
 
 class BackwardBeforeForward(RuntimeError, AttributeError):
