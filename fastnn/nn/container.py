@@ -98,8 +98,9 @@ class Sequential(Module):
         plan = self._plan_for(x)
         self._plan = plan
         if plan is not None:
-            y = plan.forward(x.reshape(x.shape[0], -1), get_num_threads())
-            return y.reshape(plan.rows, *plan.shape).copy()
+            y = plan.forward(x if x.ndim == 2 else x.reshape(x.shape[0], -1),
+                             get_num_threads())
+            return (y if len(plan.shape) == 1 else y.reshape(plan.rows, *plan.shape)).copy()
         for layer in self.layers:
             x = layer.forward(x)
         return np.array(x)
@@ -116,9 +117,11 @@ class Sequential(Module):
                 raise ValueError(f"dout: expected shape {(plan.rows, *plan.shape)}, got "
                                  f"{dout.shape}")
             dout = check_contiguous(dout, "dout")
-            dx = plan.backward(dout.reshape(plan.rows, -1), bool(input_grad),
-                               get_num_threads())
-            return None if dx is None else dx.reshape(plan.rows, *plan.in_shape)
+            dx = plan.backward(dout if dout.ndim == 2 else dout.reshape(plan.rows, -1),
+                               bool(input_grad), get_num_threads())
+            if dx is None or len(plan.in_shape) == 1:
+                return dx
+            return dx.reshape(plan.rows, *plan.in_shape)
         for i in range(len(self.layers) - 1, -1, -1):
             layer = self.layers[i]
             if i == 0 and not input_grad and _takes_input_grad(layer):
