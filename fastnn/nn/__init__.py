@@ -1,9 +1,10 @@
-"""Layers and models: Module, Sequential, Linear, activations, BatchNorm1d (and
+"""Layers and models: Module, Sequential, Linear, Conv2d, activations, BatchNorm1d (and
 SyncBatchNorm), Dropout."""
 
 from .activation import LeakyReLU, ReLU, Sigmoid, Tanh
 from .batchnorm import BatchNorm1d
 from .container import Sequential
+from .conv import Conv2d
 from .dropout import Dropout
 from .linear import Linear
 from .mlp import ACTIVATIONS, mlp
@@ -15,6 +16,7 @@ __all__ = [
     "ACTIVATIONS",
     "Arena",
     "BatchNorm1d",
+    "Conv2d",
     "Dropout",
     "LeakyReLU",
     "Linear",
