@@ -25,7 +25,7 @@ gradients are bitwise the same for any number of threads.
 from cython cimport floating
 from cython.parallel cimport prange, threadid
 from libc.stdlib cimport free, malloc
-from libc.string cimport memcpy, memset
+from libc.string cimport memset
 
 import numpy as np
 
@@ -91,59 +91,59 @@ cdef inline void _valid_columns(const ConvState *s, Py_ssize_t j, Py_ssize_t *lo
     hi[0] = max(lo[0], min(hi[0], s.Wo))
 
 
+cdef extern from "conv_impl.h" nogil:
+    void fn_im2col_plane_f(float *dst, const float *src, Py_ssize_t H, Py_ssize_t W,
+                           Py_ssize_t Ho, Py_ssize_t Wo, Py_ssize_t top, Py_ssize_t left,
+                           Py_ssize_t sh, Py_ssize_t sw, Py_ssize_t lo, Py_ssize_t hi)
+    void fn_im2col_plane_d(double *dst, const double *src, Py_ssize_t H, Py_ssize_t W,
+                           Py_ssize_t Ho, Py_ssize_t Wo, Py_ssize_t top, Py_ssize_t left,
+                           Py_ssize_t sh, Py_ssize_t sw, Py_ssize_t lo, Py_ssize_t hi)
+    void fn_col2im_plane_f(float *dx, const float *col, Py_ssize_t H, Py_ssize_t W,
+                           Py_ssize_t Ho, Py_ssize_t Wo, Py_ssize_t top, Py_ssize_t left,
+                           Py_ssize_t sh, Py_ssize_t sw, Py_ssize_t lo, Py_ssize_t hi)
+    void fn_col2im_plane_d(double *dx, const double *col, Py_ssize_t H, Py_ssize_t W,
+                           Py_ssize_t Ho, Py_ssize_t Wo, Py_ssize_t top, Py_ssize_t left,
+                           Py_ssize_t sh, Py_ssize_t sw, Py_ssize_t lo, Py_ssize_t hi)
+
+
 cdef void _im2col(const ConvState *s, const floating *x,
                   floating *col) noexcept nogil:  # OUT: col (K, P)
     """col from the Cg channels of one sample's group at x (Cg, H, W)."""
-    cdef Py_ssize_t c, i, j, oh, ow, ih, lo, hi, off
-    cdef floating *dst
-    cdef const floating *src
+    cdef Py_ssize_t c, i, j, lo, hi, top, left
+    cdef floating *dst = col
     for c in range(s.Cg):
         for i in range(s.kh):
+            top = i * s.dh - s.ph
             for j in range(s.kw):
                 _valid_columns(s, j, &lo, &hi)
-                off = j * s.dw - s.pw
-                dst = col + ((c * s.kh + i) * s.kw + j) * s.P
-                for oh in range(s.Ho):
-                    ih = oh * s.sh - s.ph + i * s.dh
-                    if ih < 0 or ih >= s.H:
-                        memset(dst, 0, s.Wo * sizeof(floating))
-                    else:
-                        src = x + (c * s.H + ih) * s.W + off
-                        memset(dst, 0, lo * sizeof(floating))
-                        if s.sw == 1:
-                            memcpy(dst + lo, src + lo, (hi - lo) * sizeof(floating))
-                        else:
-                            for ow in range(lo, hi):
-                                dst[ow] = src[ow * s.sw]
-                        memset(dst + hi, 0, (s.Wo - hi) * sizeof(floating))
-                    dst += s.Wo
+                left = j * s.dw - s.pw
+                if floating is float:
+                    fn_im2col_plane_f(dst, x + c * s.H * s.W, s.H, s.W, s.Ho, s.Wo, top, left,
+                                      s.sh, s.sw, lo, hi)
+                else:
+                    fn_im2col_plane_d(dst, x + c * s.H * s.W, s.H, s.W, s.Ho, s.Wo, top, left,
+                                      s.sh, s.sw, lo, hi)
+                dst += s.P
 
 
 cdef void _col2im(const ConvState *s, const floating *col,
                   floating *dx) noexcept nogil:  # OUT: dx (Cg, H, W), added to
     """dx += the scatter of col (K, P) back onto the image, the adjoint of _im2col."""
-    cdef Py_ssize_t c, i, j, oh, ow, ih, lo, hi, off
-    cdef const floating *src
-    cdef floating *dst
+    cdef Py_ssize_t c, i, j, lo, hi, top, left
+    cdef const floating *src = col
     for c in range(s.Cg):
         for i in range(s.kh):
+            top = i * s.dh - s.ph
             for j in range(s.kw):
                 _valid_columns(s, j, &lo, &hi)
-                off = j * s.dw - s.pw
-                src = col + ((c * s.kh + i) * s.kw + j) * s.P
-                for oh in range(s.Ho):
-                    ih = oh * s.sh - s.ph + i * s.dh
-                    if 0 <= ih < s.H and hi > lo:
-                        dst = dx + (c * s.H + ih) * s.W + off
-                        if s.sw == 1:
-                            if floating is float:
-                                fn_add_row_f(dst + lo, src + lo, hi - lo)
-                            else:
-                                fn_add_row_d(dst + lo, src + lo, hi - lo)
-                        else:
-                            for ow in range(lo, hi):
-                                dst[ow * s.sw] += src[ow]
-                    src += s.Wo
+                left = j * s.dw - s.pw
+                if floating is float:
+                    fn_col2im_plane_f(dx + c * s.H * s.W, src, s.H, s.W, s.Ho, s.Wo, top, left,
+                                      s.sh, s.sw, lo, hi)
+                else:
+                    fn_col2im_plane_d(dx + c * s.H * s.W, src, s.H, s.W, s.Ho, s.Wo, top, left,
+                                      s.sh, s.sw, lo, hi)
+                src += s.P
 
 
 cdef void _forward_sample(const ConvState *s, const floating *x, floating *y,  # OUT: y
