@@ -35,8 +35,8 @@ _DTYPES = {"F32": np.float32, "F64": np.float64, "I64": np.int64, "U64": np.uint
 _DTYPE_NAMES = {np.dtype(v): k for k, v in _DTYPES.items()}
 
 # The layer types a file may name, and nothing else.
-LAYERS = {cls.__name__: cls for cls in (nn.Linear, nn.ReLU, nn.LeakyReLU, nn.Sigmoid, nn.Tanh,
-                                        nn.BatchNorm1d, nn.Dropout)}
+LAYERS = {cls.__name__: cls for cls in (nn.Linear, nn.Conv2d, nn.ReLU, nn.LeakyReLU, nn.Sigmoid,
+                                        nn.Tanh, nn.BatchNorm1d, nn.Dropout)}
 
 
 class FormatError(ValueError):
@@ -61,6 +61,13 @@ def architecture(model):
     return {"type": name, "config": model.config()}
 
 
+def _argument(v):
+    """Whether v may be a layer's constructor argument in a file: a JSON scalar, or a
+    pair of ints (Conv2d's kernel_size, stride, padding, dilation)."""
+    return isinstance(v, (int, float, str, bool)) or (
+        isinstance(v, list) and len(v) == 2 and all(isinstance(i, int) for i in v))
+
+
 def build(arch, depth=0):
     """The model an architecture() describes; anything else raises FormatError."""
     if depth > 32 or not isinstance(arch, dict):
@@ -77,9 +84,7 @@ def build(arch, depth=0):
     if not isinstance(kind, str) or kind not in LAYERS:
         raise FormatError(f"architecture: unknown layer type {kind!r}")
     config = arch.get("config", {})
-    if not isinstance(config, dict) or not all(
-        isinstance(v, (int, float, str, bool)) for v in config.values()
-    ):
+    if not isinstance(config, dict) or not all(map(_argument, config.values())):
         raise FormatError(f"architecture: bad arguments for {kind}")
     try:
         return LAYERS[kind](**config)
@@ -210,6 +215,16 @@ def _declared_elements(arch, depth=0):
     if kind == "Linear":
         bias = size("out_features") if config.get("bias", True) else 0
         return size("in_features") * size("out_features") + bias
+    if kind == "Conv2d":
+        kernel = config.get("kernel_size", 0)
+        kh, kw = kernel if isinstance(kernel, list) and len(kernel) == 2 else (kernel, kernel)
+        groups = config.get("groups", 1)
+        if (not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0
+                    for v in (kh, kw)) or isinstance(groups, bool)
+                or not isinstance(groups, int) or groups < 1):
+            raise FormatError("architecture: Conv2d has a bad kernel_size or groups")
+        bias = size("out_channels") if config.get("bias", True) else 0
+        return size("out_channels") * (size("in_channels") // groups) * kh * kw + bias
     if kind == "BatchNorm1d":
         return 4 * size("num_features")
     return 2 if kind == "Dropout" else 0

@@ -1,9 +1,10 @@
-"""Layers and models: Module, Sequential, Residual, Linear, activations, BatchNorm1d (and
-SyncBatchNorm), Dropout, Flatten."""
+"""Layers and models: Module, Sequential, Residual, Linear, Conv2d, activations,
+BatchNorm1d (and SyncBatchNorm), Dropout, Flatten."""
 
 from .activation import LeakyReLU, ReLU, Sigmoid, Tanh
 from .batchnorm import BatchNorm1d
 from .container import Sequential
+from .conv import Conv2d
 from .dropout import Dropout
 from .flatten import Flatten
 from .linear import Linear
@@ -17,6 +18,7 @@ __all__ = [
     "ACTIVATIONS",
     "Arena",
     "BatchNorm1d",
+    "Conv2d",
     "Dropout",
     "Flatten",
     "LeakyReLU",
