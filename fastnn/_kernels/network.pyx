@@ -506,8 +506,6 @@ cdef class Plan:
                 f"Plan: residual branches give samples of {out_shape} and "
                 f"{shortcut.shape if shortcut is not None else self.shape}")
         cdef Op *op = self._append(OP_RESIDUAL, block.d_out)
-        if op.d_in != op.d_out:
-            raise ValueError(f"Plan: residual of {op.d_in} -> {op.d_out} features")
         op.block, op.n_block = block.ops, block.n_ops
         if shortcut is not None:
             op.short, op.n_short = shortcut.ops, shortcut.n_ops
