@@ -36,7 +36,8 @@ _DTYPE_NAMES = {np.dtype(v): k for k, v in _DTYPES.items()}
 
 # The layer types a file may name, and nothing else.
 LAYERS = {cls.__name__: cls for cls in (nn.Linear, nn.ReLU, nn.LeakyReLU, nn.Sigmoid, nn.Tanh,
-                                        nn.BatchNorm1d, nn.Dropout)}
+                                        nn.BatchNorm1d, nn.BatchNorm2d, nn.Dropout,
+                                        nn.MaxPool2d, nn.AvgPool2d, nn.GlobalAvgPool2d)}
 
 
 class FormatError(ValueError):
@@ -61,6 +62,14 @@ def architecture(model):
     return {"type": name, "config": model.config()}
 
 
+def _plain(value):
+    """Whether a layer argument read from a file is a number, a string, or a pair of
+    ints (a window's (h, w))."""
+    if isinstance(value, list):
+        return len(value) == 2 and all(type(v) is int for v in value)
+    return isinstance(value, (int, float, str, bool))
+
+
 def build(arch, depth=0):
     """The model an architecture() describes; anything else raises FormatError."""
     if depth > 32 or not isinstance(arch, dict):
@@ -77,9 +86,7 @@ def build(arch, depth=0):
     if not isinstance(kind, str) or kind not in LAYERS:
         raise FormatError(f"architecture: unknown layer type {kind!r}")
     config = arch.get("config", {})
-    if not isinstance(config, dict) or not all(
-        isinstance(v, (int, float, str, bool)) for v in config.values()
-    ):
+    if not isinstance(config, dict) or not all(_plain(v) for v in config.values()):
         raise FormatError(f"architecture: bad arguments for {kind}")
     try:
         return LAYERS[kind](**config)
@@ -210,7 +217,7 @@ def _declared_elements(arch, depth=0):
     if kind == "Linear":
         bias = size("out_features") if config.get("bias", True) else 0
         return size("in_features") * size("out_features") + bias
-    if kind == "BatchNorm1d":
+    if kind in ("BatchNorm1d", "BatchNorm2d"):
         return 4 * size("num_features")
     return 2 if kind == "Dropout" else 0
 

@@ -403,7 +403,7 @@ def _arch(edit):
     (_arch(lambda a: a["layers"][0]["config"].update(in_features=-3)), "bad in_features"),
     (_arch(lambda a: a["layers"][0]["config"].update(dtype="int8")), "invalid"),
     (_arch(lambda a: a["layers"][0]["config"].update(evil="__import__('os')")), "invalid"),
-    (_arch(lambda a: a["layers"][0].update(config={"x": [1, 2]})), "bad arguments"),
+    (_arch(lambda a: a["layers"][0].update(config={"x": [1, 2, 3]})), "bad arguments"),
     (_arch(lambda a: a["layers"][0].update(config=[4, 6])), "malformed layer arguments"),
     (_arch(lambda a: a["layers"].append({"type": "Linear", "config": {
         "in_features": 3, "out_features": 2}})), "declares more parameters"),
@@ -651,5 +651,6 @@ def test_unsupported_models_are_a_type_error(tmp_path, make):
 
 def test_layers_table_is_fixed():
     assert set(io.LAYERS) == {"Linear", "ReLU", "LeakyReLU", "Sigmoid", "Tanh", "BatchNorm1d",
-                              "Dropout"}
+                              "BatchNorm2d", "Dropout", "MaxPool2d", "AvgPool2d",
+                              "GlobalAvgPool2d"}
     assert all(issubclass(cls, nn.Module) for cls in io.LAYERS.values())
