@@ -192,6 +192,10 @@ def test_a_single_value_per_channel(rng):
     assert bn(rng.standard_normal((1, 2, 2, 1)).astype(np.float32)).shape == (1, 2, 2, 1)
     bn.eval()
     assert bn(x).shape == x.shape
+    empty = np.zeros((0, 2, 3, 3), np.float32)
+    assert bn(empty).shape == empty.shape and bn.backward(empty).shape == empty.shape
+    with pytest.raises(ValueError, match="more than 1 value"):
+        bn.train()(empty)
 
 
 # ---------------------------------------------------------------- gradients

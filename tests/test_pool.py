@@ -192,6 +192,16 @@ def test_outputs_reuse_their_buffers_and_input_grad_false(rng):
     assert pool.backward(np.ones_like(y), input_grad=False) is None
 
 
+@pytest.mark.parametrize("layer", [nn.MaxPool2d(2), nn.AvgPool2d(3, 2, 1), nn.GlobalAvgPool2d()],
+                         ids=["max", "avg", "global"])
+def test_an_empty_batch(layer):
+    x = np.zeros((0, 3, 6, 5), np.float32)
+    y = layer(x)
+    assert y.shape == {"MaxPool2d": (0, 3, 3, 2), "AvgPool2d": (0, 3, 3, 3),
+                       "GlobalAvgPool2d": (0, 3)}[type(layer).__name__]
+    assert layer.backward(y).shape == x.shape
+
+
 # ---------------------------------------------------------------- bad input
 
 

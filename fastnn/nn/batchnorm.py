@@ -8,7 +8,7 @@ from .._checks import check_eps
 from .._kernels.batchnorm2d import BatchNorm2dOp
 from .linear import _float_dtype, _positive_int
 from .module import Module
-from .pool import _check_images, _OpLayer
+from .pool import _check_4d, _check_images, _OpLayer
 
 __all__ = ["BatchNorm1d", "BatchNorm2d"]
 
@@ -105,41 +105,27 @@ class BatchNorm2d(_BatchNorm, _OpLayer):
     reshaped to (N * H * W, C)): train mode normalizes with the batch mean and BIASED
     variance and moves the running statistics towards the batch's by `momentum`
     (running_var towards the UNBIASED variance, n = N * H * W); eval mode uses the
-    running statistics only. Train mode with N * H * W == 1 raises ValueError.
+    running statistics only. Train mode with N * H * W < 2 raises ValueError.
     """
 
-    def _check_input(self, shape):
-        """Raise ValueError for an (N, C, H, W) shape train mode cannot normalize."""
+    def _output_shape(self, shape):
+        _check_4d(self, shape, self.num_features)
         n, _, h, w = shape
-        if self.training and n * h * w == 1:
+        if self.training and n * h * w < 2:
             raise ValueError(f"BatchNorm2d: training needs more than 1 value per channel, "
                              f"got input of shape {tuple(shape)}")
+        return shape[1:]
 
-    def _new_op(self, rows, shape):
-        self._check_input((rows, *shape))
+    def _new_op(self, rows, dtype, in_shape):
         gamma, beta = self.weight, self.bias
         return BatchNorm2dOp(
-            gamma.dtype, rows, tuple(shape), gamma, beta,
-            gamma.grad if gamma.requires_grad else None,
+            dtype, rows, in_shape, gamma, beta, gamma.grad if gamma.requires_grad else None,
             beta.grad if beta.requires_grad else None, self.running_mean, self.running_var,
             self.training, self.momentum, self.eps)
 
     def forward(self, x):
-        x = _check_images(self, x, self.num_features, self.weight.dtype)
-        self._check_input(x.shape)
         gamma, beta = self.weight, self.bias
-        key = (x.shape, self.training, self.momentum, self.eps, gamma.requires_grad,
-               beta.requires_grad)
-        arrays = (gamma, beta, gamma.grad, beta.grad, self.running_mean, self.running_var)
-        op = self._kernel_op(key, arrays, lambda: self._new_op(x.shape[0], x.shape[1:]))
-        return self._run_forward(op, x)
-
-    # ------------------------------------------------------------ compiled form
-
-    def add_to_plan(self, plan, after):
-        shape = tuple(plan.shape)
-        if len(shape) != 3 or shape[0] != self.num_features:
-            raise ValueError(f"BatchNorm2d: expected input of shape (N, {self.num_features}, "
-                             f"H, W), got (N, {', '.join(map(str, shape))})")
-        plan.add_kernel(self._new_op(plan.rows, shape))
-        return 1
+        return self._forward(
+            _check_images(self, x, gamma.dtype),
+            (self.training, self.momentum, self.eps, gamma.requires_grad, beta.requires_grad),
+            (gamma, beta, gamma.grad, beta.grad, self.running_mean, self.running_var))

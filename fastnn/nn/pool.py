@@ -1,7 +1,7 @@
 """Pooling over the planes of (N, C, H, W) images: MaxPool2d, AvgPool2d, GlobalAvgPool2d.
 
-Also the base of layers that run one KernelOp (_OpLayer) and the input check of image
-layers (_check_images), which BatchNorm2d shares.
+Also what BatchNorm2d shares with them: the base of layers that run one KernelOp
+(_OpLayer) and the checks of image input (_check_images, _check_4d).
 """
 
 import numpy as np
@@ -14,39 +14,50 @@ from .module import Module
 __all__ = ["AvgPool2d", "GlobalAvgPool2d", "MaxPool2d"]
 
 
-def _check_images(layer, x, channels=None, dtype=None):
-    """x as a C-contiguous (N, C, H, W) array (a copy if it was not contiguous) of
-    `channels` channels and of `dtype` when given, else float32 or float64."""
-    name = type(layer).__name__
+def _check_images(layer, x, dtype=None):
+    """x as a C-contiguous ndarray (a copy if it was not contiguous) of `dtype` when
+    given, else of float32 or float64."""
     if dtype is None:
         x = check_array(x, "x")
     elif not isinstance(x, np.ndarray) or x.dtype != dtype:
-        raise TypeError(f"{name}: expected a numpy.ndarray of {dtype}, got "
+        raise TypeError(f"{type(layer).__name__}: expected a numpy.ndarray of {dtype}, got "
                         f"{getattr(x, 'dtype', type(x).__name__)}")
-    if x.ndim != 4 or (channels is not None and x.shape[1] != channels):
-        c = "C" if channels is None else channels
-        raise ValueError(f"{name}: expected input of shape (N, {c}, H, W), got {x.shape}")
     return check_contiguous(x, "x")
 
 
-class _OpLayer(Module):
-    """A layer that computes with one KernelOp, rebuilt when what it was made for
-    changes. The op points into the layer's arrays: a copy of the layer makes its own."""
+def _check_4d(layer, shape, channels="C"):
+    """Raise ValueError unless `shape` is (N, channels, H, W)."""
+    if len(shape) != 4 or (channels != "C" and shape[1] != channels):
+        got = ", ".join(map(str, shape))
+        raise ValueError(f"{type(layer).__name__}: expected input of shape "
+                         f"(N, {channels}, H, W), got ({got})")
 
-    def _kernel_op(self, key, arrays, make):
-        """The op made by make() for `key` (compared with ==) and `arrays` (the arrays
-        it points into, compared with `is`), reused while both stay the same."""
+
+class _OpLayer(Module):
+    """A layer that computes with one KernelOp. A subclass defines
+    `_output_shape(shape)` (the per-sample output shape for an input of `shape`, N
+    included; ValueError for one it refuses) and `_new_op(rows, dtype, in_shape)`; its
+    forward calls `_forward(x, key, arrays)`.
+
+    The op is rebuilt when what it was made for changes. It points into the layer's
+    arrays: a copy of the layer makes its own.
+    """
+
+    def _forward(self, x, key=(), arrays=()):
+        """y for x (validated but for its shape): the op made for x's shape and dtype,
+        `key` (values, compared with ==) and `arrays` (the arrays the op points into,
+        compared with `is`) is reused while they stay the same."""
+        y = self.workspace("y", (len(x), *self._output_shape(x.shape)), x.dtype)
+        self._x, self._y = x, y
+        if len(x) == 0:  # nothing to compute, no op to make
+            return y
+        key = (x.shape, x.dtype, *key)
         cached = self.__dict__.get("_op")
         if (cached is None or cached[0] != key
                 or any(a is not b for a, b in zip(cached[1], arrays))):
-            cached = (key, arrays, make())
+            cached = (key, arrays, self._new_op(len(x), x.dtype, x.shape[1:]))
             self._op = cached
-        return cached[2]
-
-    def _run_forward(self, op, x):
-        y = self.workspace("y", (x.shape[0], *op.out_shape), x.dtype)
-        op.run_forward(x, y, get_num_threads())
-        self._x, self._y = x, y
+        cached[2].run_forward(x, y, get_num_threads())
         return y
 
     def backward(self, dout, input_grad=True):
@@ -59,12 +70,24 @@ class _OpLayer(Module):
                              f"{y.shape}, got {dout.dtype} {dout.shape}")
         dout = check_contiguous(dout, "dout")
         dx = self.workspace("dx", x.shape, x.dtype) if input_grad else None
+        if len(x) == 0:
+            return dx
         return self._op[2].run_backward(x, y, dout, dx, input_grad, get_num_threads())
 
     def __getstate__(self):
         state = super().__getstate__()
         state.pop("_op", None)
         return state
+
+    # ------------------------------------------------------------ compiled form
+
+    def add_to_plan(self, plan, after):
+        """The layer's op, made for the plan's batch; none of these layers computes the
+        next one too."""
+        shape = tuple(plan.shape)
+        self._output_shape((plan.rows, *shape))
+        plan.add_kernel(self._new_op(plan.rows, plan.dtype, shape))
+        return 1
 
 
 class _Pool2d(_OpLayer):
@@ -92,36 +115,26 @@ class _Pool2d(_OpLayer):
     def extra_repr(self):
         return f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}"
 
-    def _check_window(self, shape):
-        """Raise ValueError if the (C, H, W) input is smaller than the padded window."""
-        for size, k, p in zip(shape[1:], self.kernel_size, self.padding):
-            if size + 2 * p < k:
-                raise ValueError(
-                    f"{type(self).__name__}: kernel_size {self.kernel_size} is larger than "
-                    f"the input's {tuple(shape[1:])} padded by {self.padding}")
+    def _output_shape(self, shape):
+        _check_4d(self, shape)
+        if any(size + 2 * p < k for size, k, p in zip(shape[2:], self.kernel_size,
+                                                       self.padding)):
+            raise ValueError(
+                f"{type(self).__name__}: kernel_size {self.kernel_size} is larger than "
+                f"the input's {tuple(shape[2:])} padded by {self.padding}")
+        return (shape[1], *((size + 2 * p - k) // s + 1 for size, k, s, p in zip(
+            shape[2:], self.kernel_size, self.stride, self.padding)))
 
-    def _new_op(self, rows, dtype, shape):
-        self._check_window(shape)
-        return self.make_op(dtype, rows, tuple(shape), self.kernel_size, self.stride,
+    def _new_op(self, rows, dtype, in_shape):
+        return self.make_op(dtype, rows, in_shape, self.kernel_size, self.stride,
                             self.padding)
 
     def forward(self, x):
-        x = _check_images(self, x)
-        key = (x.shape, x.dtype, self.kernel_size, self.stride, self.padding)
-        op = self._kernel_op(key, (), lambda: self._new_op(x.shape[0], x.dtype, x.shape[1:]))
-        return self._run_forward(op, x)
-
-    # ------------------------------------------------------------ compiled form
+        return self._forward(_check_images(self, x),
+                             (self.kernel_size, self.stride, self.padding))
 
     def plan_state(self):
         return ("training", "kernel_size", "stride", "padding")
-
-    def add_to_plan(self, plan, after):
-        if len(plan.shape) != 3:
-            raise ValueError(f"{type(self).__name__}: expected input of shape (N, C, H, W), "
-                             f"got (N, {', '.join(map(str, plan.shape))})")
-        plan.add_kernel(self._new_op(plan.rows, plan.dtype, plan.shape))
-        return 1
 
 
 class MaxPool2d(_Pool2d):
@@ -148,17 +161,12 @@ class GlobalAvgPool2d(_OpLayer):
     def config(self):
         return {}
 
+    def _output_shape(self, shape):
+        _check_4d(self, shape)
+        return shape[1:2]
+
+    def _new_op(self, rows, dtype, in_shape):
+        return GlobalAvgPoolOp(dtype, rows, in_shape)
+
     def forward(self, x):
-        x = _check_images(self, x)
-        op = self._kernel_op((x.shape, x.dtype), (),
-                             lambda: GlobalAvgPoolOp(x.dtype, x.shape[0], x.shape[1:]))
-        return self._run_forward(op, x)
-
-    # ------------------------------------------------------------ compiled form
-
-    def add_to_plan(self, plan, after):
-        if len(plan.shape) != 3:
-            raise ValueError(f"GlobalAvgPool2d: expected input of shape (N, C, H, W), got "
-                             f"(N, {', '.join(map(str, plan.shape))})")
-        plan.add_kernel(GlobalAvgPoolOp(plan.dtype, plan.rows, tuple(plan.shape)))
-        return 1
+        return self._forward(_check_images(self, x))
