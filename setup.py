@@ -15,8 +15,8 @@ from Cython.Build import cythonize
 from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
 
-KERNELS = ["_openmp", "planop", "activations", "reductions", "matmul", "batchnorm", "conv",
-           "dropout", "losses", "optim", "augment", "network"]
+KERNELS = ["_openmp", "planop", "activations", "reductions", "matmul", "batchnorm",
+           "batchnorm2d", "conv", "pool", "dropout", "losses", "optim", "augment", "network"]
 KERNEL_DIR = Path("fastnn", "_kernels")
 
 # -fno-math-errno and -fno-trapping-math let loops with sqrt and selects vectorize;

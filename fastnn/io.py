@@ -35,8 +35,9 @@ _DTYPES = {"F32": np.float32, "F64": np.float64, "I64": np.int64, "U64": np.uint
 _DTYPE_NAMES = {np.dtype(v): k for k, v in _DTYPES.items()}
 
 # The layer types a file may name, and nothing else.
-LAYERS = {cls.__name__: cls for cls in (nn.Linear, nn.Conv2d, nn.ReLU, nn.LeakyReLU, nn.Sigmoid,
-                                        nn.Tanh, nn.BatchNorm1d, nn.Dropout)}
+LAYERS = {cls.__name__: cls for cls in (
+    nn.Linear, nn.Conv2d, nn.ReLU, nn.LeakyReLU, nn.Sigmoid, nn.Tanh, nn.BatchNorm1d,
+    nn.BatchNorm2d, nn.Dropout, nn.MaxPool2d, nn.AvgPool2d, nn.GlobalAvgPool2d)}
 
 
 class FormatError(ValueError):
@@ -65,7 +66,7 @@ def _argument(v):
     """Whether v may be a layer's constructor argument in a file: a JSON scalar, or a
     pair of ints (Conv2d's kernel_size, stride, padding, dilation)."""
     return isinstance(v, (int, float, str, bool)) or (
-        isinstance(v, list) and len(v) == 2 and all(isinstance(i, int) for i in v))
+        isinstance(v, list) and len(v) == 2 and all(type(i) is int for i in v))
 
 
 def build(arch, depth=0):
@@ -225,7 +226,7 @@ def _declared_elements(arch, depth=0):
             raise FormatError("architecture: Conv2d has a bad kernel_size or groups")
         bias = size("out_channels") if config.get("bias", True) else 0
         return size("out_channels") * (size("in_channels") // groups) * kh * kw + bias
-    if kind == "BatchNorm1d":
+    if kind in ("BatchNorm1d", "BatchNorm2d"):
         return 4 * size("num_features")
     return 2 if kind == "Dropout" else 0
 

@@ -1,24 +1,24 @@
-"""Batch normalization over the rows of a (N, num_features) batch."""
+"""Batch normalization: per feature of a (N, num_features) batch (BatchNorm1d), per
+channel of an (N, C, H, W) batch (BatchNorm2d)."""
 
 import numpy as np
 
 from .. import ops
 from .._checks import check_eps
+from .._kernels.batchnorm2d import BatchNorm2dOp
 from .linear import _float_dtype, _positive_int
 from .module import Module
+from .pool import _check_4d, _check_images, _OpLayer
 
-__all__ = ["BatchNorm1d"]
+__all__ = ["BatchNorm1d", "BatchNorm2d"]
 
 
-class BatchNorm1d(Module):
-    """y = (x - mean) / sqrt(var + eps) * weight + bias, per feature.
+class _BatchNorm(Module):
+    """What the batch normalizations share: arguments, parameters, running statistics.
 
-    Train mode: mean and the BIASED variance of the batch normalize it; the running
-    statistics move towards the batch's, weighted by `momentum`
-    (running = (1 - momentum) * running + momentum * batch), with the UNBIASED variance
-    going into running_var, as in PyTorch. Eval mode: the running statistics only.
-    A batch of one row in train mode raises ValueError. weight (gamma) starts at 1, bias
-    (beta) at 0; neither is penalized or decayed by default (kind "norm").
+    weight (gamma) starts at 1, bias (beta) at 0; neither is penalized or decayed by
+    default (kind "norm"). Buffers running_mean (0) and running_var (1), one value per
+    feature or channel.
     """
 
     rank_statistics = ("running_mean", "running_var")
@@ -43,6 +43,22 @@ class BatchNorm1d(Module):
 
     def extra_repr(self):
         return f"{self.num_features}, momentum={self.momentum}, eps={self.eps}"
+
+    def plan_state(self):
+        return ("training", "weight", "bias", "running_mean", "running_var", "momentum",
+                "eps")
+
+
+class BatchNorm1d(_BatchNorm):
+    """y = (x - mean) / sqrt(var + eps) * weight + bias, per feature.
+
+    Train mode: mean and the BIASED variance of the batch normalize it; the running
+    statistics move towards the batch's, weighted by `momentum`
+    (running = (1 - momentum) * running + momentum * batch), with the UNBIASED variance
+    going into running_var, as in PyTorch. Eval mode: the running statistics only.
+    A batch of one row in train mode raises ValueError. weight (gamma) starts at 1, bias
+    (beta) at 0; neither is penalized or decayed by default (kind "norm").
+    """
 
     def forward(self, x):
         if not isinstance(x, np.ndarray) or x.ndim != 2 or x.shape[1] != self.num_features:
@@ -70,10 +86,6 @@ class BatchNorm1d(Module):
 
     # ------------------------------------------------------------ compiled form
 
-    def plan_state(self):
-        return ("training", "weight", "bias", "running_mean", "running_var", "momentum",
-                "eps")
-
     def add_to_plan(self, plan, after):
         if plan.shape != (self.num_features,):
             raise ValueError(f"BatchNorm1d: expected input of shape (N, {self.num_features}), "
@@ -83,3 +95,37 @@ class BatchNorm1d(Module):
                            beta.grad if beta.requires_grad else None, self.running_mean,
                            self.running_var, self.training, self.momentum, self.eps)
         return 1
+
+
+class BatchNorm2d(_BatchNorm, _OpLayer):
+    """y = (x - mean) / sqrt(var + eps) * weight + bias per channel of an (N, C, H, W)
+    batch, the statistics taken over its N * H * W values.
+
+    The same semantics as BatchNorm1d's (which it equals on x.transpose(0, 2, 3, 1)
+    reshaped to (N * H * W, C)): train mode normalizes with the batch mean and BIASED
+    variance and moves the running statistics towards the batch's by `momentum`
+    (running_var towards the UNBIASED variance, n = N * H * W); eval mode uses the
+    running statistics only. Train mode with N * H * W < 2 raises ValueError.
+    """
+
+    def _output_shape(self, shape):
+        _check_4d(self, shape, self.num_features)
+        n, _, h, w = shape
+        if self.training and n * h * w < 2:
+            raise ValueError(f"BatchNorm2d: training needs more than 1 value per channel, "
+                             f"got input of shape {tuple(shape)}")
+        return shape[1:]
+
+    def _new_op(self, rows, dtype, in_shape):
+        gamma, beta = self.weight, self.bias
+        return BatchNorm2dOp(
+            dtype, rows, in_shape, gamma, beta, gamma.grad if gamma.requires_grad else None,
+            beta.grad if beta.requires_grad else None, self.running_mean, self.running_var,
+            self.training, self.momentum, self.eps)
+
+    def forward(self, x):
+        gamma, beta = self.weight, self.bias
+        return self._forward(
+            _check_images(self, x, gamma.dtype),
+            (self.training, self.momentum, self.eps, gamma.requires_grad, beta.requires_grad),
+            (gamma, beta, gamma.grad, beta.grad, self.running_mean, self.running_var))
