@@ -189,7 +189,7 @@ def _layers(kind, c, args):
 
 
 def make_layer_case(case):
-    name, kind, n, (c, h, w), args = case
+    _, kind, n, (c, h, w), args = case
     x = randn(n, c, h, w)
     layer, tlayer = _layers(kind, c, args)
     y = layer.forward(x)
@@ -253,6 +253,22 @@ def run_layers(threads, cfg, quick):
     return table.rows
 
 
+def three_gemms(o, kk, cols):
+    """A conv layer's three products as single matrices: forward (o x kk)(kk x cols),
+    weight gradient (o x cols)(cols x kk), input gradient (kk x o)(o x cols)."""
+    a, bm, g = randn(o, kk), randn(kk, cols), randn(o, cols)
+    wt = np.empty((o, kk), np.float32)
+    dc = np.empty((kk, cols), np.float32)
+    yc = np.empty((o, cols), np.float32)
+
+    def run():
+        np.matmul(a, bm, out=yc)
+        np.matmul(g, bm.T, out=wt)
+        np.matmul(a.T, g, out=dc)
+
+    return run
+
+
 def run_gemm(threads, cfg, quick):
     print("\n== gemm: conv forward + backward against the BLAS on the same three products "
           "(NumPy's BLAS, one matrix each)")
@@ -262,23 +278,13 @@ def run_gemm(threads, cfg, quick):
                    ("note", 4, "note", "")])
     table.header()
     for case in LENET + RESNET:
-        name, kind, n, (c, h, w), args = case
+        name, kind, n, (c, _, _), args = case
         if kind != "conv" or (quick and name not in QUICK_LAYERS):
             continue
-        calls, layer, x, dout = make_layer_case(case)
+        calls, _, _, dout = make_layer_case(case)
         o, kk = args["out"], c * args["k"] ** 2
-        hw = dout.shape[2] * dout.shape[3]
-        a, bm, g = randn(o, kk), randn(kk, n * hw), randn(o, n * hw)
-        wt = np.empty((o, kk), np.float32)
-        dc = np.empty((kk, n * hw), np.float32)
-        yc = np.empty((o, n * hw), np.float32)
-
-        def blas():
-            np.matmul(a, bm, out=yc)
-            np.matmul(g, bm.T, out=wt)
-            np.matmul(a.T, g, out=dc)
-
-        flop = 3 * 2.0 * o * kk * n * hw
+        blas = three_gemms(o, kk, n * dout.shape[2] * dout.shape[3])
+        flop = 3 * 2.0 * o * kk * n * dout.shape[2] * dout.shape[3]
         for t in threads:
             timing = measure([Slot(calls["fastnn"], t), Slot(blas, t)], cfg, BLAS_COOLDOWN)
             tf, tb = timing.medians

@@ -6,9 +6,9 @@ import numpy as np
 from .. import ops
 from .._checks import check_eps
 from .._kernels.batchnorm2d import BatchNorm2dOp
+from .kernel_layer import KernelLayer, check_4d, check_images
 from .linear import _float_dtype, _positive_int
 from .module import Module
-from .pool import _check_4d, _check_images, _OpLayer
 
 __all__ = ["BatchNorm1d", "BatchNorm2d"]
 
@@ -97,7 +97,7 @@ class BatchNorm1d(_BatchNorm):
         return 1
 
 
-class BatchNorm2d(_BatchNorm, _OpLayer):
+class BatchNorm2d(_BatchNorm, KernelLayer):
     """y = (x - mean) / sqrt(var + eps) * weight + bias per channel of an (N, C, H, W)
     batch, the statistics taken over its N * H * W values.
 
@@ -109,7 +109,7 @@ class BatchNorm2d(_BatchNorm, _OpLayer):
     """
 
     def _output_shape(self, shape):
-        _check_4d(self, shape, self.num_features)
+        check_4d(self, shape, self.num_features)
         n, _, h, w = shape
         if self.training and n * h * w < 2:
             raise ValueError(f"BatchNorm2d: training needs more than 1 value per channel, "
@@ -126,6 +126,6 @@ class BatchNorm2d(_BatchNorm, _OpLayer):
     def forward(self, x):
         gamma, beta = self.weight, self.bias
         return self._forward(
-            _check_images(self, x, gamma.dtype),
+            check_images(self, x, gamma.dtype),
             (self.training, self.momentum, self.eps, gamma.requires_grad, beta.requires_grad),
             (gamma, beta, gamma.grad, beta.grad, self.running_mean, self.running_var))

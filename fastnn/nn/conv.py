@@ -2,24 +2,15 @@
 
 import numpy as np
 
-from .._checks import (
-    NON_NEGATIVE,
-    POSITIVE,
-    check_array,
-    check_choice,
-    check_contiguous,
-    check_int,
-    check_pair,
-)
+from .._checks import NON_NEGATIVE, POSITIVE, check_choice, check_int, check_pair
 from .._kernels.conv import ConvOp, output_size
-from .._threads import get_num_threads
+from .kernel_layer import KernelLayer, check_images
 from .linear import _float_dtype
-from .module import Module
 
 __all__ = ["Conv2d"]
 
 
-class Conv2d(Module):
+class Conv2d(KernelLayer):
     """y[n, o] = bias[o] + sum over c in o's group, i < kh, j < kw of
     weight[o, c, i, j] * x[n, g * C/groups + c, oh*sh - ph + i*dh, ow*sw - pw + j*dw],
     zero outside the image (cross-correlation, as PyTorch's Conv2d).
@@ -76,23 +67,23 @@ class Conv2d(Module):
                 f"groups={self.groups}, bias={self.bias is not None}, "
                 f"dtype={self.weight.dtype}")
 
-    def output_shape(self, shape):
-        """(out_channels, Ho, Wo) for one sample of shape (C, H, W); ValueError for a
+    def _output_shape(self, shape):
+        """(out_channels, Ho, Wo) for input of shape (N, C, H, W); ValueError for a
         shape this layer cannot take."""
-        if len(shape) != 3 or shape[0] != self.in_channels:
+        if len(shape) != 4 or shape[1] != self.in_channels:
             raise ValueError(f"Conv2d: expected input of shape (N, {self.in_channels}, H, W), "
-                             f"got {('N', *shape)}")
+                             f"got {tuple(shape)}")
         out = [output_size(size, k, s, p, d) for size, k, s, p, d in
-               zip(shape[1:], self.kernel_size, self.stride, self.padding, self.dilation)]
+               zip(shape[2:], self.kernel_size, self.stride, self.padding, self.dilation)]
         if min(out) < 1:
             raise ValueError(
                 f"Conv2d: kernel {self.kernel_size} with dilation {self.dilation} is larger "
-                f"than the input {tuple(shape[1:])} padded by {self.padding}")
+                f"than the input {tuple(shape[2:])} padded by {self.padding}")
         return (self.out_channels, *out)
 
-    def _make_op(self, rows, shape, act=None, slope=0.0):
+    def _new_op(self, rows, dtype, in_shape, act=None, slope=0.0):
         w, b = self.weight, self.bias
-        return ConvOp(rows, tuple(shape), w, w.grad if w.requires_grad else None, b,
+        return ConvOp(rows, tuple(in_shape), w, w.grad if w.requires_grad else None, b,
                       None if b is None or not b.requires_grad else b.grad, self.stride,
                       self.padding, self.dilation, self.groups, act, slope)
 
@@ -100,49 +91,13 @@ class Conv2d(Module):
         if not isinstance(x, np.ndarray) or x.ndim != 4:
             raise ValueError(f"Conv2d: expected input of shape (N, {self.in_channels}, H, W), "
                              f"got {getattr(x, 'shape', type(x).__name__)}")
-        out_shape = self.output_shape(x.shape[1:])
-        if x.dtype != self.weight.dtype:
-            raise TypeError(f"Conv2d: expected input of dtype {self.weight.dtype}, got "
-                            f"{x.dtype}")
-        if x.shape[0] == 0:
-            raise ValueError("Conv2d: expected at least one sample, got an empty batch")
-        x = check_contiguous(x, "x")
-        op = self._op_for(x.shape)
-        y = self.workspace("y", (x.shape[0], *out_shape), self.weight.dtype)
-        op.run_forward(x, y, get_num_threads())
-        self._x, self._y, self._cache = x, y, op
-        return y
-
-    def _op_for(self, shape):
-        """The ConvOp for inputs of `shape`, kept while the parameter and gradient
-        arrays it points into are the same objects (a container that adopts this layer
-        replaces them) and requires_grad stays."""
         w, b = self.weight, self.bias
-        arrays = (w, w.grad, b, None if b is None else b.grad)
-        settings = (shape, w.requires_grad, None if b is None else b.requires_grad)
-        cached = self.__dict__.get("_op")
-        if (cached is None or cached[1] != settings
-                or not all(a is c for a, c in zip(arrays, cached[0]))):
-            cached = self._op = (arrays, settings, self._make_op(shape[0], shape[1:]))
-        return cached[2]
-
-    def __getstate__(self):
-        # the compiled op points into this layer's arrays: a copy makes its own
-        state = super().__getstate__()
-        state.pop("_op", None)
-        state.pop("_cache", None)
-        return state
-
-    def backward(self, dout, input_grad=True):
-        op, x, y = self._cache, self._x, self._y
-        dz = check_array(dout, "dout")
-        if dz.shape != y.shape:
-            raise ValueError(f"dout: expected shape {y.shape}, got {dz.shape}")
-        if dz.dtype != y.dtype:
-            raise TypeError(f"dout: expected dtype {y.dtype}, got {dz.dtype}")
-        dz = check_contiguous(dz, "dout")
-        dx = self.workspace("dx", x.shape, y.dtype) if input_grad else None
-        return op.run_backward(x, y, dz, dx, input_grad, get_num_threads())
+        # the op points into the parameter and gradient arrays, which a container that
+        # adopts this layer replaces
+        return self._forward(
+            check_images(self, x, w.dtype),
+            (w.requires_grad, None if b is None else b.requires_grad),
+            (w, w.grad, b, None if b is None else b.grad))
 
     # ------------------------------------------------------------ compiled form
 
@@ -151,11 +106,11 @@ class Conv2d(Module):
 
     def add_to_plan(self, plan, after):
         """One ConvOp; an activation `after` it that offers an epilogue runs in it."""
-        self.output_shape(tuple(plan.shape))
+        self._output_shape((plan.rows, *plan.shape))
         if np.dtype(plan.dtype) != self.weight.dtype:
             raise TypeError(f"Conv2d: expected input of dtype {self.weight.dtype}, got "
                             f"{np.dtype(plan.dtype)}")
         fused = None if after is None else after.epilogue()
         act, slope = fused if fused is not None else (None, 0.0)
-        plan.add_kernel(self._make_op(plan.rows, plan.shape, act, slope))
+        plan.add_kernel(self._new_op(plan.rows, plan.dtype, plan.shape, act, slope))
         return 1 if fused is None else 2

@@ -1,96 +1,14 @@
-"""Pooling over the planes of (N, C, H, W) images: MaxPool2d, AvgPool2d, GlobalAvgPool2d.
+"""Pooling over the planes of (N, C, H, W) images: MaxPool2d, AvgPool2d, GlobalAvgPool2d."""
 
-Also what BatchNorm2d shares with them: the base of layers that run one KernelOp
-(_OpLayer) and the checks of image input (_check_images, _check_4d).
-"""
 
-import numpy as np
-
-from .._checks import NON_NEGATIVE, POSITIVE, check_array, check_contiguous, check_int, check_pair
+from .._checks import NON_NEGATIVE, POSITIVE, check_int, check_pair
 from .._kernels.pool import AvgPoolOp, GlobalAvgPoolOp, MaxPoolOp
-from .._threads import get_num_threads
-from .module import Module
+from .kernel_layer import KernelLayer, check_4d, check_images
 
 __all__ = ["AvgPool2d", "GlobalAvgPool2d", "MaxPool2d"]
 
 
-def _check_images(layer, x, dtype=None):
-    """x as a C-contiguous ndarray (a copy if it was not contiguous) of `dtype` when
-    given, else of float32 or float64."""
-    if dtype is None:
-        x = check_array(x, "x")
-    elif not isinstance(x, np.ndarray) or x.dtype != dtype:
-        raise TypeError(f"{type(layer).__name__}: expected a numpy.ndarray of {dtype}, got "
-                        f"{getattr(x, 'dtype', type(x).__name__)}")
-    return check_contiguous(x, "x")
-
-
-def _check_4d(layer, shape, channels="C"):
-    """Raise ValueError unless `shape` is (N, channels, H, W)."""
-    if len(shape) != 4 or (channels != "C" and shape[1] != channels):
-        got = ", ".join(map(str, shape))
-        raise ValueError(f"{type(layer).__name__}: expected input of shape "
-                         f"(N, {channels}, H, W), got ({got})")
-
-
-class _OpLayer(Module):
-    """A layer that computes with one KernelOp. A subclass defines
-    `_output_shape(shape)` (the per-sample output shape for an input of `shape`, N
-    included; ValueError for one it refuses) and `_new_op(rows, dtype, in_shape)`; its
-    forward calls `_forward(x, key, arrays)`.
-
-    The op is rebuilt when what it was made for changes. It points into the layer's
-    arrays: a copy of the layer makes its own.
-    """
-
-    def _forward(self, x, key=(), arrays=()):
-        """y for x (validated but for its shape): the op made for x's shape and dtype,
-        `key` (values, compared with ==) and `arrays` (the arrays the op points into,
-        compared with `is`) is reused while they stay the same."""
-        y = self.workspace("y", (len(x), *self._output_shape(x.shape)), x.dtype)
-        self._x, self._y = x, y
-        if len(x) == 0:  # nothing to compute, no op to make
-            return y
-        key = (x.shape, x.dtype, *key)
-        cached = self.__dict__.get("_op")
-        if (cached is None or cached[0] != key
-                or any(a is not b for a, b in zip(cached[1], arrays))):
-            cached = (key, arrays, self._new_op(len(x), x.dtype, x.shape[1:]))
-            self._op = cached
-        cached[2].run_forward(x, y, get_num_threads())
-        return y
-
-    def backward(self, dout, input_grad=True):
-        """d(loss)/dx for dout = d(loss)/dy of the last forward (None with input_grad
-        False); parameter gradients, if any, are accumulated."""
-        x, y = self._x, self._y
-        dout = check_array(dout, "dout")
-        if dout.shape != y.shape or dout.dtype != y.dtype:
-            raise ValueError(f"{type(self).__name__}: dout must be {y.dtype} of shape "
-                             f"{y.shape}, got {dout.dtype} {dout.shape}")
-        dout = check_contiguous(dout, "dout")
-        dx = self.workspace("dx", x.shape, x.dtype) if input_grad else None
-        if len(x) == 0:
-            return dx
-        return self._op[2].run_backward(x, y, dout, dx, input_grad, get_num_threads())
-
-    def __getstate__(self):
-        state = super().__getstate__()
-        state.pop("_op", None)
-        return state
-
-    # ------------------------------------------------------------ compiled form
-
-    def add_to_plan(self, plan, after):
-        """The layer's op, made for the plan's batch; none of these layers computes the
-        next one too."""
-        shape = tuple(plan.shape)
-        self._output_shape((plan.rows, *shape))
-        plan.add_kernel(self._new_op(plan.rows, plan.dtype, shape))
-        return 1
-
-
-class _Pool2d(_OpLayer):
+class _Pool2d(KernelLayer):
     """A pooling window: kernel_size, stride (default: kernel_size) and padding, each an
     int or an (h, w) pair; padding at most half the window, as in PyTorch. Output
     (N, C, OH, OW) with OH = (H + 2 * padding - kernel) // stride + 1 (floor mode), and
@@ -116,7 +34,7 @@ class _Pool2d(_OpLayer):
         return f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}"
 
     def _output_shape(self, shape):
-        _check_4d(self, shape)
+        check_4d(self, shape)
         if any(size + 2 * p < k for size, k, p in zip(shape[2:], self.kernel_size,
                                                        self.padding)):
             raise ValueError(
@@ -130,7 +48,7 @@ class _Pool2d(_OpLayer):
                             self.padding)
 
     def forward(self, x):
-        return self._forward(_check_images(self, x),
+        return self._forward(check_images(self, x),
                              (self.kernel_size, self.stride, self.padding))
 
     def plan_state(self):
@@ -154,7 +72,7 @@ class AvgPool2d(_Pool2d):
     make_op = AvgPoolOp
 
 
-class GlobalAvgPool2d(_OpLayer):
+class GlobalAvgPool2d(KernelLayer):
     """y[n, c] = the mean of plane x[n, c]: (N, C, H, W) -> (N, C). No parameters;
     float32 or float64, the input's."""
 
@@ -162,11 +80,11 @@ class GlobalAvgPool2d(_OpLayer):
         return {}
 
     def _output_shape(self, shape):
-        _check_4d(self, shape)
+        check_4d(self, shape)
         return shape[1:2]
 
     def _new_op(self, rows, dtype, in_shape):
         return GlobalAvgPoolOp(dtype, rows, in_shape)
 
     def forward(self, x):
-        return self._forward(_check_images(self, x))
+        return self._forward(check_images(self, x))
