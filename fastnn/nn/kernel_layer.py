@@ -39,6 +39,8 @@ class KernelLayer(Module):
     arrays: a copy of the layer makes its own.
     """
 
+    compiled_form = (*Module.compiled_form, "_new_op")
+
     def _forward(self, x, key=(), arrays=()):
         """y for x (validated but for its shape): the op made for x's shape and dtype,
         `key` (values, compared with ==) and `arrays` (the arrays the op points into,

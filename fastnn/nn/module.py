@@ -20,14 +20,16 @@ def _defined_in(cls, name):
 
 
 def has_own_compiled_form(layer):
-    """Whether layer's compiled form (add_to_plan, epilogue) is that of its own forward
-    and backward: a subclass that changes what a layer computes without describing its
-    compiled form anew runs layer by layer."""
+    """Whether layer's compiled form is that of its own forward and backward: the most
+    derived class that describes it (defines one of the names in `compiled_form`) must
+    derive from those that define forward and backward. A subclass that changes what a
+    layer computes without describing its compiled form anew runs layer by layer."""
     cls = type(layer)
-    plan = [_defined_in(cls, name) for name in ("add_to_plan", "epilogue")]
-    plan = [c for c in plan if c is not Module]  # Module's defaults describe nothing
-    return all(issubclass(p, _defined_in(cls, name))
-               for p in plan for name in ("forward", "backward"))
+    names = cls.compiled_form
+    definer = next((c for c in cls.__mro__
+                    if c is not Module and any(n in c.__dict__ for n in names)), None)
+    return definer is None or all(issubclass(definer, _defined_in(cls, name))
+                                  for name in ("forward", "backward"))
 
 
 class BackwardBeforeForward(RuntimeError, AttributeError):
@@ -106,6 +108,9 @@ class Module:
         raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
     # ------------------------------------------------------------ compiled form
+
+    # The methods that describe a layer's compiled form (see has_own_compiled_form).
+    compiled_form = ("add_to_plan", "epilogue")
 
     # True for a layer whose forward and backward run collectives over a data-parallel
     # communicator (its `comm`, set by the Trainer when None): a rank without rows in a
