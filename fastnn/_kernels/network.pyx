@@ -527,20 +527,43 @@ cdef class Plan:
                 return self.ops[i].dx
         return NULL
 
-    cdef _allocate_gradients(self):
-        """The backward pass's workspaces, made at its first call (a plan that only
-        predicts never needs them). Gradients flow through two buffers taken in turn:
-        a layer that may work in place (BatchNorm1d, activations, Dropout, a Linear's
-        activation gradient) writes over the gradient it reads, unless that is the
-        caller's; a Linear's input gradient goes to the other buffer."""
-        cdef Op *op
-        cdef int i, k, cur = -1  # the buffer holding the gradient; -1: the caller's
+    cdef _gradient_widths(self, dict widths, int depth, int role):
+        """The widest gradient of this plan and of each branch below it, by (depth,
+        role): role 0 for a residual's block, 1 for its shortcut."""
+        cdef int i
         cdef Py_ssize_t width = 1
         for i in range(self.n_ops):
             width = max(width, self.ops[i].d_in, self.ops[i].d_out)
-        pair = [np.empty(self.rows * width, self.dtype) for _ in range(2)]
-        self.keep += pair
-        self.workspace_bytes += 2 * pair[0].nbytes
+        widths[depth, role] = max(widths.get((depth, role), 0), width)
+        for block, shortcut in self.branches.values():
+            (<Plan> block)._gradient_widths(widths, depth + 1, 0)
+            if shortcut is not None:
+                (<Plan> shortcut)._gradient_widths(widths, depth + 1, 1)
+
+    cdef _allocate_all_gradients(self):
+        """The backward pass's workspaces, made at its first call (a plan that only
+        predicts never needs them). One pair of gradient buffers serves the plan and
+        one each branch depth and role: branches at one depth never run at once, while
+        a residual's block keeps its input gradient in its pair as its shortcut runs."""
+        widths = {}
+        self._gradient_widths(widths, 0, 0)
+        pool = {key: [np.empty(self.rows * width, self.dtype) for _ in range(2)]
+                for key, width in widths.items()}
+        for pair in pool.values():
+            self.keep += pair
+            self.workspace_bytes += 2 * pair[0].nbytes
+        self._allocate_gradients(pool, 0, 0)
+
+    cdef _allocate_gradients(self, dict pool, int depth, int role):
+        """Point each op at its gradient workspaces. Gradients flow through the two
+        buffers of this plan's depth and role, taken in turn: a layer that may work in
+        place (BatchNorm1d, activations, Dropout, the activation gradient of a Linear's
+        or a residual sum's epilogue) writes over the gradient it reads, unless that is
+        the caller's; an input gradient computed from a gradient it still reads (a
+        Linear's, a KernelOp's, a residual sum's) goes to the other buffer."""
+        cdef Op *op
+        cdef int i, k, cur = -1  # the buffer holding the gradient; -1: the caller's
+        pair = pool[depth, role]
         grads = [None] * self.n_ops
         for i in range(self.n_ops - 1, -1, -1):
             op = &self.ops[i]
@@ -551,14 +574,16 @@ cdef class Plan:
                 k = 1 - cur if cur >= 0 else 0  # reads g while it writes dx
             elif op.kind == OP_RESIDUAL:
                 block, shortcut = self.branches[i]
-                (<Plan> block)._allocate_gradients()
+                (<Plan> block)._allocate_gradients(pool, depth + 1, 0)
                 op.block_dx = (<Plan> block)._input_grad_address()
                 if shortcut is not None:
-                    (<Plan> shortcut)._allocate_gradients()
+                    (<Plan> shortcut)._allocate_gradients(pool, depth + 1, 1)
                     op.short_dx = (<Plan> shortcut)._input_grad_address()
-                if op.has_act:
-                    op.dz = self._workspace(op.d_out * self.rows, None)
-                k = 1 - cur if cur >= 0 else 0
+                if op.has_act:  # the branches read dz; the sum reads their gradients
+                    op.dz = _address(pair[k])
+                    k = 1 - k
+                else:
+                    k = 1 - cur if cur >= 0 else 0
             elif op.kind == OP_LINEAR:
                 op.db = self._workspace(op.d_out, None)
                 if op.has_act:
@@ -615,7 +640,7 @@ cdef class Plan:
         if not self.forwarded:
             raise RuntimeError("backward: call forward first")
         if not self.has_gradients:
-            self._allocate_gradients()
+            self._allocate_all_gradients()
         if dout.shape[0] != self.rows or dout.shape[1] != self.d_out:
             raise ValueError(f"backward: expected dout of shape ({self.rows}, {self.d_out}), "
                              f"got {dout.shape}")
