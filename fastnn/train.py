@@ -374,9 +374,16 @@ class Trainer:
                              f"can evaluate and predict only")
 
     def train_step(self, xb: np.ndarray, yb: np.ndarray) -> float:
-        """One step on one batch: returns the loss (data loss + penalty). Data parallel:
-        xb is this rank's part of a batch made of every rank's parts."""
+        """One step on one batch xb (rows or images, as fit's X; converted to the
+        model's dtype as fit does, unscaled, when it has another: a copy), without
+        augmentation: returns the loss (data loss + penalty). Data parallel: xb is this
+        rank's part of a batch made of every rank's parts."""
         self._need_optimizer("train_step")
+        dtype = self._dtype()
+        xb = np.asarray(xb)
+        if xb.dtype != dtype and xb.dtype.kind in "fiu":
+            xb = xb.astype(dtype)
+        yb = self.loss.cast_targets(np.asarray(yb), dtype)
         with self._strategy.guard():
             return self._step(xb, yb, self._strategy.batch_rows(len(xb)))
 

@@ -138,6 +138,11 @@ def test_train_step_on_images():
     for _ in range(20):
         last = trainer.train_step(X, y)
     assert last < first
+    # uint8 images converted as fit converts them
+    X8, y8 = images(32, dtype=np.uint8)
+    model = Recording(cnn())
+    assert np.isfinite(trainer_for(model).train_step(X8, y8))
+    np.testing.assert_array_equal(model.seen[0][2], X8.astype(np.float32))
 
 
 # ---------------------------------------------------------------- inference
