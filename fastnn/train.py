@@ -58,7 +58,7 @@ def _positive_int(name: str, value: Any) -> int:
 
 
 def _all_finite(X: np.ndarray) -> bool:
-    """Whether every value of float X is finite, checked a few MiB of rows at a time
+    """Whether every value of float X is finite, checked about 2**20 values at a time
     (never a mask the size of X)."""
     step = max(1, 2**20 // max(1, X[0].size))
     return all(np.isfinite(X[lo:lo + step]).all() for lo in range(0, len(X), step))
@@ -215,9 +215,9 @@ class Trainer:
     as it is. image_shape: for flat data only (X of shape (N, features)): each batch is
     viewed as images of this shape ((H, W) or (C, H, W), holding `features` values) for
     augment, and its result flattened back; fit refuses image_shape with images X (they
-    have their shape already). clip_norm: clip the gradient
-    norm of the trained parameters (those the optimizer holds with requires_grad True)
-    to this value every step; `grad_norm` is then the last step's norm before clipping.
+    have their shape already). clip_norm: clip the gradient norm of the trained
+    parameters (those the optimizer holds with requires_grad True) to this value every
+    step; `grad_norm` is then the last step's norm before clipping.
     progress=True: a tqdm bar per epoch when tqdm is installed and stderr is a terminal,
     else one printed line per epoch; "always": the bar even without a terminal; False:
     silent.
