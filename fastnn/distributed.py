@@ -17,10 +17,11 @@ global gradient, as in one process.
 
 The rows of a global batch go to the ranks in contiguous slices, as evenly as
 possible, and never one row alone (`split_rows`): a rank may get none in a small last
-batch, and then only takes part in the collectives. BatchNorm1d normalizes with each
-rank's rows (its running statistics are averaged over the ranks every epoch);
-nn.SyncBatchNorm with the global batch's. Dropout masks and augmentation (a Compose)
-differ between ranks: their seeds on ranks other than 0 derive from rank 0's.
+batch, and then only takes part in the collectives. BatchNorm1d and BatchNorm2d
+normalize with each rank's rows (their running statistics are averaged over the ranks
+every epoch); nn.SyncBatchNorm (1-D) with the global batch's. Dropout masks and
+augmentation (a Compose) differ between ranks: their seeds on ranks other than 0
+derive from rank 0's.
 
 Layers declare what they need here instead of being known by type: a layer with
 `collective = True` (nn.Module; SyncBatchNorm) runs collectives in its forward and
@@ -332,11 +333,13 @@ class DataParallel:
             augment.seed = _rank_seed(seed, self.rank) if self.rank else seed
 
     def check_data(self, X, y):
-        """Every rank must be given the same dataset: compare sizes and a label checksum."""
-        fingerprint = float(len(X) * 1000003 + X.shape[1])
+        """Every rank must be given the same dataset: compare a checksum of X's shape
+        (samples and the shape of each: features, or channels and image size) and of
+        the labels."""
+        fingerprint = zlib.adler32(np.array(X.shape, np.int64).tobytes())
         if y is not None:
-            fingerprint += zlib.adler32(np.ascontiguousarray(y).view(np.uint8)) / 2**32
-        seen = self.allgather(fingerprint)
+            fingerprint = zlib.adler32(np.ascontiguousarray(y).view(np.uint8), fingerprint)
+        seen = self.allgather(float(fingerprint))
         if not np.all(seen == seen[0]):
             exc = ValueError("data-parallel fit: every rank must be given the same X and y "
                              "(each takes its slice of every batch); the ranks' data differ")

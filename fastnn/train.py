@@ -51,6 +51,19 @@ def _check_optimizer(optimizer: Any) -> Any:
     return optimizer
 
 
+def _positive_int(name: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value <= 0:
+        raise ValueError(f"{name}: expected a positive int, got {value!r}")
+    return int(value)
+
+
+def _all_finite(X: np.ndarray) -> bool:
+    """Whether every value of float X is finite, checked about 2**20 values at a time
+    (never a mask the size of X)."""
+    step = max(1, 2**20 // max(1, X[0].size))
+    return all(np.isfinite(X[lo:lo + step]).all() for lo in range(0, len(X), step))
+
+
 def _validation_pair(validation_data: Any) -> tuple[Any, Any] | None:
     if validation_data is None:
         return None
@@ -197,13 +210,24 @@ class Trainer:
     once per epoch (ReduceOnPlateau with the monitored validation loss, or training loss
     without validation data). regularizer: a fastnn.losses penalty (L2, L1, ElasticNet)
     on the model's weights that are not frozen, added to the loss. augment: a callable
-    applied to each training batch (e.g. fastnn.augment.Compose); with image_shape,
-    flat rows are viewed as images of that shape for it. clip_norm: clip the gradient
-    norm of the trained parameters (those the optimizer holds with requires_grad True)
-    to this value every step; `grad_norm` is then the last step's norm before clipping.
+    applied to each training batch, as the model's dtype (e.g. fastnn.augment.Compose,
+    whose transforms take float32 batches); a batch of images (N, C, H, W) goes to it
+    as it is. image_shape: for flat data only (X of shape (N, features)): each batch is
+    viewed as images of this shape ((H, W) or (C, H, W), holding `features` values) for
+    augment, and its result flattened back; fit refuses image_shape with images X (they
+    have their shape already). clip_norm: clip the gradient norm of the trained
+    parameters (those the optimizer holds with requires_grad True) to this value every
+    step; `grad_norm` is then the last step's norm before clipping.
     progress=True: a tqdm bar per epoch when tqdm is installed and stderr is a terminal,
     else one printed line per epoch; "always": the bar even without a terminal; False:
     silent.
+
+    Data: X is (N, features) rows or (N, C, H, W) images (any (N, ...) the model
+    takes: a model that expects other channels or sizes raises its own error at the
+    first batch), of any numeric dtype. Batches are converted to the model's dtype
+    (that of its parameters) value for value: integer data such as uint8 images are
+    NOT scaled (pixel values stay 0..255; divide by 255 beforehand, or normalize in the
+    model, for inputs in [0, 1]). y has one entry per sample of X.
 
     comm: an mpi4py communicator: training is data parallel over its ranks
     (fastnn.distributed; pip install 'fastnn[mpi]'). Every rank builds the same
@@ -211,8 +235,9 @@ class Trainer:
     of every global batch, and one all-reduce of the gradient arena per step keeps the
     parameters identical. A model without BatchNorm or Dropout trains to the weights a
     single process gets with the same seed and batch_size, to float rounding.
-    BatchNorm1d normalizes with each rank's statistics (nn.SyncBatchNorm with the
-    global batch's); the running statistics are averaged over the ranks every epoch.
+    BatchNorm1d and BatchNorm2d normalize with each rank's statistics (nn.SyncBatchNorm,
+    1-D only, with the global batch's); their running statistics are averaged over the
+    ranks every epoch.
     Progress prints on rank 0; checkpoints are written by rank 0 and loaded by rank 0
     and sent to the others; evaluate() shares its rows among the ranks, predict() and
     predict_proba() compute all rows on every rank. The DataParallel helper is
@@ -269,14 +294,17 @@ class Trainer:
         return params[0].dtype if params else np.dtype(np.float32)
 
     def _check_xy(self, X, y, name="X"):
+        """X as an array of samples (and y as an array of their targets); nothing is
+        copied unless X is not an array."""
         X = np.asarray(X)
         if X.dtype.kind not in "fiu":
             raise TypeError(f"{name}: expected a numeric array, got dtype {X.dtype}")
-        if X.ndim != 2:
-            raise ValueError(f"{name}: expected a 2-D array (samples, features), got {X.shape}")
+        if X.ndim < 2:
+            raise ValueError(f"{name}: expected a 2-D array (samples, features) or 4-D images "
+                             f"(samples, channels, height, width), got shape {X.shape}")
         if X.shape[0] == 0:
             raise ValueError(f"{name}: no samples")
-        if X.dtype.kind == "f" and not np.isfinite(X).all():
+        if X.dtype.kind == "f" and not _all_finite(X):
             raise ValueError(f"{name}: contains NaN or inf")
         if y is None:
             return X, None
@@ -288,8 +316,23 @@ class Trainer:
 
     # ------------------------------------------------------------ training
 
+    def _check_images(self, X):
+        """image_shape and augment against the samples' shape, before training."""
+        shape = self.image_shape
+        if shape is not None:
+            if X.ndim != 2:
+                raise ValueError(f"image_shape={shape} is for flat data (samples, features); "
+                                 f"X holds samples of shape {X.shape[1:]} already: build "
+                                 f"the Trainer without image_shape")
+            if math.prod(shape) != X.shape[1]:
+                raise ValueError(f"image_shape={shape} holds {math.prod(shape)} values, but "
+                                 f"X has {X.shape[1]} features per sample")
+        elif X.ndim >= 3 and hasattr(self.augment, "check_image_size"):
+            self.augment.check_image_size(X.shape[-2:])  # a crop too large fails here
+
     def _batch(self, X, idx, buf):
-        """Rows idx of X, as the model's dtype, in a reused buffer."""
+        """Samples idx of X, as the model's dtype, in a reused buffer of the batch's
+        full shape."""
         out = buf[:len(idx)]
         if X.dtype == out.dtype:
             np.take(X, idx, axis=0, out=out)
@@ -331,9 +374,16 @@ class Trainer:
                              f"can evaluate and predict only")
 
     def train_step(self, xb: np.ndarray, yb: np.ndarray) -> float:
-        """One step on one batch: returns the loss (data loss + penalty). Data parallel:
-        xb is this rank's part of a batch made of every rank's parts."""
+        """One step on one batch xb (rows or images, as fit's X; converted to the
+        model's dtype as fit does, unscaled, when it has another: a copy), without
+        augmentation: returns the loss (data loss + penalty). Data parallel: xb is this
+        rank's part of a batch made of every rank's parts."""
         self._need_optimizer("train_step")
+        dtype = self._dtype()
+        xb = np.asarray(xb)
+        if xb.dtype != dtype and xb.dtype.kind in "fiu":
+            xb = xb.astype(dtype)
+        yb = self.loss.cast_targets(np.asarray(yb), dtype)
         with self._strategy.guard():
             return self._step(xb, yb, self._strategy.batch_rows(len(xb)))
 
@@ -360,9 +410,9 @@ class Trainer:
         validation = _validation_pair(validation_data)
         if validation is not None:
             Xv, yv = self._check_xy(*validation, "validation X")
-        for name, v in (("epochs", epochs), ("batch_size", batch_size)):
-            if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v <= 0:
-                raise ValueError(f"{name}: expected a positive int, got {v!r}")
+        epochs, batch_size = _positive_int("epochs", epochs), _positive_int("batch_size",
+                                                                            batch_size)
+        self._check_images(X)
         if seed is not None:
             self.rng = np.random.default_rng(seed)
         strategy = self._strategy
@@ -374,7 +424,7 @@ class Trainer:
         if len(starts) > 1 and n - starts[-1] == 1:
             starts.pop()
         ends = [*starts[1:], n]
-        buf = np.empty((max(e - b for b, e in zip(starts, ends)), X.shape[1]), self._dtype())
+        buf = np.empty((max(e - b for b, e in zip(starts, ends)), *X.shape[1:]), self._dtype())
         self.stop_training = False
         for cb in self.callbacks:
             cb.on_train_begin(self)
@@ -451,7 +501,10 @@ class Trainer:
         return bool(self.progress) and sys.stderr.isatty()
 
     def _augmented(self, xb):
-        images = xb if self.image_shape is None else xb.reshape((len(xb), *self.image_shape))
+        """The augmented batch: images as they are, flat rows (image_shape) viewed as
+        images and flattened back."""
+        flat = self.image_shape is not None
+        images = xb.reshape((len(xb), *self.image_shape)) if flat else xb
         from .augment import Compose
 
         if isinstance(self.augment, Compose) and images.dtype == np.float32:
@@ -460,9 +513,10 @@ class Trainer:
             out = self._augment_out
             if out is None or out.shape != shape:
                 out = self._augment_out = np.empty(shape, np.float32)
-            return self.augment(images, out=out).reshape(len(xb), -1)
-        result = np.asarray(self.augment(images), dtype=xb.dtype)
-        return result if self.image_shape is None else result.reshape(len(xb), -1)
+            result = self.augment(images, out=out)
+        else:
+            result = np.asarray(self.augment(images), dtype=xb.dtype)
+        return result.reshape(len(xb), -1) if flat else result
 
     def model_output(self) -> np.ndarray | None:
         """The scores of the last training batch (the loss's input)."""
@@ -481,17 +535,25 @@ class Trainer:
     # ------------------------------------------------------------ inference
 
     def _outputs(self, X, batch_size):
-        X, _ = self._check_xy(X, None)
+        """The model's outputs for the samples of X (checked), in eval mode, batch_size
+        samples at a time through one reused input buffer, into one output array."""
+        batch_size = _positive_int("batch_size", batch_size)
         self.model.eval()
-        out = []
-        buf = np.empty((min(batch_size, len(X)), X.shape[1]), self._dtype())
-        for lo in range(0, len(X), batch_size):
-            idx = np.arange(lo, min(lo + batch_size, len(X)))
-            out.append(np.array(self.model.forward(self._batch(X, idx, buf))))
-        return np.concatenate(out)
+        n = len(X)
+        buf = np.empty((min(batch_size, n), *X.shape[1:]), self._dtype())
+        out = None
+        for lo in range(0, n, batch_size):
+            hi = min(lo + batch_size, n)
+            xb = buf[:hi - lo]
+            xb[...] = X[lo:hi]
+            scores = self.model.forward(xb)
+            if out is None:
+                out = np.empty((n, *scores.shape[1:]), scores.dtype)
+            out[lo:hi] = scores
+        return out
 
     def _evaluate_rows(self, X, y, batch_size):
-        """(mean loss, hits) over the rows of X, computed here."""
+        """(mean loss, hits) over the samples of X (checked), computed here."""
         scores = self._outputs(X, batch_size)
         loss = self._eval_loss
         value = loss.forward(scores, loss.cast_targets(y, scores.dtype))
@@ -499,8 +561,9 @@ class Trainer:
 
     def evaluate(self, X: np.ndarray, y: np.ndarray, batch_size: int = 1024) -> dict[str, float]:
         """{"loss": mean loss, "accuracy": fraction right (classification losses)} in
-        eval mode. Data parallel (comm=): every rank passes the same X and y, computes a
-        slice of the rows, and gets the same result."""
+        eval mode, in batches of batch_size samples (X: as fit's). Data parallel
+        (comm=): every rank passes the same X and y, computes a slice of the rows, and
+        gets the same result."""
         X, y = self._check_xy(X, y)
         with self._strategy.guard():
             value, hits = self._strategy.evaluate(X, y, batch_size)
@@ -512,13 +575,14 @@ class Trainer:
     def predict(self, X: np.ndarray, batch_size: int = 1024) -> np.ndarray:
         """What the loss says the model's outputs predict: class labels
         (SoftmaxCrossEntropy, MulticlassHinge), 0/1 labels per output (BCEWithLogits),
-        the outputs themselves (MSE)."""
-        return self.loss.predict(self._outputs(X, batch_size))
+        the outputs themselves (MSE). X: as fit's, in batches of batch_size samples."""
+        return self.loss.predict(self._outputs(self._check_xy(X, None)[0], batch_size))
 
     def predict_proba(self, X: np.ndarray, batch_size: int = 1024) -> np.ndarray:
         """Probabilities: softmax of the scores (SoftmaxCrossEntropy, MulticlassHinge)
-        or sigmoid (BCEWithLogits); TypeError for a loss without them (MSE)."""
-        return self.loss.predict_proba(self._outputs(X, batch_size))
+        or sigmoid (BCEWithLogits); TypeError for a loss without them (MSE). X: as
+        fit's, in batches of batch_size samples."""
+        return self.loss.predict_proba(self._outputs(self._check_xy(X, None)[0], batch_size))
 
     # ------------------------------------------------------------ state
 

@@ -2,7 +2,7 @@
 worker processes (started with "spawn") import a factory by module and name."""
 
 import fastnn
-from fastnn import losses, optim
+from fastnn import losses, nn, optim
 from fastnn.nn import mlp
 
 N_FEATURES = 20
@@ -20,3 +20,15 @@ def regressor(seed):
     """Not a classifier: an ensemble refuses it."""
     model = mlp(N_FEATURES, 1, [4], seed=seed)
     return fastnn.Trainer(model, losses.MSE(), optim.SGD(model, 0.1), progress=False)
+
+
+IMAGE_SHAPE = (2, 6, 6)
+
+
+def small_cnn(seed):
+    """Conv-BatchNorm-ReLU-MaxPool-Flatten-Linear on (N, 2, 6, 6) images, 3 classes."""
+    model = nn.Sequential(nn.Conv2d(2, 4, 3, padding=1, seed=seed), nn.BatchNorm2d(4),
+                          nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(),
+                          nn.Linear(4 * 3 * 3, 3, seed=seed + 1))
+    return fastnn.Trainer(model, losses.SoftmaxCrossEntropy(), optim.Adam(model, 1e-2),
+                          progress=False)

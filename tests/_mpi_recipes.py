@@ -38,6 +38,30 @@ def bn_model(kind, seed=1):
                          nn.Linear(16, N_CLASSES, seed=seed + 1, dtype=f64))
 
 
+IMAGE_SHAPE = (2, 6, 6)
+
+
+def image_data(n=N_SAMPLES, seed=0):
+    """Images X (n, 2, 6, 6) float64 of noise with a bright row whose channel and place
+    say the class; y (n,) labels."""
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, N_CLASSES, n)
+    X = rng.standard_normal((n, *IMAGE_SHAPE))
+    X[np.arange(n), y % 2, 2 * y, :] += 2.0
+    return X, y
+
+
+def cnn_model(batch_norm=False, seed=1):
+    """Conv-[BatchNorm2d]-Tanh-MaxPool-Conv-ReLU-Flatten-Linear on IMAGE_SHAPE images;
+    without BatchNorm, 2 ranks must give the single-process weights."""
+    f64 = np.float64
+    return nn.Sequential(
+        nn.Conv2d(2, 4, 3, padding=1, seed=seed, dtype=f64),
+        *([nn.BatchNorm2d(4, dtype=f64)] if batch_norm else []), nn.Tanh(),
+        nn.MaxPool2d(2), nn.Conv2d(4, 4, 3, padding=1, seed=seed + 1, dtype=f64), nn.ReLU(),
+        nn.Flatten(), nn.Linear(4 * 3 * 3, N_CLASSES, seed=seed + 2, dtype=f64))
+
+
 def trainer(model, comm=None, **kwargs):
     """Adam with an L2 penalty and gradient clipping: every part of the step that must
     act on the global batch's gradient."""

@@ -271,6 +271,43 @@ def test_local_batchnorm_keeps_the_ranks_identical(trained, data):
     assert not np.allclose(r0["weights"], trainer.model.arena.data, atol=1e-8)
 
 
+def test_two_ranks_train_a_cnn_to_the_single_process_weights(trained):
+    """Images (N, 2, 6, 6) through a compiled plan of convolutions and pooling: the
+    same weights, history and predictions as one process, the all-reduce overlapped
+    or not."""
+    X, y = recipes.image_data()
+    Xv, yv = recipes.image_data(57, seed=1)
+    trainer, history = single(recipes.cnn_model(), ((X, y), None), validation_data=(Xv, yv))
+    r0, r1 = ranks(trained, "cnn")
+    assert bool(r0["planned"])
+    np.testing.assert_array_equal(r0["weights"], r1["weights"])
+    np.testing.assert_allclose(r0["weights"], trainer.model.arena.data, rtol=0, atol=1e-12)
+    for key in ("loss", "val_loss", "accuracy"):
+        np.testing.assert_allclose(r0[key], history[key], rtol=1e-12)
+    np.testing.assert_allclose(r0["proba"], trainer.predict_proba(Xv), rtol=0, atol=1e-12)
+    assert history["accuracy"][-1] > history["accuracy"][0]
+    o0, o1 = ranks(trained, "cnn-overlap")
+    np.testing.assert_array_equal(o0["weights"], o1["weights"])
+    np.testing.assert_allclose(o0["weights"], trainer.model.arena.data, rtol=0, atol=1e-12)
+
+
+def test_batchnorm2d_statistics_are_each_ranks_and_averaged_every_epoch(trained):
+    """BatchNorm2d normalizes with each rank's rows (as BatchNorm1d): the ranks keep
+    identical parameters, their own running statistics move apart during an epoch and
+    are averaged at its end."""
+    r0, r1 = ranks(trained, "cnnbn")
+    for key in ("weights", "running_mean", "running_var", "checksum"):
+        np.testing.assert_array_equal(r0[key], r1[key], err_msg=key)
+    assert not np.allclose(r0["mean_before"], r1["mean_before"])
+    np.testing.assert_allclose(r0["running_mean"], (r0["mean_before"] + r1["mean_before"]) / 2,
+                               rtol=1e-15, atol=1e-15)
+    np.testing.assert_allclose(r0["running_var"], (r0["var_before"] + r1["var_before"]) / 2,
+                               rtol=1e-15)
+    X, y = recipes.image_data()
+    trainer, _ = single(recipes.cnn_model(batch_norm=True), ((X, y), None))
+    assert not np.allclose(r0["weights"], trainer.model.arena.data, atol=1e-8)
+
+
 def test_dropout_masks_differ_between_ranks_weights_do_not(trained):
     r0, r1 = ranks(trained, "dropout")
     np.testing.assert_array_equal(r0["weights"], r1["weights"])

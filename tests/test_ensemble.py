@@ -3,7 +3,14 @@ training equal to sequential training, and bad arguments."""
 
 import numpy as np
 import pytest
-from _ensemble_factories import N_CLASSES, N_FEATURES, regressor, small_classifier
+from _ensemble_factories import (
+    IMAGE_SHAPE,
+    N_CLASSES,
+    N_FEATURES,
+    regressor,
+    small_classifier,
+    small_cnn,
+)
 
 import fastnn
 from fastnn.ensemble import Ensemble
@@ -93,6 +100,29 @@ def test_parallel_training_equals_sequential(data):
         assert a.history["loss"] == b.history["loss"]
         assert b.epoch == 3
         assert b.rng.bit_generator.state == a.rng.bit_generator.state
+
+
+def test_an_ensemble_of_cnns_on_images():
+    """Two CNN members trained in 2 worker processes equal those trained here; the
+    ensemble's probabilities on images are the members' mean."""
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 3, 120)
+    X = rng.standard_normal((120, *IMAGE_SHAPE)).astype(np.float32)
+    X[np.arange(120), y % 2, y, :] += 2.0  # a bright row; its channel and place say the class
+    with fastnn.threads(1):
+        here = Ensemble(small_cnn, n=2, seed=3).fit(X[:80], y[:80], epochs=4, batch_size=16)
+    with fastnn.threads(2):
+        there = Ensemble(small_cnn, n=2, n_jobs=2, seed=3).fit(X[:80], y[:80], epochs=4,
+                                                               batch_size=16)
+    for a, b in zip(here.members, there.members):
+        for name, value in a.model.state_dict().items():
+            np.testing.assert_array_equal(b.model.state_dict()[name], value, err_msg=name)
+    proba = there.predict_proba(X[80:])
+    assert proba.shape == (40, 3)
+    members = np.stack([m.predict_proba(X[80:]) for m in there.members])
+    np.testing.assert_allclose(proba, members.mean(axis=0), rtol=1e-6, atol=1e-7)
+    result = there.evaluate(X[80:], y[80:])
+    assert result["accuracy"] > 0.8 and len(result["member_accuracy"]) == 2
 
 
 def test_unpicklable_factory_with_workers_is_a_clear_error(data):

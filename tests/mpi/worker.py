@@ -33,7 +33,8 @@ def arena(trainer):
 
 def train(out):
     """The equivalence runs: plain model (+ validation, + checkpoint after epoch 1),
-    SyncBatchNorm, BatchNorm1d with local statistics, and the SyncBatchNorm layer alone."""
+    SyncBatchNorm, BatchNorm1d with local statistics, a CNN (plain and with
+    BatchNorm2d), and the SyncBatchNorm layer alone."""
     X, y = recipes.data()
     Xv, yv = recipes.data(57, seed=1)
     t = recipes.trainer(recipes.plain_model(), comm)
@@ -74,6 +75,27 @@ def train(out):
     t.fit(X, y, **recipes.FIT)
     save(out, "dropout", weights=arena(t), seed=int(model[2].seed))
 
+    # A CNN on images: without BatchNorm the single-process weights, also with the
+    # all-reduce overlapped (after the plan's one-call backward); with BatchNorm2d each
+    # rank's statistics, the running ones averaged at the end of every epoch.
+    Xi, yi = recipes.image_data()
+    Xiv, yiv = recipes.image_data(57, seed=1)
+    t = recipes.trainer(recipes.cnn_model(), comm)
+    history = t.fit(Xi, yi, validation_data=(Xiv, yiv), **recipes.FIT)
+    save(out, "cnn", weights=arena(t), loss=history["loss"], val_loss=history["val_loss"],
+         accuracy=history["accuracy"], proba=t.predict_proba(Xiv, batch_size=20),
+         planned=t.model._plan is not None)
+    t = recipes.trainer(recipes.cnn_model(), comm)
+    t.parallel.overlap, t.parallel.bucket = True, 32
+    t.fit(Xi, yi, **recipes.FIT)
+    save(out, "cnn-overlap", weights=arena(t))
+    before = BeforeAverage()
+    t = recipes.trainer(recipes.cnn_model(batch_norm=True), comm, callbacks=[before])
+    t.fit(Xi, yi, **recipes.FIT)
+    save(out, "cnnbn", weights=arena(t), running_mean=t.model[1].running_mean,
+         running_var=t.model[1].running_var, mean_before=before.mean, var_before=before.var,
+         checksum=checksum(t.model))
+
     # 99 = 3 * 32 + 3 samples: the last batch of 3 rows all goes to rank 0 (a rank gets 0
     # or >= 2 rows); rank 1 only takes part in the collectives, SyncBatchNorm's too.
     Xu, yu = X[:99], y[:99]
@@ -100,6 +122,15 @@ def train(out):
                                                                          batch_size=32)
     save(out, "ensemble", proba=ensemble.predict_proba(Xv),
          member_accuracy=ensemble.evaluate(Xv, yv)["member_accuracy"])
+
+
+class BeforeAverage(fastnn.Callback):
+    """The first BatchNorm2d's running statistics after every step: after the last
+    step of an epoch, this rank's own, before the ranks average them."""
+
+    def on_batch_end(self, trainer, step, loss):
+        self.mean = trainer.model[1].running_mean.copy()
+        self.var = trainer.model[1].running_var.copy()
 
 
 def resume(out):
