@@ -34,10 +34,17 @@ _DTYPES = {"F32": np.float32, "F64": np.float64, "I64": np.int64, "U64": np.uint
            "I32": np.int32, "U8": np.uint8}
 _DTYPE_NAMES = {np.dtype(v): k for k, v in _DTYPES.items()}
 
-# The layer types a file may name, and nothing else.
+# The layer types a file may name, and nothing else (besides the containers Sequential
+# and Residual).
 LAYERS = {cls.__name__: cls for cls in (
     nn.Linear, nn.Conv2d, nn.ReLU, nn.LeakyReLU, nn.Sigmoid, nn.Tanh, nn.BatchNorm1d,
-    nn.BatchNorm2d, nn.Dropout, nn.MaxPool2d, nn.AvgPool2d, nn.GlobalAvgPool2d)}
+    nn.BatchNorm2d, nn.Dropout, nn.MaxPool2d, nn.AvgPool2d, nn.GlobalAvgPool2d, nn.Flatten)}
+
+# The keys each kind of architecture node has ("shortcut" may be absent: no shortcut).
+_KEYS = {"Sequential": {"type", "layers"}, "Residual": {"type", "block", "shortcut"}}
+_LAYER_KEYS = {"type", "config"}
+MAX_DEPTH = 32  # containers nested in containers
+MAX_MODULES = 2**16  # modules in one architecture (all are built before the arrays are checked)
 
 
 class FormatError(ValueError):
@@ -48,9 +55,14 @@ class FormatError(ValueError):
 
 
 def architecture(model):
-    """A JSON-able description that rebuilds `model` (a Sequential or a known layer)."""
+    """A JSON-able description that rebuilds `model`: a Sequential (its layers), a
+    Residual (its block and shortcut, None for the identity) or a known layer (its
+    constructor arguments), containers nested in any way."""
     if isinstance(model, nn.Sequential):
         return {"type": "Sequential", "layers": [architecture(m) for m in model.layers]}
+    if type(model) is nn.Residual:
+        return {"type": "Residual", "block": architecture(model.block),
+                "shortcut": None if model.shortcut is None else architecture(model.shortcut)}
     # A layer may be saved as the type it equals at inference (SyncBatchNorm: BatchNorm1d).
     own = vars(type(model))
     name = own.get("saved_as", type(model).__name__)
@@ -58,7 +70,7 @@ def architecture(model):
     exact = type(model) is layer
     if layer is None or not (exact or ("saved_as" in own and isinstance(model, layer))):
         raise TypeError(f"save: cannot describe a {name}; fastnn.save handles Sequential "
-                        f"models of {sorted(LAYERS)}")
+                        f"and Residual models of {sorted(LAYERS)}")
     return {"type": name, "config": model.config()}
 
 
@@ -69,21 +81,36 @@ def _argument(v):
         isinstance(v, list) and len(v) == 2 and all(type(i) is int for i in v))
 
 
-def build(arch, depth=0):
-    """The model an architecture() describes; anything else raises FormatError."""
-    if depth > 32 or not isinstance(arch, dict):
+def _node(arch, depth):
+    """The type of an architecture node (at nesting depth `depth`) whose keys are those
+    of its type; FormatError for anything else."""
+    if depth > MAX_DEPTH or not isinstance(arch, dict):
         raise FormatError("architecture: malformed")
     kind = arch.get("type")
-    if kind == "Sequential":
-        layers = arch.get("layers")
-        if not isinstance(layers, list):
-            raise FormatError("architecture: Sequential without a layer list")
-        try:
-            return nn.Sequential(*(build(a, depth + 1) for a in layers))
-        except TypeError as exc:
-            raise FormatError(f"architecture: {exc}") from exc
-    if not isinstance(kind, str) or kind not in LAYERS:
+    if not isinstance(kind, str) or (kind not in _KEYS and kind not in LAYERS):
         raise FormatError(f"architecture: unknown layer type {kind!r}")
+    if kind == "Sequential" and not isinstance(arch.get("layers"), list):
+        raise FormatError("architecture: Sequential without a layer list")
+    if kind == "Residual" and not isinstance(arch.get("block"), dict):
+        raise FormatError("architecture: Residual without a block")
+    unknown = set(arch) - _KEYS.get(kind, _LAYER_KEYS)
+    if unknown:
+        raise FormatError(f"architecture: {kind} has unknown keys {sorted(unknown)}")
+    return kind
+
+
+def build(arch, depth=0):
+    """The model an architecture() describes; anything else raises FormatError."""
+    kind = _node(arch, depth)
+    try:
+        if kind == "Sequential":
+            return nn.Sequential(*(build(a, depth + 1) for a in arch["layers"]))
+        if kind == "Residual":
+            shortcut = arch.get("shortcut")
+            return nn.Residual(build(arch["block"], depth + 1),
+                               None if shortcut is None else build(shortcut, depth + 1))
+    except TypeError as exc:
+        raise FormatError(f"architecture: {exc}") from exc
     config = arch.get("config", {})
     if not isinstance(config, dict) or not all(map(_argument, config.values())):
         raise FormatError(f"architecture: bad arguments for {kind}")
@@ -192,27 +219,40 @@ def _fastnn_meta(path, metadata, kind):
         raise FormatError(f"{path}: malformed metadata: {exc}") from exc
 
 
-def _declared_elements(arch, depth=0):
+def _declared_elements(arch):
     """Elements of parameters and buffers the architecture would allocate, computed from
-    its description alone, so a small file cannot make load() allocate gigabytes."""
-    if depth > 32 or not isinstance(arch, dict):
-        raise FormatError("architecture: malformed")
-    if arch.get("type") == "Sequential":
-        layers = arch.get("layers")
-        if not isinstance(layers, list):
-            raise FormatError("architecture: Sequential without a layer list")
-        return sum(_declared_elements(a, depth + 1) for a in layers)
-    config = arch.get("config", {})
+    its description alone, so a small file cannot make load() allocate gigabytes; and
+    FormatError for an architecture of more than MAX_MODULES modules."""
+    total, modules = 0, 1
+    pending = [(arch, 0)]
+    while pending:
+        node, depth = pending.pop()
+        kind = _node(node, depth)
+        if kind == "Sequential":
+            parts = node["layers"]
+        elif kind == "Residual":
+            parts = [a for a in (node["block"], node.get("shortcut")) if a is not None]
+        else:
+            total += _layer_elements(kind, node.get("config", {}))
+            continue
+        modules += len(parts)
+        if modules > MAX_MODULES:
+            raise FormatError(f"architecture: more than {MAX_MODULES} modules")
+        pending += [(a, depth + 1) for a in parts]
+    return total
+
+
+def _layer_elements(kind, config):
+    """Elements of the parameters and buffers of one layer of the given arguments."""
     if not isinstance(config, dict):
         raise FormatError("architecture: malformed layer arguments")
 
     def size(key):
         value = config.get(key, 0)
         if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-            raise FormatError(f"architecture: {arch.get('type')} has a bad {key}")
+            raise FormatError(f"architecture: {kind} has a bad {key}")
         return value
 
-    kind = arch.get("type")
     if kind == "Linear":
         bias = size("out_features") if config.get("bias", True) else 0
         return size("in_features") * size("out_features") + bias
