@@ -302,6 +302,10 @@ def side_by_side(train, test, epochs, every, goal, threads):
             "others_cpus": load.cpus()}
 
 
+def _epochs(n):
+    return f"{n} epoch{'s' * (n != 1)}"
+
+
 def _noise(others):
     return f"noisy (other processes used {others:.1f} CPUs)" if others > BUSY else None
 
@@ -337,22 +341,22 @@ def print_curves(run, goal):
                      "final_accuracy": curve[-1][2], "final_pct": 100 * curve[-1][2],
                      "to_goal_s": reached[1] if reached else None,
                      "to_goal_step": reached[0] if reached else None, "note": note})
-    if goal:
+    if goal and any(r["to_goal_s"] is None for r in summary.rows):
         print(f"  (to {goal:.0%} s empty: not reached within the epochs)")
     return summary.rows
 
 
 def run_recipe(train, test, epochs, threads):
-    print(f"\n== recipe: {epochs} epochs, no augmentation, fastnn and PyTorch side by side, "
-          f"{threads} thr; test accuracy after each epoch, cumulative training seconds")
+    print(f"\n== recipe: {_epochs(epochs)}, no augmentation, fastnn and PyTorch side by "
+          f"side, {threads} thr; test accuracy after each epoch, cumulative training seconds")
     run = side_by_side(train, test, epochs, 0, None, threads)
     return {"epochs": epochs, **run, "rows": print_curves(run, None)}
 
 
 def run_to99(train, test, epochs, every, threads):
     print(f"\n== to99: training seconds until the test accuracy is >= {GOAL:.0%}, evaluated "
-          f"every {every} steps and at each epoch's end, at most {epochs} epochs, {threads} "
-          "thr")
+          f"every {every} steps and at each epoch's end, at most {_epochs(epochs)}, "
+          f"{threads} thr")
     run = side_by_side(train, test, epochs, every, GOAL, threads)
     return {"epochs": epochs, "eval_every": every, **run, "rows": print_curves(run, GOAL)}
 
@@ -378,7 +382,7 @@ def _curve_table(histories, labels):
 
 def run_elastic(train, test, epochs, threads):
     print(f"\n== elastic: fastnn, RandomAffine({AFFINE}) + ElasticDistortion({ELASTIC}), "
-          f"cosine decay over {epochs} epochs, {threads} thr; loss: training loss on "
+          f"cosine decay over {_epochs(epochs)}, {threads} thr; loss: training loss on "
           "distorted batches, epoch s: training only")
     trainer = augmented_member(SEED, epochs)
     load = OtherLoad()
@@ -390,7 +394,7 @@ def run_elastic(train, test, epochs, threads):
     rows = _curve_table([history], ["test"])
     error = 1 - history["val_accuracy"][-1]
     note = _noise(load.cpus())
-    print(f"  test error after {epochs} epochs: {100 * error:.2f}%; wall {wall:.1f} s "
+    print(f"  test error after {_epochs(epochs)}: {100 * error:.2f}%; wall {wall:.1f} s "
           f"(training {sum(history['seconds']):.1f} s, the rest evaluation)"
           + (f"; {note}" if note else ""))
     return {"epochs": epochs, "error": error, "wall_s": wall, "rows": rows,
@@ -399,7 +403,7 @@ def run_elastic(train, test, epochs, threads):
 
 def run_ensemble(train, test, epochs, members, n_jobs, threads):
     print(f"\n== ensemble: {members} members as in `elastic`, different seeds, "
-          f"probabilities averaged (fastnn.Ensemble, n_jobs {n_jobs}), {epochs} epochs, "
+          f"probabilities averaged (fastnn.Ensemble, n_jobs {n_jobs}), {_epochs(epochs)}, "
           f"{threads} thr")
     ensemble = fastnn.Ensemble(partial(augmented_member, epochs=epochs), members,
                                n_jobs=n_jobs, seed=SEED)
@@ -453,7 +457,7 @@ def targets(report, threads, small):
         results.append({
             "target": f"recipe: fastnn's test accuracy within {ACCURACY_GAP} points of "
                       "PyTorch's", "met": abs(gap) <= ACCURACY_GAP,
-            "detail": f"after {recipe['epochs']} epochs: fastnn {mine['final_pct']:.2f}%, "
+            "detail": f"after {_epochs(recipe['epochs'])}: fastnn {mine['final_pct']:.2f}%, "
                       f"torch {theirs['final_pct']:.2f}%, {gap:+.2f} points{suffix}"})
         met, detail = _speed_target(recipe, "train_s")
         results.append({"target": f"recipe: fastnn trains >= {SPEEDUP}x faster than "
@@ -470,7 +474,7 @@ def targets(report, threads, small):
             error = 100 * report[part]["error"]
             results.append({"target": f"{part}: {what}'s test error <= {goal}%",
                             "met": error <= goal,
-                            "detail": f"{error:.2f}% after {report[part]['epochs']} epochs"
+                            "detail": f"{error:.2f}% after {_epochs(report[part]['epochs'])}"
                                       + suffix})
     return print_targets(results)
 
@@ -484,6 +488,8 @@ def parse_args(argv=None):
                                                     for k, v in QUICK.items())
                          + " (each unless given)")
     add_only(parser, PARTS, "parts")
+    parser.set_defaults(threads="2")  # one count here, for fastnn and torch alike
+    parser._option_string_actions["--threads"].help = "the thread count (default 2)"
     parser.add_argument("--epochs", type=int, default=None,
                         help="epochs of every part (default: " + ", ".join(
                             f"{k} {v}" for k, v in EPOCHS.items()) + "; to99: at most)")
@@ -501,7 +507,6 @@ def parse_args(argv=None):
                              "../shared/data/mnist beside the checkout)")
     args = parser.parse_args(argv)
     parse_only(parser, args, PARTS, "parts")
-    args.threads = args.threads or "2"
     parse_threads(parser, args)
     if len(args.threads) != 1:
         parser.error("--threads: one count (fastnn and torch run at the same one)")
