@@ -1,7 +1,8 @@
 """The fastnn command line.
 
-    fastnn train [options]        train an MLP on MNIST (--data DIR or $FASTNN_MNIST_DIR)
-                                  or on scikit-learn's bundled 8x8 digits
+    fastnn train [options]        train an MLP, a CNN or a small ResNet (--model) on MNIST
+                                  (--data DIR or $FASTNN_MNIST_DIR) or on scikit-learn's
+                                  bundled 8x8 digits
     fastnn evaluate MODEL         test accuracy of a saved model
     fastnn predict MODEL [--input X.npy]
     fastnn config                 how this fastnn was built and will run
@@ -12,6 +13,7 @@ fastnn train ...`), training is data parallel over the ranks (pip install
 """
 
 import argparse
+import math
 import os
 import sys
 import time
@@ -55,6 +57,52 @@ def load_data(data, seed=0):
     return name, scale, prep(xtr, ytr), prep(xte, yte)
 
 
+def cnn(side, n_classes, dropout=0.0, seed=0):
+    """Sequential for (N, 1, side, side) images, side >= 4: two stages of
+    conv3x3 (padding 1, no bias) -> BatchNorm2d -> ReLU -> maxpool 2, with 32 then 64
+    channels, then flatten -> Linear 128 -> ReLU [-> Dropout] -> Linear n_classes."""
+    layers = []
+    for i, (cin, cout) in enumerate([(1, 32), (32, 64)]):
+        layers += [nn.Conv2d(cin, cout, 3, padding=1, bias=False, seed=seed + i),
+                   nn.BatchNorm2d(cout), nn.ReLU(), nn.MaxPool2d(2)]
+    layers += [nn.Flatten(), nn.Linear(64 * (side // 4) ** 2, 128, seed=seed + 2), nn.ReLU()]
+    if dropout:
+        layers.append(nn.Dropout(dropout, seed=seed + 1000))
+    layers.append(nn.Linear(128, n_classes, init="xavier", seed=seed + 3))
+    return nn.Sequential(*layers)
+
+
+def resnet(n_classes, seed=0):
+    """ResNet-8 for (N, 1, H, W) images: conv3x3 16 -> BatchNorm2d -> ReLU, three basic
+    blocks of 16, 32 and 64 channels (the last two with stride 2), global average
+    pooling, Linear n_classes. A basic block is relu(body(x) + shortcut(x)) with body
+    conv3x3 -> BN -> ReLU -> conv3x3 -> BN, and shortcut the identity, or a 1x1
+    stride-2 conv -> BN where the block changes the size. Convolutions have no bias."""
+    def conv(cin, cout, k, stride, offset):
+        return nn.Conv2d(cin, cout, k, stride=stride, padding=k // 2, bias=False,
+                         seed=seed + offset)
+
+    def block(cin, cout, stride, offset):
+        body = nn.Sequential(conv(cin, cout, 3, stride, offset), nn.BatchNorm2d(cout),
+                             nn.ReLU(), conv(cout, cout, 3, 1, offset + 1),
+                             nn.BatchNorm2d(cout))
+        shortcut = None if stride == 1 and cin == cout else nn.Sequential(
+            conv(cin, cout, 1, stride, offset + 2), nn.BatchNorm2d(cout))
+        return [nn.Residual(body, shortcut), nn.ReLU()]
+
+    return nn.Sequential(conv(1, 16, 3, 1, 0), nn.BatchNorm2d(16), nn.ReLU(),
+                         *block(16, 16, 1, 10), *block(16, 32, 2, 20), *block(32, 64, 2, 30),
+                         nn.GlobalAvgPool2d(), nn.Linear(64, n_classes, init="xavier",
+                                                         seed=seed + 40))
+
+
+#: --model: what `fastnn train` prints and --help lists for each image model.
+IMAGE_MODELS = {
+    "cnn": "2 x [conv3x3-BN-ReLU-maxpool2] (32, 64 channels)-fc128-ReLU-[dropout]-fc",
+    "resnet": "ResNet-8: conv3x3(16)-BN-ReLU-blocks(16, 32/2, 64/2)-GAP-fc",
+}
+
+
 def make_schedule(name, opt, epochs):
     if name == "none":
         return None
@@ -84,28 +132,63 @@ def make_augment(name, side, seed):
     return augment.Compose(steps, seed=seed)
 
 
+def _check_model_options(args):
+    """Refuse options the chosen --model does not have; resolve the MLP's defaults."""
+    if args.model == "mlp":
+        args.activation = args.activation or "relu"
+        args.batch_norm = True if args.batch_norm is None else args.batch_norm
+        return
+    given = [flag for flag, value in (("--hidden", args.hidden),
+                                      ("--dropout", args.model == "resnet" and args.dropout),
+                                      ("--activation", args.activation),
+                                      ("--batch-norm", args.batch_norm),
+                                      ("--sync-batch-norm", args.sync_batch_norm)) if value]
+    if args.batch_norm is False:
+        given.append("--no-batch-norm")
+    if given:
+        why = (" (its BatchNorm2d layers normalize with each rank's statistics under "
+               "mpiexec)" if args.sync_batch_norm else "")
+        raise UsageError(f"{', '.join(given)}: not for --model {args.model}{why}")
+
+
 def train(args, comm=None):
+    _check_model_options(args)
     name, scale, (xtr, ytr), (xte, yte) = load_data(args.data, args.seed)
     if args.limit:
         xtr, ytr = xtr[:args.limit], ytr[:args.limit]
     n_classes = int(max(ytr.max(), yte.max())) + 1
-    hidden = args.hidden or ([512, 512] if xtr.shape[1] > 100 else [128, 64])
-    epochs = args.epochs or (5 if xtr.shape[1] > 100 else 30)
-    model = nn.mlp(xtr.shape[1], n_classes, hidden, args.activation, args.batch_norm,
-                        args.dropout, args.seed)
-    if args.sync_batch_norm and args.batch_norm:
-        model = nn.SyncBatchNorm.convert(model, comm)
+    n_features = xtr.shape[1]
+    side = round(n_features ** 0.5)
+    epochs = args.epochs or (5 if n_features > 100 else 30)
+    if args.model == "mlp":
+        hidden = args.hidden or ([512, 512] if n_features > 100 else [128, 64])
+        model = nn.mlp(n_features, n_classes, hidden, args.activation, args.batch_norm,
+                       args.dropout, args.seed)
+        if args.sync_batch_norm and args.batch_norm:
+            model = nn.SyncBatchNorm.convert(model, comm)
+        input_shape = (n_features,)
+        described = (f"{n_features}-{'-'.join(map(str, hidden))}-{n_classes} "
+                     f"({args.activation}{', batch norm' if args.batch_norm else ''}"
+                     f"{f', dropout {args.dropout}' if args.dropout else ''}")
+    else:
+        if side * side != n_features or side < 4:
+            raise UsageError(f"--model {args.model}: needs square images of 4x4 or more, got "
+                             f"{n_features} values per sample")
+        model = (cnn(side, n_classes, args.dropout, args.seed) if args.model == "cnn"
+                 else resnet(n_classes, args.seed))
+        input_shape = (1, side, side)
+        xtr, xte = xtr.reshape(-1, *input_shape), xte.reshape(-1, *input_shape)
+        described = (f"{args.model} ({IMAGE_MODELS[args.model]}; {side}x{side} images, "
+                     f"{n_classes} classes{f', dropout {args.dropout}' if args.dropout else ''}")
     opt = optim.create(args.optimizer, model, args.lr, args.weight_decay)
     schedule = make_schedule(args.schedule, opt, epochs)
-    side = round(xtr.shape[1] ** 0.5)
     trainer = fastnn.Trainer(model, losses.SoftmaxCrossEntropy(), opt, schedule=schedule,
                              regularizer=losses.L2(args.l2) if args.l2 else None,
                              augment=make_augment(args.augment, side, args.seed),
-                             image_shape=(side, side), progress=not args.quiet, comm=comm)
+                             image_shape=(side, side) if args.model == "mlp" else None,
+                             progress=not args.quiet, comm=comm)
     ranks = "" if comm is None else f" per rank, {comm.Get_size()} ranks"
-    print(f"fastnn {fastnn.__version__}: training {xtr.shape[1]}-{'-'.join(map(str, hidden))}-"
-          f"{n_classes} ({args.activation}{', batch norm' if args.batch_norm else ''}"
-          f"{f', dropout {args.dropout}' if args.dropout else ''}"
+    print(f"fastnn {fastnn.__version__}: training {described}"
           f"{f', {args.augment} augmentation' if args.augment != 'none' else ''}) on {name}")
     print(f"  {len(xtr)} training / {len(xte)} test samples; {args.optimizer} lr {args.lr}, "
           f"schedule {args.schedule}, batch {args.batch_size}, {epochs} epochs, "
@@ -122,8 +205,9 @@ def train(args, comm=None):
     root = distributed.is_root(comm)
     if args.out and root:
         fastnn.save(model, args.out, metadata={"dataset": name, "input_scale": scale,
-                                               "n_features": xtr.shape[1],
-                                               "n_classes": n_classes})
+                                               "n_features": n_features,
+                                               "n_classes": n_classes, "model": args.model,
+                                               "input_shape": list(input_shape)})
         print(f"saved the model to {args.out}")
     if args.plot and root:
         try:
@@ -141,6 +225,12 @@ def _load_model(path):
         raise UsageError(f"cannot load {path}: {exc}") from exc
 
 
+def _input_shape(meta):
+    """The per-sample shape a saved model takes: (C, H, W) for an image model, else
+    (n_features,) (models saved before --model recorded only n_features)."""
+    return tuple(meta.get("input_shape") or (meta.get("n_features"),))
+
+
 def evaluate(args):
     model, meta = _load_model(args.model)
     _, _, _, (xte, yte) = load_data(args.data, args.seed)
@@ -148,10 +238,25 @@ def evaluate(args):
         raise UsageError(f"{args.model} expects {meta.get('n_features')} features; the test "
                          f"data have {xte.shape[1]}")
     trainer = fastnn.Trainer(model, losses.SoftmaxCrossEntropy(), progress=False)
-    result = trainer.evaluate(xte, yte)
+    result = trainer.evaluate(xte.reshape(-1, *_input_shape(meta)), yte)
     print(f"{args.model}: test accuracy {result['accuracy']:.4f}, loss {result['loss']:.4f} "
           f"on {len(xte)} samples")
     return result["accuracy"]
+
+
+def _samples_for(model_path, meta, x):
+    """x (N, ...) reshaped to what the saved model takes: for an MLP any samples of
+    n_features values; for an image model of input shape (C, H, W), samples of that
+    shape, of (H, W), or flat rows of C * H * W values."""
+    shape = _input_shape(meta)
+    sample, size = x.shape[1:], math.prod(x.shape[1:])
+    if len(shape) == 1:
+        if size != shape[0]:
+            raise UsageError(f"{model_path} expects {shape[0]} features per sample, got {size}")
+    elif sample not in ((math.prod(shape),), shape[-2:], shape):
+        raise UsageError(f"{model_path} expects images of shape {shape}, {shape[-2:]} or "
+                         f"{math.prod(shape)} flat values per sample, got shape {sample}")
+    return x.reshape(len(x), *shape)
 
 
 def predict(args):
@@ -161,15 +266,13 @@ def predict(args):
             x = np.load(args.input, allow_pickle=False)
             if x.ndim < 1 or len(x) == 0:
                 raise ValueError(f"expected an array of samples, got shape {x.shape}")
-            x = np.asarray(x, np.float32).reshape(len(x), -1) / float(meta.get("input_scale", 1))
+            x = np.asarray(x, np.float32) / float(meta.get("input_scale", 1))
         except (OSError, ValueError, TypeError) as exc:
             raise UsageError(f"cannot read {args.input}: {exc}") from exc
     else:
         _, _, _, (x, _) = load_data(args.data, args.seed)
         x = x[:args.count]
-    if x.shape[1] != meta.get("n_features"):
-        raise UsageError(f"{args.model} expects {meta.get('n_features')} features per sample, "
-                         f"got {x.shape[1]}")
+    x = _samples_for(args.model, meta, x)
     trainer = fastnn.Trainer(model, losses.SoftmaxCrossEntropy(), progress=False)
     try:
         labels = trainer.predict(x)
@@ -198,7 +301,8 @@ _nonnegative = _argument(float, lambda v: 0 <= v < float("inf"), "a finite numbe
 
 
 def parser():
-    p = argparse.ArgumentParser(prog="fastnn", description="Fast MLP training on CPUs.")
+    p = argparse.ArgumentParser(prog="fastnn", description="Fast neural network training "
+                                "on CPUs: MLPs, CNNs and small ResNets.")
     sub = p.add_subparsers(dest="command", required=True)
     data = argparse.ArgumentParser(add_help=False)
     data.add_argument("--data", help="folder of the MNIST IDX files (default: "
@@ -206,14 +310,33 @@ def parser():
     data.add_argument("--seed", type=int, default=0)
     data.add_argument("--threads", type=_positive_int, help="threads (default: all usable)")
 
-    t = sub.add_parser("train", parents=[data], help="train an MLP and report test accuracy")
+    t = sub.add_parser(
+        "train", parents=[data], help="train an MLP, a CNN or a ResNet-8 and report test accuracy",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Train a model on MNIST or the 8x8 digits (pixels scaled to [0, 1]).\n\n"
+                    "models (--model):\n"
+                    "  mlp     Linear-[BatchNorm1d]-activation-[dropout] per --hidden width, "
+                    "then fc\n" + "".join(f"  {key:<7} {text}\n"
+                                         for key, text in IMAGE_MODELS.items()) +
+                    "          (a block: relu(conv3x3-BN-ReLU-conv3x3-BN + shortcut); /2: "
+                    "stride 2,\n          with a 1x1 conv+BN shortcut)\n"
+                    "The cnn and resnet take (N, 1, H, W) images (H = W >= 4). Their\n"
+                    "BatchNorm2d layers normalize with each rank's statistics under "
+                    "mpiexec\n(--sync-batch-norm is for the MLP's BatchNorm1d).")
+    t.add_argument("--model", choices=("mlp", "cnn", "resnet"), default="mlp",
+                   help="the architecture (default mlp; see above)")
     t.add_argument("--hidden", type=_positive_int, nargs="+", metavar="WIDTH",
-                   help="hidden layer widths (default: 512 512 on MNIST, 128 64 on digits)")
-    t.add_argument("--activation", choices=sorted(nn.ACTIVATIONS), default="relu")
-    t.add_argument("--batch-norm", action=argparse.BooleanOptionalAction, default=True)
+                   help="mlp: hidden layer widths (default: 512 512 on MNIST, 128 64 on "
+                        "digits)")
+    t.add_argument("--activation", choices=sorted(nn.ACTIVATIONS),
+                   help="mlp: the activation (default relu)")
+    t.add_argument("--batch-norm", action=argparse.BooleanOptionalAction,
+                   help="mlp: BatchNorm1d after each hidden Linear (default on)")
     t.add_argument("--sync-batch-norm", action="store_true",
-                   help="under mpiexec: batch statistics of the global batch, not each rank's")
-    t.add_argument("--dropout", type=_probability, default=0.0)
+                   help="mlp under mpiexec: batch statistics of the global batch, not "
+                        "each rank's")
+    t.add_argument("--dropout", type=_probability, default=0.0,
+                   help="dropout after each hidden layer (mlp) or after fc128 (cnn)")
     t.add_argument("--optimizer", choices=optim.NAMES, default="adam")
     t.add_argument("--lr", type=_nonnegative, default=1e-3)
     t.add_argument("--weight-decay", type=_nonnegative, default=0.0)

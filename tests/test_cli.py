@@ -1,11 +1,15 @@
-"""The `fastnn` command line (fastnn.__main__.main), run in-process: train, evaluate,
-predict and config on scikit-learn's digits (and on MNIST when its files are here), and
-bad arguments, which must end in a usage message and exit status 2, not a traceback."""
+"""The `fastnn` command line (fastnn.__main__.main), run in-process: train (an MLP, or
+the CNN and ResNet-8 of --model), evaluate, predict and config on scikit-learn's digits
+(and on MNIST when its files are here), and bad arguments, which must end in a usage
+message and exit status 2, not a traceback."""
 
 import contextlib
 import io
 import os
 import re
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -304,3 +308,197 @@ def test_bad_augment_choice_is_a_usage_error(capsys):
         main(["train", "--augment", "sideways"])
     assert exc.value.code == 2
     assert "usage" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------- image models (--model)
+
+
+@pytest.fixture(scope="module")
+def image_models(tmp_path_factory):
+    """--model cnn and --model resnet trained once on the digits: {kind: (path, stdout)}."""
+    pytest.importorskip("sklearn")
+    folder = tmp_path_factory.mktemp("cnn")
+    trained = {}
+    with pytest.MonkeyPatch.context() as mp:
+        mp.delenv("FASTNN_MNIST_DIR", raising=False)
+        mp.chdir(folder)
+        for kind in ("cnn", "resnet"):
+            path = folder / f"{kind}.safetensors"
+            code, out, err = run(["train", "--model", kind, "--epochs", 3, "--out", path,
+                                  "--plot", ""])
+            assert code == 0, err
+            trained[kind] = path, out
+    return trained
+
+
+@pytest.mark.parametrize("kind", ["cnn", "resnet"])
+def test_train_image_model_on_digits(image_models, kind):
+    path, out = image_models[kind]
+    assert f"training {kind} (" in out and "8x8 images, 10 classes" in out
+    assert "1437 training / 360 test" in out and "training samples/s" in out
+    assert re.findall(r"epoch +(\d)  loss", out) == ["1", "2", "3"]  # no terminal: lines
+    # 36 Adam steps: an MLP of the same budget reaches 0.2-0.4; both image models pass 0.9
+    assert accuracy_in(out) > 0.8
+    model, meta = fastnn.load(path, with_metadata=True)
+    assert meta["model"] == kind and meta["input_shape"] == [1, 8, 8]
+    assert meta["n_features"] == 64 and meta["input_scale"] == 16.0 and meta["n_classes"] == 10
+    layers = {type(layer).__name__ for layer in model}
+    assert "Conv2d" in layers and "BatchNorm2d" in layers
+    assert ("Residual" in layers) == (kind == "resnet")
+    assert model.forward(np.zeros((2, 1, 8, 8), np.float32)).shape == (2, 10)
+
+
+def test_cnn_architecture(image_models):
+    model = fastnn.load(image_models["cnn"][0])
+    assert [type(layer).__name__ for layer in model] == [
+        "Conv2d", "BatchNorm2d", "ReLU", "MaxPool2d", "Conv2d", "BatchNorm2d", "ReLU",
+        "MaxPool2d", "Flatten", "Linear", "ReLU", "Linear"]
+    assert [model[0].out_channels, model[4].out_channels] == [32, 64]
+    assert model[9].in_features == 64 * 2 * 2 and model[9].out_features == 128
+
+
+def test_resnet_architecture(image_models):
+    model = fastnn.load(image_models["resnet"][0])
+    blocks = [layer for layer in model if isinstance(layer, fastnn.nn.Residual)]
+    assert len(blocks) == 3 and model[0].out_channels == 16
+    assert [b.block[0].out_channels for b in blocks] == [16, 32, 64]
+    assert [b.block[0].stride for b in blocks] == [(1, 1), (2, 2), (2, 2)]
+    assert blocks[0].shortcut is None
+    assert all(b.shortcut[0].kernel_size == (1, 1) for b in blocks[1:])
+    assert type(model[-2]).__name__ == "GlobalAvgPool2d" and model[-1].in_features == 64
+
+
+@pytest.mark.parametrize("kind", ["cnn", "resnet"])
+def test_evaluate_image_model_matches_training(image_models, kind):
+    path, out = image_models[kind]
+    code, printed, err = run(["evaluate", path])
+    assert code == 0, err
+    assert "360 samples" in printed and accuracy_in(printed) == accuracy_in(out)
+
+
+@pytest.mark.parametrize("shape", [(64,), (8, 8), (1, 8, 8)], ids=["flat", "8x8", "1x8x8"])
+def test_predict_image_model_input_shapes(image_models, tmp_path, capsys, shape):
+    path, out = image_models["cnn"]
+    scale, x, y = digits_test_split()
+    raw = np.rint(x * scale).astype(np.uint8).reshape(len(x), *shape)
+    np.save(tmp_path / "x.npy", raw)
+    assert main(["predict", str(path), "--input", str(tmp_path / "x.npy")]) == 0
+    labels = np.array([int(v) for v in capsys.readouterr().out.split()])
+    expected = fastnn.load(path).forward(x.reshape(-1, 1, 8, 8)).argmax(axis=1)
+    assert labels.tolist() == expected.tolist()
+    assert np.mean(labels == y) == pytest.approx(accuracy_in(out), abs=1e-4)
+
+
+def test_predict_image_model_default_samples(image_models, capsys):
+    path, _ = image_models["resnet"]
+    assert main(["predict", str(path), "--count", "4"]) == 0
+    labels = [int(v) for v in capsys.readouterr().out.split()]
+    _, x, _ = digits_test_split()
+    expected = fastnn.load(path).forward(x[:4].reshape(-1, 1, 8, 8)).argmax(axis=1)
+    assert labels == expected.tolist()
+
+
+@pytest.mark.parametrize("shape", [(3, 10), (3, 2, 32), (3, 9, 9), (3, 3, 8, 8),
+                                   (3, 1, 8, 9), (3, 64, 1)],
+                         ids=["width-10", "2x32", "9x9", "3-channels", "8x9", "64x1"])
+def test_predict_image_model_bad_shape(image_models, tmp_path, shape):
+    path, _ = image_models["cnn"]
+    np.save(tmp_path / "x.npy", np.zeros(shape, np.uint8))
+    shown = re.escape(str(shape[1:]))
+    assert_usage_error(["predict", path, "--input", tmp_path / "x.npy"],
+                       rf"expects images of shape \(1, 8, 8\), \(8, 8\) or 64 flat values "
+                       rf"per sample, got shape {shown}")
+
+
+def test_evaluate_image_model_on_other_data(image_models):
+    """A digits CNN on MNIST: the sizes differ, a usage error (no traceback)."""
+    path, _ = image_models["cnn"]
+    if not (MNIST_DIR / "t10k-labels-idx1-ubyte.gz").exists():
+        pytest.skip("MNIST folder not found")
+    assert_usage_error(["evaluate", path, "--data", MNIST_DIR], r"expects 64 features")
+
+
+@pytest.mark.parametrize("kind", ["affine", "elastic"])
+def test_train_cnn_with_augmentation(tmp_path, kind):
+    pytest.importorskip("sklearn")
+    code, out, err = run(["train", "--model", "cnn", "--epochs", 3, "--quiet", "--augment",
+                          kind, "--out", "", "--plot", ""])
+    assert code == 0, err
+    assert "training cnn (" in out and f"{kind} augmentation" in out
+    assert accuracy_in(out) > 0.2  # chance is 0.1; the distortions are strong on 8x8 images
+
+
+def test_train_cnn_with_dropout_and_plot(tmp_path):
+    pytest.importorskip("sklearn")
+    pytest.importorskip("matplotlib")
+    plot = tmp_path / "curves.png"
+    code, out, err = run(["train", "--model", "cnn", "--epochs", 1, "--dropout", 0.3,
+                          "--quiet", "--out", tmp_path / "m.safetensors", "--plot", plot])
+    assert code == 0, err
+    assert "dropout 0.3" in out and plot.is_file()
+    assert "Dropout" in [type(layer).__name__ for layer in fastnn.load(tmp_path /
+                                                                          "m.safetensors")]
+
+
+def test_train_help_lists_the_models():
+    code, out, err = run(["train", "--help"])
+    assert code == 0, err
+    assert "--model {mlp,cnn,resnet}" in out
+    for text in ("mlp ", "cnn ", "resnet ", "ResNet-8", "conv3x3", "maxpool2",
+                 "normalize with each rank's statistics"):
+        assert text in out, text
+    code, out, _ = run(["--help"])
+    assert code == 0 and "CNN" in out and "ResNet" in out
+
+
+@pytest.mark.parametrize("argv, match", [
+    (["--model", "cnn", "--hidden", "32"], "--hidden"),
+    (["--model", "resnet", "--activation", "tanh"], "--activation"),
+    (["--model", "cnn", "--no-batch-norm"], "--no-batch-norm"),
+    (["--model", "cnn", "--batch-norm"], "--batch-norm"),
+    (["--model", "resnet", "--dropout", "0.2"], "--dropout"),
+    (["--model", "cnn", "--sync-batch-norm"], "each rank's statistics"),
+    (["--model", "vgg"], "--model"),
+], ids=["cnn-hidden", "resnet-activation", "cnn-no-batch-norm", "cnn-batch-norm",
+        "resnet-dropout", "cnn-sync-batch-norm", "unknown-model"])
+def test_mlp_options_with_an_image_model(argv, match):
+    assert_usage_error(["train", *argv, "--epochs", 1, "--out", "", "--plot", ""], match)
+
+
+@needs_mnist
+def test_train_cnn_on_mnist(tmp_path):
+    path = tmp_path / "cnn.safetensors"
+    code, out, err = run(["train", "--model", "cnn", "--data", MNIST_DIR, "--limit", 3000,
+                          "--epochs", 2, "--quiet", "--out", path, "--plot", ""])
+    assert code == 0, err
+    assert "28x28 images" in out and "3000 training / 10000 test" in out
+    assert accuracy_in(out) > 0.85  # 0.91 with these settings
+    model, meta = fastnn.load(path, with_metadata=True)
+    assert meta["input_shape"] == [1, 28, 28] and meta["input_scale"] == 255.0
+    assert model[9].in_features == 64 * 7 * 7
+
+
+def test_train_cnn_under_mpiexec(tmp_path):
+    """`mpiexec -n 2 python -m fastnn train --model cnn`: data parallel over 2 ranks (each
+    normalizing with its own batch statistics), rank 0 prints and saves."""
+    pytest.importorskip("sklearn")
+    pytest.importorskip("mpi4py")
+    beside = Path(sys.executable).parent / "mpiexec"
+    mpiexec = str(beside) if beside.exists() else shutil.which("mpiexec")
+    if mpiexec is None:
+        pytest.skip("no mpiexec (pip install mpich)")
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("FASTNN_NUM_THREADS", "OMP_NUM_THREADS", "FASTNN_MNIST_DIR")}
+    root = str(Path(fastnn.__file__).resolve().parents[1])
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [root, env.get("PYTHONPATH")]))
+    path = tmp_path / "m.safetensors"
+    proc = subprocess.run([mpiexec, "-n", "2", sys.executable, "-m", "fastnn", "train",
+                           "--model", "cnn", "--limit", "600", "--epochs", "2", "--augment",
+                           "affine", "--out", str(path), "--plot", ""],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    out = proc.stdout
+    assert "2 ranks" in out and out.count("result: test accuracy") == 1
+    code, printed, err = run(["evaluate", path])
+    assert code == 0, err
+    assert accuracy_in(printed) == accuracy_in(out)
