@@ -1,6 +1,7 @@
 /* The inner loops of conv.pyx: im2col and col2im one kernel offset (c, i, j) at a
  * time, and the forward epilogue's copy of a GEMM tile into the output. Plain C with
- * restrict pointers; float (_f) and double (_d) from one definition.
+ * restrict pointers; float (_f) and double (_d) from one definition, each compiled
+ * for x86-64-v3 as well (FN_LOOP_FN: 8-wide rows, shuffles for stride 2).
  *
  * GCC turns a copy or zeroing loop into a memcpy or memset call; for the short rows
  * of small images (8 to 32 elements) the call costs more than the copy, so the
@@ -41,7 +42,7 @@ static inline void fn_conv_rows(ptrdiff_t H, ptrdiff_t Ho, ptrdiff_t top, ptrdif
  * shifted run of the image: one copy (one add loop) for the plane, then the <= pw
  * columns per row that wrapped into a neighbouring row are zeroed. */
 #define FN_CONV_PLANES(T, S)                                                           \
-FN_NO_MEMCPY_CALLS static inline void                                                  \
+FN_NO_MEMCPY_CALLS FN_LOOP_FN void                                                  \
 fn_im2col_plane##S(T *restrict dst, const T *restrict src, ptrdiff_t H, ptrdiff_t W,   \
                    ptrdiff_t Ho, ptrdiff_t Wo, ptrdiff_t top, ptrdiff_t left,          \
                    ptrdiff_t sh, ptrdiff_t sw, ptrdiff_t lo, ptrdiff_t hi)             \
@@ -67,6 +68,8 @@ fn_im2col_plane##S(T *restrict dst, const T *restrict src, ptrdiff_t H, ptrdiff_
         for (ptrdiff_t ow = 0; ow < lo; ow++) d[ow] = 0;                               \
         if (sw == 1) {                                                                 \
             FN_SIMD for (ptrdiff_t ow = lo; ow < hi; ow++) d[ow] = s[ow];              \
+        } else if (sw == 2) { /* a constant stride: even lanes, shuffled */            \
+            FN_SIMD for (ptrdiff_t ow = lo; ow < hi; ow++) d[ow] = s[2 * ow];          \
         } else {                                                                       \
             for (ptrdiff_t ow = lo; ow < hi; ow++) d[ow] = s[ow * sw];                 \
         }                                                                              \
@@ -74,7 +77,7 @@ fn_im2col_plane##S(T *restrict dst, const T *restrict src, ptrdiff_t H, ptrdiff_
     }                                                                                  \
 }                                                                                      \
                                                                                        \
-FN_NO_MEMCPY_CALLS static inline void                                                  \
+FN_NO_MEMCPY_CALLS FN_LOOP_FN void                                                  \
 fn_col2im_plane##S(T *restrict dx, T *restrict col, ptrdiff_t H, ptrdiff_t W,          \
                    ptrdiff_t Ho, ptrdiff_t Wo, ptrdiff_t top, ptrdiff_t left,          \
                    ptrdiff_t sh, ptrdiff_t sw, ptrdiff_t lo, ptrdiff_t hi)             \
@@ -96,6 +99,8 @@ fn_col2im_plane##S(T *restrict dx, T *restrict col, ptrdiff_t H, ptrdiff_t W,   
         const T *c = col + oh * Wo;                                                    \
         if (sw == 1) {                                                                 \
             FN_SIMD for (ptrdiff_t ow = lo; ow < hi; ow++) d[ow] += c[ow];             \
+        } else if (sw == 2) {                                                          \
+            FN_SIMD for (ptrdiff_t ow = lo; ow < hi; ow++) d[2 * ow] += c[ow];         \
         } else {                                                                       \
             for (ptrdiff_t ow = lo; ow < hi; ow++) d[ow * sw] += c[ow];                \
         }                                                                              \
@@ -104,7 +109,7 @@ fn_col2im_plane##S(T *restrict dx, T *restrict col, ptrdiff_t H, ptrdiff_t W,   
                                                                                        \
 /* y[o * P + p] = z[o * ldz + p] (+ b[o] unless b is NULL), o < O, p < P: one sample's \
  * rows of a GEMM tile of several samples. */                                          \
-FN_NO_MEMCPY_CALLS static inline void                                                  \
+FN_NO_MEMCPY_CALLS FN_LOOP_FN void                                                  \
 fn_conv_tile_rows##S(T *restrict y, const T *restrict z, ptrdiff_t ldz,                \
                      const T *restrict b, ptrdiff_t O, ptrdiff_t P)                    \
 {                                                                                      \
