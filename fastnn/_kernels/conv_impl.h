@@ -42,16 +42,16 @@ static inline void fn_conv_rows(ptrdiff_t H, ptrdiff_t Ho, ptrdiff_t top, ptrdif
  * shifted run of the image: one copy (one add loop) for the plane, then the <= pw
  * columns per row that wrapped into a neighbouring row are zeroed. */
 #define FN_CONV_PLANES(T, S)                                                           \
-FN_NO_MEMCPY_CALLS FN_LOOP_FN void                                                  \
+FN_NO_MEMCPY_CALLS FN_LOOP_FN void                                                     \
 fn_im2col_plane##S(T *restrict dst, const T *restrict src, ptrdiff_t H, ptrdiff_t W,   \
                    ptrdiff_t Ho, ptrdiff_t Wo, ptrdiff_t top, ptrdiff_t left,          \
                    ptrdiff_t sh, ptrdiff_t sw, ptrdiff_t lo, ptrdiff_t hi)             \
 {                                                                                      \
     ptrdiff_t oh0, oh1;                                                                \
     fn_conv_rows(H, Ho, top, sh, &oh0, &oh1);                                          \
-    FN_SIMD for (ptrdiff_t q = 0; q < oh0 * Wo; q++) dst[q] = 0;                       \
-    FN_SIMD for (ptrdiff_t q = oh1 * Wo; q < Ho * Wo; q++) dst[q] = 0;                 \
     if (sh == 1 && sw == 1 && Wo == W) {                                               \
+        FN_SIMD for (ptrdiff_t q = 0; q < oh0 * Wo; q++) dst[q] = 0;                   \
+        FN_SIMD for (ptrdiff_t q = oh1 * Wo; q < Ho * Wo; q++) dst[q] = 0;             \
         ptrdiff_t off = top * W + left, a = oh0 * W, b = oh1 * W;                      \
         ptrdiff_t qa = a > -off ? a : -off, qb = b < H * W - off ? b : H * W - off;    \
         if (qb > qa)                                                                   \
@@ -62,22 +62,26 @@ fn_im2col_plane##S(T *restrict dst, const T *restrict src, ptrdiff_t H, ptrdiff_
             for (ptrdiff_t oh = oh0; oh < oh1; oh++) dst[oh * W + ow] = 0;             \
         return;                                                                        \
     }                                                                                  \
-    for (ptrdiff_t oh = oh0; oh < oh1; oh++) {                                         \
-        T *d = dst + oh * Wo;                                                          \
-        const T *s = src + (oh * sh + top) * W + left;                                 \
-        for (ptrdiff_t ow = 0; ow < lo; ow++) d[ow] = 0;                               \
-        if (sw == 1) {                                                                 \
+    /* short rows: zero the plane in one loop when any of it is outside the image,     \
+     * then copy the inside of each row (no per-row zero loops) */                     \
+    if (oh0 > 0 || oh1 < Ho || lo > 0 || hi < Wo) {                                    \
+        FN_SIMD for (ptrdiff_t q = 0; q < Ho * Wo; q++) dst[q] = 0;                    \
+    }                                                                                  \
+    const T *s = src + (oh0 * sh + top) * W + left;                                    \
+    T *d = dst + oh0 * Wo;                                                             \
+    if (sw == 1) {                                                                     \
+        for (ptrdiff_t oh = oh0; oh < oh1; oh++, d += Wo, s += sh * W)                 \
             FN_SIMD for (ptrdiff_t ow = lo; ow < hi; ow++) d[ow] = s[ow];              \
-        } else if (sw == 2) { /* a constant stride: even lanes, shuffled */            \
+    } else if (sw == 2) { /* a constant stride: even lanes, shuffled */                \
+        for (ptrdiff_t oh = oh0; oh < oh1; oh++, d += Wo, s += sh * W)                 \
             FN_SIMD for (ptrdiff_t ow = lo; ow < hi; ow++) d[ow] = s[2 * ow];          \
-        } else {                                                                       \
+    } else {                                                                           \
+        for (ptrdiff_t oh = oh0; oh < oh1; oh++, d += Wo, s += sh * W)                 \
             for (ptrdiff_t ow = lo; ow < hi; ow++) d[ow] = s[ow * sw];                 \
-        }                                                                              \
-        for (ptrdiff_t ow = hi; ow < Wo; ow++) d[ow] = 0;                              \
     }                                                                                  \
 }                                                                                      \
                                                                                        \
-FN_NO_MEMCPY_CALLS FN_LOOP_FN void                                                  \
+FN_NO_MEMCPY_CALLS FN_LOOP_FN void                                                     \
 fn_col2im_plane##S(T *restrict dx, T *restrict col, ptrdiff_t H, ptrdiff_t W,          \
                    ptrdiff_t Ho, ptrdiff_t Wo, ptrdiff_t top, ptrdiff_t left,          \
                    ptrdiff_t sh, ptrdiff_t sw, ptrdiff_t lo, ptrdiff_t hi)             \
@@ -94,22 +98,23 @@ fn_col2im_plane##S(T *restrict dx, T *restrict col, ptrdiff_t H, ptrdiff_t W,   
         FN_SIMD for (ptrdiff_t q = qa; q < qb; q++) dx[q + off] += col[q];             \
         return;                                                                        \
     }                                                                                  \
-    for (ptrdiff_t oh = oh0; oh < oh1; oh++) {                                         \
-        T *d = dx + (oh * sh + top) * W + left;                                        \
-        const T *c = col + oh * Wo;                                                    \
-        if (sw == 1) {                                                                 \
+    T *d = dx + (oh0 * sh + top) * W + left;                                           \
+    const T *c = col + oh0 * Wo;                                                       \
+    if (sw == 1) {                                                                     \
+        for (ptrdiff_t oh = oh0; oh < oh1; oh++, c += Wo, d += sh * W)                 \
             FN_SIMD for (ptrdiff_t ow = lo; ow < hi; ow++) d[ow] += c[ow];             \
-        } else if (sw == 2) {                                                          \
+    } else if (sw == 2) {                                                              \
+        for (ptrdiff_t oh = oh0; oh < oh1; oh++, c += Wo, d += sh * W)                 \
             FN_SIMD for (ptrdiff_t ow = lo; ow < hi; ow++) d[2 * ow] += c[ow];         \
-        } else {                                                                       \
+    } else {                                                                           \
+        for (ptrdiff_t oh = oh0; oh < oh1; oh++, c += Wo, d += sh * W)                 \
             for (ptrdiff_t ow = lo; ow < hi; ow++) d[ow * sw] += c[ow];                \
-        }                                                                              \
     }                                                                                  \
 }                                                                                      \
                                                                                        \
 /* y[o * P + p] = z[o * ldz + p] (+ b[o] unless b is NULL), o < O, p < P: one sample's \
  * rows of a GEMM tile of several samples. */                                          \
-FN_NO_MEMCPY_CALLS FN_LOOP_FN void                                                  \
+FN_NO_MEMCPY_CALLS FN_LOOP_FN void                                                     \
 fn_conv_tile_rows##S(T *restrict y, const T *restrict z, ptrdiff_t ldz,                \
                      const T *restrict b, ptrdiff_t O, ptrdiff_t P)                    \
 {                                                                                      \
