@@ -144,6 +144,21 @@ def test_forward_and_gradients_match_reference(name):
         np.testing.assert_allclose(db, rdb, rtol=1e-12, atol=1e-12)
 
 
+@pytest.mark.parametrize("name", CASES)
+def test_several_samples_per_gemm_tile_match_reference(name):
+    # 37 small images: the kernel puts up to 3 samples' columns in one GEMM (and one
+    # weight-gradient block), and a block of 2 samples ends in a tile of 2
+    shape, o, k, kwargs = CASES[name]
+    layer = make_layer(shape[1], o, k, **kwargs)
+    x = data((37, *shape[1:]), 1)
+    g = data((37, *layer._output_shape(shape)), 2)
+    y, dx, dw, db = run(layer, x, g)
+    ry, rdx, rdw, rdb = conv_reference(x, layer.weight, layer.bias, g=g, **_ref_args(kwargs))
+    for got, want in zip((y, dx, dw, db), (ry, rdx, rdw, rdb)):
+        if got is not None:
+            np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)
+
+
 @pytest.mark.parametrize("name", ["rect", "depthwise-x2", "1x1", "1x1-stride2"])
 def test_gradients_match_numerical_gradients(name):
     layer, x, g, _ = _case(name)
@@ -206,15 +221,16 @@ def test_input_grad_false_returns_none_and_still_accumulates():
     np.testing.assert_array_equal(layer.bias.grad, db)
 
 
+@pytest.mark.parametrize("size", [24, 8], ids=["24x24", "8x8"])
 @pytest.mark.parametrize("kwargs", [dict(padding=1), dict(stride=2, groups=2),
                                     dict(kernel_size=1)], ids=["3x3", "stride2-groups", "1x1"])
-def test_bitwise_equal_at_1_and_2_threads(assert_thread_independent, kwargs):
+def test_bitwise_equal_at_1_and_2_threads(assert_thread_independent, kwargs, size):
     kwargs = dict(kwargs)
     k = kwargs.pop("kernel_size", 3)
     # 40 samples: more than the weight-gradient reduction's sample blocks, and enough
-    # work that the kernels run threaded
+    # work that the kernels run threaded; 8x8 images: several samples per GEMM tile
     layer = make_layer(8, 16, k, dtype=np.float32, **kwargs)
-    x = data((40, 8, 24, 24), 1, np.float32)
+    x = data((40, 8, size, size), 1, np.float32)
     g = data((40, *layer._output_shape(x.shape)), 2, np.float32)
     assert_thread_independent(lambda: run(layer, x, g))
 
@@ -244,10 +260,12 @@ def test_nan_passes_through():
 # ---------------------------------------------------------------- fused activation
 
 
+@pytest.mark.parametrize("rows", [2, 37])
 @pytest.mark.parametrize("act", ["relu", "leaky_relu"])
-@pytest.mark.parametrize("name", ["3x3-pad1", "1x1"])
-def test_conv_op_with_fused_activation(act, name):
+@pytest.mark.parametrize("name", ["3x3-pad1", "stride2", "1x1"])
+def test_conv_op_with_fused_activation(act, name, rows):
     shape, o, k, kwargs = CASES[name]
+    shape = (rows, *shape[1:])
     layer = make_layer(shape[1], o, k, **kwargs)
     x = data(shape, 1)
     w, b = layer.weight, layer.bias

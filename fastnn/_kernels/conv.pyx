@@ -7,25 +7,29 @@ P = Ho * Wo output pixels:
                        (zero outside the image)
     y_n    (O/g, P) = act(W_g (O/g, K) @ col_n + b)
 
-The samples are spread over the threads (prange); each thread builds its columns in a
-tile of its own, reused from call to call, and makes single-threaded BLAS calls. A 1x1
-convolution with stride 1 and no padding multiplies the input itself (no im2col).
+The samples are spread over the threads (prange) in tiles of nb consecutive samples;
+each thread builds the columns of its tile side by side, col (K, nb * P), in a tile of
+its own reused from call to call, and makes one single-threaded BLAS call per group
+for them all: small images (P of 64 to 256) make GEMMs too narrow for the BLAS to run
+at speed alone. A 1x1 convolution with stride 1 and no padding multiplies the input
+itself (no im2col).
 
 Backward, for g = d(loss)/dy and dz = g * act'(y) (dz = g without a fused activation):
 
-    db += sum of dz over (n, oh, ow)        dW_g += dz_n,g @ col_n^T
+    db += sum of dz over (n, oh, ow)        dW_g^T += col_n @ dz_n,g^T
     dx_n = col2im(W_g^T @ dz_n,g)
 
 The samples are cut into CONV_BLOCKS blocks (fewer for a smaller batch), a number that
-does not depend on the thread count; each block sums its samples' dW and db in sample
-order into a partial of its own, and the partials are added in block order: the
-gradients are bitwise the same for any number of threads.
+does not depend on the thread count, and each block into tiles of nb samples (nb a
+function of the shape alone); each block sums its tiles' dW and db in sample order into
+a partial of its own, and the partials are added in block order: the gradients are
+bitwise the same for any number of threads.
 """
 
 from cython cimport floating
 from cython.parallel cimport prange, threadid
 from libc.stdlib cimport free, malloc
-from libc.string cimport memset
+from libc.string cimport memcpy, memset
 
 import numpy as np
 
@@ -46,13 +50,17 @@ from .simd cimport (
 
 # Sample blocks of the weight-gradient reduction: enough to keep a few threads busy,
 # few enough that their partials stay small. Never derived from the thread count.
+# A GEMM takes the columns of several samples of a small image, up to about
+# CONV_TILE_COLUMNS of them: OpenBLAS is faster on (K, 512) than on (K, 64) tiles.
 cdef enum:
     CONV_BLOCKS = 16
+    CONV_TILE_COLUMNS = 512
 
 
 cdef struct ConvState:
     Py_ssize_t C, H, W, O, Ho, Wo, kh, kw, sh, sw, ph, pw, dh, dw, groups
     Py_ssize_t Cg, Og, K, P      # per group: in and out channels, col rows; pixels
+    Py_ssize_t nb                # samples per GEMM tile: col (K, nb * P)
     bint direct                  # 1x1, stride 1, no padding: the input is col
     bint fused                   # an activation other than the identity follows
     int act
@@ -61,8 +69,8 @@ cdef struct ConvState:
     const void *bias             # (O,) or NULL
     void *weight_grad            # (O, K) or NULL: frozen
     void *bias_grad              # (O,) or NULL
-    void *partial                # CONV_BLOCKS partials of (O * K + O): dW, then db
-    char *tiles                  # per-thread tiles: col (K * P), then dz (O * P)
+    void *partial                # CONV_BLOCKS partials of (K * O + O): dW^T, then db
+    char *tiles                  # per-thread tiles: col (K * nb * P), then z (O * nb * P)
     size_t tile_bytes
     int n_tiles
 
@@ -98,17 +106,22 @@ cdef extern from "conv_impl.h" nogil:
     void fn_im2col_plane_d(double *dst, const double *src, Py_ssize_t H, Py_ssize_t W,
                            Py_ssize_t Ho, Py_ssize_t Wo, Py_ssize_t top, Py_ssize_t left,
                            Py_ssize_t sh, Py_ssize_t sw, Py_ssize_t lo, Py_ssize_t hi)
-    void fn_col2im_plane_f(float *dx, const float *col, Py_ssize_t H, Py_ssize_t W,
+    void fn_col2im_plane_f(float *dx, float *col, Py_ssize_t H, Py_ssize_t W,
                            Py_ssize_t Ho, Py_ssize_t Wo, Py_ssize_t top, Py_ssize_t left,
                            Py_ssize_t sh, Py_ssize_t sw, Py_ssize_t lo, Py_ssize_t hi)
-    void fn_col2im_plane_d(double *dx, const double *col, Py_ssize_t H, Py_ssize_t W,
+    void fn_col2im_plane_d(double *dx, double *col, Py_ssize_t H, Py_ssize_t W,
                            Py_ssize_t Ho, Py_ssize_t Wo, Py_ssize_t top, Py_ssize_t left,
                            Py_ssize_t sh, Py_ssize_t sw, Py_ssize_t lo, Py_ssize_t hi)
+    void fn_conv_tile_rows_f(float *y, const float *z, Py_ssize_t ldz, const float *b,
+                             Py_ssize_t O, Py_ssize_t P)
+    void fn_conv_tile_rows_d(double *y, const double *z, Py_ssize_t ldz, const double *b,
+                             Py_ssize_t O, Py_ssize_t P)
 
 
-cdef void _im2col(const ConvState *s, const floating *x,
-                  floating *col) noexcept nogil:  # OUT: col (K, P)
-    """col from the Cg channels of one sample's group at x (Cg, H, W)."""
+cdef void _im2col(const ConvState *s, const floating *x, floating *col,  # OUT: col
+                  Py_ssize_t ld) noexcept nogil:
+    """col (K, P), rows ld apart, from the Cg channels of one sample's group at
+    x (Cg, H, W)."""
     cdef Py_ssize_t c, i, j, lo, hi, top, left
     cdef floating *dst = col
     for c in range(s.Cg):
@@ -123,14 +136,15 @@ cdef void _im2col(const ConvState *s, const floating *x,
                 else:
                     fn_im2col_plane_d(dst, x + c * s.H * s.W, s.H, s.W, s.Ho, s.Wo, top, left,
                                       s.sh, s.sw, lo, hi)
-                dst += s.P
+                dst += ld
 
 
-cdef void _col2im(const ConvState *s, const floating *col,
+cdef void _col2im(const ConvState *s, floating *col, Py_ssize_t ld,
                   floating *dx) noexcept nogil:  # OUT: dx (Cg, H, W), added to
-    """dx += the scatter of col (K, P) back onto the image, the adjoint of _im2col."""
+    """dx += the scatter of col (K, P), rows ld apart, back onto the image: the adjoint
+    of _im2col. col is scratch: its positions outside the image are zeroed."""
     cdef Py_ssize_t c, i, j, lo, hi, top, left
-    cdef const floating *src = col
+    cdef floating *src = col
     for c in range(s.Cg):
         for i in range(s.kh):
             top = i * s.dh - s.ph
@@ -143,38 +157,58 @@ cdef void _col2im(const ConvState *s, const floating *col,
                 else:
                     fn_col2im_plane_d(dx + c * s.H * s.W, src, s.H, s.W, s.Ho, s.Wo, top, left,
                                       s.sh, s.sw, lo, hi)
-                src += s.P
+                src += ld
 
 
-cdef void _forward_sample(const ConvState *s, const floating *x, floating *y,  # OUT: y
-                          floating *col) noexcept nogil:
-    """y (O, P) = act(conv(x (C, H, W)) + b) for one sample; col: the thread's tile."""
+cdef void _forward_tile(const ConvState *s, const floating *x, floating *y,  # OUT: y
+                        Py_ssize_t cnt, floating *col, floating *z) noexcept nogil:
+    """y (cnt, O, P) = act(conv(x (cnt, C, H, W)) + b) for cnt <= nb consecutive
+    samples, one GEMM per group over all their columns: col (K, cnt * P) and z
+    (O, cnt * P) are the thread's tiles."""
     cdef const floating *w = <const floating *> s.weight
     cdef const floating *b = <const floating *> s.bias
     cdef const floating *src
     cdef floating beta = 0
-    cdef Py_ssize_t g, o, p
+    cdef Py_ssize_t d_in = s.C * s.H * s.W
+    cdef Py_ssize_t d_out = s.O * s.P
+    cdef Py_ssize_t Q = cnt * s.P
+    cdef Py_ssize_t g, o, p, t
     cdef floating *yo
-    if b != NULL:
-        # the bias goes in first and the GEMM adds onto it (beta = 1): no second pass
-        for o in range(s.O):
-            yo = y + o * s.P
-            for p in range(s.P):
-                yo[p] = b[o]
-        beta = 1
-    for g in range(s.groups):
-        if s.direct:
-            src = x + g * s.Cg * s.H * s.W
-        else:
-            _im2col(s, x + g * s.Cg * s.H * s.W, col)
-            src = col
-        gemm(False, False, <int> s.Og, <int> s.P, <int> s.K, <floating> 1, w + g * s.Og * s.K,
-             <int> s.K, src, <int> s.P, beta, y + g * s.Og * s.P, <int> s.P)
+    if cnt == 1:
+        # one sample: the GEMM writes y itself; the bias goes in first and the GEMM
+        # adds onto it (beta = 1)
+        if b != NULL:
+            for o in range(s.O):
+                yo = y + o * s.P
+                for p in range(s.P):
+                    yo[p] = b[o]
+            beta = 1
+        for g in range(s.groups):
+            if s.direct:
+                src = x + g * s.Cg * s.H * s.W
+            else:
+                _im2col(s, x + g * s.Cg * s.H * s.W, col, s.P)
+                src = col
+            gemm(False, False, <int> s.Og, <int> s.P, <int> s.K, <floating> 1,
+                 w + g * s.Og * s.K, <int> s.K, src, <int> s.P, beta, y + g * s.Og * s.P,
+                 <int> s.P)
+    else:
+        for g in range(s.groups):
+            for t in range(cnt):
+                _im2col(s, x + t * d_in + g * s.Cg * s.H * s.W, col + t * s.P, Q)
+            gemm(False, False, <int> s.Og, <int> Q, <int> s.K, <floating> 1,
+                 w + g * s.Og * s.K, <int> s.K, col, <int> Q, <floating> 0, z + g * s.Og * Q,
+                 <int> Q)
+        for t in range(cnt):
+            if floating is float:
+                fn_conv_tile_rows_f(y + t * d_out, z + t * s.P, Q, b, s.O, s.P)
+            else:
+                fn_conv_tile_rows_d(y + t * d_out, z + t * s.P, Q, b, s.O, s.P)
     if s.fused:
         if floating is float:
-            fn_act_forward_f(s.act, y, y, s.O * s.P, <float> s.slope)
+            fn_act_forward_f(s.act, y, y, cnt * d_out, <float> s.slope)
         else:
-            fn_act_forward_d(s.act, y, y, s.O * s.P, s.slope)
+            fn_act_forward_d(s.act, y, y, cnt * d_out, s.slope)
 
 
 cdef int _forward(ConvState *s, const floating *x, floating *y, Py_ssize_t rows,
@@ -184,60 +218,85 @@ cdef int _forward(ConvState *s, const floating *x, floating *y, Py_ssize_t rows,
     cdef Py_ssize_t d_in = s.C * s.H * s.W
     cdef Py_ssize_t d_out = s.O * s.P
     cdef Py_ssize_t per_thread = s.tile_bytes // sizeof(floating)
+    cdef Py_ssize_t col_size = 0 if s.direct else s.K * s.nb * s.P
+    cdef Py_ssize_t tiles_n = (rows + s.nb - 1) // s.nb
     cdef floating *tiles = <floating *> s.tiles
-    cdef bint threaded = (n_threads > 1 and rows > 1
+    cdef floating *tile
+    cdef bint threaded = (n_threads > 1 and tiles_n > 1
                           and <double> rows * d_out * s.K >= FN_GEMM_PARALLEL_MIN)
-    cdef Py_ssize_t n
-    for n in prange(rows, schedule='static', num_threads=n_threads, use_threads_if=threaded):
-        _forward_sample(s, x + n * d_in, y + n * d_out, tiles + threadid() * per_thread)
+    cdef Py_ssize_t n, k
+    for k in prange(tiles_n, schedule='static', num_threads=n_threads,
+                    use_threads_if=threaded):
+        tile = tiles + threadid() * per_thread
+        n = k * s.nb
+        _forward_tile(s, x + n * d_in, y + n * d_out, min(s.nb, rows - n), tile,
+                      tile + col_size)
     return 0
 
 
-cdef void _backward_sample(const ConvState *s, const floating *x, const floating *y,
-                           const floating *g, floating *dx,  # OUT: dx, unless NULL
-                           floating *col, floating *dz_tile,
-                           floating *dw, floating *db) noexcept nogil:  # OUT: added to
-    """One sample's share of the backward pass: dw (O, K) and db (O,) are its block's
-    partials (when the gradients are wanted), dx (C, H, W) is written unless NULL."""
+cdef void _backward_tile(const ConvState *s, const floating *x, const floating *y,
+                         const floating *g, floating *dx,  # OUT: dx, unless NULL
+                         Py_ssize_t cnt, floating *col, floating *z,
+                         floating *dwt, floating *db) noexcept nogil:  # OUT: added to
+    """The share of the backward pass of cnt <= nb consecutive samples, one GEMM per
+    group and product over all their columns: dz (O, cnt * P) is g * act'(y) gathered
+    into the tile z (g itself for one sample without activation); dwt (K, O), the
+    transposed dW, and db (O,) are the block's partials (when the gradients are
+    wanted); dx (cnt, C, H, W) is written unless NULL."""
     cdef const floating *w = <const floating *> s.weight
     cdef const floating *dz = g
     cdef const floating *src
     cdef const floating *dzg
-    cdef Py_ssize_t grp, o
-    if s.fused:
-        if floating is float:
-            fn_act_backward_f(s.act, g, y, dz_tile, s.O * s.P, <float> s.slope)
-        else:
-            fn_act_backward_d(s.act, g, y, dz_tile, s.O * s.P, s.slope)
-        dz = dz_tile
+    cdef Py_ssize_t d_in = s.C * s.H * s.W
+    cdef Py_ssize_t d_out = s.O * s.P
+    cdef Py_ssize_t Q = cnt * s.P
+    cdef Py_ssize_t grp, o, t
+    if s.fused or cnt > 1:
+        for t in range(cnt):
+            for o in range(s.O):
+                if not s.fused:
+                    memcpy(z + o * Q + t * s.P, g + t * d_out + o * s.P,
+                           s.P * sizeof(floating))
+                elif floating is float:
+                    fn_act_backward_f(s.act, g + t * d_out + o * s.P, y + t * d_out + o * s.P,
+                                      z + o * Q + t * s.P, s.P, <float> s.slope)
+                else:
+                    fn_act_backward_d(s.act, g + t * d_out + o * s.P, y + t * d_out + o * s.P,
+                                      z + o * Q + t * s.P, s.P, s.slope)
+        dz = z
     if s.bias_grad != NULL:
-        for o in range(s.O):
-            if floating is float:
-                db[o] += fn_sum_f(dz + o * s.P, s.P)
-            else:
-                db[o] += fn_sum_d(dz + o * s.P, s.P)
+        for t in range(cnt):
+            for o in range(s.O):
+                if floating is float:
+                    db[o] += fn_sum_f(dz + o * Q + t * s.P, s.P)
+                else:
+                    db[o] += fn_sum_d(dz + o * Q + t * s.P, s.P)
     if dx != NULL and not s.direct:
-        memset(dx, 0, s.C * s.H * s.W * sizeof(floating))
+        memset(dx, 0, cnt * d_in * sizeof(floating))
     for grp in range(s.groups):
-        dzg = dz + grp * s.Og * s.P
+        dzg = dz + grp * s.Og * Q
         if s.weight_grad != NULL:
             if s.direct:
                 src = x + grp * s.Cg * s.H * s.W
             else:
-                _im2col(s, x + grp * s.Cg * s.H * s.W, col)
+                for t in range(cnt):
+                    _im2col(s, x + t * d_in + grp * s.Cg * s.H * s.W, col + t * s.P, Q)
                 src = col
-            gemm(False, True, <int> s.Og, <int> s.K, <int> s.P, <floating> 1, dzg, <int> s.P,
-                 src, <int> s.P, <floating> 1, dw + grp * s.Og * s.K, <int> s.K)
+            # dW^T (K, Og) += col @ dz^T: OpenBLAS runs this product at about twice the
+            # speed of dz @ col^T when Og is small
+            gemm(False, True, <int> s.K, <int> s.Og, <int> Q, <floating> 1, src, <int> Q,
+                 dzg, <int> Q, <floating> 1, dwt + grp * s.K * s.Og, <int> s.Og)
         if dx != NULL:
             if s.direct:
                 gemm(True, False, <int> s.K, <int> s.P, <int> s.Og, <floating> 1,
                      w + grp * s.Og * s.K, <int> s.K, dzg, <int> s.P, <floating> 0,
                      dx + grp * s.Cg * s.H * s.W, <int> s.P)
             else:
-                gemm(True, False, <int> s.K, <int> s.P, <int> s.Og, <floating> 1,
-                     w + grp * s.Og * s.K, <int> s.K, dzg, <int> s.P, <floating> 0, col,
-                     <int> s.P)
-                _col2im(s, col, dx + grp * s.Cg * s.H * s.W)
+                gemm(True, False, <int> s.K, <int> Q, <int> s.Og, <floating> 1,
+                     w + grp * s.Og * s.K, <int> s.K, dzg, <int> Q, <floating> 0, col,
+                     <int> Q)
+                for t in range(cnt):
+                    _col2im(s, col + t * s.P, Q, dx + t * d_in + grp * s.Cg * s.H * s.W)
 
 
 cdef int _backward(ConvState *s, const floating *x, const floating *y, const floating *g,
@@ -251,29 +310,32 @@ cdef int _backward(ConvState *s, const floating *x, const floating *y, const flo
     cdef Py_ssize_t d_in = s.C * s.H * s.W
     cdef Py_ssize_t d_out = s.O * s.P
     cdef Py_ssize_t n_w = s.O * s.K
-    cdef Py_ssize_t stride = n_w + s.O   # one block's partial: dW, then db
+    cdef Py_ssize_t stride = n_w + s.O   # one block's partial: dW^T, then db
     cdef Py_ssize_t per_thread = s.tile_bytes // sizeof(floating)
-    cdef Py_ssize_t col_size = 0 if s.direct else s.K * s.P
+    cdef Py_ssize_t col_size = 0 if s.direct else s.K * s.nb * s.P
     cdef Py_ssize_t blocks = min(rows, CONV_BLOCKS)
     cdef floating *tiles = <floating *> s.tiles
     cdef floating *partial = <floating *> s.partial
     cdef floating *tile
     cdef floating *part
+    cdef floating *wg
+    cdef const floating *pt
     cdef bint threaded = (n_threads > 1 and blocks > 1
                           and <double> rows * d_out * s.K >= FN_GEMM_PARALLEL_MIN)
-    cdef Py_ssize_t blk, n, n0, n1
+    cdef Py_ssize_t blk, n, n1, grp, o, k
     for blk in prange(blocks, schedule='static', num_threads=n_threads,
                       use_threads_if=threaded):
         tile = tiles + threadid() * per_thread
         part = partial + blk * stride
         if params:
             memset(part, 0, stride * sizeof(floating))
-        n0 = blk * rows // blocks
+        n = blk * rows // blocks
         n1 = (blk + 1) * rows // blocks
-        for n in range(n0, n1):
-            _backward_sample(s, x + n * d_in, y + n * d_out, g + n * d_out,
-                             dx + n * d_in if input_grad else NULL, tile, tile + col_size,
-                             part, part + n_w)
+        while n < n1:
+            _backward_tile(s, x + n * d_in, y + n * d_out, g + n * d_out,
+                           dx + n * d_in if input_grad else NULL, min(s.nb, n1 - n), tile,
+                           tile + col_size, part, part + n_w)
+            n = n + s.nb
     if params:
         # partials added in block order, then onto the gradients
         for blk in range(1, blocks):
@@ -282,10 +344,12 @@ cdef int _backward(ConvState *s, const floating *x, const floating *y, const flo
             else:
                 fn_add_row_d(partial, partial + blk * stride, stride)
         if s.weight_grad != NULL:
-            if floating is float:
-                fn_add_row_f(<float *> s.weight_grad, partial, n_w)
-            else:
-                fn_add_row_d(<double *> s.weight_grad, partial, n_w)
+            for grp in range(s.groups):
+                pt = partial + grp * s.K * s.Og
+                for o in range(s.Og):
+                    wg = <floating *> s.weight_grad + (grp * s.Og + o) * s.K
+                    for k in range(s.K):
+                        wg[k] += pt[k * s.Og + o]
         if s.bias_grad != NULL:
             if floating is float:
                 fn_add_row_f(<float *> s.bias_grad, partial + n_w, s.O)
@@ -379,7 +443,12 @@ cdef class ConvOp(KernelOp):
         s.partial = NULL
         if s.weight_grad != NULL or s.bias_grad != NULL:
             s.partial = self.workspace(min(rows, CONV_BLOCKS) * (s.O * s.K + s.O))
-        s.tile_bytes = ((0 if s.direct else s.K * s.P) + (s.O * s.P if s.fused else 0)) \
+        # samples per tile: a shape's choice, never the thread count's (the dW sums
+        # run over the tiles of a block); at most a backward block's samples
+        s.nb = 1 if s.direct else max(1, min(CONV_TILE_COLUMNS // s.P,
+                                             (rows + CONV_BLOCKS - 1) // CONV_BLOCKS))
+        s.tile_bytes = ((0 if s.direct else s.K * s.nb * s.P)
+                        + (s.O * s.nb * s.P if s.fused or s.nb > 1 else 0)) \
             * self.dtype.itemsize
         self.state = <void *> s
         if self.dtype == np.float32:
