@@ -290,8 +290,7 @@ class Trainer:
         return self.loss.classifier
 
     def _dtype(self) -> np.dtype:
-        params = list(self.model.parameters())
-        return params[0].dtype if params else np.dtype(np.float32)
+        return self.model.param_dtype()
 
     def _check_xy(self, X, y, name="X"):
         """X as an array of samples (and y as an array of their targets); nothing is

@@ -242,6 +242,16 @@ class Module:
         for _, p in self.named_parameters():
             yield p
 
+    def param_dtype(self):
+        """The dtype of this module's parameters (float32 when it has none); kept while
+        the parameters stay where they are (asked once per training step)."""
+        cached = self.__dict__.get("_param_dtype")
+        if cached is None or cached[0] != _LAYOUT[0]:
+            first = next(self.parameters(), None)
+            cached = self._param_dtype = (
+                _LAYOUT[0], np.dtype(np.float32) if first is None else first.dtype)
+        return cached[1]
+
     def named_grads(self):
         for name, p in self.named_parameters():
             yield name, p.grad
@@ -276,6 +286,7 @@ class Module:
         # caches of views into the arenas: a copy makes its own
         state = self.__dict__.copy()
         state.pop("_grad_fills", None)
+        state.pop("_param_dtype", None)
         return state
 
     def named_buffers(self):
