@@ -78,6 +78,9 @@ def _validation_pair(validation_data: Any) -> tuple[Any, Any] | None:
 # ---------------------------------------------------------------- step strategies
 
 
+_NO_GUARD = contextlib.nullcontext()  # reusable: a step here needs no guard
+
+
 class _LocalStep:
     """How one process takes a step: every row of a batch, here."""
 
@@ -85,7 +88,7 @@ class _LocalStep:
         self.trainer = trainer
 
     def guard(self):
-        return contextlib.nullcontext()
+        return _NO_GUARD
 
     def begin_fit(self, X: np.ndarray, y: np.ndarray) -> None:
         pass
@@ -378,7 +381,7 @@ class Trainer:
         augmentation: returns the loss (data loss + penalty). Data parallel: xb is this
         rank's part of a batch made of every rank's parts."""
         self._need_optimizer("train_step")
-        dtype = self._dtype()
+        dtype = self.model.param_dtype()
         xb = np.asarray(xb)
         if xb.dtype != dtype and xb.dtype.kind in "fiu":
             xb = xb.astype(dtype)
