@@ -32,6 +32,13 @@ cdef struct PoolState:
     int *argmax                            # max: per output, the plane index of its max
 
 
+cdef inline void _span(Py_ssize_t start, Py_ssize_t k, Py_ssize_t size, Py_ssize_t *lo,
+                       Py_ssize_t *hi) noexcept nogil:
+    """[lo, hi): the cells of a window of k from start that lie inside [0, size)."""
+    lo[0] = max(start, 0)
+    hi[0] = min(start + k, size)
+
+
 cdef void _max_plane(const PoolState *st, const floating *x, floating *y,
                      int *argmax) noexcept nogil:
     """y = the max of each window; argmax = where it is (the first in row-major order
@@ -39,13 +46,9 @@ cdef void _max_plane(const PoolState *st, const floating *x, floating *y,
     cdef Py_ssize_t width = st.width, oh, ow, h, w, h0, h1, w0, w1, best_at
     cdef floating best, v
     for oh in range(st.out_h):
-        h0 = oh * st.sh - st.ph
-        h1 = min(h0 + st.kh, st.height)
-        h0 = max(h0, 0)
+        _span(oh * st.sh - st.ph, st.kh, st.height, &h0, &h1)
         for ow in range(st.out_w):
-            w0 = ow * st.sw - st.pw
-            w1 = min(w0 + st.kw, width)
-            w0 = max(w0, 0)
+            _span(ow * st.sw - st.pw, st.kw, width, &w0, &w1)
             best_at = h0 * width + w0
             best = x[best_at]
             for h in range(h0, h1):
@@ -62,13 +65,9 @@ cdef void _avg_plane(const PoolState *st, const floating *x, floating *y) noexce
     cdef Py_ssize_t width = st.width, oh, ow, h, w, h0, h1, w0, w1
     cdef floating size = st.kh * st.kw, s
     for oh in range(st.out_h):
-        h0 = oh * st.sh - st.ph
-        h1 = min(h0 + st.kh, st.height)
-        h0 = max(h0, 0)
+        _span(oh * st.sh - st.ph, st.kh, st.height, &h0, &h1)
         for ow in range(st.out_w):
-            w0 = ow * st.sw - st.pw
-            w1 = min(w0 + st.kw, width)
-            w0 = max(w0, 0)
+            _span(ow * st.sw - st.pw, st.kw, width, &w0, &w1)
             s = 0
             for h in range(h0, h1):
                 for w in range(w0, w1):
@@ -84,13 +83,9 @@ cdef void _avg_plane_backward(const PoolState *st, const floating *g,
     for h in range(st.height * width):
         dx[h] = 0
     for oh in range(st.out_h):
-        h0 = oh * st.sh - st.ph
-        h1 = min(h0 + st.kh, st.height)
-        h0 = max(h0, 0)
+        _span(oh * st.sh - st.ph, st.kh, st.height, &h0, &h1)
         for ow in range(st.out_w):
-            w0 = ow * st.sw - st.pw
-            w1 = min(w0 + st.kw, width)
-            w0 = max(w0, 0)
+            _span(ow * st.sw - st.pw, st.kw, width, &w0, &w1)
             v = g[oh * st.out_w + ow] / size
             for h in range(h0, h1):
                 for w in range(w0, w1):
