@@ -29,10 +29,8 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 from time import perf_counter
-from typing import Callable
 
 import numpy as np
 from _common import (
@@ -220,7 +218,7 @@ def make_layer_case(case):
             tlayer(tx).backward(tdout)
 
         calls["torch"] = torch_step
-    return calls, layer, x, dout
+    return calls, dout
 
 
 def run_layers(threads, cfg, quick):
@@ -237,7 +235,7 @@ def run_layers(threads, cfg, quick):
     for case in LENET + RESNET:
         if quick and case[0] not in QUICK_LAYERS:
             continue
-        calls, *_ = make_layer_case(case)
+        calls, _ = make_layer_case(case)
         names = [k for k in ("fastnn", "numpy", "torch") if calls[k] is not None]
         for t in threads:
             timing = measure([Slot(calls[k], t) for k in names], cfg, BLAS_COOLDOWN)
@@ -281,7 +279,7 @@ def run_gemm(threads, cfg, quick):
         name, kind, n, (c, _, _), args = case
         if kind != "conv" or (quick and name not in QUICK_LAYERS):
             continue
-        calls, _, _, dout = make_layer_case(case)
+        calls, dout = make_layer_case(case)
         o, kk = args["out"], c * args["k"] ** 2
         blas = three_gemms(o, kk, n * dout.shape[2] * dout.shape[3])
         flop = 3 * 2.0 * o * kk * n * dout.shape[2] * dout.shape[3]
@@ -474,12 +472,6 @@ def targets(rows):
     return print_targets(results)
 
 
-@dataclass
-class _Part:
-    name: str
-    run: Callable
-
-
 def main(argv=None):
     parser = base_parser(__doc__.split("\n\n")[0], "fewer layers, fewer and shorter repeats")
     add_only(parser, PARTS, "parts")
@@ -491,10 +483,10 @@ def main(argv=None):
     info = header("fastnn convolution benchmark", args.threads, cfg, args.quick,
                   legend_lines=legend, torch_parts="its columns and the step targets")
     report = {"header": info, "rows": []}
-    for part in (_Part("layers", run_layers), _Part("gemm", run_gemm),
-                 _Part("steps", run_steps)):
-        if part.name in args.only:
-            report["rows"] += part.run(args.threads, cfg, args.quick)
+    parts = {"layers": run_layers, "gemm": run_gemm, "steps": run_steps}
+    for name, run in parts.items():
+        if name in args.only:
+            report["rows"] += run(args.threads, cfg, args.quick)
     report["targets"] = targets(report["rows"])
     finish(report, report["rows"], started, args.json)
 
