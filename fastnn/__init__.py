@@ -4,13 +4,15 @@ Cython + OpenMP kernels do the arithmetic (`fastnn.ops`); `fastnn.nn` has the la
 `fastnn.losses` the losses and penalties, `fastnn.optim` the optimizers and schedules,
 `fastnn.Trainer` the training loop, `fastnn.save`/`fastnn.load` the model files.
 Threads are controlled with `set_num_threads`, `get_num_threads` and the `threads`
-context manager; `show_config()` tells how this build runs.
+context manager; `show_config()` tells how this build runs; `manual_seed(s)` seeds
+every layer, Dropout, augmentation and Trainer built afterwards without a seed.
 """
 
 import warnings
 
 from . import augment, losses, nn, ops, optim
 from ._config import openmp_enabled, show_config
+from ._seed import manual_seed
 from ._threads import get_num_threads, set_num_threads, threads
 from ._version import __version__
 from .callbacks import Callback, Checkpoint, EarlyStopping, History
@@ -30,6 +32,7 @@ __all__ = [
     "get_num_threads",
     "load",
     "losses",
+    "manual_seed",
     "nn",
     "openmp_enabled",
     "ops",

@@ -25,6 +25,7 @@ from typing import Any, Union
 import numpy as np
 
 from . import losses as _losses
+from ._seed import resolve_seed
 from .callbacks import (
     SHOWN,
     Callback,
@@ -273,7 +274,7 @@ class Trainer:
         self._last_hits = 0.0
         self.stop_training = False
         self.epoch = 0  # epochs completed
-        self.rng = np.random.default_rng()
+        self.rng = np.random.default_rng(resolve_seed(None))  # fit(seed=) replaces it
         self.history = History()
         self.comm, self.parallel = comm, None
         self._strategy = _LocalStep(self)

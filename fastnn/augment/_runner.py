@@ -4,7 +4,8 @@ counting its calls. Compose is one; a Transform called alone runs in one of its 
 import numpy as np
 
 from .._checks import NON_NEGATIVE, POSITIVE, check_int, check_output, check_pair
-from .._keys import MASK64, random_key
+from .._keys import random_key
+from .._seed import resolve_seed
 from ._batch import as4d, check_images
 from ._plan import output_size, plan
 from ._stages import run_copy, run_warp
@@ -22,9 +23,7 @@ class Runner:
 
     def __init__(self, transforms, seed=None, image_size=None):
         transforms = list(transforms)
-        if seed is None:
-            seed = int(np.random.SeedSequence().entropy) & MASK64
-        self.seed, self.step = check_int(seed, "seed", NON_NEGATIVE), 0
+        self.seed, self.step = check_int(resolve_seed(seed), "seed", NON_NEGATIVE), 0
         self.transforms = transforms
         self._stages = plan(transforms)
         self._buffers = {}

@@ -4,6 +4,7 @@ import numpy as np
 
 from .._checks import NON_NEGATIVE, POSITIVE, check_choice, check_int, check_pair
 from .._kernels.conv import ConvOp, output_size
+from .._seed import resolve_seed
 from .kernel_layer import KernelLayer, check_images
 from .linear import _float_dtype
 
@@ -21,7 +22,8 @@ class Conv2d(KernelLayer):
     (out_channels, in_channels // groups, kh, kw); bias (out_channels,).
     init="he": weight ~ N(0, 2 / fan_in), "xavier": N(0, 2 / (fan_in + fan_out)), with
     fan_in = in_channels // groups * kh * kw and fan_out = out_channels // groups * kh * kw;
-    biases start at zero. In a compiled plan an activation right after a Conv2d runs in
+    biases start at zero; seed=None: the next of fastnn.manual_seed's stream after it was
+    called, else a random one. In a compiled plan an activation right after a Conv2d runs in
     its GEMM epilogue; the layer itself always computes the convolution alone.
     """
 
@@ -46,7 +48,7 @@ class Conv2d(KernelLayer):
         fan_out = self.out_channels // self.groups * kh * kw
         std = np.sqrt(2.0 / (fan_in if init == "he" else fan_in + fan_out))
         shape = (self.out_channels, self.in_channels // self.groups, kh, kw)
-        weight = np.random.default_rng(seed).standard_normal(shape) * std
+        weight = np.random.default_rng(resolve_seed(seed)).standard_normal(shape) * std
         params = {"weight": (weight, "weight")}
         if bias:
             params["bias"] = (np.zeros(self.out_channels), "bias")

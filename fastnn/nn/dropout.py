@@ -3,6 +3,7 @@
 import numpy as np
 
 from .. import ops
+from .._seed import resolve_seed
 from .module import Module
 
 __all__ = ["Dropout"]
@@ -15,7 +16,8 @@ class Dropout(Module):
     (The seed lecture's plain dropout scales by p at test time instead; inverted dropout
     gives the same expectations and leaves inference untouched, as PyTorch does.)
     The mask of the k-th train-mode forward is a function of (seed, k, element index)
-    only: the same seed gives the same masks for any thread count. seed=None draws one.
+    only: the same seed gives the same masks for any thread count. seed=None draws one
+    (the next of fastnn.manual_seed's stream after it was called).
     """
 
     rank_seeds = ("seed",)
@@ -26,8 +28,7 @@ class Dropout(Module):
         if not 0 <= p <= 1:
             raise ValueError(f"p: the drop probability must be in [0, 1], got {p}")
         self.p = p
-        if seed is None:
-            seed = int(np.random.SeedSequence().generate_state(1, np.uint64)[0])
+        seed = resolve_seed(seed)
         if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
             raise ValueError(f"seed: expected a non-negative int or None, got {seed!r}")
         self.add_buffer("seed", np.array(seed, np.uint64))

@@ -4,6 +4,7 @@ import numpy as np
 
 from .. import ops
 from .._checks import check_array
+from .._seed import resolve_seed
 from .module import Module
 
 __all__ = ["Linear"]
@@ -30,10 +31,11 @@ class Linear(Module):
     weight has shape (in_features, out_features) (the transpose of PyTorch's layout, so
     that the forward GEMM reads it as stored); bias has shape (out_features,).
     init="he": weight ~ N(0, 2 / in_features) (for ReLU nets); "xavier": N(0, 2 / (in +
-    out)). Biases start at zero. In a compiled plan an activation layer right after a
-    Linear runs in its GEMM epilogue (bias + activation in one pass, and backward
-    activation gradient + bias gradient in one pass); the layer itself always computes
-    x @ weight + bias alone.
+    out)). Biases start at zero. seed: the initial weights' seed (None: the next of
+    fastnn.manual_seed's stream after it was called, else a random one). In a compiled
+    plan an activation layer right after a Linear runs in its GEMM epilogue (bias +
+    activation in one pass, and backward activation gradient + bias gradient in one
+    pass); the layer itself always computes x @ weight + bias alone.
     """
 
     def __init__(self, in_features, out_features, bias=True, init="he", seed=None,
@@ -48,7 +50,7 @@ class Linear(Module):
             std = np.sqrt(2.0 / self.in_features)
         else:
             std = np.sqrt(2.0 / (self.in_features + self.out_features))
-        rng = np.random.default_rng(seed)
+        rng = np.random.default_rng(resolve_seed(seed))
         weight = rng.standard_normal((self.in_features, self.out_features)) * std
         params = {"weight": (weight, "weight")}
         if bias:
