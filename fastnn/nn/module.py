@@ -1,12 +1,24 @@
 """The Module base class: forward/backward pairs with parameters in an arena."""
 
 from collections import OrderedDict
+from collections.abc import Mapping, Sequence
+from numbers import Integral
+from typing import Any, NamedTuple
 
 import numpy as np
 
+from .._checks import POSITIVE, check_int
 from .parameter import Arena
 
-__all__ = ["BackwardBeforeForward", "Module", "has_own_compiled_form"]
+__all__ = ["BackwardBeforeForward", "IncompatibleKeys", "Module", "has_own_compiled_form"]
+
+
+class IncompatibleKeys(NamedTuple):
+    """What Module.load_state_dict did not load: names of the model's that the state
+    lacks, and names of the state's that the model lacks."""
+
+    missing_keys: list[str]
+    unexpected_keys: list[str]
 
 
 # Bumped whenever a module gains parameters or sub-modules, or parameters move to
@@ -17,6 +29,11 @@ _LAYOUT = [0]
 def _defined_in(cls, name):
     """The class of cls's MRO whose body defines attribute `name`."""
     return next(c for c in cls.__mro__ if name in c.__dict__)
+
+
+def _unique(params):
+    """params without repeats (a parameter shared by two layers is one object)."""
+    return list({id(p): p for p in params}.values())
 
 
 def has_own_compiled_form(layer):
@@ -302,20 +319,27 @@ class Module:
         state.update((name, np.array(b)) for name, b in self.named_buffers())
         return state
 
-    def load_state_dict(self, state):
-        """Copy values in place from a state_dict; names and shapes must match exactly.
+    def load_state_dict(self, state: Mapping[str, Any],
+                        strict: bool = True) -> IncompatibleKeys:
+        """Copy values in place from a state_dict; returns (missing_keys,
+        unexpected_keys), as torch's load_state_dict does.
 
+        strict=True: the names must match exactly (KeyError listing the missing and
+        unexpected ones). strict=False: the names both sides have are loaded; the others
+        are left alone and returned. A value of another shape always raises ValueError.
         Everything is checked before anything is copied: a failed load changes nothing.
         """
         targets = OrderedDict(self.named_parameters())
         targets.update(self.named_buffers())
         missing = [k for k in targets if k not in state]
         unexpected = [k for k in state if k not in targets]
-        if missing or unexpected:
+        if strict and (missing or unexpected):
             raise KeyError(
                 f"load_state_dict: missing {missing or 'none'}, unexpected {unexpected or 'none'}"
+                f" (strict=False loads the names both have)"
             )
-        for name, target in targets.items():
+        loaded = [(name, target) for name, target in targets.items() if name in state]
+        for name, target in loaded:
             value = np.asarray(state[name])
             if value.shape != target.shape:
                 raise ValueError(
@@ -327,8 +351,116 @@ class Module:
                     f"load_state_dict: {name} has dtype {value.dtype}, which does not fit "
                     f"its {target.dtype} target"
                 )
-        for name, target in targets.items():
+        for name, target in loaded:
             np.copyto(target, state[name], casting="same_kind")
+        return IncompatibleKeys(missing, unexpected)
+
+    # ------------------------------------------------------------ summary
+
+    def summary(self, input_shape: int | Sequence[int] | None = None) -> str:
+        """A table of this module and its descendants, nested ones indented (as Keras's
+        summary() and torchinfo): per row the module's name and type, its output shape
+        when input_shape is given, its parameter count (a container's: all of those
+        inside it) and whether they are trained ("yes"), frozen ("no") or both
+        ("partly"); then the totals, trainable and frozen (a parameter shared by two
+        layers counts once). Buffers (running statistics) are not parameters.
+
+        input_shape: one sample's shape, without the batch dimension ((features,) or
+        (C, H, W)). The output shapes, "(N, ...)", are those of one forward pass of a
+        zero batch of one sample, of the parameters' dtype, layer by layer in eval mode;
+        every module's mode is restored after (running statistics and Dropout's step
+        are left alone). Like any forward, it replaces what a backward() would use.
+        A layer that rejects the input raises its own error.
+        """
+        shapes = {} if input_shape is None else self._output_shapes(input_shape)
+        rows = []
+
+        def visit(module, label, depth):
+            params = _unique(module.parameters())
+            trained = sum(p.size for p in params if p.requires_grad)
+            frozen = sum(p.size for p in params) - trained
+            state = ("-" if not params else "yes" if not frozen else "no" if not trained
+                     else "partly")
+            shape = shapes.get(id(module))
+            rows.append(["  " * depth + label,
+                         "-" if shape is None else "(" + ", ".join(["N", *map(str, shape[1:])])
+                         + ")",
+                         f"{trained + frozen:,}", state])
+            for name, child in module._modules.items():
+                visit(child, f"{name} ({type(child).__name__})", depth + 1)
+
+        visit(self, type(self).__name__, 0)
+        header = ["Layer (type)", "Output shape", "Param #", "Trainable"]
+        if input_shape is None:
+            header.pop(1)
+            for row in rows:
+                row.pop(1)
+        widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+        right = {len(header) - 2}  # the counts align right
+
+        def line(cells):
+            return "  ".join(c.rjust(w) if i in right else c.ljust(w)
+                             for i, (c, w) in enumerate(zip(cells, widths))).rstrip()
+
+        rule = "=" * len(line(["x" * w for w in widths]))
+        params = _unique(self.parameters())
+        trained = sum(p.size for p in params if p.requires_grad)
+        total = sum(p.size for p in params)
+        lines = [line(header), rule, *map(line, rows), rule]
+        if input_shape is not None:
+            sample = ", ".join(["N", *map(str, self._summary_input(input_shape))])
+            lines.append(f"Input: ({sample}), {self.param_dtype()}")
+        lines += [f"Total params: {total:,}", f"Trainable params: {trained:,}",
+                  f"Frozen params: {total - trained:,}"]
+        return "\n".join(lines)
+
+    @staticmethod
+    def _summary_input(input_shape):
+        """input_shape as a tuple of positive ints (one int: (input_shape,))."""
+        if isinstance(input_shape, Integral) and not isinstance(input_shape, bool):
+            input_shape = (input_shape,)
+        try:
+            dims = tuple(input_shape)
+        except TypeError:
+            raise TypeError(f"input_shape: expected a tuple of positive ints (one sample's "
+                            f"shape, without the batch dimension), got {input_shape!r}"
+                            ) from None
+        return tuple(check_int(d, "input_shape", POSITIVE) for d in dims)
+
+    def _output_shapes(self, input_shape):
+        """{id(module): output shape} of one eval-mode forward of a zero sample, each
+        module's forward called one by one (compiled plans switched off meanwhile) and
+        recorded at its first call."""
+        x = np.zeros((1, *self._summary_input(input_shape)), self.param_dtype())
+        shapes = {}
+        modules = list({id(m): m for _, m in self.modules()}.values())
+        modes = [(m, m.training) for m in modules]
+        plans = [(m, m.compiled) for m in modules if "compiled" in m.__dict__]
+
+        def recorded(module):
+            forward = module.forward
+
+            def hooked(x):
+                y = forward(x)
+                shapes.setdefault(id(module), np.shape(y))
+                return y
+            return hooked
+
+        try:
+            for m, _ in plans:
+                m.compiled = False
+            for m in modules:
+                m.__dict__["forward"] = recorded(m)
+            self.eval()
+            self.forward(x)
+        finally:
+            for m in modules:
+                m.__dict__.pop("forward", None)
+            for m, compiled in plans:
+                m.compiled = compiled
+            for m, mode in modes:
+                m.training = mode
+        return shapes
 
     def config(self):
         """Constructor arguments that rebuild this module (fastnn.save stores them).
