@@ -7,7 +7,7 @@ import numpy as np
 from .._checks import check_array, check_contiguous
 from .._kernels import network as _network
 from .._threads import get_num_threads
-from .module import Module, has_own_compiled_form
+from .module import Module, check_input, has_own_compiled_form
 
 __all__ = ["Sequential"]
 
@@ -95,6 +95,12 @@ class Sequential(Module):
         return self.layers[i]
 
     def forward(self, x):
+        """x (N, ...) -> the last layer's output. x must be an ndarray of the
+        parameters' dtype, if there are any (TypeError otherwise: it is never cast)."""
+        dtype = self.param_dtype()
+        if (not isinstance(x, np.ndarray) or x.dtype != dtype) and any(
+                True for _ in self.parameters()):
+            check_input(self, x, dtype)
         plan = self._plan_for(x)
         self._plan = plan
         if plan is not None:

@@ -1,11 +1,9 @@
 """The base of layers that compute with one KernelOp (Conv2d, pooling, BatchNorm2d), and
 the checks of their image input."""
 
-import numpy as np
-
 from .._checks import check_array, check_contiguous
 from .._threads import get_num_threads
-from .module import Module
+from .module import Module, check_input
 
 __all__ = ["KernelLayer", "check_4d", "check_images"]
 
@@ -13,11 +11,7 @@ __all__ = ["KernelLayer", "check_4d", "check_images"]
 def check_images(layer, x, dtype=None):
     """x as a C-contiguous ndarray (a copy if it was not contiguous) of `dtype` when
     given, else of float32 or float64."""
-    if dtype is None:
-        x = check_array(x, "x")
-    elif not isinstance(x, np.ndarray) or x.dtype != dtype:
-        raise TypeError(f"{type(layer).__name__}: expected input of dtype {dtype}, got "
-                        f"{getattr(x, 'dtype', type(x).__name__)}")
+    x = check_array(x, "x") if dtype is None else check_input(layer, x, dtype)
     return check_contiguous(x, "x")
 
 

@@ -5,7 +5,7 @@ import numpy as np
 from .. import ops
 from .._checks import check_array
 from .._seed import resolve_seed
-from .module import Module
+from .module import Module, check_input
 
 __all__ = ["Linear"]
 
@@ -74,9 +74,10 @@ class Linear(Module):
                              f"{shape}")
 
     def forward(self, x):
-        if not isinstance(x, np.ndarray) or x.ndim != 2:
+        check_input(self, x, self.weight.dtype)
+        if x.ndim != 2:
             raise ValueError(f"Linear: expected input of shape (N, {self.in_features}), got "
-                             f"{getattr(x, 'shape', type(x).__name__)}")
+                             f"{x.shape}")
         self._check_input(x.shape[1], x.shape)
         y = self.workspace("y", (x.shape[0], self.out_features), self.weight.dtype)
         ops.matmul(x, self.weight, out=y)

@@ -7,10 +7,11 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from .._checks import POSITIVE, check_int
+from .._checks import POSITIVE, ArgumentTypeError, check_int
 from .parameter import Arena
 
-__all__ = ["BackwardBeforeForward", "IncompatibleKeys", "Module", "has_own_compiled_form"]
+__all__ = ["BackwardBeforeForward", "IncompatibleKeys", "Module", "check_input",
+           "has_own_compiled_form"]
 
 
 class IncompatibleKeys(NamedTuple):
@@ -29,6 +30,22 @@ _LAYOUT = [0]
 def _defined_in(cls, name):
     """The class of cls's MRO whose body defines attribute `name`."""
     return next(c for c in cls.__mro__ if name in c.__dict__)
+
+
+def check_input(layer, x, dtype):
+    """x if it is an ndarray of `dtype` (the layer's parameters'); else a TypeError that
+    names the layer and the conversion. Input is never cast (as in PyTorch): a float64
+    or integer array for a float32 model is refused, not silently copied. A list or
+    other non-array: ArgumentTypeError (a TypeError and a ValueError)."""
+    if not isinstance(x, np.ndarray):
+        raise ArgumentTypeError(f"{type(layer).__name__}: expected the input as a "
+                                f"numpy.ndarray of {dtype}, got {type(x).__name__}; pass "
+                                f"np.asarray(x, np.{dtype})")
+    if x.dtype != dtype:
+        raise TypeError(f"{type(layer).__name__}: expected input of dtype {dtype}, got "
+                        f"{x.dtype} ({dtype} is the dtype of its parameters; convert the "
+                        f"input with x.astype(np.{dtype}))")
+    return x
 
 
 def _unique(params):
