@@ -5,6 +5,13 @@ A loss is used as `value = loss.forward(scores, y)` (or `loss(scores, y)`), then
 the same pass as the value. Scores are logits: the softmax and sigmoid losses are
 computed in their overflow-safe forms.
 
+Sample weights: `loss.forward(scores, y, sample_weight=w)`, w (N,) >= 0, multiplies
+row i's loss (and its gradient) by w[i] and keeps the mean over the N rows, as Keras's
+"sum_over_batch_size" does: sum_i w_i l_i / N, with l_i row i's loss (for MSE and
+BCEWithLogits the mean over its C outputs). Trainer.fit(sample_weight=, class_weight=)
+scales each batch's weights to sum to its row count, which makes this the weighted mean
+sum_i w_i l_i / sum_i w_i (torch's convention for class weights).
+
 A loss also says what its scores predict: `loss.predict(scores)` (class labels, 0/1
 labels, or the scores themselves for MSE), `loss.predict_proba(scores)` (softmax or
 sigmoid), and for the classification losses `loss.hits(scores, y)` and
@@ -39,6 +46,7 @@ __all__ = [
     "MulticlassHinge",
     "Penalty",
     "SoftmaxCrossEntropy",
+    "check_sample_weight",
 ]
 
 
@@ -50,6 +58,20 @@ def _prediction_scores(scores: Any) -> np.ndarray:
     if scores.ndim not in (1, 2):
         raise ValueError(f"scores: expected (N, C) or (N,), got shape {scores.shape}")
     return scores
+
+
+def check_sample_weight(w: Any, n: int, name: str = "sample_weight") -> np.ndarray:
+    """w as a float64 array of n weights, each finite and >= 0 (TypeError for a
+    non-numeric w, ValueError for another shape or a bad value)."""
+    w = np.asarray(w)
+    if w.dtype.kind not in "fiu":
+        raise TypeError(f"{name}: expected numbers, got dtype {w.dtype}")
+    if w.shape != (n,):
+        raise ValueError(f"{name}: expected one weight per row, shape ({n},), got {w.shape}")
+    w = w.astype(np.float64, copy=False)
+    if not np.isfinite(w).all() or (w < 0).any():
+        raise ValueError(f"{name}: weights must be finite and >= 0")
+    return w
 
 
 class Loss:
@@ -71,10 +93,12 @@ class Loss:
         self._row_loss = None
         self._ready = False
 
-    def __call__(self, scores: np.ndarray, y: np.ndarray) -> float:
-        return self.forward(scores, y)
+    def __call__(self, scores: np.ndarray, y: np.ndarray,
+                 sample_weight: np.ndarray | None = None) -> float:
+        return self.forward(scores, y, sample_weight)
 
-    def forward(self, scores: np.ndarray, y: np.ndarray) -> float:
+    def forward(self, scores: np.ndarray, y: np.ndarray,
+                sample_weight: np.ndarray | None = None) -> float:
         raise NotImplementedError(f"{type(self).__name__} does not define forward")
 
     # ------------------------------------------------------------ targets
@@ -131,7 +155,13 @@ class Loss:
             raise ValueError("scores: no columns")
         return scores
 
-    def _finish(self, row_loss, denominator):
+    def _finish(self, row_loss, denominator, sample_weight=None):
+        """The loss from the kernel's per-row losses (and gradient, already in
+        self._grad) over `denominator` terms, each row weighted by sample_weight."""
+        if sample_weight is not None:
+            w = check_sample_weight(sample_weight, len(row_loss))
+            row_loss *= w
+            self._grad *= w.astype(self._grad.dtype)[:, None]
         self._ready = True
         return float(row_loss.sum() / denominator)
 
@@ -184,7 +214,8 @@ class _ClassLoss(Loss):
         """How many rows' highest score is at their label."""
         return float(np.count_nonzero(self.predict(scores) == np.asarray(y)))
 
-    def forward(self, scores: np.ndarray, y: np.ndarray) -> float:
+    def forward(self, scores: np.ndarray, y: np.ndarray,
+                sample_weight: np.ndarray | None = None) -> float:
         scores = self._scores(scores)
         n, c = scores.shape
         y = np.asarray(y)
@@ -198,7 +229,7 @@ class _ClassLoss(Loss):
         grad, row_loss = self._buffers(scores)
         _k.class_loss(self._kind, scores, labels, grad, row_loss, self._margin,
                       get_num_threads())
-        return self._finish(row_loss, n)
+        return self._finish(row_loss, n, sample_weight)
 
 
 class SoftmaxCrossEntropy(_ClassLoss):
@@ -230,7 +261,8 @@ class MulticlassHinge(_ClassLoss):
 class _TargetLoss(Loss):
     _kind = None
 
-    def forward(self, scores: np.ndarray, y: np.ndarray) -> float:
+    def forward(self, scores: np.ndarray, y: np.ndarray,
+                sample_weight: np.ndarray | None = None) -> float:
         scores = self._scores(scores)
         y = check_contiguous(check_array(y, "y"), "y")
         if y.dtype != scores.dtype:
@@ -240,7 +272,7 @@ class _TargetLoss(Loss):
         grad, row_loss = self._buffers(scores)
         _k.target_loss(self._kind, scores, y.reshape(scores.shape), grad, row_loss,
                        get_num_threads())
-        return self._finish(row_loss, scores.size)
+        return self._finish(row_loss, scores.size, sample_weight)
 
 
 class MSE(_TargetLoss):

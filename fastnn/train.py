@@ -19,12 +19,14 @@ import math
 import os
 import sys
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from numbers import Integral
 from typing import Any, Union
 
 import numpy as np
 
 from . import losses as _losses
+from ._checks import NON_NEGATIVE, Interval, check_float
 from ._seed import resolve_seed
 from .callbacks import (
     SHOWN,
@@ -76,6 +78,49 @@ def _validation_pair(validation_data: Any) -> tuple[Any, Any] | None:
     return validation_data[0], validation_data[1]
 
 
+def _row_weights(loss: _losses.Loss, y: np.ndarray, sample_weight: Any,
+                 class_weight: Any) -> np.ndarray | None:
+    """Each sample's weight (float64, (N,)): sample_weight[i] * class_weight[class of
+    sample i], a class missing from class_weight weighing 1; None when both are None."""
+    if sample_weight is None and class_weight is None:
+        return None
+    n = len(y)
+    w = (np.ones(n) if sample_weight is None
+         else _losses.check_sample_weight(sample_weight, n).copy())
+    if class_weight is not None:
+        w *= _class_weights(loss, y, class_weight)
+    if not w.any():
+        raise ValueError("sample_weight, class_weight: every sample weighs 0")
+    return w
+
+
+def _class_weights(loss, y, class_weight):
+    """class_weight[class of each sample] (1 for a class it does not name). The class of
+    a sample: its label (SoftmaxCrossEntropy, MulticlassHinge), or for BCEWithLogits with
+    one target per sample, 1 where the target is > 0.5, else 0."""
+    if not isinstance(class_weight, Mapping):
+        raise TypeError(f"class_weight: expected a dict {{class: weight}}, got "
+                        f"{type(class_weight).__name__}")
+    if loss.labels:
+        classes = y
+    elif isinstance(loss, _losses.BCEWithLogits) and y.size == len(y):
+        classes = (y.reshape(-1) > 0.5).astype(np.intp)
+    else:
+        raise ValueError(f"class_weight: for classification losses with one class per "
+                         f"sample (SoftmaxCrossEntropy, MulticlassHinge, BCEWithLogits "
+                         f"with one output); {type(loss).__name__} with targets of shape "
+                         f"{y.shape} takes sample_weight instead")
+    if classes.min() < 0:
+        raise ValueError(f"y: class labels must be >= 0, got {classes.min()}")
+    for k in class_weight:
+        if isinstance(k, bool) or not isinstance(k, Integral) or k < 0:
+            raise ValueError(f"class_weight: keys must be class labels (ints >= 0), got {k!r}")
+    table = np.ones(max(int(classes.max()), *map(int, class_weight)) + 1)
+    for k, v in class_weight.items():
+        table[int(k)] = check_float(v, f"class_weight[{k}]", NON_NEGATIVE)
+    return table[classes]
+
+
 # ---------------------------------------------------------------- step strategies
 
 
@@ -102,15 +147,16 @@ class _LocalStep:
         """The rows of the whole batch, given this process's count."""
         return rows
 
-    def forward_backward(self, xb: np.ndarray, yb: np.ndarray,
-                         n: int) -> tuple[float, float | None]:
-        """Forward and backward passes on this process's rows xb of a batch of n rows:
-        the gradients of the batch's mean loss accumulate in the model; returns (mean
-        loss, hits) over the batch, hits None when the caller may count them from the
-        scores (here: only fit needs them, and train_step alone spares the count)."""
+    def forward_backward(self, xb: np.ndarray, yb: np.ndarray, n: int,
+                         wb: np.ndarray | None = None) -> tuple[float, float | None]:
+        """Forward and backward passes on this process's rows xb of a batch of n rows
+        (wb: their weights, scaled to sum to n over the batch, or None): the gradients of
+        the batch's mean loss accumulate in the model; returns (mean loss, hits) over
+        the batch, hits None when the caller may count them from the scores (here: only
+        fit needs them, and train_step alone spares the count)."""
         t = self.trainer
-        scores = t._last_scores = t.model.forward(xb)
-        value = t.loss.forward(scores, yb)
+        scores = t._last_scores = t._forward(xb)
+        value = t._loss_value(scores, yb, wb)
         t.model.backward(t.loss.backward(), input_grad=False)
         return value, None
 
@@ -155,16 +201,17 @@ class _ParallelStep(_LocalStep):
     def batch_rows(self, rows: int) -> int:
         return int(self.dp.sum([rows])[0])
 
-    def forward_backward(self, xb: np.ndarray, yb: np.ndarray, n: int) -> tuple[float, float]:
+    def forward_backward(self, xb: np.ndarray, yb: np.ndarray, n: int,
+                         wb: np.ndarray | None = None) -> tuple[float, float]:
         """The loss gradient is scaled by rows / n, so that the all-reduce (a sum) gives
-        the gradient of the mean loss over the global batch; the loss and hits are the
-        global batch's. A rank without rows in this batch takes part in the collectives
-        only, in their order."""
+        the gradient of the mean loss over the global batch (wb, scaled over the global
+        batch, weighs the rows alike); the loss and hits are the global batch's. A rank
+        without rows in this batch takes part in the collectives only, in their order."""
         t, dp = self.trainer, self.dp
         rows = len(xb)
         if rows:
-            scores = t._last_scores = t.model.forward(xb)
-            value = t.loss.forward(scores, yb)
+            scores = t._last_scores = t._forward(xb)
+            value = t._loss_value(scores, yb, wb)
             dp.start_stats(value * rows, t._hits(scores, yb), rows)
             dscores = t.loss.backward()
             dscores *= rows / n
@@ -272,6 +319,7 @@ class Trainer:
         self._augment_out = None  # the augmented batch, reused while its shape stays
         self._last_scores = None
         self._last_hits = 0.0
+        self._source = ("X", None)  # the data the model's input comes from, for errors
         self.stop_training = False
         self.epoch = 0  # epochs completed
         self.rng = np.random.default_rng(resolve_seed(None))  # fit(seed=) replaces it
@@ -351,12 +399,30 @@ class Trainer:
     def _hits(self, scores, yb) -> float:
         return self.loss.hits(scores, yb) if self.loss.classifier else 0.0
 
-    def _step(self, xb, yb, n):
-        """One step on this process's rows xb of a batch of n rows; the tail (penalty,
-        non-finite check, clipping, optimizer step) is the same for every strategy.
-        Returns the loss, which may be non-finite: then nothing was updated."""
+    def _forward(self, xb):
+        """model.forward(xb); a ValueError (an input the model rejects) names the data
+        the batch came from and its shape, not only the batch's."""
+        try:
+            return self.model.forward(xb)
+        except ValueError as exc:
+            name, shape = self._source
+            raise ValueError(f"{name} of shape {shape}: the model rejects samples of shape "
+                             f"{shape[1:]}: {exc}") from exc
+
+    def _loss_value(self, scores, yb, wb):
+        """The loss of a batch, its rows weighted by wb (None: unweighted; a loss is then
+        called without sample_weight, which a custom loss need not take)."""
+        if wb is None:
+            return self.loss.forward(scores, yb)
+        return self.loss.forward(scores, yb, sample_weight=wb)
+
+    def _step(self, xb, yb, n, wb=None):
+        """One step on this process's rows xb of a batch of n rows (wb: their weights or
+        None); the tail (penalty, non-finite check, clipping, optimizer step) is the same
+        for every strategy. Returns the loss, which may be non-finite: then nothing was
+        updated."""
         self.model.zero_grad()
-        value, self._last_hits = self._strategy.forward_backward(xb, yb, n)
+        value, self._last_hits = self._strategy.forward_backward(xb, yb, n, wb)
         if self.regularizer is not None:
             value += self.regularizer.backward(self.model)
         if not math.isfinite(value):
@@ -387,18 +453,35 @@ class Trainer:
         if xb.dtype != dtype and xb.dtype.kind in "fiu":
             xb = xb.astype(dtype)
         yb = self.loss.cast_targets(np.asarray(yb), dtype)
+        self._source = ("xb", xb.shape)
         with self._strategy.guard():
             return self._step(xb, yb, self._strategy.batch_rows(len(xb)))
 
     def fit(self, X: np.ndarray, y: np.ndarray, epochs: int = 1, batch_size: int = 32,
             validation_data: tuple[np.ndarray, np.ndarray] | None = None,
-            shuffle: bool = True, seed: int | None = None) -> History:
+            shuffle: bool = True, seed: int | None = None, validation_split: float = 0.0,
+            sample_weight: np.ndarray | None = None,
+            class_weight: Mapping[int, float] | None = None) -> History:
         """Train for `epochs` epochs; returns the History (also `trainer.history`).
 
         Each epoch visits every sample once in a new random order (shuffle=True; the
-        order depends on `seed`), in batches of batch_size, the last one smaller (or one
-        larger: a last batch of a single sample joins the one before it). The
-        data are gathered batch by batch into a reused buffer, never copied whole.
+        order depends on `seed`: without it, on the Trainer's generator, seeded by
+        fastnn.manual_seed when that was called before the Trainer was built), in
+        batches of batch_size, the last one smaller (or one larger: a last batch of a
+        single sample joins the one before it). The data are gathered batch by batch
+        into a reused buffer, never copied whole.
+
+        validation_data=(Xv, yv), or validation_split=f in [0, 1) (not both): as
+        Keras, the LAST n - ceil(n * (1 - f)) samples of X and y, taken before any
+        shuffling, are held out and evaluated after every epoch (val_loss, ...).
+        sample_weight (N,) >= 0 and class_weight {class: weight} (classification
+        losses with one class per sample; a class it omits weighs 1) weigh each
+        sample's loss, multiplied together: each batch's loss is the weighted mean
+        sum_i w_i l_i / sum_i w_i over its samples (PyTorch's convention for class
+        weights; Keras divides by the batch size instead, so that there the weights'
+        scale also scales the gradient). A batch whose weights are all 0 has loss 0 and
+        no data gradient. The logged accuracy and the validation metrics are
+        unweighted.
         A non-finite loss stops training with FloatingPointError naming the epoch and
         step, before the optimizer step, so the weights and checkpoints stay finite.
         Data parallel (comm=): every rank passes the same X and y (and seed); an
@@ -406,13 +489,37 @@ class Trainer:
         """
         self._need_optimizer("fit")
         with self._strategy.guard():
-            return self._fit(X, y, epochs, batch_size, validation_data, shuffle, seed)
+            return self._fit(X, y, epochs, batch_size, validation_data, shuffle, seed,
+                             validation_split, sample_weight, class_weight)
 
-    def _fit(self, X, y, epochs, batch_size, validation_data, shuffle, seed):
+    def _fit(self, X, y, epochs, batch_size, validation_data, shuffle, seed,
+             validation_split, sample_weight, class_weight):
         X, y = self._check_xy(X, y)
+        weights = _row_weights(self.loss, y, sample_weight, class_weight)
         validation = _validation_pair(validation_data)
+        split = check_float(validation_split, "validation_split", Interval(0, 1, "left"))
+        if split and validation is not None:
+            raise ValueError("validation_split and validation_data: pass one of them, "
+                             "not both")
+        if split:
+            cut = math.ceil(len(X) * (1 - split))  # Keras's: the last samples are held out
+            if cut == len(X) or cut == 0:
+                raise ValueError(f"validation_split={split}: {len(X)} samples leave "
+                                 f"{len(X) - cut} for validation and {cut} for training")
+            validation = (X[cut:], y[cut:])
+            X, y = X[:cut], y[:cut]
+            if weights is not None:
+                weights = weights[:cut]
+                if not weights.any():
+                    raise ValueError("sample_weight, class_weight: every training sample "
+                                     "weighs 0")
         if validation is not None:
             Xv, yv = self._check_xy(*validation, "validation X")
+            # images may differ in height and width (a fully convolutional model)
+            fixed = X.ndim if X.ndim <= 2 else X.ndim - 2
+            if Xv.ndim != X.ndim or Xv.shape[1:fixed] != X.shape[1:fixed]:
+                raise ValueError(f"validation X: samples of shape {Xv.shape[1:]}, but X's "
+                                 f"are {X.shape[1:]}")
         epochs, batch_size = _positive_int("epochs", epochs), _positive_int("batch_size",
                                                                             batch_size)
         self._check_images(X)
@@ -436,6 +543,7 @@ class Trainer:
             for cb in self.callbacks:
                 cb.on_epoch_begin(self, epoch)
             self.model.train()
+            self._source = ("X", X.shape)
             order = self.rng.permutation(n) if shuffle else np.arange(n)
             lr = self.optimizer.param_groups[0]["lr"]
             start = time.perf_counter()
@@ -449,8 +557,12 @@ class Trainer:
                 if self.augment is not None and len(mine):
                     xb = self._augmented(xb)
                 yb = self.loss.cast_targets(y[mine], buf.dtype)
+                wb = None
+                if weights is not None:  # scaled to sum to the batch's row count
+                    total_w = weights[idx].sum()
+                    wb = weights[mine] * (len(idx) / total_w if total_w else 0.0)
                 try:
-                    value = self._step(xb, yb, len(idx))
+                    value = self._step(xb, yb, len(idx), wb)
                     if not math.isfinite(value):
                         raise FloatingPointError(f"non-finite loss ({value})")
                 except FloatingPointError as exc:
@@ -480,7 +592,8 @@ class Trainer:
             if self.classifier:
                 logs["accuracy"] = hits / n
             if validation is not None:
-                logs.update({f"val_{k}": v for k, v in self.evaluate(Xv, yv).items()})
+                logs.update({f"val_{k}": v for k, v in
+                             self._evaluate(Xv, yv, 1024, "validation X").items()})
             logs.update(lr=lr, seconds=seconds, samples_per_s=n / seconds)
             if bar is not None:
                 bar.set_postfix({k: f"{v:.4f}" for k, v in logs.items() if k in SHOWN})
@@ -549,11 +662,17 @@ class Trainer:
             hi = min(lo + batch_size, n)
             xb = buf[:hi - lo]
             xb[...] = X[lo:hi]
-            scores = self.model.forward(xb)
+            scores = self._forward(xb)
             if out is None:
                 out = np.empty((n, *scores.shape[1:]), scores.dtype)
             out[lo:hi] = scores
         return out
+
+    def _scores(self, X, batch_size):
+        """The model's outputs for X, checked as predict's input."""
+        X = self._check_xy(X, None)[0]
+        self._source = ("X", X.shape)
+        return self._outputs(X, batch_size)
 
     def _evaluate_rows(self, X, y, batch_size):
         """(mean loss, hits) over the samples of X (checked), computed here."""
@@ -567,7 +686,11 @@ class Trainer:
         eval mode, in batches of batch_size samples (X: as fit's). Data parallel
         (comm=): every rank passes the same X and y, computes a slice of the rows, and
         gets the same result."""
-        X, y = self._check_xy(X, y)
+        return self._evaluate(X, y, batch_size, "X")
+
+    def _evaluate(self, X, y, batch_size, name):
+        X, y = self._check_xy(X, y, name)
+        self._source = (name, X.shape)
         with self._strategy.guard():
             value, hits = self._strategy.evaluate(X, y, batch_size)
         result = {"loss": value}
@@ -579,13 +702,13 @@ class Trainer:
         """What the loss says the model's outputs predict: class labels
         (SoftmaxCrossEntropy, MulticlassHinge), 0/1 labels per output (BCEWithLogits),
         the outputs themselves (MSE). X: as fit's, in batches of batch_size samples."""
-        return self.loss.predict(self._outputs(self._check_xy(X, None)[0], batch_size))
+        return self.loss.predict(self._scores(X, batch_size))
 
     def predict_proba(self, X: np.ndarray, batch_size: int = 1024) -> np.ndarray:
         """Probabilities: softmax of the scores (SoftmaxCrossEntropy, MulticlassHinge)
         or sigmoid (BCEWithLogits); TypeError for a loss without them (MSE). X: as
         fit's, in batches of batch_size samples."""
-        return self.loss.predict_proba(self._outputs(self._check_xy(X, None)[0], batch_size))
+        return self.loss.predict_proba(self._scores(X, batch_size))
 
     # ------------------------------------------------------------ state
 
