@@ -26,6 +26,7 @@ from operator import index
 
 import numpy as np
 
+from . import io
 from ._threads import get_num_threads, set_num_threads
 from .train import Trainer
 
@@ -141,12 +142,13 @@ class Ensemble:
             use_share_of_cores(self.comm)
 
     @classmethod
-    def _loaded(cls, trainers, seeds):
-        """An Ensemble of trained members read from a file (fastnn.load): it predicts
-        and evaluates; fit raises TypeError, as there is no factory to build members."""
-        ensemble = cls(_no_factory, len(trainers))
+    def _loaded(cls, members, seeds):
+        """An Ensemble of trained members read from a file (fastnn.load), given as
+        (model, loss) pairs: it predicts and evaluates; fit raises TypeError, as there
+        is no factory to build members."""
+        ensemble = cls(_no_factory, len(members))
         ensemble.seeds = list(seeds)
-        ensemble._members = list(trainers)
+        ensemble._members = [Trainer(model, loss, progress=False) for model, loss in members]
         return ensemble
 
     def _build(self, seed):
@@ -245,3 +247,6 @@ class Ensemble:
         return {"accuracy": float((mean.argmax(axis=1) == y).mean()),
                 "member_accuracy": [float((p.argmax(axis=1) == y).mean())
                                     for p in probabilities]}
+
+
+io.ENSEMBLE_BUILDER[:] = [Ensemble._loaded]

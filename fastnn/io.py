@@ -337,12 +337,17 @@ def load(path, with_metadata=False):
 # The member losses a file may name (those an Ensemble accepts), with their arguments.
 ENSEMBLE_LOSSES = {"SoftmaxCrossEntropy": (), "MulticlassHinge": ("margin",)}
 MAX_MEMBERS = 2**12
+# builder(members, seeds) -> the Ensemble of the (model, loss) pairs read from a file.
+# fastnn.ensemble sets it when imported (fastnn imports it): importing it from here
+# would close a circle (ensemble -> train -> io).
+ENSEMBLE_BUILDER = []
 
 
 def _is_ensemble(obj):
-    from .ensemble import Ensemble
-
-    return isinstance(obj, Ensemble)
+    """Whether obj is a fastnn.Ensemble (by its interface: see ENSEMBLE_BUILDER)."""
+    kind = type(obj)
+    return hasattr(kind, "members") and hasattr(kind, "predict_proba") and not hasattr(
+        kind, "state_dict")
 
 
 def _loss_description(loss):
@@ -393,9 +398,6 @@ def load_ensemble(path, with_metadata=False):
 
 
 def _load_ensemble(path, arrays, metadata, with_metadata):
-    from .ensemble import Ensemble
-    from .train import Trainer
-
     meta = _fastnn_meta(path, metadata, "ensemble")
     described, seeds = meta.get("members"), meta.get("seeds")
     if not isinstance(described, list) or not 1 <= len(described) <= MAX_MEMBERS:
@@ -407,7 +409,7 @@ def _load_ensemble(path, arrays, metadata, with_metadata):
     stray = [k for k in arrays if not k.startswith(tuple(prefixes))]
     if stray:
         raise FormatError(f"{path}: arrays {sorted(stray)[:5]} belong to no member")
-    trainers = []
+    members = []
     for prefix, member in zip(prefixes, described):
         if not isinstance(member, dict) or set(member) != {"architecture", "loss"}:
             raise FormatError(f"{path}: malformed member description")
@@ -415,8 +417,9 @@ def _load_ensemble(path, arrays, metadata, with_metadata):
         model = _build_checked(path, member["architecture"], arrays, prefix)
         model.load_state_dict(_check_model_arrays(path, model.state_dict(), arrays, prefix))
         model.eval()
-        trainers.append(Trainer(model, loss, progress=False))
-    ensemble = Ensemble._loaded(trainers, seeds)
+        members.append((model, loss))
+    (build_ensemble,) = ENSEMBLE_BUILDER
+    ensemble = build_ensemble(members, seeds)
     return (ensemble, meta.get("user", {})) if with_metadata else ensemble
 
 
