@@ -140,7 +140,7 @@ class _BaseMLP(BaseEstimator):
         check_choice(self.activation, "activation", sorted(ACTIVATIONS))
         check_choice(self.optimizer, "optimizer", OPTIMIZERS)
         check_float(self.dropout, "dropout", _DROPOUT)
-        if self.learning_rate != _DEPRECATED:
+        if self._alias_given():
             warnings.warn("learning_rate is deprecated and will be removed: use "
                           "learning_rate_init (in scikit-learn, learning_rate names a "
                           "schedule)", FutureWarning, stacklevel=3)
@@ -156,10 +156,13 @@ class _BaseMLP(BaseEstimator):
             check_int(self.n_threads, "n_threads (None or)", POSITIVE)
         return hidden
 
+    def _alias_given(self):
+        """Whether the deprecated learning_rate was set."""
+        return not (isinstance(self.learning_rate, str) and self.learning_rate == _DEPRECATED)
+
     def _learning_rate(self):
         """learning_rate_init, or the deprecated learning_rate where it is given."""
-        return self.learning_rate_init if self.learning_rate == _DEPRECATED else (
-            self.learning_rate)
+        return self.learning_rate if self._alias_given() else self.learning_rate_init
 
     def _structure(self, hidden):
         """What the model and optimizer are built from: a warm start must keep it."""
