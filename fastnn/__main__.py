@@ -219,7 +219,7 @@ def train(args, comm=None):
     ranks = "" if comm is None else f" per rank, {comm.Get_size()} ranks"
     print(f"fastnn {fastnn.__version__}: training {described}"
           f"{f', {args.augment} augmentation' if args.augment != 'none' else ''}) on {name}")
-    held_out = (f"{len(validation[0])} validation (held out, the val_ columns) / "
+    held_out = (f"{len(validation[0])} validation (held out) / "
                 if validation is not None else "")
     print(f"  {len(xtr)} training / {held_out}{len(xte)} test samples; {args.optimizer} lr "
           f"{args.lr}, schedule {args.schedule}, batch {args.batch_size}, {epochs} epochs, "
