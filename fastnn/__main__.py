@@ -4,7 +4,7 @@
                                   (--data DIR or $FASTNN_MNIST_DIR) or on scikit-learn's
                                   bundled 8x8 digits
     fastnn evaluate MODEL         test accuracy of a saved model
-    fastnn predict MODEL [--input X.npy]
+    fastnn predict MODEL [--input X.npy] [--proba] [--output FILE.npy|FILE.csv]
     fastnn config                 how this fastnn was built and will run
 
 `python -m fastnn ...` is the same. Under an MPI launcher (`mpiexec -n 4 python -m
@@ -29,6 +29,15 @@ _SCHEDULES = ("none", "step", "exponential", "inverse-time", "cosine", "warmup-c
 
 class UsageError(Exception):
     """A bad argument: reported with the usage line, without a traceback."""
+
+
+class Interrupted(Exception):
+    """Ctrl-C during training, after the model trained so far was saved: the message says
+    where; the exit status is INTERRUPTED."""
+
+
+#: The exit status after Ctrl-C (128 + SIGINT), as a shell reports it.
+INTERRUPTED = 130
 
 
 def load_data(data, seed=0):
@@ -151,12 +160,30 @@ def _check_model_options(args):
         raise UsageError(f"{', '.join(given)}: not for --model {args.model}{why}")
 
 
+def hold_out(x, y, fraction, seed):
+    """((x_train, y_train), (x_val, y_val)): a random `fraction` of the samples (rounded,
+    drawn with `seed`) held out for validation, both parts in their original order."""
+    n_val = round(fraction * len(x))
+    if not 1 <= n_val < len(x):
+        raise UsageError(f"--val-split {fraction}: leaves {n_val} of {len(x)} training samples "
+                         f"for validation; it must leave at least one on each side")
+    held = np.zeros(len(x), bool)
+    held[np.random.default_rng(seed).permutation(len(x))[:n_val]] = True
+    return (x[~held], y[~held]), (x[held], y[held])
+
+
 def train(args, comm=None):
     _check_model_options(args)
     name, scale, (xtr, ytr), (xte, yte) = load_data(args.data, args.seed)
     if args.limit:
         xtr, ytr = xtr[:args.limit], ytr[:args.limit]
     n_classes = int(max(ytr.max(), yte.max())) + 1
+    val_split = args.val_split
+    if val_split is None:
+        val_split = 0.1 if args.schedule == "plateau" else 0.0
+    validation = None
+    if val_split:
+        (xtr, ytr), validation = hold_out(xtr, ytr, val_split, args.seed)
     n_features = xtr.shape[1]
     side = round(n_features ** 0.5)
     epochs = args.epochs or (5 if n_features > 100 else 30)
@@ -178,6 +205,8 @@ def train(args, comm=None):
                  else resnet(n_classes, args.seed))
         input_shape = (1, side, side)
         xtr, xte = xtr.reshape(-1, *input_shape), xte.reshape(-1, *input_shape)
+        if validation is not None:
+            validation = (validation[0].reshape(-1, *input_shape), validation[1])
         described = (f"{args.model} ({IMAGE_MODELS[args.model]}; {side}x{side} images, "
                      f"{n_classes} classes{f', dropout {args.dropout}' if args.dropout else ''}")
     opt = optim.create(args.optimizer, model, args.lr, args.weight_decay)
@@ -190,29 +219,44 @@ def train(args, comm=None):
     ranks = "" if comm is None else f" per rank, {comm.Get_size()} ranks"
     print(f"fastnn {fastnn.__version__}: training {described}"
           f"{f', {args.augment} augmentation' if args.augment != 'none' else ''}) on {name}")
-    print(f"  {len(xtr)} training / {len(xte)} test samples; {args.optimizer} lr {args.lr}, "
-          f"schedule {args.schedule}, batch {args.batch_size}, {epochs} epochs, "
+    held_out = (f"{len(validation[0])} validation (held out) / "
+                if validation is not None else "")
+    print(f"  {len(xtr)} training / {held_out}{len(xte)} test samples; {args.optimizer} lr "
+          f"{args.lr}, schedule {args.schedule}, batch {args.batch_size}, {epochs} epochs, "
           f"{fastnn.get_num_threads()} threads{ranks}")
+    root = distributed.is_root(comm)
+
+    def save():
+        fastnn.save(model, args.out, metadata={"dataset": name, "input_scale": scale,
+                                               "n_features": n_features,
+                                               "n_classes": n_classes, "model": args.model,
+                                               "input_shape": list(input_shape)})
+
     start = time.perf_counter()
-    history = trainer.fit(xtr, ytr, epochs=epochs, batch_size=args.batch_size,
-                          validation_data=(xte, yte), seed=args.seed)
+    try:
+        history = trainer.fit(xtr, ytr, epochs=epochs, batch_size=args.batch_size,
+                              validation_data=validation, seed=args.seed)
+    except KeyboardInterrupt:
+        where = "not saved (--out '')"
+        if args.out and root:
+            save()
+            where = f"saved the model as trained so far to {args.out}"
+        raise Interrupted(f"interrupted during epoch {trainer.epoch + 1} ({trainer.epoch} "
+                          f"complete): {where}") from None
     wall = time.perf_counter() - start
     result = trainer.evaluate(xte, yte)
     train_seconds = sum(history["seconds"])
     print(f"result: test accuracy {result['accuracy']:.4f}, test loss {result['loss']:.4f}; "
           f"wall time {wall:.1f} s, {len(xtr) * history.epochs / train_seconds:,.0f} "
           f"training samples/s")
-    root = distributed.is_root(comm)
     if args.out and root:
-        fastnn.save(model, args.out, metadata={"dataset": name, "input_scale": scale,
-                                               "n_features": n_features,
-                                               "n_classes": n_classes, "model": args.model,
-                                               "input_shape": list(input_shape)})
+        save()
         print(f"saved the model to {args.out}")
     if args.plot and root:
         try:
             history.plot(args.plot)
-            print(f"saved the learning curves to {args.plot}")
+            curves = "training and validation" if validation is not None else "training"
+            print(f"saved the {curves} curves to {args.plot}")
         except ImportError as exc:
             print(f"no plot: {exc}")
     return result["accuracy"]
@@ -259,14 +303,51 @@ def _samples_for(model_path, meta, x):
     return x.reshape(len(x), *shape)
 
 
+def scaled_input(x, scale, how, path):
+    """The samples of an --input array as the model's float32 inputs in [0, 1]: divided
+    by the training data's pixel `scale` for integer arrays (raw pixels) and float
+    arrays with values above 1 (with a note on stderr), as they are for other floats
+    (how="auto"); divided or not whatever the dtype (how="always" / "never")."""
+    if x.dtype.kind not in "biuf":
+        raise ValueError(f"expected an array of numbers, got dtype {x.dtype}")
+    divide = how == "always"
+    if how == "auto":
+        divide = x.dtype.kind in "iu"
+        if x.dtype.kind == "f" and np.any(x > 1):
+            divide = True
+            print(f"note: {path} holds float values above 1 (up to {np.nanmax(x):g}): taken "
+                  f"as raw pixels and divided by {scale:g}, the training data's pixel scale "
+                  f"(--scale never takes them as they are)", file=sys.stderr)
+    x = np.asarray(x, np.float32)
+    return x / np.float32(scale) if divide else x
+
+
+#: predict --output: the file types it writes.
+OUTPUT_TYPES = (".npy", ".csv")
+
+
+def write_output(path, values, proba):
+    """Write labels (N,) or probabilities (N, C) to a .npy file (the array) or a .csv
+    file (a header line, "label" or the class numbers, then one row per sample)."""
+    if path.lower().endswith(".npy"):
+        np.save(path, values)
+        return
+    header = ",".join(map(str, range(values.shape[1]))) if proba else "label"
+    np.savetxt(path, values.reshape(len(values), -1), fmt="%.9g" if proba else "%d",
+               delimiter=",", header=header, comments="")
+
+
 def predict(args):
+    if args.output and not args.output.lower().endswith(OUTPUT_TYPES):
+        raise UsageError(f"--output {args.output}: expected a file name ending in "
+                         f"{' or '.join(OUTPUT_TYPES)}")
     model, meta = _load_model(args.model)
     if args.input:
         try:
             x = np.load(args.input, allow_pickle=False)
             if x.ndim < 1 or len(x) == 0:
                 raise ValueError(f"expected an array of samples, got shape {x.shape}")
-            x = np.asarray(x, np.float32) / float(meta.get("input_scale", 1))
+            x = scaled_input(x, float(meta.get("input_scale", 1)), args.scale, args.input)
         except (OSError, ValueError, TypeError) as exc:
             raise UsageError(f"cannot read {args.input}: {exc}") from exc
     else:
@@ -275,11 +356,22 @@ def predict(args):
     x = _samples_for(args.model, meta, x)
     trainer = fastnn.Trainer(model, losses.SoftmaxCrossEntropy(), progress=False)
     try:
-        labels = trainer.predict(x)
+        values = trainer.predict_proba(x) if args.proba else trainer.predict(x)
     except ValueError as exc:
         raise UsageError(str(exc)) from exc
-    print(" ".join(map(str, labels)))
-    return labels
+    if args.output:
+        try:
+            write_output(args.output, values, args.proba)
+        except OSError as exc:
+            raise UsageError(f"cannot write {args.output}: {exc}") from exc
+        what = "rows of class probabilities" if args.proba else "labels"
+        print(f"wrote {len(values)} {what} to {args.output}")
+    elif args.proba:
+        for row in values:
+            print(" ".join(f"{p:.6f}" for p in row))
+    else:
+        print(" ".join(map(str, values)))
+    return values
 
 
 def _argument(convert, ok, expected):
@@ -322,7 +414,9 @@ def parser():
                     "stride 2,\n          with a 1x1 conv+BN shortcut)\n"
                     "The cnn and resnet take (N, 1, H, W) images (H = W >= 4). Their\n"
                     "BatchNorm2d layers normalize with each rank's statistics under "
-                    "mpiexec\n(--sync-batch-norm is for the MLP's BatchNorm1d).")
+                    "mpiexec\n(--sync-batch-norm is for the MLP's BatchNorm1d).\n\n"
+                    "Ctrl-C stops training: the model as trained so far is saved to --out\n"
+                    "and the exit status is 130.")
     t.add_argument("--model", choices=("mlp", "cnn", "resnet"), default="mlp",
                    help="the architecture (default mlp; see above)")
     t.add_argument("--hidden", type=_positive_int, nargs="+", metavar="WIDTH",
@@ -341,7 +435,15 @@ def parser():
     t.add_argument("--lr", type=_nonnegative, default=1e-3)
     t.add_argument("--weight-decay", type=_nonnegative, default=0.0)
     t.add_argument("--l2", type=_nonnegative, default=0.0, help="L2 penalty lambda")
-    t.add_argument("--schedule", choices=_SCHEDULES, default="cosine")
+    t.add_argument("--schedule", choices=_SCHEDULES, default="cosine",
+                   help="learning-rate schedule (default cosine); plateau halves the rate "
+                        "when the validation loss (see --val-split) stops falling")
+    t.add_argument("--val-split", type=_probability, metavar="FRACTION",
+                   help="hold out this fraction of the training data for validation: its "
+                        "loss and accuracy are reported (val_) and plotted every epoch "
+                        "(default 0.1 with --schedule plateau, which steers on it, else "
+                        "0: no validation; plateau then steers on the training loss). The "
+                        "test set is only evaluated at the end")
     t.add_argument("--augment", choices=("none", "affine", "elastic"), default="none",
                    help="random geometric augmentation of each training batch")
     t.add_argument("--epochs", type=_positive_int, help="default: 5 on MNIST, 30 on digits")
@@ -351,15 +453,34 @@ def parser():
                    help="where to save the model ('' to skip)")
     t.add_argument("--plot", default="fastnn-curves.png",
                    help="learning-curve PNG ('' to skip; needs matplotlib)")
-    t.add_argument("--quiet", action="store_true", help="no progress bar")
+    t.add_argument("--quiet", action="store_true",
+                   help="no per-epoch output (progress bar or epoch lines); the summary, "
+                        "result and saved-file lines are still printed")
 
     e = sub.add_parser("evaluate", parents=[data], help="test accuracy of a saved model")
     e.add_argument("model")
 
-    r = sub.add_parser("predict", parents=[data], help="class labels from a saved model")
+    r = sub.add_parser("predict", parents=[data],
+                       help="class labels (or probabilities) from a saved model")
     r.add_argument("model")
-    r.add_argument("--input", help=".npy file of samples (default: the first test samples)")
-    r.add_argument("--count", type=_positive_int, default=20)
+    r.add_argument("--input", help=".npy file of samples, flat or as images (default: the "
+                   "first test samples)")
+    r.add_argument("--scale", choices=("auto", "always", "never"), default="auto",
+                   help="how --input values become the model's inputs in [0, 1]: auto "
+                        "(default) divides integer arrays (raw pixels: 0-255 for MNIST, "
+                        "0-16 for the digits) by the training data's pixel scale, takes "
+                        "float arrays in [0, 1] as they are, and divides float arrays with "
+                        "values above 1 too, with a note; always / never: divide / do not "
+                        "divide, whatever the dtype")
+    r.add_argument("--count", type=_positive_int, default=20,
+                   help="without --input: how many test samples (default 20)")
+    r.add_argument("--proba", action="store_true",
+                   help="class probabilities (a row of one per class for each sample) "
+                        "instead of labels")
+    r.add_argument("--output", metavar="FILE",
+                   help="write the labels (or --proba's probabilities) to FILE instead of "
+                        "printing them: .npy (a NumPy array) or .csv (a header line, then "
+                        "one row per sample)")
 
     sub.add_parser("config", help="print fastnn.show_config()")
     return p
@@ -381,6 +502,9 @@ def main(argv=None):
             {"evaluate": evaluate, "predict": predict}[args.command](args)
     except UsageError as exc:
         p.error(f"{args.command}: {exc}")
+    except (Interrupted, KeyboardInterrupt) as exc:
+        print(f"\nfastnn {args.command}: {exc or 'interrupted'}", file=sys.stderr)
+        return INTERRUPTED
     return 0
 
 

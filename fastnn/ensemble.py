@@ -26,6 +26,7 @@ from operator import index
 
 import numpy as np
 
+from . import io
 from ._threads import get_num_threads, set_num_threads
 from .train import Trainer
 
@@ -82,6 +83,11 @@ def _check_spawnable(factory):
         )
 
 
+def _no_factory(seed):
+    raise TypeError("this Ensemble was loaded from a file: it predicts and evaluates, but "
+                    "has no factory to build and train members with")
+
+
 class Ensemble:
     """n models trained independently, with different seeds; their predicted class
     probabilities averaged: p(x) = (1/n) sum_i p_i(x), (N, C).
@@ -107,6 +113,10 @@ class Ensemble:
     compute its own members' probabilities and gather them all. Each rank runs its share
     of its host's cores unless a thread count was chosen.
 
+    fastnn.save(ensemble, path) writes a fitted ensemble (every member's architecture,
+    loss and arrays) to one file; fastnn.load(path) returns an Ensemble whose
+    predict_proba equals the saved one's, and which cannot be refitted.
+
     pickle is used only here, by multiprocessing, to pass the factory (by name), the
     data and the trained arrays between processes of one run. fastnn's model files
     (fastnn.save, checkpoints) never use pickle.
@@ -130,6 +140,16 @@ class Ensemble:
             from .distributed import use_share_of_cores
 
             use_share_of_cores(self.comm)
+
+    @classmethod
+    def _loaded(cls, members, seeds):
+        """An Ensemble of trained members read from a file (fastnn.load), given as
+        (model, loss) pairs: it predicts and evaluates; fit raises TypeError, as there
+        is no factory to build members."""
+        ensemble = cls(_no_factory, len(members))
+        ensemble.seeds = list(seeds)
+        ensemble._members = [Trainer(model, loss, progress=False) for model, loss in members]
+        return ensemble
 
     def _build(self, seed):
         trainer = self.factory(seed)
@@ -227,3 +247,6 @@ class Ensemble:
         return {"accuracy": float((mean.argmax(axis=1) == y).mean()),
                 "member_accuracy": [float((p.argmax(axis=1) == y).mean())
                                     for p in probabilities]}
+
+
+io.ENSEMBLE_BUILDER[:] = [Ensemble._loaded]

@@ -22,9 +22,10 @@ import tempfile
 
 import numpy as np
 
-from . import nn
+from . import losses, nn
 
-__all__ = ["FormatError", "load", "load_checkpoint", "save", "save_checkpoint"]
+__all__ = ["FormatError", "load", "load_checkpoint", "load_ensemble", "save", "save_checkpoint",
+           "save_ensemble"]
 
 FORMAT = "fastnn"
 FORMAT_VERSION = 1
@@ -309,20 +310,117 @@ def save(model, path, metadata=None):
     """Save a model (architecture and every parameter and buffer) to one file.
 
     `metadata`: a JSON-able dict stored with it (hyperparameters, class names...),
-    returned by load(..., with_metadata=True).
+    returned by load(..., with_metadata=True). A fitted fastnn.Ensemble is saved whole
+    (see save_ensemble).
     """
+    if _is_ensemble(model):
+        return save_ensemble(model, path, metadata)
     arrays = {f"model.{k}": v for k, v in model.state_dict().items()}
     _write(path, arrays, _model_metadata(model, "model", {"user": metadata or {}}))
 
 
 def load(path, with_metadata=False):
-    """The model saved at `path` (in eval mode); with_metadata=True: (model, metadata)."""
+    """The model saved at `path` (in eval mode), or the Ensemble (see load_ensemble);
+    with_metadata=True: (model, metadata)."""
     arrays, metadata = _read(path)
+    if metadata.get("kind") == "ensemble":
+        return _load_ensemble(path, arrays, metadata, with_metadata)
     meta = _fastnn_meta(path, metadata, "model")
     model = _build_checked(path, meta.get("architecture"), arrays)
     model.load_state_dict(_check_model_arrays(path, model.state_dict(), arrays))
     model.eval()
     return (model, meta.get("user", {})) if with_metadata else model
+
+
+# ---------------------------------------------------------------- ensembles
+
+# The member losses a file may name (those an Ensemble accepts), with their arguments.
+ENSEMBLE_LOSSES = {"SoftmaxCrossEntropy": (), "MulticlassHinge": ("margin",)}
+MAX_MEMBERS = 2**12
+# builder(members, seeds) -> the Ensemble of the (model, loss) pairs read from a file.
+# fastnn.ensemble sets it when imported (fastnn imports it): importing it from here
+# would close a circle (ensemble -> train -> io).
+ENSEMBLE_BUILDER = []
+
+
+def _is_ensemble(obj):
+    """Whether obj is a fastnn.Ensemble (by its interface: see ENSEMBLE_BUILDER)."""
+    kind = type(obj)
+    return hasattr(kind, "members") and hasattr(kind, "predict_proba") and not hasattr(
+        kind, "state_dict")
+
+
+def _loss_description(loss):
+    name = type(loss).__name__
+    if name not in ENSEMBLE_LOSSES or type(loss) is not getattr(losses, name):
+        raise TypeError(f"save: cannot describe the loss {name}; an Ensemble file holds "
+                        f"members of {sorted(ENSEMBLE_LOSSES)}")
+    return {"type": name, "config": {k: getattr(loss, k) for k in ENSEMBLE_LOSSES[name]}}
+
+
+def _build_loss(path, arch):
+    """The loss a member's description names; FormatError for anything else."""
+    if not isinstance(arch, dict) or set(arch) != {"type", "config"}:
+        raise FormatError(f"{path}: malformed member loss")
+    name, config = arch["type"], arch["config"]
+    if name not in ENSEMBLE_LOSSES or not isinstance(config, dict) or set(config) != set(
+            ENSEMBLE_LOSSES[name]) or not all(_is_number(v) for v in config.values()):
+        raise FormatError(f"{path}: unknown or malformed member loss {name!r}")
+    try:
+        return getattr(losses, name)(**config)
+    except (TypeError, ValueError) as exc:
+        raise FormatError(f"{path}: {name}({config}) is invalid: {exc}") from exc
+
+
+def save_ensemble(ensemble, path, metadata=None):
+    """Save a fitted Ensemble to one file: every member's architecture, loss and
+    arrays (named "member.<i>.<parameter>"), and the members' seeds. `metadata`: as
+    save's. Raises RuntimeError for an Ensemble not fitted yet."""
+    from ._version import __version__
+
+    members = ensemble.members
+    arrays = {f"member.{i}.{k}": v for i, trainer in enumerate(members)
+              for k, v in trainer.model.state_dict().items()}
+    described = [{"architecture": architecture(t.model), "loss": _loss_description(t.loss)}
+                 for t in members]
+    meta = {"format": FORMAT, "format_version": str(FORMAT_VERSION), "kind": "ensemble",
+            "fastnn_version": json.dumps(__version__), "members": json.dumps(described),
+            "seeds": json.dumps(list(ensemble.seeds)), "user": json.dumps(metadata or {})}
+    _write(path, arrays, meta)
+
+
+def load_ensemble(path, with_metadata=False):
+    """The Ensemble saved by save_ensemble (load() reads it too): its members' models
+    in eval mode, in Trainers without optimizer, so it predicts (exactly as the saved
+    one did) and evaluates; fit raises TypeError (a file holds no factory)."""
+    arrays, metadata = _read(path)
+    return _load_ensemble(path, arrays, metadata, with_metadata)
+
+
+def _load_ensemble(path, arrays, metadata, with_metadata):
+    meta = _fastnn_meta(path, metadata, "ensemble")
+    described, seeds = meta.get("members"), meta.get("seeds")
+    if not isinstance(described, list) or not 1 <= len(described) <= MAX_MEMBERS:
+        raise FormatError(f"{path}: expected a list of 1 to {MAX_MEMBERS} members")
+    if not isinstance(seeds, list) or len(seeds) != len(described) or not all(
+            type(s) is int and s >= 0 for s in seeds):
+        raise FormatError(f"{path}: expected one seed (an int >= 0) per member")
+    prefixes = [f"member.{i}." for i in range(len(described))]
+    stray = [k for k in arrays if not k.startswith(tuple(prefixes))]
+    if stray:
+        raise FormatError(f"{path}: arrays {sorted(stray)[:5]} belong to no member")
+    members = []
+    for prefix, member in zip(prefixes, described):
+        if not isinstance(member, dict) or set(member) != {"architecture", "loss"}:
+            raise FormatError(f"{path}: malformed member description")
+        loss = _build_loss(path, member["loss"])
+        model = _build_checked(path, member["architecture"], arrays, prefix)
+        model.load_state_dict(_check_model_arrays(path, model.state_dict(), arrays, prefix))
+        model.eval()
+        members.append((model, loss))
+    (build_ensemble,) = ENSEMBLE_BUILDER
+    ensemble = build_ensemble(members, seeds)
+    return (ensemble, meta.get("user", {})) if with_metadata else ensemble
 
 
 # ---------------------------------------------------------------- checkpoints

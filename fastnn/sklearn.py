@@ -14,6 +14,14 @@ the regressor the mean squared error over all outputs (y of shape (n,) or (n, k)
 Both add alpha * sum(W**2) over the weights (fastnn.losses.L2; not scikit-learn's
 alpha / (2 n) * sum(W**2)). Parameters are float32 whatever the input dtype.
 
+Names follow scikit-learn's MLPClassifier / MLPRegressor where they mean the same:
+learning_rate_init, max_iter, batch_size, alpha, early_stopping, validation_fraction,
+n_iter_no_change, tol, warm_start, random_state, verbose; fitted coefs_, intercepts_,
+n_iter_, loss_curve_, best_loss_, validation_scores_, best_validation_score_; and
+predict_log_proba. fastnn's own: optimizer (scikit-learn's solver, with more choices),
+batch_norm, dropout, n_threads. learning_rate is a deprecated alias of
+learning_rate_init (FutureWarning).
+
 Needs scikit-learn >= 1.6 (`validate_data` and `__sklearn_tags__`):
 pip install 'fastnn[sklearn]'.
 
@@ -44,6 +52,7 @@ import numbers
 import warnings
 
 import numpy as np
+from scipy.special import log_softmax
 
 try:
     from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
@@ -68,7 +77,7 @@ from ._checks import (
     check_int,
 )
 from ._threads import threads
-from .nn import ACTIVATIONS, mlp
+from .nn import ACTIVATIONS, Linear, mlp
 from .optim import NAMES as OPTIMIZERS
 from .optim import create as create_optimizer
 from .train import EarlyStopping, Trainer
@@ -83,6 +92,7 @@ _X_DTYPES = [np.float32, np.float64]
 # parameters that are fractions: dropout may be 0, validation_fraction may not
 _DROPOUT = Interval(0, 1, closed="left")
 _VALIDATION_FRACTION = Interval(0, 1, closed="neither")
+_DEPRECATED = "deprecated"  # the default of a parameter kept only as a deprecated alias
 
 
 class _BaseMLP(BaseEstimator):
@@ -92,16 +102,16 @@ class _BaseMLP(BaseEstimator):
     """
 
     def __init__(self, hidden_layer_sizes=(100,), activation="relu", batch_norm=False,
-                 dropout=0.0, optimizer="adam", learning_rate=1e-3, alpha=0.0, max_iter=200,
-                 batch_size=64, early_stopping=False, validation_fraction=0.1,
+                 dropout=0.0, optimizer="adam", learning_rate_init=1e-3, alpha=0.0,
+                 max_iter=200, batch_size=64, early_stopping=False, validation_fraction=0.1,
                  n_iter_no_change=10, tol=1e-4, random_state=None, n_threads=None,
-                 verbose=False):
+                 verbose=False, warm_start=False, learning_rate="deprecated"):
         self.hidden_layer_sizes = hidden_layer_sizes
         self.activation = activation
         self.batch_norm = batch_norm
         self.dropout = dropout
         self.optimizer = optimizer
-        self.learning_rate = learning_rate
+        self.learning_rate_init = learning_rate_init
         self.alpha = alpha
         self.max_iter = max_iter
         self.batch_size = batch_size
@@ -112,6 +122,8 @@ class _BaseMLP(BaseEstimator):
         self.random_state = random_state
         self.n_threads = n_threads
         self.verbose = verbose
+        self.warm_start = warm_start
+        self.learning_rate = learning_rate
 
     # ------------------------------------------------------------ parameters
 
@@ -128,7 +140,11 @@ class _BaseMLP(BaseEstimator):
         check_choice(self.activation, "activation", sorted(ACTIVATIONS))
         check_choice(self.optimizer, "optimizer", OPTIMIZERS)
         check_float(self.dropout, "dropout", _DROPOUT)
-        check_float(self.learning_rate, "learning_rate", POSITIVE)
+        if self._alias_given():
+            warnings.warn("learning_rate is deprecated and will be removed: use "
+                          "learning_rate_init (in scikit-learn, learning_rate names a "
+                          "schedule)", FutureWarning, stacklevel=3)
+        check_float(self._learning_rate(), "learning_rate_init", POSITIVE)
         check_float(self.alpha, "alpha", NON_NEGATIVE)
         check_int(self.max_iter, "max_iter", POSITIVE)
         if self.batch_size != "auto":
@@ -139,6 +155,20 @@ class _BaseMLP(BaseEstimator):
         if self.n_threads is not None:
             check_int(self.n_threads, "n_threads (None or)", POSITIVE)
         return hidden
+
+    def _alias_given(self):
+        """Whether the deprecated learning_rate was set."""
+        return not (isinstance(self.learning_rate, str) and self.learning_rate == _DEPRECATED)
+
+    def _learning_rate(self):
+        """learning_rate_init, or the deprecated learning_rate where it is given."""
+        return self.learning_rate if self._alias_given() else self.learning_rate_init
+
+    def _structure(self, hidden):
+        """What the model and optimizer are built from: a warm start must keep it."""
+        return {"hidden_layer_sizes": list(hidden), "activation": self.activation,
+                "batch_norm": bool(self.batch_norm), "dropout": float(self.dropout),
+                "optimizer": self.optimizer}
 
     def _threads(self):
         return contextlib.nullcontext() if self.n_threads is None else threads(self.n_threads)
@@ -164,7 +194,7 @@ class _BaseMLP(BaseEstimator):
         model = mlp(n_in, n_out, hidden, self.activation, self.batch_norm,
                             self.dropout, seed)
         trainer = Trainer(model, self._loss(), create_optimizer(self.optimizer, model,
-                                                              self.learning_rate, 0.0),
+                                                              self._learning_rate(), 0.0),
                           regularizer=losses.L2(self.alpha) if self.alpha else None,
                           callbacks=callbacks, progress=bool(self.verbose))
         trainer.rng = np.random.default_rng(seed)
@@ -194,10 +224,20 @@ class _BaseMLP(BaseEstimator):
         with early_stopping=True (the model then keeps its best epoch's weights), the
         training loss otherwise. Reaching max_iter first warns (ConvergenceWarning), as
         scikit-learn's MLPs do.
+
+        warm_start=True and a fitted estimator: training continues from the fitted
+        model and its optimizer state (with the current learning_rate_init, alpha and
+        stopping parameters) for up to max_iter more epochs; loss_curve_ and n_iter_
+        count on. The classes (or number of outputs), the number of features and the
+        parameters that build the model and optimizer must be those of the first fit.
         """
         hidden = self._checked_params()
-        X, y = self._validate(X, y, reset=True)
-        self._init_targets(y)
+        warm = self.warm_start and hasattr(self, "_trainer")
+        X, y = self._validate(X, y, reset=not warm)
+        if warm:
+            self._check_warm_start(hidden, y)
+        else:
+            self._init_targets(y)
         targets = self._encode(y)
         seed = self._seed()
         validation = None
@@ -210,16 +250,38 @@ class _BaseMLP(BaseEstimator):
                                 patience=self.n_iter_no_change, min_delta=self.tol,
                                 restore_best_weights=self.early_stopping)
         with self._threads():
-            trainer = self._new_trainer(hidden, X.shape[1], self._n_out(), seed, [stopper])
-            trainer.fit(X, targets, epochs=self.max_iter, batch_size=self._batch_size(len(X)),
-                        validation_data=validation)
-        trainer.callbacks = []  # partial_fit continues without them
-        self._set_results(trainer, new=True)
+            if warm:
+                trainer = self._trainer
+                trainer.callbacks = [stopper]
+                for group in trainer.optimizer.param_groups:
+                    group["lr"] = float(self._learning_rate())
+                trainer.regularizer = losses.L2(self.alpha) if self.alpha else None
+                trainer.progress = bool(self.verbose)
+            else:
+                trainer = self._new_trainer(hidden, X.shape[1], self._n_out(), seed, [stopper])
+            before = trainer.epoch
+            try:
+                trainer.fit(X, targets, epochs=self.max_iter,
+                            batch_size=self._batch_size(len(X)), validation_data=validation)
+            finally:
+                trainer.callbacks = []  # partial_fit continues without them
+        self._set_results(trainer, hidden, validation=validation, first_epoch=before, warm=warm)
         if stopper.stopped_epoch is None:
             warnings.warn(f"{type(self).__name__}: max_iter={self.max_iter} epochs reached and "
                           f"the loss has not stopped improving", ConvergenceWarning,
                           stacklevel=2)
         return self
+
+    def _check_warm_start(self, hidden, y):
+        changed = [k for k, v in self._structure(hidden).items()
+                   if self._fit_structure.get(k) != v]
+        if changed:
+            raise ValueError(f"warm_start: {', '.join(changed)} changed since the model was "
+                             f"built; set warm_start=False to train a new model")
+        if self._classifier and not np.array_equal(np.unique(y), self.classes_):
+            raise ValueError(f"warm_start can only be used where y has the same classes as "
+                             f"in the previous call to fit: previously {self.classes_}, y has "
+                             f"{np.unique(y)}")
 
     def _stratify(self, targets):
         """The classes, for a stratified validation split when one is possible: every
@@ -245,26 +307,60 @@ class _BaseMLP(BaseEstimator):
             trainer = (self._new_trainer(hidden, X.shape[1], self._n_out(), self._seed())
                        if first else self._trainer)
             trainer.fit(X, targets, epochs=1, batch_size=self._batch_size(len(X)))
-        self._set_results(trainer, new=first)
+        self._set_results(trainer, hidden)
         return self
 
-    def _set_results(self, trainer, new):
-        """Keep a trainer that trained without error, its curves, and for a new one the
-        parameters that built it (a pickle stores them to rebuild it)."""
+    def _set_results(self, trainer, hidden=None, validation=None, first_epoch=0, warm=False):
+        """Keep a trainer that trained without error, its curves, and for a new one (the
+        hidden widths given) the parameters that built it (a pickle stores them to
+        rebuild it).
+
+        validation: the (X, targets) held out by this fit call (early_stopping), whose
+        epochs from first_epoch on give validation_scores_; warm: they extend the
+        scores of the fits before."""
         self._trainer = trainer
-        if new:
+        if hidden is not None:
             self._fit_params = self.get_params()
+            self._fit_structure = self._structure(hidden)
         history = trainer.history
         self.loss_curve_ = list(history["loss"])
         self.validation_loss_curve_ = list(history["val_loss"]) if "val_loss" in history else None
         self.n_iter_ = trainer.epoch
+        if validation is None:
+            self.validation_scores_ = self.best_validation_score_ = None
+            self.best_loss_ = min(self.loss_curve_)
+        else:
+            start = len(history["val_loss"]) - (trainer.epoch - first_epoch)
+            scores = self._validation_scores(history, start, validation[1])
+            earlier = self.validation_scores_ if warm and self.validation_scores_ else []
+            self.validation_scores_ = earlier + scores
+            self.best_validation_score_ = max(self.validation_scores_)
+            self.best_loss_ = None
 
-    def _run(self, method, X):
-        """trainer.<method>(X) on validated X, with the estimator's thread count."""
+    def _run(self, method, X, *args):
+        """trainer.<method>(X, *args) on validated X, with the estimator's thread count."""
         check_is_fitted(self)
         X = validate_data(self, X, reset=False, dtype=_X_DTYPES)
         with self._threads():
-            return getattr(self._trainer, method)(X)
+            return getattr(self._trainer, method)(X, *args)
+
+    def _linear_layers(self):
+        check_is_fitted(self)
+        return [layer for layer in self._trainer.model if isinstance(layer, Linear)]
+
+    @property
+    def coefs_(self):
+        """List of the weight matrices, coefs_[i] of shape (n_in, n_out) for layer i
+        (as scikit-learn's): views of the model's float32 parameters, so writing into
+        them changes the model. With batch_norm, the BatchNorm1d layers between them
+        are not included."""
+        return [np.asarray(layer.weight) for layer in self._linear_layers()]
+
+    @property
+    def intercepts_(self):
+        """List of the bias vectors, intercepts_[i] of shape (n_out,) for layer i: views,
+        as coefs_."""
+        return [np.asarray(layer.bias) for layer in self._linear_layers()]
 
     # ------------------------------------------------------------ pickling
 
@@ -282,8 +378,11 @@ class _BaseMLP(BaseEstimator):
         super().__setstate__(state)
         if saved is not None:
             builder = type(self)(**self._fit_params)
-            self._trainer = builder._new_trainer(builder._checked_params(), self.n_features_in_,
-                                                 self._n_out(), seed=0)
+            with warnings.catch_warnings():  # a deprecated name was warned about at fit
+                warnings.simplefilter("ignore", FutureWarning)
+                hidden = builder._checked_params()
+            self._trainer = builder._new_trainer(hidden, self.n_features_in_, self._n_out(),
+                                                 seed=0)
             self._trainer.load_state_dict(saved)
 
 
@@ -300,7 +399,8 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
     dropout : float in [0, 1), default 0.0
         Drop probability of a Dropout layer after each hidden activation.
     optimizer : {"sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adam", "adamw"}
-    learning_rate : float > 0, default 1e-3
+    learning_rate_init : float > 0, default 1e-3
+        The optimizer's learning rate (constant: fastnn's estimators have no schedule).
     alpha : float >= 0, default 0.0
         L2 penalty alpha * sum(W**2) over the weights (not biases, not BatchNorm).
     max_iter : int, default 200
@@ -322,14 +422,29 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
         Threads for fit and predict (None: fastnn's setting, fastnn.get_num_threads()).
     verbose : bool
         A line (or a progress bar) per epoch.
+    warm_start : bool, default False
+        fit continues the fitted model and its optimizer state instead of building a
+        new model (see fit).
+    learning_rate : float, deprecated
+        The former name of learning_rate_init: still accepted, with a FutureWarning
+        (scikit-learn's learning_rate is a schedule name, which fastnn does not take).
 
     Attributes
     ----------
     classes_ : (n_classes,) the labels seen by fit (or given to partial_fit).
     n_features_in_ : int
+    coefs_ : list of (n_in, n_out) float32 arrays, the weights of each Linear layer
+        (views into the model; the BatchNorm1d layers of batch_norm=True are not
+        included). The output layer has n_classes columns, also for two classes
+        (scikit-learn's binary MLPClassifier has one logistic output).
+    intercepts_ : list of (n_out,) float32 arrays, the biases of each Linear layer.
     loss_curve_ : list of the training loss (data loss + penalty) per epoch.
+    best_loss_ : the smallest of loss_curve_; None with early_stopping.
     validation_loss_curve_ : list of the validation loss per epoch (early_stopping).
-    n_iter_ : int, epochs trained.
+    validation_scores_ : list of the accuracy on the held-out data per epoch
+        (early_stopping; else None).
+    best_validation_score_ : the largest of validation_scores_ (or None).
+    n_iter_ : int, epochs trained (counting on through warm starts and partial_fit).
     model_ : the fastnn model.
     """
 
@@ -369,6 +484,16 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
         """(n_samples, n_classes) softmax of the scores; columns in the order of classes_."""
         return self._run("predict_proba", X)
 
+    def predict_log_proba(self, X):
+        """(n_samples, n_classes) log of predict_proba, computed from the scores s as
+        s - logsumexp(s) (finite where a probability rounds to 0)."""
+        # the model's outputs (Trainer's batched, eval-mode forward) are the logits
+        return log_softmax(self._run("_outputs", X, 1024), axis=1)
+
+    def _validation_scores(self, history, start, targets):
+        """The accuracy on the held-out data, per epoch from `start`."""
+        return [float(v) for v in history["val_accuracy"][start:]]
+
     def predict(self, X):
         """(n_samples,) the most probable class of each sample."""
         indices = self._run("predict", X)  # first: it raises NotFittedError before fit
@@ -382,8 +507,10 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
     stratified). y may be (n_samples,) or (n_samples, n_outputs); predict returns
     (n_samples,) for one output and (n_samples, n_outputs) otherwise.
 
-    Attributes: n_features_in_, n_outputs_, loss_curve_, validation_loss_curve_
-    (early_stopping), n_iter_, model_.
+    Attributes: n_features_in_, n_outputs_, coefs_, intercepts_, loss_curve_,
+    best_loss_, validation_loss_curve_, validation_scores_ and best_validation_score_
+    (early_stopping; the scores are R^2 on the held-out data: scikit-learn's r2_score
+    for one output, its variance-weighted average for several), n_iter_, model_.
     """
 
     _classifier = False
@@ -405,6 +532,15 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
             raise ValueError(f"y: {y.shape[1]} outputs, the model was fitted with "
                              f"{self.n_outputs_}")
         return y
+
+    def _validation_scores(self, history, start, targets):
+        """R^2 on the held-out targets (n, k), per epoch from `start`, from the mean
+        squared error: 1 - mse / mean_j var(targets[:, j]), scikit-learn's r2_score for
+        one output and its variance-weighted average for several."""
+        total = float(np.mean(np.var(targets, axis=0, dtype=np.float64)))
+        if total == 0:  # constant targets: r2_score's convention
+            return [1.0 if v == 0 else 0.0 for v in history["val_loss"][start:]]
+        return [1.0 - float(v) / total for v in history["val_loss"][start:]]
 
     def partial_fit(self, X, y):
         """One epoch over (X, y); returns self. The first call (unless fit came first)

@@ -2,8 +2,8 @@
 reference, elastic fields, determinism across thread counts, dtypes and layouts, the
 Trainer hook, the PNG preview, and bad parameters."""
 
+import sys
 import warnings
-import zlib
 
 import numpy as np
 import pytest
@@ -641,21 +641,73 @@ def test_trainer_applies_augmentation_to_flat_images():
     assert aug.step == 8
 
 
-def test_preview_writes_a_png(tmp_path):
+def _png(path):
+    """(H, W, 4) float RGBA in [0, 1] of a PNG, read by matplotlib."""
+    from matplotlib.image import imread
+
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    return imread(path)
+
+
+def test_preview_size_and_exact_originals(tmp_path):
+    """Layout of preview's docstring: 6 images of 10x12 whose copies are 18x18, 4 pairs
+    a row, size 64 -> zoom 64 // 18 = 3; the originals drawn pixel for pixel."""
+    pytest.importorskip("matplotlib")
     x = batch((6, 3, 10, 12), np.uint8)
     pipeline = A.Compose([A.RandomRotation(20), A.RandomResizedCrop(18)], seed=0)
-    path = A.preview(x, tmp_path / "grid.png", transform=pipeline, columns=4)
-    data = path.read_bytes()
-    assert data[:8] == b"\x89PNG\r\n\x1a\n"
-    w, h = int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
-    assert data[25] == 2  # RGB
-    assert w == 4 * (12 + 18 + 2) + 3 * 6 and h == 2 * 18 + 6
-    start = data.index(b"IDAT") + 4
-    raw = zlib.decompress(data[start:start + int.from_bytes(data[start - 8:start - 4], "big")])
-    assert len(raw) == h * (1 + 3 * w)
-    gray = A.preview(batch((3, 8, 8), np.float32), tmp_path / "g.png",
-                     transform=A.HorizontalFlip(1.0))
-    assert gray.read_bytes()[25] == 0
+    path = A.preview(x, tmp_path / "grid.png", transform=pipeline, columns=4, size=64)
+    assert path == tmp_path / "grid.png"
+    png = _png(path)
+    pair = 12 * 3 + 4 + 18 * 3
+    assert png.shape == (2 * 8 + 24 + 2 * 54 + 8, 2 * 8 + 4 * pair + 3 * 16, 4)
+    for i in range(6):
+        r, q = divmod(i, 4)
+        top, left = 8 + 24 + r * (54 + 8), 8 + q * (pair + 16)
+        drawn = png[top:top + 30, left:left + 36, :3]
+        expected = np.kron(x[i].transpose(1, 2, 0), np.ones((3, 3, 1))) / 255
+        np.testing.assert_allclose(drawn, expected, atol=0.5 / 255)
+        copy = png[top:top + 54, left + 40:left + 40 + 54, :3]
+        assert not np.allclose(copy[::3, ::3], drawn[::3, ::3].mean())  # an image, not fill
+
+
+def test_preview_gray_floats_labels_and_identity(tmp_path):
+    """Floats on one scale for originals and copies: a transform that changes nothing
+    draws the copy exactly as the original. Labels widen each pair."""
+    pytest.importorskip("matplotlib")
+    x = batch((3, 8, 8), np.float32) * 3 - 1  # values in [-1, 2]
+    path = A.preview(x, tmp_path / "g.png", transform=A.RandomTranslate(0), n=2,
+                     labels=["seven", 1], size=40)
+    png = _png(path)
+    label_w = 8 + 7 * 5
+    pair = label_w + 40 + 4 + 40
+    assert png.shape == (2 * 8 + 24 + 40, 2 * 8 + 2 * pair + 16, 4)
+    lo, hi = x[:2].min(), x[:2].max()
+    for i in range(2):
+        left = 8 + i * (pair + 16) + label_w
+        original = png[32:72, left:left + 40]
+        copy = png[32:72, left + 44:left + 84]
+        np.testing.assert_array_equal(original, copy)
+        assert np.ptp(original[..., 0]) > 0.5 and (original[..., 0] == original[..., 2]).all()
+        expected = np.round((x[i].astype(np.float64) - lo) / (hi - lo) * 255) / 255
+        np.testing.assert_allclose(original[::5, ::5, 0], expected, atol=0.5 / 255)
+    header = png[8:32, 8 + label_w:8 + label_w + 40, :3]
+    assert header.min() < 0.5  # "original" written in dark text on white
+
+
+def test_preview_bad_arguments(tmp_path, monkeypatch):
+    pytest.importorskip("matplotlib")
+    x = batch((3, 8, 8), np.uint8)
+    with pytest.raises(ValueError, match="labels"):
+        A.preview(x, tmp_path / "p.png", labels=["a", "b"])
+    with pytest.raises(ValueError, match="empty"):
+        A.preview(x[:0], tmp_path / "p.png")
+    for bad in ({"size": 0}, {"n": 0}, {"columns": -1}):
+        with pytest.raises(ValueError):
+            A.preview(x, tmp_path / "p.png", **bad)
+    monkeypatch.setitem(sys.modules, "matplotlib.figure", None)
+    with pytest.raises(ImportError, match=r"fastnn\[plot\]"):
+        A.preview(x, tmp_path / "p.png")
+    assert not (tmp_path / "p.png").exists()
 
 
 # ---------------------------------------------------------------- bad input

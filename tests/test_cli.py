@@ -502,3 +502,270 @@ def test_train_cnn_under_mpiexec(tmp_path):
     code, printed, err = run(["evaluate", path])
     assert code == 0, err
     assert accuracy_in(printed) == accuracy_in(out)
+
+
+# ---------------------------------------------------------------- predict: scaling, output
+
+
+def _write(tmp_path, name, array):
+    np.save(tmp_path / name, array)
+    return tmp_path / name
+
+
+def predict_run(argv):
+    """(labels printed, stderr) of a successful `fastnn predict`."""
+    code, out, err = run(["predict", *argv])
+    assert code == 0, err
+    return [int(v) for v in out.split()], err
+
+
+def test_predict_scales_by_dtype_and_range(digits_model, tmp_path):
+    """uint8 raw pixels, the same as float raw pixels and as floats in [0, 1]: the same
+    labels, the model's on x in [0, 1]; only the float raw pixels get a note."""
+    path, _ = digits_model
+    scale, x, _ = digits_test_split()
+    expected = fastnn.load(path).forward(x).argmax(axis=1).tolist()
+    raw = np.rint(x * scale)
+    for array, note in ((raw.astype(np.uint8), False), (raw.astype(np.int64), False),
+                        (raw, True), (x, False), (x.astype(np.float64), False)):
+        labels, err = predict_run([path, "--input", _write(tmp_path, "x.npy", array)])
+        assert labels == expected, array.dtype
+        assert ("note:" in err and "divided by 16" in err and "--scale never" in err) == note
+
+
+def test_predict_scale_always_and_never(digits_model, tmp_path):
+    path, _ = digits_model
+    scale, x, _ = digits_test_split()
+    model = fastnn.load(path)
+    raw = np.rint(x * scale)
+    labels, err = predict_run([path, "--input", _write(tmp_path, "x.npy", raw), "--scale",
+                               "never"])
+    assert labels == model.forward(raw.astype(np.float32)).argmax(axis=1).tolist()
+    assert "note" not in err
+    labels, _ = predict_run([path, "--input", _write(tmp_path, "x.npy", x), "--scale",
+                             "always"])
+    assert labels == model.forward(x / np.float32(16)).argmax(axis=1).tolist()
+
+
+def test_predict_help_says_how_input_is_scaled():
+    code, out, _ = run(["predict", "--help"])
+    assert code == 0
+    flat = " ".join(out.split())
+    for text in ("--scale {auto,always,never}", "integer arrays", "float arrays in [0, 1]",
+                 "--proba", "--output FILE", ".csv"):
+        assert text in flat, text
+    code, out, _ = run(["train", "--help"])
+    assert "--quiet" in out and "per-epoch output" in " ".join(out.split())
+
+
+def _softmax64(scores):
+    scores = scores.astype(np.float64)
+    e = np.exp(scores - scores.max(axis=1, keepdims=True))
+    return e / e.sum(axis=1, keepdims=True)
+
+
+@pytest.mark.parametrize("proba", [False, True], ids=["labels", "proba"])
+def test_predict_writes_npy_and_csv(digits_model, tmp_path, proba):
+    path, _ = digits_model
+    _, x, _ = digits_test_split()
+    model = fastnn.load(path)
+    flag = ["--proba"] if proba else []
+    code, out, err = run(["predict", path, "--count", 7, *flag, "--output",
+                          tmp_path / "p.npy"])
+    assert code == 0, err
+    assert f"wrote 7 {'rows of class probabilities' if proba else 'labels'}" in out
+    saved = np.load(tmp_path / "p.npy")
+    if proba:
+        assert saved.shape == (7, 10) and saved.dtype == np.float32
+        np.testing.assert_allclose(saved, _softmax64(model.forward(x[:7])), rtol=1e-5,
+                                   atol=1e-7)
+    else:
+        assert saved.shape == (7,) and saved.dtype.kind == "i"
+        assert saved.tolist() == model.forward(x[:7]).argmax(axis=1).tolist()
+    code, _, err = run(["predict", path, "--count", 7, *flag, "--output", tmp_path / "p.CSV"])
+    assert code == 0, err
+    lines = (tmp_path / "p.CSV").read_text().splitlines()
+    assert lines[0] == (",".join(map(str, range(10))) if proba else "label")
+    table = np.loadtxt(tmp_path / "p.CSV", delimiter=",", skiprows=1, ndmin=2)
+    np.testing.assert_array_equal(table.astype(saved.dtype).reshape(saved.shape), saved)
+
+
+def test_predict_proba_printed(digits_model):
+    path, _ = digits_model
+    _, x, _ = digits_test_split()
+    code, out, err = run(["predict", path, "--count", 3, "--proba"])
+    assert code == 0, err
+    rows = np.array([[float(v) for v in line.split()] for line in out.splitlines()])
+    assert rows.shape == (3, 10)
+    np.testing.assert_allclose(rows, _softmax64(fastnn.load(path).forward(x[:3])), atol=1e-6)
+
+
+def test_predict_bad_output(digits_model, tmp_path):
+    path, _ = digits_model
+    assert_usage_error(["predict", path, "--output", tmp_path / "p.txt"], r"\.npy or \.csv")
+    assert_usage_error(["predict", tmp_path / "missing.safetensors", "--output",
+                        tmp_path / "p.json"], "--output")  # checked before the model loads
+    assert_usage_error(["predict", path, "--output", tmp_path / "no" / "p.npy"],
+                       "cannot write")
+
+
+# ---------------------------------------------------------------- validation split
+
+
+def test_plateau_steers_on_a_held_out_validation_split(tmp_path, monkeypatch):
+    """--schedule plateau holds out 10% of the training data; the schedule gets its
+    loss each epoch (printed as val_loss), never the test loss."""
+    pytest.importorskip("sklearn")
+    seen = []
+    step = fastnn.optim.ReduceOnPlateau.step
+    monkeypatch.setattr(fastnn.optim.ReduceOnPlateau, "step",
+                        lambda self, value: seen.append(value) or step(self, value))
+    monkeypatch.chdir(tmp_path)
+    code, out, err = run(["train", "--schedule", "plateau", "--epochs", 3, "--hidden", 16,
+                          "--out", "", "--plot", ""])
+    assert code == 0, err
+    assert "1293 training / 144 validation" in out and "/ 360 test samples" in out
+    printed = [float(v) for v in re.findall(r"val_loss (\d+\.\d+)", out)]
+    assert len(printed) == len(seen) == 3
+    np.testing.assert_allclose(seen, printed, atol=5e-5)
+    test_loss = float(re.search(r"test loss (\d+\.\d+)", out)[1])
+    assert all(abs(v - test_loss) > 1e-4 for v in seen)
+
+
+def test_validation_split_is_a_held_out_part_of_the_training_data():
+    from fastnn.__main__ import hold_out
+
+    x = np.arange(40, dtype=np.float32).reshape(20, 2)
+    y = np.arange(20)
+    (xt, yt), (xv, yv) = hold_out(x, y, 0.25, seed=1)
+    assert len(yv) == 5 and len(yt) == 15
+    assert sorted([*yt, *yv]) == list(range(20))  # a partition
+    assert list(yt) == sorted(yt) and list(yv) == sorted(yv)  # original order
+    np.testing.assert_array_equal(xv, x[yv])
+    np.testing.assert_array_equal(xt, x[yt])
+    (_, yt2), _ = hold_out(x, y, 0.25, seed=1)
+    np.testing.assert_array_equal(yt2, yt)
+
+
+def test_no_validation_by_default_and_on_request(tmp_path, monkeypatch):
+    pytest.importorskip("sklearn")
+    monkeypatch.chdir(tmp_path)
+    code, out, err = run(["train", "--epochs", 1, "--hidden", 8, "--out", "", "--plot", ""])
+    assert code == 0, err
+    assert "1437 training / 360 test" in out and "val_loss" not in out
+    code, out, err = run(["train", "--epochs", 1, "--hidden", 8, "--val-split", 0.2,
+                          "--out", "", "--plot", ""])
+    assert code == 0, err
+    assert "1150 training / 287 validation" in out and "val_loss" in out
+    code, out, err = run(["train", "--epochs", 1, "--hidden", 8, "--schedule", "plateau",
+                          "--val-split", 0, "--out", "", "--plot", ""])
+    assert code == 0, err
+    assert "1437 training / 360 test" in out and "val_loss" not in out
+
+
+@pytest.mark.parametrize("argv, match", [
+    (["--val-split", "1"], "--val-split"),
+    (["--val-split", "-0.1"], "--val-split"),
+    (["--val-split", "0.1", "--limit", "4"], "leaves 0 of 4"),
+], ids=["one", "negative", "too-few-samples"])
+def test_bad_validation_split(argv, match):
+    pytest.importorskip("sklearn")
+    assert_usage_error(["train", *argv, "--epochs", 1, "--out", "", "--plot", ""], match)
+
+
+def test_plot_labels_held_out_curves_as_validation(tmp_path, monkeypatch):
+    pytest.importorskip("sklearn")
+    pytest.importorskip("matplotlib")
+    labels = []
+    plot = fastnn.History.plot
+
+    def record(history, path):
+        labels.extend(k for k in history if k.startswith("val_"))
+        return plot(history, path)
+
+    monkeypatch.setattr(fastnn.History, "plot", record)
+    code, out, err = run(["train", "--epochs", 2, "--hidden", 8, "--schedule", "plateau",
+                          "--out", "", "--plot", tmp_path / "c.png"])
+    assert code == 0, err
+    assert "training and validation curves" in out and (tmp_path / "c.png").is_file()
+    assert labels == ["val_loss", "val_accuracy"]
+
+
+# ---------------------------------------------------------------- Ctrl-C
+
+
+@pytest.fixture
+def interrupt_after(monkeypatch):
+    """interrupt_after(n): the n-th training step raises KeyboardInterrupt, as Ctrl-C
+    does; returns the list the interrupted trainers are put in."""
+    trainers = []
+
+    def arm(n):
+        step = fastnn.Trainer._step
+        calls = []
+
+        def stepped(self, *args):
+            calls.append(1)
+            if len(calls) == n:
+                trainers.append(self)
+                raise KeyboardInterrupt
+            return step(self, *args)
+
+        monkeypatch.setattr(fastnn.Trainer, "_step", stepped)
+        return trainers
+
+    return arm
+
+
+def test_ctrl_c_saves_what_was_trained(tmp_path, interrupt_after):
+    pytest.importorskip("sklearn")
+    trainers = interrupt_after(15)  # 12 steps per epoch: during epoch 2
+    path = tmp_path / "m.safetensors"
+    code, out, err = run(["train", "--epochs", 5, "--hidden", 16, "--quiet", "--out", path,
+                          "--plot", tmp_path / "c.png"])
+    assert code == 130
+    assert "Traceback" not in err
+    assert "interrupted during epoch 2 (1 complete)" in err and str(path) in err
+    assert "result:" not in out and not (tmp_path / "c.png").exists()
+    saved, meta = fastnn.load(path, with_metadata=True)
+    assert meta["n_features"] == 64 and meta["input_scale"] == 16.0
+    trained = trainers[0].model.state_dict()
+    for k, v in saved.state_dict().items():
+        np.testing.assert_array_equal(v, trained[k])
+    initial = fastnn.nn.mlp(64, 10, [16], "relu", True, 0.0, 0)
+    assert not np.array_equal(saved[0].weight, initial[0].weight)  # 14 steps were taken
+
+
+def test_ctrl_c_without_out(tmp_path, interrupt_after, monkeypatch):
+    pytest.importorskip("sklearn")
+    monkeypatch.chdir(tmp_path)
+    interrupt_after(3)
+    code, _, err = run(["train", "--epochs", 2, "--hidden", 8, "--quiet", "--out", "",
+                        "--plot", ""])
+    assert code == 130 and "not saved (--out '')" in err
+    assert list(tmp_path.iterdir()) == []
+
+
+@needs_mnist
+def test_readme_makes_samples_for_predict(tmp_path):
+    """The README's one-liner writes samples.npy from the MNIST test set, which the
+    README's `fastnn predict ... --input samples.npy` then classifies."""
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    lines = [line for line in readme.splitlines()
+             if line.startswith("python -c") and "samples.npy" in line]
+    assert len(lines) == 1
+    command = lines[0].split("  #")[0].replace("../shared/data/mnist", str(MNIST_DIR))
+    command = command.replace("python -c", f"{sys.executable} -c", 1)
+    proc = subprocess.run(command, shell=True, cwd=tmp_path, capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    samples = np.load(tmp_path / "samples.npy")
+    assert samples.dtype == np.uint8 and samples.shape[1:] == (28, 28)
+    path = tmp_path / "m.safetensors"
+    code, _, err = run(["train", "--data", MNIST_DIR, "--limit", 2000, "--epochs", 1,
+                        "--hidden", 32, "--quiet", "--out", path, "--plot", ""])
+    assert code == 0, err
+    labels, err = predict_run([path, "--input", tmp_path / "samples.npy"])
+    assert len(labels) == len(samples) and "note" not in err
+    (_, _), (_, y) = fastnn.datasets.load_mnist(MNIST_DIR)
+    assert np.mean(np.array(labels) == y[:len(labels)]) >= 0.6

@@ -5,6 +5,7 @@ import pickle
 
 import numpy as np
 import pytest
+import scipy.special
 
 pytest.importorskip("sklearn")
 
@@ -73,7 +74,7 @@ def test_digits_cross_validation(digits):
 def test_grid_search_in_a_pipeline(digits):
     X, y = digits[0][:500], digits[1][:500]
     search = GridSearchCV(
-        make_pipeline(StandardScaler(), MLPClassifier(max_iter=20, learning_rate=1e-2,
+        make_pipeline(StandardScaler(), MLPClassifier(max_iter=20, learning_rate_init=1e-2,
                                                       random_state=0)),
         {"mlpclassifier__hidden_layer_sizes": [(16,), (64,)],
          "mlpclassifier__alpha": [0.0, 1e-3]},
@@ -91,7 +92,7 @@ def test_string_labels_and_probabilities(digits):
     X, y = digits[0][:300] / 16, digits[1][:300]
     names = np.array(["zero", "one", "two", "three", "four", "five", "six", "seven",
                       "eight", "nine"])
-    clf = MLPClassifier(hidden_layer_sizes=32, max_iter=30, learning_rate=1e-2,
+    clf = MLPClassifier(hidden_layer_sizes=32, max_iter=30, learning_rate_init=1e-2,
                         random_state=0).fit(X, names[y])
     np.testing.assert_array_equal(clf.classes_, np.sort(names))
     proba = clf.predict_proba(X)
@@ -135,7 +136,7 @@ def test_regressor_one_and_several_targets():
     X = rng.standard_normal((300, 5))
     W = rng.standard_normal((5, 2))
     Y = np.tanh(X @ W)
-    reg = MLPRegressor(hidden_layer_sizes=(32,), max_iter=60, learning_rate=1e-2,
+    reg = MLPRegressor(hidden_layer_sizes=(32,), max_iter=60, learning_rate_init=1e-2,
                        random_state=0)
     one = reg.fit(X, Y[:, 0]).predict(X)
     assert one.shape == (300,) and one.dtype == np.float64 and reg.n_outputs_ == 1
@@ -175,8 +176,9 @@ def test_thread_count(digits):
 
 def test_early_stopping_keeps_the_best_epoch(digits):
     X, y = digits[0][:400] / 16, digits[1][:400]
-    clf = MLPClassifier(hidden_layer_sizes=(64,), learning_rate=3e-2, early_stopping=True,
-                        n_iter_no_change=3, max_iter=200, random_state=0).fit(X, y)
+    clf = MLPClassifier(hidden_layer_sizes=(64,), learning_rate_init=3e-2,
+                        early_stopping=True, n_iter_no_change=3, max_iter=200,
+                        random_state=0).fit(X, y)
     assert clf.n_iter_ < 200
     assert len(clf.validation_loss_curve_) == clf.n_iter_
     best = int(np.argmin(clf.validation_loss_curve_))
@@ -204,11 +206,163 @@ def test_not_fitted():
 
 @pytest.mark.parametrize("params", [
     {"hidden_layer_sizes": (0,)}, {"hidden_layer_sizes": None}, {"activation": "softmax"},
-    {"optimizer": "lbfgs"}, {"learning_rate": 0.0}, {"alpha": -1.0}, {"dropout": 1.0},
+    {"optimizer": "lbfgs"}, {"learning_rate_init": 0.0}, {"alpha": -1.0}, {"dropout": 1.0},
     {"max_iter": 0}, {"batch_size": 0}, {"batch_size": "all"}, {"validation_fraction": 1.0},
     {"n_iter_no_change": 0}, {"tol": -1.0}, {"n_threads": 0}, {"max_iter": True},
+    {"learning_rate_init": -1.0},
 ])
 def test_bad_parameters_are_rejected_at_fit(params):
     clf = MLPClassifier(**params)  # storing them is not an error (scikit-learn's rule)
     with pytest.raises(ValueError):
         clf.fit(np.zeros((10, 2)), np.arange(10) % 2)
+
+
+# ---------------------------------------------------------------- scikit-learn's names
+
+
+def _relu_forward(X, coefs, intercepts):
+    """float64 NumPy reference of a ReLU MLP's scores from coefs_ and intercepts_."""
+    a = np.asarray(X, np.float64)
+    for i, (W, b) in enumerate(zip(coefs, intercepts)):
+        a = a @ W.astype(np.float64) + b.astype(np.float64)
+        if i < len(coefs) - 1:
+            a = np.maximum(a, 0)
+    return a
+
+
+def test_fitted_attributes_follow_scikit_learn(digits):
+    from sklearn.neural_network import MLPClassifier as SkMLP
+
+    X, y = digits[0][:300] / 16, digits[1][:300]
+    params = {"hidden_layer_sizes": (16, 8), "max_iter": 5, "random_state": 0}
+    ours, theirs = MLPClassifier(**params).fit(X, y), SkMLP(**params).fit(X, y)
+    for name in ("coefs_", "intercepts_"):
+        mine, ref = getattr(ours, name), getattr(theirs, name)
+        assert type(mine) is list and len(mine) == len(ref) == 3
+        assert [a.shape for a in mine] == [a.shape for a in ref]
+        assert all(type(a) is np.ndarray and a.dtype == np.float32 for a in mine)
+    kinds = {"loss_curve_": list, "n_iter_": int, "best_loss_": float,
+             "validation_scores_": type(None), "best_validation_score_": type(None)}
+    for name, kind in kinds.items():  # (scikit-learn's floats are np.float64)
+        assert isinstance(getattr(ours, name), kind) and isinstance(getattr(theirs, name),
+                                                                    kind), name
+    assert ours.n_iter_ == len(ours.loss_curve_) == 5
+    assert all(type(v) is float for v in ours.loss_curve_)
+    assert ours.best_loss_ == min(ours.loss_curve_)
+    log_proba = ours.predict_log_proba(X)
+    assert log_proba.shape == theirs.predict_log_proba(X).shape == (300, 10)
+    np.testing.assert_allclose(np.exp(log_proba), ours.predict_proba(X), rtol=1e-5,
+                               atol=1e-7)
+    # the scores computed in float64 from coefs_ and intercepts_ alone
+    scores = _relu_forward(X, ours.coefs_, ours.intercepts_)
+    reference = scores - scipy.special.logsumexp(scores, axis=1, keepdims=True)
+    np.testing.assert_allclose(log_proba, reference, rtol=1e-4, atol=1e-5)
+
+
+def test_predict_log_proba_where_probabilities_underflow(digits):
+    X, y = digits[0][:100] / 16, digits[1][:100]
+    clf = MLPClassifier(hidden_layer_sizes=(8,), max_iter=2, random_state=0).fit(X, y)
+    clf.coefs_[-1][...] *= 1e4  # extreme logits: float32 softmax rounds some to 0
+    assert (clf.predict_proba(X) == 0).any()
+    log_proba = clf.predict_log_proba(X)
+    assert np.isfinite(log_proba).all()
+    scores = _relu_forward(X, clf.coefs_, clf.intercepts_)
+    reference = scores - scipy.special.logsumexp(scores, axis=1, keepdims=True)
+    assert reference.min() < -1e3  # probabilities of exp(-1000) and less: 0 in any float
+    # float32 scores of this size are exact to about 1e-7 of their magnitude
+    np.testing.assert_allclose(log_proba, reference, rtol=1e-5,
+                               atol=1e-6 * np.abs(scores).max())
+
+
+def test_coefs_are_the_model(digits):
+    X, y = digits[0][:100] / 16, digits[1][:100]
+    clf = MLPClassifier(hidden_layer_sizes=(8,), max_iter=2, random_state=0).fit(X, y)
+    clf.coefs_[0][...] = 0
+    clf.intercepts_[0][...] = 0  # the hidden layer outputs zeros: the output is its bias
+    expected = np.exp(clf.intercepts_[1]) / np.exp(clf.intercepts_[1]).sum()
+    np.testing.assert_allclose(clf.predict_proba(X), np.tile(expected, (100, 1)), rtol=1e-5)
+
+
+def test_attributes_without_a_fit():
+    clf = MLPClassifier()
+    for name in ("coefs_", "intercepts_", "loss_curve_", "n_iter_"):
+        assert not hasattr(clf, name)
+    with pytest.raises(NotFittedError):
+        clf.predict_log_proba(np.zeros((2, 3)))
+
+
+def test_validation_scores_with_early_stopping(digits):
+    X, y = digits[0][:400] / 16, digits[1][:400]
+    clf = MLPClassifier(hidden_layer_sizes=(16,), early_stopping=True, max_iter=8,
+                        n_iter_no_change=50, random_state=0).fit(X, y)
+    assert len(clf.validation_scores_) == clf.n_iter_ == 8
+    assert all(0 <= v <= 1 for v in clf.validation_scores_)
+    assert clf.best_validation_score_ == max(clf.validation_scores_)
+    assert clf.best_loss_ is None
+
+
+def test_regressor_validation_scores_are_r2():
+    """The held-out split is train_test_split's with the estimator's seed; the model ends
+    with its best epoch's weights, whose R^2 there is the best score."""
+    from sklearn.metrics import r2_score
+    from sklearn.model_selection import train_test_split
+    from sklearn.utils import check_random_state
+
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((300, 5))
+    Y = np.tanh(X @ rng.standard_normal((5, 2))) * [1.0, 3.0]
+    for targets in (Y[:, 1], Y):
+        reg = MLPRegressor(hidden_layer_sizes=(16,), early_stopping=True, max_iter=15,
+                           n_iter_no_change=3, learning_rate_init=1e-2,
+                           random_state=4).fit(X, targets)
+        seed = int(check_random_state(4).randint(2**31 - 2**16))
+        _, Xv, _, yv = train_test_split(X, targets, test_size=0.1, random_state=seed)
+        weights = None if targets.ndim == 1 else "variance_weighted"
+        expected = r2_score(yv, reg.predict(Xv), multioutput=weights or "uniform_average")
+        assert len(reg.validation_scores_) == reg.n_iter_
+        assert reg.best_validation_score_ == pytest.approx(expected, abs=1e-5)
+
+
+def test_warm_start_continues_training(digits):
+    X, y = digits[0][:200] / 16, digits[1][:200]
+    params = {"hidden_layer_sizes": (16,), "random_state": 3, "n_iter_no_change": 50}
+    whole = MLPClassifier(max_iter=5, **params).fit(X, y)
+    warm = MLPClassifier(max_iter=3, warm_start=True, **params).fit(X, y)
+    first = warm.coefs_[0].copy()
+    warm.set_params(max_iter=2).fit(X, y)
+    assert warm.n_iter_ == 5 and warm.loss_curve_ == whole.loss_curve_
+    np.testing.assert_array_equal(warm.predict_proba(X), whole.predict_proba(X))
+    cold = MLPClassifier(max_iter=3, **params).fit(X, y)
+    np.testing.assert_array_equal(cold.coefs_[0], first)
+    cold.fit(X, y)  # warm_start=False: a new model, trained from the start again
+    assert cold.n_iter_ == 3
+    np.testing.assert_array_equal(cold.coefs_[0], first)
+
+
+def test_warm_start_refuses_what_it_cannot_continue(digits):
+    X, y = digits[0][:200] / 16, digits[1][:200]
+    clf = MLPClassifier(hidden_layer_sizes=(8,), max_iter=1, warm_start=True).fit(X, y)
+    with pytest.raises(ValueError, match="same classes"):
+        clf.fit(X[y < 5], y[y < 5])
+    with pytest.raises(ValueError):
+        clf.fit(X[:, :10], y)
+    with pytest.raises(ValueError, match="hidden_layer_sizes"):
+        clf.set_params(hidden_layer_sizes=(9,)).fit(X, y)
+    clf.set_params(hidden_layer_sizes=8, learning_rate_init=1e-2).fit(X, y)  # same widths
+    assert clf.n_iter_ == 2
+    assert clf._trainer.optimizer.param_groups[0]["lr"] == 1e-2
+
+
+def test_learning_rate_is_a_deprecated_alias(digits):
+    X, y = digits[0][:100] / 16, digits[1][:100]
+    new = MLPClassifier(hidden_layer_sizes=(8,), max_iter=2, learning_rate_init=1e-2,
+                        random_state=0).fit(X, y)
+    old = MLPClassifier(hidden_layer_sizes=(8,), max_iter=2, learning_rate=1e-2,
+                        random_state=0)
+    with pytest.warns(FutureWarning, match="learning_rate_init"):
+        old.fit(X, y)
+    assert old.loss_curve_ == new.loss_curve_
+    copy = pickle.loads(pickle.dumps(old))  # rebuilt without warning again
+    np.testing.assert_array_equal(copy.predict_proba(X), old.predict_proba(X))
+    with pytest.warns(FutureWarning), pytest.raises(ValueError, match="learning_rate"):
+        MLPClassifier(learning_rate=0.0).fit(X, y)
