@@ -14,6 +14,7 @@ import sys
 import numpy as np
 import pytest
 from reference import assert_close
+from test_cli import run as cli
 from test_io import trained_bn_model
 from test_io_cnn import basic_block, lenet, nested, odd_convs, resnet
 from test_trainer import trainer_for
@@ -347,3 +348,42 @@ def test_export_replaces_a_file(tmp_path):
     export(nn.Sequential(nn.Linear(3, 2)), str(path), [3])
     assert os.listdir(tmp_path) == ["model.onnx"]
     assert onnx.load(str(path)).producer_name == "fastnn"
+
+
+# ---------------------------------------------------------------- command line
+
+
+def test_cli_export_of_a_saved_model(tmp_path):
+    """`fastnn export MODEL --onnx OUT`: the input shape the file records, or
+    --input-shape for a file that records none."""
+    model = randomized(lenet())
+    path = tmp_path / "model.safetensors"
+    fastnn.save(model, path, metadata={"input_shape": [1, 28, 28], "input_scale": 255})
+    code, out, _ = cli(["export", path, "--onnx", tmp_path / "model.onnx"])
+    assert code == 0
+    assert "input (batch, 1, 28, 28), raw values divided by 255" in out
+    x = np.random.default_rng(0).standard_normal((3, 1, 28, 28)).astype(np.float32)
+    session = ort.InferenceSession(str(tmp_path / "model.onnx"),
+                                   providers=["CPUExecutionProvider"])
+    expected = model.eval().forward(x)
+    assert_close(session.run(None, {"input": x})[0], expected, np.float32,
+                 magnitude=np.abs(expected).max())
+
+    fastnn.save(nn.Sequential(nn.Linear(4, 2)), path)
+    code, _, err = cli(["export", path, "--onnx", tmp_path / "mlp.onnx"])
+    assert code == 2 and "--input-shape" in err
+    assert cli(["export", path, "--onnx", tmp_path / "mlp.onnx", "--input-shape", "4"])[0] == 0
+    onnx.checker.check_model(onnx.load(str(tmp_path / "mlp.onnx")), full_check=True)
+
+
+@pytest.mark.parametrize("argv, match", [
+    (["--input-shape", "5"], "does not take samples of input_shape"),
+    (["--input-shape", "0"], "expected a positive integer"),
+    ([], "required: --onnx")])
+def test_cli_export_bad_arguments(tmp_path, argv, match):
+    path = tmp_path / "model.safetensors"
+    fastnn.save(nn.Sequential(nn.Linear(4, 2)), path)
+    onnx_path = [] if not argv else ["--onnx", tmp_path / "m.onnx"]
+    code, _, err = cli(["export", path, *onnx_path, *argv])
+    assert code == 2 and match in err, err
+    assert os.listdir(tmp_path) == ["model.safetensors"]
