@@ -47,7 +47,7 @@ __all__ = ["ACTIVATIONS", "OPSET", "export_onnx"]
 OPSET = 17
 IR_VERSION = 8  # the IR version of opset 17: runtimes that read opset 17 read the file
 
-# Ops onnxruntime's CPU provider runs in float32 only (no double kernel).
+# Ops that onnxruntime's CPU provider (1.32) has no float64 (double) kernel for.
 _FLOAT32_ONLY_OPS = frozenset({"Conv", "AveragePool", "GlobalAveragePool"})
 
 
@@ -59,7 +59,6 @@ class _Graph:
         self.dtype = dtype
         self.nodes = []
         self.constants = []
-        self.names = set()
 
     def node(self, op, *inputs, **attributes):
         """Add an `op` node reading `inputs` (names); returns its output's name."""
@@ -69,14 +68,11 @@ class _Graph:
         return out
 
     def const(self, value, name):
-        """Add a constant of the graph's dtype; returns its name (`name`, made unique)."""
-        unique, i = name, 1
-        while unique in self.names:
-            unique, i = f"{name}_{i}", i + 1
-        self.names.add(unique)
+        """Add a constant of the graph's dtype named `name` (a qualified parameter name,
+        unique in the model); returns the name."""
         array = np.asarray(value).astype(self.dtype)
-        self.constants.append(self.onnx.numpy_helper.from_array(array, unique))
-        return unique
+        self.constants.append(self.onnx.numpy_helper.from_array(array, name))
+        return name
 
 
 # Activation layers: type -> (graph, layer, x) -> the name of f(x). One line adds one.
