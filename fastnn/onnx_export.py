@@ -75,7 +75,8 @@ class _Graph:
         return name
 
 
-# Activation layers: type -> (graph, layer, x) -> the name of f(x). One line adds one.
+# Activation layers: type -> (graph, layer, x, name) -> the name of f(x); one line adds one
+# (an ELU: `nn.ELU: lambda g, layer, x, name: g.node("Elu", x, alpha=layer.alpha)`).
 ACTIVATIONS = {
     nn.ReLU: lambda g, layer, x, name: g.node("Relu", x),
     nn.LeakyReLU: lambda g, layer, x, name: g.node("PRelu", x, g.const(layer.slope,
