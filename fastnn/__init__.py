@@ -18,6 +18,7 @@ from ._version import __version__
 from .callbacks import Callback, Checkpoint, EarlyStopping, History
 from .ensemble import Ensemble
 from .io import load, save
+from .onnx_export import export_onnx
 from .train import Trainer
 
 __all__ = [
@@ -29,6 +30,7 @@ __all__ = [
     "Trainer",
     "__version__",
     "augment",
+    "export_onnx",
     "get_num_threads",
     "load",
     "losses",

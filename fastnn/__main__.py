@@ -5,6 +5,8 @@
                                   bundled 8x8 digits
     fastnn evaluate MODEL         test accuracy of a saved model
     fastnn predict MODEL [--input X.npy] [--proba] [--output FILE.npy|FILE.csv]
+    fastnn export MODEL --onnx OUT.onnx
+                                  the model as an ONNX graph (pip install 'fastnn[onnx]')
     fastnn config                 how this fastnn was built and will run
 
 `python -m fastnn ...` is the same. Under an MPI launcher (`mpiexec -n 4 python -m
@@ -374,6 +376,20 @@ def predict(args):
     return values
 
 
+def export(args):
+    model, meta = _load_model(args.model)
+    shape = tuple(args.input_shape or _input_shape(meta))
+    if None in shape:
+        raise UsageError(f"{args.model} does not record its input shape: give --input-shape")
+    try:
+        fastnn.export_onnx(model, args.onnx, shape)
+    except (ImportError, OSError, TypeError, ValueError) as exc:
+        raise UsageError(str(exc)) from exc
+    scale = meta.get("input_scale", 1)
+    print(f"exported {args.model} to {args.onnx}: input (batch, {', '.join(map(str, shape))})"
+          f"{f', raw values divided by {scale}' if scale != 1 else ''}")
+
+
 def _argument(convert, ok, expected):
     """An argparse type: convert(text), accepted when ok(value), else "expected ..."."""
     def parse(text):
@@ -482,6 +498,15 @@ def parser():
                         "printing them: .npy (a NumPy array) or .csv (a header line, then "
                         "one row per sample)")
 
+    x = sub.add_parser("export", help="write a saved model as an ONNX graph",
+                       description="Write a saved model's inference as an ONNX graph (opset "
+                       "17, any batch size), for onnxruntime or another ONNX runtime. "
+                       "Needs the onnx package: pip install 'fastnn[onnx]'.")
+    x.add_argument("model")
+    x.add_argument("--onnx", required=True, metavar="OUT.onnx", help="the file to write")
+    x.add_argument("--input-shape", type=_positive_int, nargs="+", metavar="DIM",
+                   help="one sample's shape (default: the one the file records)")
+
     sub.add_parser("config", help="print fastnn.show_config()")
     return p
 
@@ -492,14 +517,14 @@ def main(argv=None):
     if args.command == "config":
         fastnn.show_config()
         return 0
-    if args.threads:
+    if getattr(args, "threads", None):
         fastnn.set_num_threads(args.threads)
     comm = _mpi_world()
     try:
         if args.command == "train":
             train(args, comm)
         else:
-            {"evaluate": evaluate, "predict": predict}[args.command](args)
+            {"evaluate": evaluate, "predict": predict, "export": export}[args.command](args)
     except UsageError as exc:
         p.error(f"{args.command}: {exc}")
     except (Interrupted, KeyboardInterrupt) as exc:

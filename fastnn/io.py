@@ -140,14 +140,18 @@ def _write(path, arrays, metadata):
         offset += len(data)
     text = json.dumps(header, separators=(",", ":")).encode()
     text += b" " * (-len(text) % 8)
+    write_atomic(path, [struct.pack("<Q", len(text)), text, *blobs])
+
+
+def write_atomic(path, chunks):
+    """Write the byte strings `chunks` to path through a temporary file in its folder
+    that replaces path only when complete: a reader never sees half a file."""
     folder = os.path.dirname(os.path.abspath(path))
     fd, tmp = tempfile.mkstemp(prefix=".fastnn-", suffix=".tmp", dir=folder)
     try:
         with os.fdopen(fd, "wb") as f:
-            f.write(struct.pack("<Q", len(text)))
-            f.write(text)
-            for blob in blobs:
-                f.write(blob)
+            for chunk in chunks:
+                f.write(chunk)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
