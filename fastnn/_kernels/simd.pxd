@@ -49,9 +49,9 @@ cdef extern from "simd.h" nogil:
                       unsigned int key_lo, unsigned int key_hi, unsigned int threshold,
                       double scale)
     double fn_softmax_xent_row_f(const float *s, Py_ssize_t n, Py_ssize_t y, float *grad,
-                                 float scale)
+                                 float scale, float eps)
     double fn_softmax_xent_row_d(const double *s, Py_ssize_t n, Py_ssize_t y, double *grad,
-                                 double scale)
+                                 double scale, double eps)
     double fn_hinge_row_f(const float *s, Py_ssize_t n, Py_ssize_t y, float margin, float *grad,
                           float scale)
     double fn_hinge_row_d(const double *s, Py_ssize_t n, Py_ssize_t y, double margin,

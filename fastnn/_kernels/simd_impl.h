@@ -235,9 +235,12 @@ FN_LOOP_FN void FN_NAME(fn_dropout)(const FN_T *x, FN_T *y, ptrdiff_t n, uint64_
 /* ---- losses, one row of a (rows, n) score matrix; each returns the row's loss and
  * writes the row's gradient, already multiplied by `scale` (1/rows or 1/numel) ---- */
 
-/* Softmax cross-entropy: loss = logsumexp(s) - s[y]; grad = scale * (softmax(s) - onehot(y)). */
+/* Softmax cross-entropy against the target t = (1 - eps) onehot(y) + eps / n (label
+ * smoothing eps, as PyTorch): loss = logsumexp(s) - (1 - eps) s[y] - eps / n sum(s);
+ * grad = scale * (softmax(s) - t). eps = 0 skips sum(s) (an -inf logit off the label
+ * leaves the plain loss finite). */
 FN_LOOP_FN double FN_NAME(fn_softmax_xent_row)(const FN_T *s, ptrdiff_t n, ptrdiff_t y,
-                                                  FN_T *grad, FN_T scale)
+                                                  FN_T *grad, FN_T scale, FN_T eps)
 {
     FN_T m = s[0];
     for (ptrdiff_t j = 1; j < n; j++) m = s[j] > m ? s[j] : m;
@@ -247,9 +250,20 @@ FN_LOOP_FN double FN_NAME(fn_softmax_xent_row)(const FN_T *s, ptrdiff_t n, ptrdi
         total += grad[j];
     }
     FN_T k = scale / total;
-    FN_SIMD for (ptrdiff_t j = 0; j < n; j++) grad[j] *= k;
-    grad[y] -= scale;
-    return (double)m + log((double)total) - (double)s[y];
+    double loss = (double)m + log((double)total);
+    if (eps == 0) {
+        FN_SIMD for (ptrdiff_t j = 0; j < n; j++) grad[j] *= k;
+        grad[y] -= scale;
+        return loss - (double)s[y];
+    }
+    FN_T spread = scale * eps / (FN_T)n;
+    double sum = 0;
+    for (ptrdiff_t j = 0; j < n; j++) {
+        sum += (double)s[j];
+        grad[j] = grad[j] * k - spread;
+    }
+    grad[y] -= scale * ((FN_T)1 - eps);
+    return loss - (1 - (double)eps) * (double)s[y] - (double)eps / (double)n * sum;
 }
 
 /* Multiclass hinge (SVM): loss = sum_{j != y} max(0, s_j - s_y + margin). */
