@@ -171,8 +171,6 @@ cdef void _forward_tile(const ConvState *s, const floating *x, floating *y,  # O
     (O, cnt * P) are the thread's tiles. pre: NULL, or where conv + b goes (the
     activation then reads it)."""
     cdef floating *act_out = y
-    if pre != NULL:
-        y = pre
     cdef const floating *w = <const floating *> s.weight
     cdef const floating *b = <const floating *> s.bias
     cdef const floating *src
@@ -182,6 +180,8 @@ cdef void _forward_tile(const ConvState *s, const floating *x, floating *y,  # O
     cdef Py_ssize_t Q = cnt * s.P
     cdef Py_ssize_t g, o, p, t
     cdef floating *yo
+    if pre != NULL:  # the convolution goes to pre, the activation from there to y
+        y = pre
     if cnt == 1:
         # one sample: the GEMM writes y itself; the bias goes in first and the GEMM
         # adds onto it (beta = 1)

@@ -247,9 +247,8 @@ cdef int _backward(Op *ops, int n_ops, Py_ssize_t rows, const floating *g,
             else:
                 dz = <floating *> op.dz
                 if _column_sums(SUM_ACT_GRAD, op.act, g, <const floating *> _act_read(op),
-                                <floating *> dz,
-                                NULL, NULL, db, NULL, rows, op.d_out, <floating> op.slope,
-                                n_threads) != 0:
+                                <floating *> dz, NULL, NULL, db, NULL, rows, op.d_out,
+                                <floating> op.slope, n_threads) != 0:
                     return -1
             if op.w_grad != NULL:  # NULL: the weight is frozen
                 _matmul(True, False, op.d_in, op.d_out, rows, <const floating *> op.x,
