@@ -39,7 +39,8 @@ _DTYPE_NAMES = {np.dtype(v): k for k, v in _DTYPES.items()}
 # and Residual).
 LAYERS = {cls.__name__: cls for cls in (
     nn.Linear, nn.Conv2d, nn.ReLU, nn.LeakyReLU, nn.Sigmoid, nn.Tanh, nn.BatchNorm1d,
-    nn.BatchNorm2d, nn.Dropout, nn.MaxPool2d, nn.AvgPool2d, nn.GlobalAvgPool2d, nn.Flatten)}
+    nn.BatchNorm2d, nn.Dropout, nn.MaxPool2d, nn.AvgPool2d, nn.GlobalAvgPool2d, nn.Flatten,
+    nn.ELU, nn.GELU, nn.SiLU)}
 
 # The keys each kind of architecture node has ("shortcut" may be absent: no shortcut).
 _KEYS = {"Sequential": {"type", "layers"}, "Residual": {"type", "block", "shortcut"}}
@@ -339,7 +340,7 @@ def load(path, with_metadata=False):
 # ---------------------------------------------------------------- ensembles
 
 # The member losses a file may name (those an Ensemble accepts), with their arguments.
-ENSEMBLE_LOSSES = {"SoftmaxCrossEntropy": (), "MulticlassHinge": ("margin",)}
+ENSEMBLE_LOSSES = {"SoftmaxCrossEntropy": ("label_smoothing",), "MulticlassHinge": ("margin",)}
 MAX_MEMBERS = 2**12
 # builder(members, seeds) -> the Ensemble of the (model, loss) pairs read from a file.
 # fastnn.ensemble sets it when imported (fastnn imports it): importing it from here

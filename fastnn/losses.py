@@ -32,7 +32,7 @@ from typing import Any, Union
 import numpy as np
 
 from . import ops
-from ._checks import check_array, check_contiguous
+from ._checks import UNIT, check_array, check_contiguous, check_float
 from ._kernels import losses as _k
 from ._threads import get_num_threads
 
@@ -184,7 +184,7 @@ class _ClassLoss(Loss):
     """A loss over one integer class label per row; predicts the highest score."""
 
     _kind = None
-    _margin = 0.0
+    _param = 0.0  # the kernel's parameter: the label smoothing, the hinge margin
     classifier = True
     labels = True
 
@@ -227,18 +227,29 @@ class _ClassLoss(Loss):
         if n and not _k.labels_in_range(labels, c):
             raise ValueError(f"y: labels must be in [0, {c}), got range [{y.min()}, {y.max()}]")
         grad, row_loss = self._buffers(scores)
-        _k.class_loss(self._kind, scores, labels, grad, row_loss, self._margin,
+        _k.class_loss(self._kind, scores, labels, grad, row_loss, self._param,
                       get_num_threads())
         return self._finish(row_loss, n, sample_weight)
 
 
 class SoftmaxCrossEntropy(_ClassLoss):
-    """Mean over rows of -log softmax(s)[y] = logsumexp(s) - s[y]; stable for any logits.
+    """Mean over rows of the cross-entropy -sum_j t_j log softmax(s)_j against the target
+    t = (1 - eps) * onehot(y) + eps / C (C classes, eps = label_smoothing in [0, 1], as
+    PyTorch's CrossEntropyLoss): logsumexp(s) - (1 - eps) s[y] - eps / C sum_j s_j, and
+    logsumexp(s) - s[y] for eps = 0; stable for any logits.
 
-    backward: (softmax(s) - onehot(y)) / N.
+    backward: (softmax(s) - t) / N.
     """
 
     _kind = _k.LossKind.SOFTMAX_CROSS_ENTROPY
+
+    def __init__(self, label_smoothing: float = 0.0):
+        super().__init__()
+        self._param = check_float(label_smoothing, "label_smoothing", UNIT)
+
+    @property
+    def label_smoothing(self) -> float:
+        return self._param
 
 
 class MulticlassHinge(_ClassLoss):
@@ -251,11 +262,11 @@ class MulticlassHinge(_ClassLoss):
         margin = float(margin)
         if not np.isfinite(margin) or margin < 0:
             raise ValueError(f"margin: must be a finite number >= 0, got {margin}")
-        self._margin = margin
+        self._param = margin
 
     @property
     def margin(self) -> float:
-        return self._margin
+        return self._param
 
 
 class _TargetLoss(Loss):

@@ -23,9 +23,9 @@ Each layer becomes the ONNX op that computes its formula:
 
 dtype: a float32 model gives a float32 graph. A float64 model gives a float64 (double)
 graph where onnxruntime's CPU provider runs every op in double (MLPs); a float64 model
-with Conv2d, AvgPool2d or GlobalAvgPool2d raises TypeError, since onnxruntime has no
-double kernel for them: pass dtype=np.float32 to export any model as a float32 graph
-(its parameters rounded to float32).
+with Conv2d, AvgPool2d, GlobalAvgPool2d or an exact GELU raises TypeError, since
+onnxruntime has no double kernel for them: pass dtype=np.float32 to export any model as
+a float32 graph (its parameters rounded to float32).
 
 onnx is an optional dependency: `pip install fastnn[onnx]`.
 """
@@ -48,7 +48,7 @@ OPSET = 17
 IR_VERSION = 8  # the IR version of opset 17: runtimes that read opset 17 read the file
 
 # Ops that onnxruntime's CPU provider (1.32) has no float64 (double) kernel for.
-_FLOAT32_ONLY_OPS = frozenset({"Conv", "AveragePool", "GlobalAveragePool"})
+_FLOAT32_ONLY_OPS = frozenset({"Conv", "AveragePool", "GlobalAveragePool", "Erf"})
 
 
 class _Graph:
@@ -75,15 +75,39 @@ class _Graph:
         return name
 
 
-# Activation layers: type -> (graph, layer, x, name) -> the name of f(x); one line adds one
-# (an ELU: `nn.ELU: lambda g, layer, x, name: g.node("Elu", x, alpha=layer.alpha)`).
+# Activation layers: type -> (graph, layer, x, name) -> the name of f(x); one line adds one.
 ACTIVATIONS = {
     nn.ReLU: lambda g, layer, x, name: g.node("Relu", x),
     nn.LeakyReLU: lambda g, layer, x, name: g.node("PRelu", x, g.const(layer.slope,
                                                                        name + "slope")),
     nn.Sigmoid: lambda g, layer, x, name: g.node("Sigmoid", x),
     nn.Tanh: lambda g, layer, x, name: g.node("Tanh", x),
+    nn.ELU: lambda g, layer, x, name: _elu(g, layer, x, name),
+    nn.SiLU: lambda g, layer, x, name: g.node("Mul", x, g.node("Sigmoid", x)),
+    nn.GELU: lambda g, layer, x, name: _gelu(g, layer, x, name),
 }
+
+
+def _elu(g, layer, x, name):
+    """max(x, 0) + alpha (exp(min(x, 0)) - 1): onnxruntime has no double kernel for Elu."""
+    zero, one = g.const(0.0, name + "elu_zero"), g.const(1.0, name + "elu_one")
+    neg = g.node("Sub", g.node("Exp", g.node("Min", x, zero)), one)
+    return g.node("Add", g.node("Max", x, zero),
+                  g.node("Mul", neg, g.const(layer.alpha, name + "elu_alpha")))
+
+
+def _gelu(g, layer, x, name):
+    """x * Phi(x) from Erf, or with approximate="tanh" from Tanh (opset 17 has no Gelu):
+    0.5 x (1 + erf(x / sqrt(2))) or 0.5 x (1 + tanh(sqrt(2 / pi) (x + 0.044715 x^3)))."""
+    if layer.approximate == "tanh":
+        cube = g.node("Mul", g.node("Mul", x, x), x)
+        inner = g.node("Add", x, g.node("Mul", cube, g.const(0.044715, name + "gelu_c")))
+        core = g.node("Tanh", g.node("Mul", inner, g.const(np.sqrt(2 / np.pi),
+                                                            name + "gelu_k")))
+    else:
+        core = g.node("Erf", g.node("Mul", x, g.const(np.sqrt(0.5), name + "gelu_k")))
+    half = g.node("Mul", x, g.const(0.5, name + "gelu_half"))
+    return g.node("Mul", half, g.node("Add", core, g.const(1.0, name + "gelu_one")))
 
 
 def _linear(g, layer, x, name):

@@ -56,6 +56,10 @@ __all__ = [
     "bias_activation",
     "column_sum",
     "dropout",
+    "elu",
+    "elu_backward",
+    "gelu",
+    "gelu_backward",
     "leaky_relu",
     "leaky_relu_backward",
     "matmul",
@@ -64,6 +68,8 @@ __all__ = [
     "row_sum",
     "sigmoid",
     "sigmoid_backward",
+    "silu",
+    "silu_backward",
     "tanh",
     "tanh_backward",
 ]
@@ -101,6 +107,11 @@ def _activation_code(activation, slope, need_sign=False):
         raise ValueError(
             "slope: the fused backward reads the forward output, which needs slope >= 0; "
             "use leaky_relu_backward with the input for a negative slope"
+        )
+    if need_sign and name in _act.READS_INPUT:
+        raise ValueError(
+            f"activation: the gradient of {name!r} reads the forward input, not the output; "
+            "use its ops backward function with the input, then column_sum"
         )
     return _act.ACTIVATIONS[name], slope
 
@@ -259,6 +270,47 @@ def tanh_backward(dout, y, out=None):
     return _backward(_act.ACTIVATIONS["tanh"], dout, y, out, 0.0, "y")
 
 
+def elu(x, alpha=1.0, out=None):
+    """x where x > 0, else alpha * (exp(x) - 1) (PyTorch's ELU; any finite alpha).
+    `out` may be `x`."""
+    return _forward(_act.ACTIVATIONS["elu"], x, out, check_float(alpha, "alpha"))
+
+
+def elu_backward(dout, x, alpha=1.0, out=None):
+    """dout where x > 0, else dout * alpha * exp(x), where x is the forward INPUT."""
+    return _backward(_act.ACTIVATIONS["elu"], dout, x, out, check_float(alpha, "alpha"), "x")
+
+
+def _gelu_code(approximate):
+    check_choice(approximate, "approximate", ("none", "tanh"))
+    return _act.ACTIVATIONS["gelu" if approximate == "none" else "gelu_tanh"]
+
+
+def gelu(x, approximate="none", out=None):
+    """x * Phi(x), Phi the standard normal CDF: x / 2 * (1 + erf(x / sqrt(2))); with
+    approximate="tanh", x / 2 * (1 + tanh(sqrt(2 / pi) * (x + 0.044715 * x**3))), as
+    PyTorch's GELU. `out` may be `x`."""
+    return _forward(_gelu_code(approximate), x, out, 0.0)
+
+
+def gelu_backward(dout, x, approximate="none", out=None):
+    """dout * (Phi(x) + x * phi(x)), phi the standard normal density, where x is the
+    forward INPUT; with approximate="tanh", dout times the derivative of that formula:
+    (1 + t) / 2 + x / 2 * (1 - t**2) * sqrt(2 / pi) * (1 + 3 * 0.044715 * x**2), t the
+    tanh of the forward."""
+    return _backward(_gelu_code(approximate), dout, x, out, 0.0, "x")
+
+
+def silu(x, out=None):
+    """x * sigmoid(x) (SiLU, or swish), without overflow for any x. `out` may be `x`."""
+    return _forward(_act.ACTIVATIONS["silu"], x, out, 0.0)
+
+
+def silu_backward(dout, x, out=None):
+    """dout * s * (1 + x * (1 - s)), s = sigmoid(x), where x is the forward INPUT."""
+    return _backward(_act.ACTIVATIONS["silu"], dout, x, out, 0.0, "x")
+
+
 # ---------------------------------------------------------------- fused epilogues
 
 
@@ -270,7 +322,8 @@ def _matrix(x, name):
 
 
 def bias_activation(x, bias, activation=None, slope=0.01, out=None):
-    """f(x + bias) in one pass: x (N, D), bias (D,), f one of ACTIVATIONS (None: identity).
+    """f(x + bias) in one pass: x (N, D), bias (D,), f one of ACTIVATIONS (None: identity;
+    "gelu_tanh": GELU's tanh approximation); `slope` is LeakyReLU's slope or ELU's alpha.
 
     The epilogue of a linear layer; `out` may be `x` to apply it in place after a GEMM.
     """
@@ -291,7 +344,8 @@ def activation_bias_backward(dout, y, activation=None, slope=0.01, out=None, dbi
     """(dx, dbias) in one pass: dx = dout * f'(x), dbias = dx.sum(axis=0).
 
     dout and y are (N, D); y is the forward OUTPUT f(x + bias) (for LeakyReLU this
-    needs slope >= 0). `out` (for dx) may be `dout`. dbias is (D,) and is overwritten.
+    needs slope >= 0; ELU, GELU and SiLU, whose gradients read the input, are refused).
+    `out` (for dx) may be `dout`. dbias is (D,) and is overwritten.
     The column sum is bitwise the same for any thread count.
     """
     code, slope = _activation_code(activation, slope, need_sign=True)

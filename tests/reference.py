@@ -4,14 +4,14 @@ Every function computes in float64 and returns float64, whatever the input dtype
 that float32 kernels are compared with a result more accurate than themselves.
 `assert_close` says how close to the oracle counts as equal.
 
-The backward functions mirror fastnn's conventions: ReLU and LeakyReLU take the
-forward input x, sigmoid and tanh take the forward output y.
+The backward functions mirror fastnn's conventions: ReLU, LeakyReLU, ELU, GELU and
+SiLU take the forward input x, sigmoid and tanh take the forward output y.
 """
 
 import functools
 
 import numpy as np
-from scipy.special import expit
+from scipy.special import erfc, expit
 
 # (rtol, atol) per dtype. For sums and products, rtol is relative to the magnitude
 # of the terms (e.g. sum |x|), not to the result, which may cancel to nearly 0.
@@ -96,12 +96,82 @@ def tanh_backward(dout, y, slope=None):
     return _f64(dout) * (1.0 - y * y)
 
 
+@_quiet
+def elu(x, slope=1.0):
+    """x where x > 0, else alpha * expm1(x); alpha is passed as `slope`."""
+    x = _f64(x)
+    return np.where(x > 0, x, slope * np.expm1(x))
+
+
+@_quiet
+def elu_backward(dout, x, slope=1.0):
+    """dout where x > 0, else dout * alpha * exp(x)."""
+    x, dout = _f64(x), _f64(dout)
+    return np.where(x > 0, dout, dout * slope * np.exp(x))
+
+
+def _normal_cdf(x):
+    """Phi(x) = (1 + erf(x / sqrt 2)) / 2, written with erfc so that it keeps its
+    relative accuracy for x << 0."""
+    return 0.5 * erfc(-x / np.sqrt(2.0))
+
+
+@_quiet
+def gelu(x, slope=None):
+    """x * Phi(x)."""
+    x = _f64(x)
+    return x * _normal_cdf(x)
+
+
+@_quiet
+def gelu_backward(dout, x, slope=None):
+    """dout * (Phi(x) + x * phi(x))."""
+    x = _f64(x)
+    return _f64(dout) * (_normal_cdf(x) + x * np.exp(-0.5 * x * x) / np.sqrt(2 * np.pi))
+
+
+_K = np.sqrt(2 / np.pi)
+
+
+@_quiet
+def gelu_tanh(x, slope=None):
+    """x / 2 * (1 + tanh(sqrt(2 / pi) * (x + 0.044715 x^3))), PyTorch's approximation."""
+    x = _f64(x)
+    return 0.5 * x * (1 + np.tanh(_K * (x + 0.044715 * x**3)))
+
+
+@_quiet
+def gelu_tanh_backward(dout, x, slope=None):
+    x = _f64(x)
+    t = np.tanh(_K * (x + 0.044715 * x**3))
+    return _f64(dout) * (0.5 * (1 + t) + 0.5 * x * (1 - t * t) * _K * (1 + 3 * 0.044715 * x * x))
+
+
+@_quiet
+def silu(x, slope=None):
+    """x * sigmoid(x)."""
+    x = _f64(x)
+    return x * expit(x)
+
+
+@_quiet
+def silu_backward(dout, x, slope=None):
+    """dout * s * (1 + x * (1 - s)), s = sigmoid(x)."""
+    x = _f64(x)
+    s = expit(x)
+    return _f64(dout) * s * (1 + x * (1 - s))
+
+
 FORWARD = {
     "identity": identity,
     "relu": relu,
     "leaky_relu": leaky_relu,
     "sigmoid": sigmoid,
     "tanh": tanh,
+    "elu": elu,
+    "gelu": gelu,
+    "gelu_tanh": gelu_tanh,
+    "silu": silu,
 }
 
 BACKWARD = {
@@ -110,7 +180,14 @@ BACKWARD = {
     "leaky_relu": leaky_relu_backward,
     "sigmoid": sigmoid_backward,
     "tanh": tanh_backward,
+    "elu": elu_backward,
+    "gelu": gelu_backward,
+    "gelu_tanh": gelu_tanh_backward,
+    "silu": silu_backward,
 }
+
+# The activations whose backward reads the forward input, not its output.
+READS_INPUT = ("elu", "gelu", "gelu_tanh", "silu")
 
 
 # ---------------------------------------------------------------- fused epilogues

@@ -652,5 +652,6 @@ def test_unsupported_models_are_a_type_error(tmp_path, make):
 def test_layers_table_is_fixed():
     assert set(io.LAYERS) == {"Linear", "Conv2d", "ReLU", "LeakyReLU", "Sigmoid", "Tanh",
                               "BatchNorm1d", "BatchNorm2d", "Dropout", "MaxPool2d",
-                              "AvgPool2d", "GlobalAvgPool2d", "Flatten"}
+                              "AvgPool2d", "GlobalAvgPool2d", "Flatten", "ELU", "GELU",
+                              "SiLU"}
     assert all(issubclass(cls, nn.Module) for cls in io.LAYERS.values())

@@ -155,3 +155,18 @@ def test_bad_ensemble_files(mlp_ensemble, tmp_path, change_meta, change_arrays, 
                    change_arrays)
     with pytest.raises(FormatError, match=match):
         fastnn.load(bad)
+
+
+def smoothed_classifier(seed):
+    model = nn.mlp(N_FEATURES, N_CLASSES, [8], seed=seed)
+    return fastnn.Trainer(model, losses.SoftmaxCrossEntropy(label_smoothing=0.2),
+                          fastnn.optim.SGD(model, 0.05), progress=False)
+
+
+def test_label_smoothing_round_trips(tmp_path):
+    X, y = _data((N_FEATURES,), N_CLASSES)
+    ensemble = Ensemble(smoothed_classifier, n=2).fit(X, y, epochs=1, batch_size=32)
+    fastnn.save(ensemble, tmp_path / "e.safetensors")
+    loaded = fastnn.load(tmp_path / "e.safetensors")
+    assert all(m.loss.label_smoothing == 0.2 for m in loaded.members)
+    assert loaded.evaluate(X, y) == ensemble.evaluate(X, y)

@@ -37,6 +37,7 @@ from .blas cimport gemm
 from .planop cimport KernelOp
 from .simd cimport (
     FN_ACT_IDENTITY,
+    FN_ACT_READS_INPUT,
     FN_GEMM_PARALLEL_MIN,
     fn_act_backward_d,
     fn_act_backward_f,
@@ -65,6 +66,8 @@ cdef struct ConvState:
     bint fused                   # an activation other than the identity follows
     int act
     double slope
+    void *pre                    # (rows, O, P): the activation's input, kept when its
+                                 # gradient reads it (else NULL: it reads y)
     const void *weight           # (O, K) row-major: per group Og rows
     const void *bias             # (O,) or NULL
     void *weight_grad            # (O, K) or NULL: frozen
@@ -161,10 +164,13 @@ cdef void _col2im(const ConvState *s, floating *col, Py_ssize_t ld,
 
 
 cdef void _forward_tile(const ConvState *s, const floating *x, floating *y,  # OUT: y
+                        floating *pre,  # OUT: conv + b, unless NULL
                         Py_ssize_t cnt, floating *col, floating *z) noexcept nogil:
     """y (cnt, O, P) = act(conv(x (cnt, C, H, W)) + b) for cnt <= nb consecutive
     samples, one GEMM per group over all their columns: col (K, cnt * P) and z
-    (O, cnt * P) are the thread's tiles."""
+    (O, cnt * P) are the thread's tiles. pre: NULL, or where conv + b goes (the
+    activation then reads it)."""
+    cdef floating *act_out = y
     cdef const floating *w = <const floating *> s.weight
     cdef const floating *b = <const floating *> s.bias
     cdef const floating *src
@@ -174,6 +180,8 @@ cdef void _forward_tile(const ConvState *s, const floating *x, floating *y,  # O
     cdef Py_ssize_t Q = cnt * s.P
     cdef Py_ssize_t g, o, p, t
     cdef floating *yo
+    if pre != NULL:  # the convolution goes to pre, the activation from there to y
+        y = pre
     if cnt == 1:
         # one sample: the GEMM writes y itself; the bias goes in first and the GEMM
         # adds onto it (beta = 1)
@@ -206,9 +214,9 @@ cdef void _forward_tile(const ConvState *s, const floating *x, floating *y,  # O
                 fn_conv_tile_rows_d(y + t * d_out, z + t * s.P, Q, b, s.O, s.P)
     if s.fused:
         if floating is float:
-            fn_act_forward_f(s.act, y, y, cnt * d_out, <float> s.slope)
+            fn_act_forward_f(s.act, y, act_out, cnt * d_out, <float> s.slope)
         else:
-            fn_act_forward_d(s.act, y, y, cnt * d_out, s.slope)
+            fn_act_forward_d(s.act, y, act_out, cnt * d_out, s.slope)
 
 
 cdef int _forward(ConvState *s, const floating *x, floating *y, Py_ssize_t rows,
@@ -222,6 +230,7 @@ cdef int _forward(ConvState *s, const floating *x, floating *y, Py_ssize_t rows,
     cdef Py_ssize_t tiles_n = (rows + s.nb - 1) // s.nb
     cdef floating *tiles = <floating *> s.tiles
     cdef floating *tile
+    cdef floating *pre = <floating *> s.pre
     cdef bint threaded = (n_threads > 1 and tiles_n > 1
                           and <double> rows * d_out * s.K >= FN_GEMM_PARALLEL_MIN)
     cdef Py_ssize_t n, k
@@ -229,8 +238,8 @@ cdef int _forward(ConvState *s, const floating *x, floating *y, Py_ssize_t rows,
                     use_threads_if=threaded):
         tile = tiles + threadid() * per_thread
         n = k * s.nb
-        _forward_tile(s, x + n * d_in, y + n * d_out, min(s.nb, rows - n), tile,
-                      tile + col_size)
+        _forward_tile(s, x + n * d_in, y + n * d_out, NULL if pre == NULL else pre + n * d_out,
+                      min(s.nb, rows - n), tile, tile + col_size)
     return 0
 
 
@@ -239,7 +248,8 @@ cdef void _backward_tile(const ConvState *s, const floating *x, const floating *
                          Py_ssize_t cnt, floating *col, floating *z,
                          floating *dwt, floating *db) noexcept nogil:  # OUT: added to
     """The share of the backward pass of cnt <= nb consecutive samples, one GEMM per
-    group and product over all their columns: dz (O, cnt * P) is g * act'(y) gathered
+    group and product over all their columns (y: what act' reads, the output or the
+    activation's input): dz (O, cnt * P) is g * act'(y) gathered
     into the tile z (g itself for one sample without activation); dwt (K, O), the
     transposed dW, and db (O,) are the block's partials (when the gradients are
     wanted); dx (cnt, C, H, W) is written unless NULL."""
@@ -307,6 +317,8 @@ cdef int _backward(ConvState *s, const floating *x, const floating *y, const flo
     cdef bint params = s.weight_grad != NULL or s.bias_grad != NULL
     if not params and not input_grad:
         return 0
+    if s.pre != NULL:
+        y = <const floating *> s.pre
     cdef Py_ssize_t d_in = s.C * s.H * s.W
     cdef Py_ssize_t d_out = s.O * s.P
     cdef Py_ssize_t n_w = s.O * s.K
@@ -435,7 +447,11 @@ cdef class ConvOp(KernelOp):
         s.fused = act is not None and act != FN_ACT_IDENTITY
         s.act = FN_ACT_IDENTITY if act is None else act
         s.slope = slope
-        self._shape(weight.dtype, rows, (s.C, s.H, s.W), (s.O, s.Ho, s.Wo), s.fused)
+        self._shape(weight.dtype, rows, (s.C, s.H, s.W), (s.O, s.Ho, s.Wo),
+                    s.fused and not FN_ACT_READS_INPUT(s.act))
+        s.pre = NULL
+        if s.fused and FN_ACT_READS_INPUT(s.act):
+            s.pre = self.workspace(rows * s.O * s.P)
         s.weight = self.pointer(weight, s.O * s.K)
         s.weight_grad = self.pointer(weight_grad, s.O * s.K)
         s.bias = self.pointer(bias, s.O)

@@ -35,27 +35,28 @@ PENALTY_BLOCK = _PENALTY_BLOCK
 
 
 def class_loss(int kind, const floating[:, ::1] scores, const Py_ssize_t[::1] labels,
-               floating[:, ::1] grad, double[::1] row_loss, double margin, int n_threads):
-    """Softmax cross-entropy (kind 0) or multiclass hinge (kind 1) against integer labels.
+               floating[:, ::1] grad, double[::1] row_loss, double param, int n_threads):
+    """Softmax cross-entropy (kind 0; param: the label smoothing) or multiclass hinge
+    (kind 1; param: the margin) against integer labels.
 
     row_loss[r] is row r's loss; grad is d(mean loss)/d(scores).
     """
     cdef Py_ssize_t rows = scores.shape[0], n = scores.shape[1], r
     cdef floating scale = <floating> (1.0 / rows)
-    cdef floating m = <floating> margin
+    cdef floating p = <floating> param
     for r in prange(rows, nogil=True, schedule='static', num_threads=n_threads,
                     use_threads_if=n_threads > 1 and rows * n >= FN_PARALLEL_MIN):
         if kind == SOFTMAX_CROSS_ENTROPY:
             if floating is float:
                 row_loss[r] = fn_softmax_xent_row_f(&scores[r, 0], n, labels[r], &grad[r, 0],
-                                                    scale)
+                                                    scale, p)
             else:
                 row_loss[r] = fn_softmax_xent_row_d(&scores[r, 0], n, labels[r], &grad[r, 0],
-                                                    scale)
+                                                    scale, p)
         elif floating is float:
-            row_loss[r] = fn_hinge_row_f(&scores[r, 0], n, labels[r], m, &grad[r, 0], scale)
+            row_loss[r] = fn_hinge_row_f(&scores[r, 0], n, labels[r], p, &grad[r, 0], scale)
         else:
-            row_loss[r] = fn_hinge_row_d(&scores[r, 0], n, labels[r], m, &grad[r, 0], scale)
+            row_loss[r] = fn_hinge_row_d(&scores[r, 0], n, labels[r], p, &grad[r, 0], scale)
 
 
 def target_loss(int kind, const floating[:, ::1] scores, const floating[:, ::1] targets,

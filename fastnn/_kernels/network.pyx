@@ -25,6 +25,7 @@ from .blas cimport gemm
 from .planop cimport KernelOp, kernel_backward_t, kernel_forward_t
 from .simd cimport (
     FN_ACT_IDENTITY,
+    FN_ACT_READS_INPUT,
     FN_CHUNK,
     FN_GEMM_PARALLEL_MIN,
     FN_PARALLEL_MIN,
@@ -84,6 +85,8 @@ cdef struct Op:
     void *dz            # activation gradient (rows x d_out); NULL without activation
                         # (Linear), then the upstream gradient is dz
     void *db            # bias-gradient column sums (d_out)
+    void *z             # Linear, Residual: the epilogue's input, kept for an activation
+                        # whose gradient reads it (rows x d_out); else NULL
     # BatchNorm1d (w, b, w_grad, b_grad: gamma, beta and their gradients)
     void *running_mean
     void *running_var
@@ -138,25 +141,32 @@ cdef inline void _apply_dropout(const Op *op, const floating *src, floating *dst
                  n_threads)
 
 
-cdef void _add_act(int act, const floating *a, const floating *b, floating *y,
+cdef void _add_act(int act, const floating *a, const floating *b, floating *y, floating *z,
                    Py_ssize_t n, floating slope, int n_threads) noexcept nogil:
-    """y = act(a + b), element-wise, in chunks over threads; y may be a or b."""
+    """y = act(a + b), element-wise, in chunks over threads; y may be a or b. z: NULL,
+    or where a + b goes too (for an act whose gradient reads its input)."""
     cdef Py_ssize_t chunks = (n + FN_CHUNK - 1) // FN_CHUNK
     cdef Py_ssize_t c, lo, size
     cdef int parts = n_threads if n >= FN_PARALLEL_MIN else 1
+    cdef floating *s = y if z == NULL else z  # where the sum goes
     for c in prange(chunks, schedule='static', num_threads=parts):
         lo = c * FN_CHUNK
         size = min(FN_CHUNK, n - lo)
-        if y + lo != a + lo:
-            memcpy(y + lo, a + lo, size * sizeof(floating))
+        if s + lo != a + lo:
+            memcpy(s + lo, a + lo, size * sizeof(floating))
         if floating is float:
-            fn_add_row_f(y + lo, b + lo, size)
+            fn_add_row_f(s + lo, b + lo, size)
             if act != FN_ACT_IDENTITY:
-                fn_act_forward_f(act, y + lo, y + lo, size, slope)
+                fn_act_forward_f(act, s + lo, y + lo, size, slope)
         else:
-            fn_add_row_d(y + lo, b + lo, size)
+            fn_add_row_d(s + lo, b + lo, size)
             if act != FN_ACT_IDENTITY:
-                fn_act_forward_d(act, y + lo, y + lo, size, slope)
+                fn_act_forward_d(act, s + lo, y + lo, size, slope)
+
+
+cdef inline const void *_act_read(const Op *op) noexcept nogil:
+    """What the gradient of an epilogue's activation reads: its input or its output."""
+    return op.y if op.z == NULL else op.z
 
 
 cdef int _forward(Op *ops, int n_ops, Py_ssize_t rows, const floating *x,
@@ -165,6 +175,7 @@ cdef int _forward(Op *ops, int n_ops, Py_ssize_t rows, const floating *x,
     cdef Op *op
     cdef int i
     cdef floating *y
+    cdef floating *z
     cdef const floating *yb
     cdef const floating *ys
     for i in range(n_ops):
@@ -172,11 +183,12 @@ cdef int _forward(Op *ops, int n_ops, Py_ssize_t rows, const floating *x,
         op.x = x
         y = <floating *> op.y
         if op.kind == OP_LINEAR:
+            z = y if op.z == NULL else <floating *> op.z
             _matmul(False, False, rows, op.d_out, op.d_in, x, op.d_in, <floating *> op.w,
-                    op.d_out, 0, y, n_threads)
+                    op.d_out, 0, z, n_threads)
             if op.b != NULL:
-                _bias_act_forward(op.act, y, <floating *> op.b, y, rows, op.d_out,
-                                  <floating> op.slope, n_threads)
+                _bias_act_forward(op.act, z, <floating *> op.b, y, <floating *> op.z, rows,
+                                  op.d_out, <floating> op.slope, n_threads)
         elif op.kind == OP_BATCHNORM:
             if _bn_forward(x, rows, op.d_out, <floating *> op.w, <floating *> op.b,
                            <floating *> op.running_mean, <floating *> op.running_var,
@@ -201,7 +213,8 @@ cdef int _forward(Op *ops, int n_ops, Py_ssize_t rows, const floating *x,
             ys = x
             if op.n_short and _forward(op.short, op.n_short, rows, x, &ys, n_threads) != 0:
                 return -1
-            _add_act(op.act, yb, ys, y, rows * op.d_out, <floating> op.slope, n_threads)
+            _add_act(op.act, yb, ys, y, <floating *> op.z, rows * op.d_out,
+                     <floating> op.slope, n_threads)
         x = y
     out[0] = x
     return 0
@@ -233,9 +246,9 @@ cdef int _backward(Op *ops, int n_ops, Py_ssize_t rows, const floating *g,
                     return -1
             else:
                 dz = <floating *> op.dz
-                if _column_sums(SUM_ACT_GRAD, op.act, g, <floating *> op.y, <floating *> dz,
-                                NULL, NULL, db, NULL, rows, op.d_out, <floating> op.slope,
-                                n_threads) != 0:
+                if _column_sums(SUM_ACT_GRAD, op.act, g, <const floating *> _act_read(op),
+                                <floating *> dz, NULL, NULL, db, NULL, rows, op.d_out,
+                                <floating> op.slope, n_threads) != 0:
                     return -1
             if op.w_grad != NULL:  # NULL: the weight is frozen
                 _matmul(True, False, op.d_in, op.d_out, rows, <const floating *> op.x,
@@ -284,7 +297,7 @@ cdef int _backward(Op *ops, int n_ops, Py_ssize_t rows, const floating *g,
                 return 0
         elif op.kind == OP_RESIDUAL:
             if op.has_act:  # the epilogue's gradient first, for both branches
-                _act_backward(op.act, g, <floating *> op.y, <floating *> op.dz,
+                _act_backward(op.act, g, <const floating *> _act_read(op), <floating *> op.dz,
                               rows * op.d_out, <floating> op.slope, n_threads)
                 g = <floating *> op.dz
             if _backward(op.block, op.n_block, rows, g, True, n_threads) != 0:
@@ -296,7 +309,7 @@ cdef int _backward(Op *ops, int n_ops, Py_ssize_t rows, const floating *g,
                     return -1
                 if op.short_dx != NULL:
                     gs = <floating *> op.short_dx
-            _add_act(FN_ACT_IDENTITY, gb, gs, dx, rows * op.d_in, 0, n_threads)
+            _add_act(FN_ACT_IDENTITY, gb, gs, dx, NULL, rows * op.d_in, 0, n_threads)
         g = dx
     return 0
 
@@ -413,8 +426,15 @@ cdef class Plan:
         if act is not None or bias is not None:  # the epilogue adds b and applies act
             op.b = self._array(zero_bias if bias is None else bias, d_out)
         op.has_act = act is not None
-        op.y_read = op.has_act
         op.y = self._workspace(d_out, self.outputs)
+        self._keep_epilogue_input(op)
+
+    cdef _keep_epilogue_input(self, Op *op):
+        """A workspace for the input of op's epilogue activation when its gradient reads
+        it; else the backward pass reads the output."""
+        if op.has_act and FN_ACT_READS_INPUT(op.act):
+            op.z = self._workspace(op.d_out, [])  # (rows, d_out), not an output
+        op.y_read = op.has_act and op.z == NULL
 
     def add_batchnorm(self, gamma, beta, gamma_grad, beta_grad, running_mean, running_var,
                       bint training, double momentum, double eps):
@@ -513,9 +533,9 @@ cdef class Plan:
         if act is not None:
             op.act = act
         op.has_act = act is not None
-        op.y_read = op.has_act
         self.branches[self.n_ops - 1] = (block, shortcut)
         op.y = self._workspace(op.d_out, self.outputs)
+        self._keep_epilogue_input(op)
         self.shape = out_shape
 
     cdef void *_input_grad_address(self):

@@ -18,6 +18,14 @@
 #define FN_ACT_LEAKY_RELU 2
 #define FN_ACT_SIGMOID 3
 #define FN_ACT_TANH 4
+#define FN_ACT_ELU 5
+#define FN_ACT_GELU 6
+#define FN_ACT_GELU_TANH 7
+#define FN_ACT_SILU 8
+/* Whether an activation's gradient reads its input x (else its output y): ELU, GELU and
+ * SiLU, whose output does not tell x apart (GELU, SiLU) or loses it to rounding (ELU
+ * far below 0). An epilogue that applies one keeps x beside y for the backward pass. */
+#define FN_ACT_READS_INPUT(act) ((act) >= FN_ACT_ELU)
 
 /* Elements per task of an element-wise pass: large enough that a call per chunk costs
  * nothing, small enough to balance the threads. */
@@ -124,12 +132,49 @@ FN_INLINE float fn_tanh_poly_f(float x)
     return a < 0.625f ? small : big;
 }
 
+/* expm1(x) for x <= 0 in float, vectorizable: a Taylor polynomial near 0, where
+ * exp(x) - 1 would cancel (its error below 2e-8 of the result there), exp(x) - 1 below. */
+FN_INLINE float fn_expm1_nonpos_f(float x)
+{
+    float p = 1.0f / 5040;
+    p = p * x + 1.0f / 720;
+    p = p * x + 1.0f / 120;
+    p = p * x + 1.0f / 24;
+    p = p * x + 1.0f / 6;
+    p = p * x + 0.5f;
+    float small = p * x * x + x;
+    float big = fn_exp_nonpos_f(x) - 1.0f;
+    return x > -0.35f ? small : big;
+}
+
+/* erfc(z) for z >= 0 in float, vectorizable, with a relative error below 1.2e-7 over
+ * the whole range (Numerical Recipes' erfcc, a Chebyshev fit of log(erfc(z) / t)). The
+ * exponent is clamped at 0: at z = 0 the fit is 3e-8 above it. */
+FN_INLINE float fn_erfc_nonneg_f(float z)
+{
+    float t = 1.0f / (1.0f + 0.5f * z);
+    float p = 0.17087277f;
+    p = p * t - 0.82215223f;
+    p = p * t + 1.48851587f;
+    p = p * t - 1.13520398f;
+    p = p * t + 0.27886807f;
+    p = p * t - 0.18628806f;
+    p = p * t + 0.09678418f;
+    p = p * t + 0.37409196f;
+    p = p * t + 1.00002368f;
+    p = p * t - 1.26551223f;
+    float e = p - z * z;
+    return t * fn_exp_nonpos_f(e < 0.0f ? e : 0.0f);
+}
+
 #define FN_T float
 #define FN_SUFFIX _f
 #define FN_EXP fn_exp_nonpos_f
 #define FN_TANH fn_tanh_poly_f
 #define FN_FABS fabsf
 #define FN_SQRT sqrtf
+#define FN_EXPM1_NONPOS fn_expm1_nonpos_f
+#define FN_ERFC_NONNEG fn_erfc_nonneg_f
 #include "simd_impl.h"
 #undef FN_T
 #undef FN_SUFFIX
@@ -137,6 +182,8 @@ FN_INLINE float fn_tanh_poly_f(float x)
 #undef FN_TANH
 #undef FN_FABS
 #undef FN_SQRT
+#undef FN_EXPM1_NONPOS
+#undef FN_ERFC_NONNEG
 
 /* double keeps libm (float64 is for gradient checks; exactness over speed) */
 #define FN_T double
@@ -145,6 +192,8 @@ FN_INLINE float fn_tanh_poly_f(float x)
 #define FN_TANH tanh
 #define FN_FABS fabs
 #define FN_SQRT sqrt
+#define FN_EXPM1_NONPOS expm1
+#define FN_ERFC_NONNEG erfc
 #include "simd_impl.h"
 #undef FN_T
 #undef FN_SUFFIX
@@ -152,5 +201,7 @@ FN_INLINE float fn_tanh_poly_f(float x)
 #undef FN_TANH
 #undef FN_FABS
 #undef FN_SQRT
+#undef FN_EXPM1_NONPOS
+#undef FN_ERFC_NONNEG
 
 #endif

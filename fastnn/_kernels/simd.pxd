@@ -2,14 +2,16 @@
 
 cdef extern from "simd.h" nogil:
     int FN_ACT_IDENTITY, FN_ACT_RELU, FN_ACT_LEAKY_RELU, FN_ACT_SIGMOID, FN_ACT_TANH
+    int FN_ACT_ELU, FN_ACT_GELU, FN_ACT_GELU_TANH, FN_ACT_SILU
+    bint FN_ACT_READS_INPUT(int act)
     int FN_CHUNK, FN_PARALLEL_MIN, FN_REDUCE_ROWS, FN_REDUCE_COLS
     long FN_GEMM_PARALLEL_MIN
 
     void fn_act_forward_f(int act, const float *x, float *y, Py_ssize_t n, float slope)
     void fn_act_forward_d(int act, const double *x, double *y, Py_ssize_t n, double slope)
-    void fn_bias_act_forward_f(int act, const float *x, const float *b, float *y,
+    void fn_bias_act_forward_f(int act, const float *x, const float *b, float *y, float *z,
                                Py_ssize_t rows, Py_ssize_t d, float slope)
-    void fn_bias_act_forward_d(int act, const double *x, const double *b, double *y,
+    void fn_bias_act_forward_d(int act, const double *x, const double *b, double *y, double *z,
                                Py_ssize_t rows, Py_ssize_t d, double slope)
     void fn_act_backward_f(int act, const float *g, const float *y, float *dx,
                            Py_ssize_t n, float slope)
@@ -47,9 +49,9 @@ cdef extern from "simd.h" nogil:
                       unsigned int key_lo, unsigned int key_hi, unsigned int threshold,
                       double scale)
     double fn_softmax_xent_row_f(const float *s, Py_ssize_t n, Py_ssize_t y, float *grad,
-                                 float scale)
+                                 float scale, float eps)
     double fn_softmax_xent_row_d(const double *s, Py_ssize_t n, Py_ssize_t y, double *grad,
-                                 double scale)
+                                 double scale, double eps)
     double fn_hinge_row_f(const float *s, Py_ssize_t n, Py_ssize_t y, float margin, float *grad,
                           float scale)
     double fn_hinge_row_d(const double *s, Py_ssize_t n, Py_ssize_t y, double margin,

@@ -18,14 +18,72 @@ FN_INLINE FN_T FN_NAME(fn_sigmoid)(FN_T x, FN_T slope)
     return x >= 0 ? s : e * s;
 }
 FN_INLINE FN_T FN_NAME(fn_tanh)(FN_T x, FN_T slope) { (void)slope; return FN_TANH(x); }
+/* ELU, alpha in `slope`: x where x > 0, else alpha (exp(x) - 1). The argument of the
+ * exponential is clamped at 0 by a select (NaN stays NaN). */
+FN_INLINE FN_T FN_NAME(fn_elu)(FN_T x, FN_T slope)
+{
+    FN_T e = FN_EXPM1_NONPOS(x > 0 ? (FN_T)0 : x);
+    FN_T t = slope * e;
+    return x > 0 ? x : t;
+}
+/* Phi(x), the standard normal CDF, = erfc(-x / sqrt 2) / 2: from erfc of |x| / sqrt 2,
+ * accurate relative to Phi on both sides (1 + erf(x / sqrt 2) cancels for x << 0). */
+FN_INLINE FN_T FN_NAME(fn_normal_cdf)(FN_T x)
+{
+    FN_T c = (FN_T)0.5 * FN_ERFC_NONNEG(FN_FABS(x) * (FN_T)0.70710678118654752);
+    return x < 0 ? c : (FN_T)1 - c;
+}
+/* GELU: x Phi(x). */
+FN_INLINE FN_T FN_NAME(fn_gelu)(FN_T x, FN_T slope) { (void)slope; return x * FN_NAME(fn_normal_cdf)(x); }
+/* GELU's tanh approximation: x (1 + tanh(sqrt(2 / pi) (x + 0.044715 x^3))) / 2. */
+FN_INLINE FN_T FN_NAME(fn_gelu_tanh)(FN_T x, FN_T slope)
+{
+    (void)slope;
+    FN_T t = FN_TANH((FN_T)0.79788456080286536 * (x + (FN_T)0.044715 * x * x * x));
+    return (FN_T)0.5 * x * ((FN_T)1 + t);
+}
+/* SiLU (swish): x sigmoid(x). */
+FN_INLINE FN_T FN_NAME(fn_silu)(FN_T x, FN_T slope) { return x * FN_NAME(fn_sigmoid)(x, slope); }
 
-/* ---- scalar derivatives from the forward OUTPUT y: dx = g * f'(x) ---- */
+/* ---- scalar derivatives: dx = g * f'(x), read from the forward OUTPUT y, or from the
+ * INPUT x where FN_ACT_READS_INPUT (named x then) ---- */
 FN_INLINE FN_T FN_NAME(fn_identity_grad)(FN_T g, FN_T y, FN_T slope) { (void)y; (void)slope; return g; }
 FN_INLINE FN_T FN_NAME(fn_relu_grad)(FN_T g, FN_T y, FN_T slope) { (void)slope; return y > 0 ? g : (FN_T)0; }
 /* y > 0 exactly where x > 0 when slope >= 0, so the input serves too. */
 FN_INLINE FN_T FN_NAME(fn_leaky_relu_grad)(FN_T g, FN_T y, FN_T slope) { FN_T t = slope * g; return y > 0 ? g : t; }
 FN_INLINE FN_T FN_NAME(fn_sigmoid_grad)(FN_T g, FN_T y, FN_T slope) { (void)slope; return g * y * ((FN_T)1 - y); }
 FN_INLINE FN_T FN_NAME(fn_tanh_grad)(FN_T g, FN_T y, FN_T slope) { (void)slope; return g * ((FN_T)1 - y * y); }
+/* ELU: 1 where x > 0, else alpha exp(x) */
+FN_INLINE FN_T FN_NAME(fn_elu_grad)(FN_T g, FN_T x, FN_T slope)
+{
+    FN_T t = g * slope * FN_EXP(x > 0 ? (FN_T)0 : x);
+    return x > 0 ? g : t;
+}
+/* GELU: Phi(x) + x phi(x), phi(x) = exp(-x^2 / 2) / sqrt(2 pi) */
+FN_INLINE FN_T FN_NAME(fn_gelu_grad)(FN_T g, FN_T x, FN_T slope)
+{
+    (void)slope;
+    FN_T pdf = (FN_T)0.39894228040143268 * FN_EXP((FN_T)-0.5 * x * x);
+    return g * (FN_NAME(fn_normal_cdf)(x) + x * pdf);
+}
+/* GELU (tanh): (1 + t) / 2 + x (1 - t^2) sqrt(2 / pi) (1 + 3 0.044715 x^2) / 2,
+ * t = tanh(sqrt(2 / pi) (x + 0.044715 x^3)) */
+FN_INLINE FN_T FN_NAME(fn_gelu_tanh_grad)(FN_T g, FN_T x, FN_T slope)
+{
+    (void)slope;
+    const FN_T k = (FN_T)0.79788456080286536, c = (FN_T)0.044715;
+    FN_T x2 = x * x;
+    FN_T t = FN_TANH(k * (x + c * x2 * x));
+    FN_T d = (FN_T)0.5 * ((FN_T)1 + t)
+             + (FN_T)0.5 * x * ((FN_T)1 - t * t) * k * ((FN_T)1 + (FN_T)3 * c * x2);
+    return g * d;
+}
+/* SiLU: s (1 + x (1 - s)), s = sigmoid(x) */
+FN_INLINE FN_T FN_NAME(fn_silu_grad)(FN_T g, FN_T x, FN_T slope)
+{
+    FN_T s = FN_NAME(fn_sigmoid)(x, slope);
+    return g * s * ((FN_T)1 + x * ((FN_T)1 - s));
+}
 
 /* One loop per activation: a switch inside the loop would stop vectorization. */
 #define FN_SWITCH_ACT(act, LOOP, SUFFIX)                       \
@@ -34,6 +92,10 @@ FN_INLINE FN_T FN_NAME(fn_tanh_grad)(FN_T g, FN_T y, FN_T slope) { (void)slope; 
     case FN_ACT_LEAKY_RELU: LOOP(FN_CAT(fn_leaky_relu, SUFFIX)); break; \
     case FN_ACT_SIGMOID: LOOP(FN_CAT(fn_sigmoid, SUFFIX)); break; \
     case FN_ACT_TANH: LOOP(FN_CAT(fn_tanh, SUFFIX)); break;    \
+    case FN_ACT_ELU: LOOP(FN_CAT(fn_elu, SUFFIX)); break;      \
+    case FN_ACT_GELU: LOOP(FN_CAT(fn_gelu, SUFFIX)); break;    \
+    case FN_ACT_GELU_TANH: LOOP(FN_CAT(fn_gelu_tanh, SUFFIX)); break; \
+    case FN_ACT_SILU: LOOP(FN_CAT(fn_silu, SUFFIX)); break;    \
     default: LOOP(FN_CAT(fn_identity, SUFFIX)); break;         \
     }
 
@@ -45,21 +107,32 @@ FN_LOOP_FN void FN_NAME(fn_act_forward)(int act, const FN_T *x, FN_T *y, ptrdiff
 #undef FN_LOOP
 }
 
-/* y[r, j] = f(x[r, j] + b[j]) over `rows` rows of `d` columns; y may be x. */
+/* y[r, j] = f(x[r, j] + b[j]) over `rows` rows of `d` columns; y may be x. With z not
+ * NULL, also z[r, j] = x[r, j] + b[j] (the input the gradient of f reads); z may be x. */
 FN_LOOP_FN void FN_NAME(fn_bias_act_forward)(int act, const FN_T *x, const FN_T *b, FN_T *y,
-                                                ptrdiff_t rows, ptrdiff_t d, FN_T slope)
+                                                FN_T *z, ptrdiff_t rows, ptrdiff_t d,
+                                                FN_T slope)
 {
 #define FN_LOOP(F)                                                          \
     for (ptrdiff_t r = 0; r < rows; r++) {                                  \
         const FN_T *xr = x + r * d;                                         \
         FN_T *yr = y + r * d;                                               \
-        FN_SIMD for (ptrdiff_t j = 0; j < d; j++) yr[j] = FN_NAME(F)(xr[j] + b[j], slope); \
+        if (z == NULL) {                                                    \
+            FN_SIMD for (ptrdiff_t j = 0; j < d; j++) yr[j] = FN_NAME(F)(xr[j] + b[j], slope); \
+        } else {                                                            \
+            FN_T *zr = z + r * d;                                           \
+            FN_SIMD for (ptrdiff_t j = 0; j < d; j++) {                     \
+                FN_T v = xr[j] + b[j];                                      \
+                zr[j] = v;                                                  \
+                yr[j] = FN_NAME(F)(v, slope);                               \
+            }                                                               \
+        }                                                                   \
     }
     FN_SWITCH_ACT(act, FN_LOOP, )
 #undef FN_LOOP
 }
 
-/* dx[i] = g[i] * f'(from y[i]); dx may be g. */
+/* dx[i] = g[i] * f'(from y[i], the input where FN_ACT_READS_INPUT); dx may be g. */
 FN_LOOP_FN void FN_NAME(fn_act_backward)(int act, const FN_T *g, const FN_T *y, FN_T *dx,
                                             ptrdiff_t n, FN_T slope)
 {
@@ -162,9 +235,12 @@ FN_LOOP_FN void FN_NAME(fn_dropout)(const FN_T *x, FN_T *y, ptrdiff_t n, uint64_
 /* ---- losses, one row of a (rows, n) score matrix; each returns the row's loss and
  * writes the row's gradient, already multiplied by `scale` (1/rows or 1/numel) ---- */
 
-/* Softmax cross-entropy: loss = logsumexp(s) - s[y]; grad = scale * (softmax(s) - onehot(y)). */
+/* Softmax cross-entropy against the target t = (1 - eps) onehot(y) + eps / n (label
+ * smoothing eps, as PyTorch): loss = logsumexp(s) - (1 - eps) s[y] - eps / n sum(s);
+ * grad = scale * (softmax(s) - t). eps = 0 skips sum(s) (an -inf logit off the label
+ * leaves the plain loss finite). */
 FN_LOOP_FN double FN_NAME(fn_softmax_xent_row)(const FN_T *s, ptrdiff_t n, ptrdiff_t y,
-                                                  FN_T *grad, FN_T scale)
+                                                  FN_T *grad, FN_T scale, FN_T eps)
 {
     FN_T m = s[0];
     for (ptrdiff_t j = 1; j < n; j++) m = s[j] > m ? s[j] : m;
@@ -174,9 +250,20 @@ FN_LOOP_FN double FN_NAME(fn_softmax_xent_row)(const FN_T *s, ptrdiff_t n, ptrdi
         total += grad[j];
     }
     FN_T k = scale / total;
-    FN_SIMD for (ptrdiff_t j = 0; j < n; j++) grad[j] *= k;
-    grad[y] -= scale;
-    return (double)m + log((double)total) - (double)s[y];
+    double loss = (double)m + log((double)total);
+    if (eps == 0) {
+        FN_SIMD for (ptrdiff_t j = 0; j < n; j++) grad[j] *= k;
+        grad[y] -= scale;
+        return loss - (double)s[y];
+    }
+    FN_T spread = scale * eps / (FN_T)n;
+    double sum = 0;
+    for (ptrdiff_t j = 0; j < n; j++) {
+        sum += (double)s[j];
+        grad[j] = grad[j] * k - spread;
+    }
+    grad[y] -= scale * ((FN_T)1 - eps);
+    return loss - (1 - (double)eps) * (double)s[y] - (double)eps / (double)n * sum;
 }
 
 /* Multiclass hinge (SVM): loss = sum_{j != y} max(0, s_j - s_y + margin). */

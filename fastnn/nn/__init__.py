@@ -1,7 +1,7 @@
 """Layers and models: Module, Sequential, Residual, Linear, Conv2d, activations,
 BatchNorm1d (and SyncBatchNorm), BatchNorm2d, pooling, Dropout, Flatten."""
 
-from .activation import LeakyReLU, ReLU, Sigmoid, Tanh
+from .activation import ELU, GELU, LeakyReLU, ReLU, Sigmoid, SiLU, Tanh
 from .batchnorm import BatchNorm1d, BatchNorm2d
 from .container import Sequential
 from .conv import Conv2d
@@ -17,6 +17,8 @@ from .syncbatchnorm import SyncBatchNorm
 
 __all__ = [
     "ACTIVATIONS",
+    "ELU",
+    "GELU",
     "Arena",
     "AvgPool2d",
     "BatchNorm1d",
@@ -33,6 +35,7 @@ __all__ = [
     "ReLU",
     "Residual",
     "Sequential",
+    "SiLU",
     "Sigmoid",
     "SyncBatchNorm",
     "Tanh",
