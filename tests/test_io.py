@@ -398,7 +398,7 @@ def _arch(edit):
     (_arch(lambda a: a["layers"][1].update(type="Sequential")), "layer list"),
     (_arch(lambda a: a.update(type="builtins.eval")), "unknown layer type"),
     (_arch(lambda a: a["layers"][0]["config"].update(out_features=7)), "declares more parameters"),
-    (_arch(lambda a: a["layers"][0]["config"].update(dtype="float64")), "share a dtype"),
+    (_arch(lambda a: a["layers"][0]["config"].update(dtype="float64")), "more parameters than the file holds"),
     (_arch(lambda a: a["layers"][0]["config"].update(bias=False)), "do not match"),
     (_arch(lambda a: a["layers"][0]["config"].update(in_features=-3)), "bad in_features"),
     (_arch(lambda a: a["layers"][0]["config"].update(dtype="int8")), "invalid"),
