@@ -113,7 +113,7 @@ def _read_idx(path, limit=None):
             if size > MAX_IDX_BYTES or (limit is not None and header + size > limit):
                 bound = MAX_IDX_BYTES if size > MAX_IDX_BYTES else limit - header
                 raise ValueError(f"{path}: header declares shape {shape} ({size} bytes), "
-                                 f"more than the {bound} allowed")
+                                 f"more than the {bound} bytes allowed")
             while len(raw) <= header + size:
                 chunk = f.read(min(_CHUNK, header + size + 1 - len(raw)))
                 if not chunk:
