@@ -457,3 +457,48 @@ def test_schedule_load_state_dict_checks_as_the_constructor_does():
     with pytest.raises(ValueError, match="keys"):
         schedule.load_state_dict({**state, "extra": 1})
     assert schedule.state_dict() == state
+
+
+# ---------------------------------------------------------------- the Checkpoint callback
+
+
+def _data(n=60):
+    rng = np.random.default_rng(4)
+    y = rng.integers(0, 3, n)
+    return (rng.standard_normal((n, 6)) + np.eye(3, 6)[y]).astype(np.float32), y
+
+
+def test_a_resumed_best_only_checkpoint_keeps_the_best_file(tmp_path):
+    """Two checkpoints, the last epoch's and the best's (highest training loss: the
+    first epochs'). Resumed from the last, later, worse epochs leave the best alone."""
+    last, best = tmp_path / "last.safetensors", tmp_path / "best.safetensors"
+    X, y = _data()
+
+    def trainer():
+        t = _trainer(OPTIMIZERS["SGD"])
+        t.callbacks = [fastnn.Checkpoint(last),
+                       fastnn.Checkpoint(best, save_best_only=True, monitor="loss",
+                                         mode="max")]
+        return t
+
+    first = trainer()
+    first.fit(X, y, epochs=2, batch_size=10, seed=0)
+    resumed = trainer()
+    resumed.load_checkpoint(last)
+    resumed.fit(X, y, epochs=2, batch_size=10)
+    losses_ = resumed.history["loss"]
+    assert len(losses_) == 4 and int(np.argmax(losses_)) < 2  # the best came before
+    check = _trainer(OPTIMIZERS["SGD"])
+    check.load_checkpoint(best)
+    assert check.epoch == int(np.argmax(losses_)) + 1
+
+
+def test_checkpoint_refuses_a_bad_template_and_an_unlogged_metric(tmp_path):
+    for path in ("ck-{step}.safetensors", "ck-{}.safetensors", "ck-{epoch.safetensors"):
+        with pytest.raises(ValueError, match="path"):
+            fastnn.Checkpoint(tmp_path / path)
+    fastnn.Checkpoint(tmp_path / "ck-{{x}}-{epoch:03d}.safetensors")
+    t = _trainer(OPTIMIZERS["SGD"])
+    t.callbacks = [fastnn.Checkpoint(tmp_path / "b.safetensors", save_best_only=True)]
+    with pytest.raises(KeyError, match="val_loss"):  # no validation data: never saved
+        t.fit(*_data(), epochs=1, batch_size=10)
