@@ -7,9 +7,13 @@ header's "__metadata__": a format version, the model's architecture (layer types
 constructor arguments) and, for checkpoints, the optimizer, schedule and RNG state.
 
 Loading never executes code (no pickle, no imports by name: layer types come from a
-fixed table), checks the header against the file's size before reading anything,
-and checks every array's name, dtype and shape against the rebuilt model. Writes go to
-a temporary file that replaces the target only when complete.
+fixed table), opens regular files only, checks the header against the file's size and
+the architecture's size in bytes against the arrays the file holds before allocating
+anything, checks every array's name, dtype and shape against the rebuilt model, then
+reads each array's own bytes, once; loaded values are checked as constructed ones are
+(BatchNorm statistics, optimizer and schedule state). Saving checks what loading would
+before writing, and writes to a temporary file (unnamed, where Linux has O_TMPFILE)
+that replaces the target only when complete and synced (see _atomic_write).
 """
 
 import contextlib
