@@ -356,9 +356,17 @@ def _remove_stale_temporaries(folder):
 
 
 def _sync_folder(folder):
-    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    """Make the rename into `folder` durable. A folder that cannot be opened or a file
+    system that cannot sync one (EINVAL) leaves it to the system; an I/O error raises."""
+    try:
+        fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except PermissionError:
+        return
     try:
         os.fsync(fd)
+    except OSError as exc:
+        if exc.errno not in (errno.EINVAL, errno.EOPNOTSUPP):
+            raise
     finally:
         os.close(fd)
 
