@@ -525,6 +525,21 @@ def _check_model_entries(path, expected, entries, prefix="model."):
     return [prefix + name for name in expected]
 
 
+def _check_loadable(model, model_state, optimizer, schedule):
+    """Before a save: FormatError when loading would refuse the values about to be
+    written (a diverged run's NaN statistics or optimizer state), rather than replace a
+    good file with one that cannot be loaded. optimizer, schedule: (object, its
+    state_dict()) or None."""
+    try:
+        for prefix, module in model.modules():
+            module.check_state(prefix, model_state)
+        for part in (optimizer, schedule):
+            if part is not None:
+                part[0].check_state_dict(part[1])
+    except ValueError as exc:
+        raise FormatError(f"save: loading would refuse this state: {exc}") from exc
+
+
 def _model_metadata(model, kind, extra):
     from ._version import __version__
 
@@ -549,7 +564,9 @@ def save(model, path, metadata=None):
     returned by load(..., with_metadata=True). Everything load() checks is checked
     first: a model or metadata load() would refuse raises here and writes nothing.
     """
-    arrays = {f"model.{k}": v for k, v in model.state_dict().items()}
+    state = model.state_dict()
+    _check_loadable(model, state, None, None)
+    arrays = {f"model.{k}": v for k, v in state.items()}
     _write(path, arrays, _model_metadata(model, "model", {"user": metadata or {}}))
 
 
@@ -587,6 +604,8 @@ def save_checkpoint(trainer, path):
     <name>"), and the metadata says how many spans there are (an optimizer may keep no
     arrays at all: plain SGD)."""
     state = trainer.state_dict()
+    _check_loadable(trainer.model, state["model"], (trainer.optimizer, state["optimizer"]),
+                    None if trainer.schedule is None else (trainer.schedule, state["schedule"]))
     arrays = {f"model.{k}": v for k, v in state.pop("model").items()}
     opt_state = state.pop("optimizer")
     spans = opt_state.pop("state")

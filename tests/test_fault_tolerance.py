@@ -502,3 +502,30 @@ def test_checkpoint_refuses_a_bad_template_and_an_unlogged_metric(tmp_path):
     t.callbacks = [fastnn.Checkpoint(tmp_path / "b.safetensors", save_best_only=True)]
     with pytest.raises(KeyError, match="val_loss"):  # no validation data: never saved
         t.fit(*_data(), epochs=1, batch_size=10)
+
+
+# ---------------------------------------------------------------- diverged state is not saved
+
+
+@pytest.mark.parametrize("spoil, match", [
+    (lambda t: t.model[1].running_var.__setitem__(0, np.nan), r"1\.running_var"),
+    (lambda t: t.optimizer._state[0]["m"].__setitem__(0, np.inf), "'m'"),
+    (lambda t: t.optimizer._state[0]["v"].__setitem__(0, -1.0), "'v'"),
+    (lambda t: setattr(t.schedule, "gamma", -1.0), "gamma"),
+], ids=["running-var-nan", "adam-m-inf", "adam-v-negative", "gamma-negative"])
+def test_a_state_load_would_refuse_never_replaces_a_good_checkpoint(tmp_path, spoil, match):
+    path = tmp_path / "ck.safetensors"
+    trainer = _trainer(OPTIMIZERS["Adam"], lambda o: optim.StepDecay(o, 2, 0.5))
+    _steps(trainer, _batches(2))
+    trainer.save_checkpoint(path)
+    good = path.read_bytes()
+    spoil(trainer)
+    with pytest.raises(FormatError, match=match):
+        trainer.save_checkpoint(path)
+    assert path.read_bytes() == good and _temporaries(tmp_path) == []
+    if match.startswith("1"):  # the model alone, too
+        fastnn.save(_model(), tmp_path / "m.safetensors")
+        model_bytes = (tmp_path / "m.safetensors").read_bytes()
+        with pytest.raises(FormatError, match=match):
+            fastnn.save(trainer.model, tmp_path / "m.safetensors")
+        assert (tmp_path / "m.safetensors").read_bytes() == model_bytes

@@ -245,6 +245,27 @@ class Optimizer:
         applies: hyperparameters (and "initial_lr" as "lr"), a step count >= 0, state
         arrays of the right names and shapes, finite, and >= 0 where the update takes
         their square root (`non_negative_state`). A ValueError names what is wrong."""
+        checked, step_count = self._validated(state_dict)
+        saved = state_dict["state"]
+        for group, saved_group in zip(self.param_groups, checked):
+            group.update(saved_group)
+        self.step_count = step_count
+        if saved is None:
+            self._state = None
+        else:
+            state = self._ensure_state()
+            for mine, s in zip(state, saved):
+                for name in self.state_names:
+                    np.copyto(mine[name], s[name], casting="same_kind")
+
+    def check_state_dict(self, state_dict):
+        """Raise the ValueError load_state_dict(state_dict) would raise, changing
+        nothing (fastnn.save_checkpoint checks with it before writing)."""
+        self._validated(state_dict)
+
+    def _validated(self, state_dict):
+        """(param groups, step count) of `state_dict`, checked, and its state arrays
+        checked: load_state_dict's checks."""
         groups = state_dict["param_groups"]
         if len(groups) != len(self.param_groups):
             raise ValueError(
@@ -279,16 +300,7 @@ class Optimizer:
                 for name in self.state_names:
                     self._check_state(f"load_state_dict: state {name!r} of span {i}", name,
                                       s[name], values)
-        for group, saved_group in zip(self.param_groups, checked):
-            group.update(saved_group)
-        self.step_count = step_count
-        if saved is None:
-            self._state = None
-        else:
-            state = self._ensure_state()
-            for mine, s in zip(state, saved):
-                for name in self.state_names:
-                    np.copyto(mine[name], s[name], casting="same_kind")
+        return checked, step_count
 
     def _check_state(self, what, name, array, values):
         """A saved state array for the span `values`: its shape, a float dtype, finite

@@ -100,6 +100,11 @@ class Schedule:
         vars(self).update(self._checked(state))
         self._apply()
 
+    def check_state_dict(self, state):
+        """Raise the ValueError load_state_dict(state) would raise, changing nothing
+        (fastnn.save_checkpoint checks with it before writing)."""
+        self._checked(state)
+
     def _checked(self, state):
         """`state`'s values, checked: the keys of `checks`, each value passing its check,
         one starting rate per parameter group."""
@@ -207,16 +212,23 @@ class Warmup(Schedule):
         return state
 
     def load_state_dict(self, state):
+        self.check_state_dict(state)  # all of it, `then` included, before any change
+        state = dict(state)
+        then = state.pop("then", None)
+        if then is not None:
+            self.then.load_state_dict(then)
+        vars(self).update(self._checked(state))
+        self._apply()
+
+    def check_state_dict(self, state):
         state = dict(state)
         then = state.pop("then", None)
         if (then is None) != (self.then is None):
             raise ValueError("Warmup.load_state_dict: the state and this Warmup differ in "
                              "having a schedule `then`")
-        checked = self._checked(state)
+        self._checked(state)
         if then is not None:
-            self.then.load_state_dict(then)
-        vars(self).update(checked)
-        self._apply()
+            self.then.check_state_dict(then)
 
 
 class ReduceOnPlateau(Schedule):
