@@ -94,6 +94,8 @@ def _read_idx(path, limit=None):
     arrived. The header must declare 1 to MAX_IDX_DIMS dimensions and at most
     MAX_IDX_BYTES of data, and, when `limit` is given, a file of at most `limit` bytes.
     """
+    if path.exists() and not path.is_file():  # a FIFO would block the read forever
+        raise ValueError(f"{path}: not a regular file")
     opener = gzip.open if path.suffix == ".gz" else open
     try:
         with opener(path, "rb") as f:

@@ -354,6 +354,14 @@ def test_a_gzip_bomb_is_not_inflated_past_its_header(tmp_path):
     assert peak < 4 * 2**20
 
 
+def test_only_regular_files_are_read(tmp_path):
+    os.mkfifo(tmp_path / "fifo")  # nobody writes to it: reading it would block
+    (tmp_path / "folder").mkdir()
+    for name in ("fifo", "folder"):
+        with pytest.raises(ValueError, match="not a regular file"):
+            datasets.read_idx(tmp_path / name)
+
+
 def test_trailing_data_in_a_plain_file_is_refused(tmp_path):
     path = tmp_path / "x.idx"
     _write_idx(path, np.zeros((3, 2), np.uint8))
