@@ -126,7 +126,7 @@ class StepDecay(Schedule):
     """lr = a0 * gamma ** (t // step_size)."""
 
     checks: ClassVar[dict] = {**Schedule.checks, "step_size": _within(check_int, POSITIVE),
-              "gamma": _within(check_float, NON_NEGATIVE)}
+                              "gamma": _within(check_float, NON_NEGATIVE)}
 
     def __init__(self, optimizer, step_size, gamma=0.1):
         self._set(step_size=step_size, gamma=gamma)
@@ -166,7 +166,7 @@ class CosineDecay(Schedule):
     """lr = eta_min + (a0 - eta_min) * (1 + cos(pi * min(t, t_max) / t_max)) / 2."""
 
     checks: ClassVar[dict] = {**Schedule.checks, "t_max": _within(check_int, POSITIVE),
-              "eta_min": _within(check_float, NON_NEGATIVE)}
+                              "eta_min": _within(check_float, NON_NEGATIVE)}
 
     def __init__(self, optimizer, t_max, eta_min=0.0):
         self._set(t_max=t_max, eta_min=eta_min)
@@ -239,14 +239,18 @@ class ReduceOnPlateau(Schedule):
     min_lr.
     """
 
-    checks: ClassVar[dict] = {**Schedule.checks, "factor": _within(check_float, _FACTOR),
-              "patience": _within(check_int, NON_NEGATIVE),
-              "mode": partial(check_choice, choices=("min", "max")),
-              "threshold": _within(check_float, NON_NEGATIVE),
-              "min_lr": _within(check_float, NON_NEGATIVE),
-              # what stepping changes: the best metric yet, steps since, the lr's factor
-              "best": _optional_float, "bad_steps": _within(check_int, NON_NEGATIVE),
-              "scale": _within(check_float, UNIT)}
+    checks: ClassVar[dict] = {
+        **Schedule.checks,
+        "factor": _within(check_float, _FACTOR),
+        "patience": _within(check_int, NON_NEGATIVE),
+        "mode": partial(check_choice, choices=("min", "max")),
+        "threshold": _within(check_float, NON_NEGATIVE),
+        "min_lr": _within(check_float, NON_NEGATIVE),
+        # what stepping changes: the best metric yet, steps since, the lr's factor
+        "best": _optional_float,
+        "bad_steps": _within(check_int, NON_NEGATIVE),
+        "scale": _within(check_float, UNIT),
+    }
 
     def __init__(self, optimizer, factor=0.1, patience=10, mode="min", threshold=1e-4,
                  min_lr=0.0):
