@@ -156,23 +156,43 @@ class EarlyStopping(Callback):
 class Checkpoint(Callback):
     """Save a training checkpoint (model, optimizer, schedule, RNG state) to `path`
     every `every` epochs, or, with save_best_only, whenever `monitor` improves. Writes
-    are atomic: a crash mid-write leaves the previous file intact. `path` may contain
-    "{epoch}"."""
+    are atomic: a crash or a kill mid-write leaves the previous file intact (see
+    fastnn.save). `path` may contain "{epoch}".
+
+    save_best_only: `monitor` must be logged (KeyError otherwise, as EarlyStopping).
+    A run resumed from a checkpoint starts from the best value in the restored
+    history when the file at `path` exists, so that a worse epoch never replaces it.
+    """
 
     def __init__(self, path: PathLike, every: int = 1, save_best_only: bool = False,
                  monitor: str = "val_loss", mode: Mode = "auto"):
         if isinstance(every, bool) or not isinstance(every, int) or every <= 0:
             raise ValueError(f"every: expected a positive int, got {every!r}")
         self.path, self.every, self.save_best_only = str(path), every, save_best_only
+        try:  # a bad template fails here, not after the first epoch's training
+            self.path.format(epoch=0)
+        except (KeyError, IndexError, ValueError) as exc:
+            raise ValueError(f"path: {self.path!r} may hold only the field {{epoch}} "
+                             f"(double other braces): {exc!r}") from None
         self.monitor = monitor
         self.mode = _mode_for(monitor, mode)
         self.best = None
         self.saved: list[str] = []
 
+    def on_train_begin(self, trainer: Trainer) -> None:
+        fixed = self.path.format(epoch=0) == self.path
+        if self.save_best_only and self.best is None and fixed and os.path.exists(self.path):
+            for value in trainer.history.get(self.monitor, []):
+                if _better(self.mode, value, self.best, 0.0):
+                    self.best = value
+
     def on_epoch_end(self, trainer: Trainer, epoch: int, logs: dict[str, float]) -> None:
         if self.save_best_only:
-            value = logs.get(self.monitor)
-            if value is None or not _better(self.mode, value, self.best, 0.0):
+            if self.monitor not in logs:
+                raise KeyError(f"Checkpoint: {self.monitor!r} is not logged; "
+                               f"available: {sorted(logs)} (val_* needs validation_data)")
+            value = logs[self.monitor]
+            if not _better(self.mode, value, self.best, 0.0):
                 return
             self.best = value
         elif epoch % self.every:

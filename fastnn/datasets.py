@@ -16,6 +16,7 @@ import contextlib
 import gzip
 import hashlib
 import http.client
+import math
 import os
 import tempfile
 import urllib.parse
@@ -26,8 +27,11 @@ from pathlib import Path
 import numpy as np
 
 __all__ = [
+    "MAX_IDX_BYTES",
+    "MAX_IDX_DIMS",
     "MNIST_MD5",
     "MNIST_MIRRORS",
+    "MNIST_SIZES",
     "MNISTDownloadError",
     "find_mnist",
     "load_digits",
@@ -53,6 +57,19 @@ MNIST_MIRRORS = (
     "https://ossci-datasets.s3.amazonaws.com/mnist/",
     "https://storage.googleapis.com/cvdf-datasets/mnist/",
 )
+#: Bytes of each decompressed file: its IDX header, then one byte per pixel or label.
+MNIST_SIZES = {
+    "train-images-idx3-ubyte": 16 + 60000 * 28 * 28,
+    "train-labels-idx1-ubyte": 8 + 60000,
+    "t10k-images-idx3-ubyte": 16 + 10000 * 28 * 28,
+    "t10k-labels-idx1-ubyte": 8 + 10000,
+}
+#: The most dimensions and data bytes read_idx reads from one IDX file.
+MAX_IDX_DIMS = 8
+MAX_IDX_BYTES = 2**31
+# The most bytes a download of an MNIST .gz may take: the decompressed size, plus room
+# for gzip's framing of data that does not compress.
+_GZ_SLACK = 1 << 20
 _MNIST_COUNTS = {"train": 60000, "test": 10000}
 _MNIST_IMAGE_SHAPE = (28, 28)
 _IDX_UBYTE = 0x08
@@ -68,41 +85,60 @@ class MNISTDownloadError(OSError):
     """No mirror gave a good copy of an MNIST file; the message lists every try."""
 
 
-def _read_bytes(path):
-    """The file's bytes, decompressed when its name ends in .gz."""
+def _read_idx(path, limit=None):
+    """(raw, array): the bytes of an IDX file of unsigned bytes (decompressed when its
+    name ends in .gz) and the uint8 array they hold.
+
+    The file is read a chunk at a time and never further than its header declares: a
+    file that goes on (a gzip bomb, trailing junk) is refused once one byte more has
+    arrived. The header must declare 1 to MAX_IDX_DIMS dimensions and at most
+    MAX_IDX_BYTES of data, and, when `limit` is given, a file of at most `limit` bytes.
+    """
+    if path.exists() and not path.is_file():  # a FIFO would block the read forever
+        raise ValueError(f"{path}: not a regular file")
     opener = gzip.open if path.suffix == ".gz" else open
     try:
         with opener(path, "rb") as f:
-            return f.read()
+            raw = bytearray(f.read(4))
+            if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] != _IDX_UBYTE:
+                raise ValueError(f"{path}: not an IDX file of unsigned bytes")
+            ndim = raw[3]
+            if not 1 <= ndim <= MAX_IDX_DIMS:
+                raise ValueError(f"{path}: the IDX header declares {ndim} dimensions "
+                                 f"(1 to {MAX_IDX_DIMS} are read)")
+            raw += f.read(4 * ndim)
+            header = 4 + 4 * ndim
+            if len(raw) < header:
+                raise ValueError(f"{path}: truncated IDX header")
+            shape = tuple(int.from_bytes(raw[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim))
+            size = math.prod(shape)
+            if size > MAX_IDX_BYTES or (limit is not None and header + size > limit):
+                bound = MAX_IDX_BYTES if size > MAX_IDX_BYTES else limit - header
+                raise ValueError(f"{path}: header declares shape {shape} ({size} bytes), "
+                                 f"more than the {bound} bytes allowed")
+            while len(raw) <= header + size:
+                chunk = f.read(min(_CHUNK, header + size + 1 - len(raw)))
+                if not chunk:
+                    break
+                raw += chunk
     except (OSError, EOFError, zlib.error) as exc:  # gzip raises these on broken files
         raise ValueError(f"{path}: cannot read: {exc}") from exc
-
-
-def _parse_idx(raw, path):
-    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] != _IDX_UBYTE:
-        raise ValueError(f"{path}: not an IDX file of unsigned bytes")
-    ndim = raw[3]
-    header = 4 + 4 * ndim
-    if ndim == 0 or len(raw) < header:
-        raise ValueError(f"{path}: truncated IDX header")
-    shape = tuple(int.from_bytes(raw[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim))
-    expected = int(np.prod(shape))
-    if len(raw) - header != expected:
-        raise ValueError(
-            f"{path}: header declares shape {shape} ({expected} bytes) but the file holds "
-            f"{len(raw) - header} bytes of data"
-        )
-    return np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(shape)
+    if len(raw) != header + size:
+        held = f"{len(raw) - header} bytes" if len(raw) < header + size else "more bytes"
+        raise ValueError(f"{path}: header declares shape {shape} ({size} bytes) but the file "
+                         f"holds {held} of data")
+    return raw, np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(shape)
 
 
 def read_idx(path):
     """An IDX file of unsigned bytes (optionally gzipped) as a uint8 array.
 
-    Raises ValueError when the header is not IDX/ubyte or the data length does not
-    match the dimensions it declares.
+    Raises ValueError when the header is not IDX/ubyte, declares more than
+    MAX_IDX_DIMS dimensions or MAX_IDX_BYTES of data, or when the data length does not
+    match the dimensions it declares (the file is never read past them).
     """
     path = Path(path)
-    return _parse_idx(_read_bytes(path), path)
+    return _read_idx(path)[1]
 
 
 def find_mnist(path=None):
@@ -127,12 +163,21 @@ def _md5(raw):
     return hashlib.md5(raw, usedforsecurity=False).hexdigest()
 
 
-def _gz_md5(path):
-    """MD5 of a gzip file's decompressed bytes, read a chunk at a time."""
+def _gz_md5(path, size):
+    """MD5 of a gzip file's decompressed bytes, read a chunk at a time; ValueError when
+    they are not `size` bytes (found as soon as one byte more arrives)."""
     digest = hashlib.md5(usedforsecurity=False)
+    got = 0
     with gzip.open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(_CHUNK), b""):
+        while got <= size:
+            chunk = f.read(min(_CHUNK, size + 1 - got))
+            if not chunk:
+                break
             digest.update(chunk)
+            got += len(chunk)
+    if got != size:
+        raise ValueError(f"decompresses to {'more than ' if got > size else ''}{got} bytes, "
+                         f"expected {size}")
     return digest.hexdigest()
 
 
@@ -154,11 +199,14 @@ def _mirror_list(mirrors):
 def _download(folder, stem, mirrors):
     """Fetch `<stem>.gz` into `folder` from the first mirror that serves a good copy.
 
-    Each try streams into a hidden temporary file in `folder`, checks the MD5 of its
-    decompressed bytes and only then renames it into place (atomically), so the
+    Each try streams into a hidden temporary file in `folder`, at most the file's
+    decompressed size (MNIST_SIZES) plus a little (a longer answer is refused when its
+    Content-Length announces it, or once it has gone past), checks the size and MD5 of
+    its decompressed bytes and only then renames it into place (atomically), so the
     folder never holds a partial or unverified file.
     """
     name = stem + ".gz"
+    cap = MNIST_SIZES[stem] + _GZ_SLACK
     tried = []
     for base in mirrors:
         url = base + name
@@ -167,9 +215,18 @@ def _download(folder, stem, mirrors):
             with os.fdopen(fd, "wb") as out, urllib.request.urlopen(
                 url, timeout=_TIMEOUT_S
             ) as response:
+                announced = response.headers.get("Content-Length", "")
+                if announced.isdigit() and int(announced) > cap:
+                    raise ValueError(f"announces {announced} bytes, more than the {cap} "
+                                     "an MNIST file takes")
+                fetched = 0
                 for chunk in iter(lambda: response.read(_CHUNK), b""):
+                    fetched += len(chunk)
+                    if fetched > cap:
+                        raise ValueError(f"sent more than the {cap} bytes an MNIST file "
+                                         "takes")
                     out.write(chunk)
-            got = _gz_md5(tmp)
+            got = _gz_md5(tmp, MNIST_SIZES[stem])
             if got != MNIST_MD5[stem]:
                 raise ValueError(f"decompressed MD5 {got}, expected {MNIST_MD5[stem]}")
             os.replace(tmp, folder / name)
@@ -220,8 +277,10 @@ def load_mnist(path=None, download=False, *, verify=True, mirrors=None):
             "them as path= or in $FASTNN_MNIST_DIR"
         )
     files = {key: _existing(folder, stem) for key, stem in _MNIST_FILES.items()}
-    raws = {key: _read_bytes(file) for key, file in files.items()}
-    arrays = {key: _parse_idx(raws[key], files[key]) for key in files}
+    raws, arrays = {}, {}
+    for key, stem in _MNIST_FILES.items():
+        # verifying: nothing larger than MNIST's file is read
+        raws[key], arrays[key] = _read_idx(files[key], MNIST_SIZES[stem] if verify else None)
     for split in ("train", "test"):
         images, labels = arrays[f"{split}_images"], arrays[f"{split}_labels"]
         if images.ndim != 3 or labels.ndim != 1 or len(images) != len(labels):

@@ -7,18 +7,27 @@ header's "__metadata__": a format version, the model's architecture (layer types
 constructor arguments) and, for checkpoints, the optimizer, schedule and RNG state.
 
 Loading never executes code (no pickle, no imports by name: layer types come from a
-fixed table), checks the header against the file's size before reading anything,
-and checks every array's name, dtype and shape against the rebuilt model. Writes go to
-a temporary file that replaces the target only when complete.
+fixed table), opens regular files only, checks the header against the file's size and
+the architecture's size in bytes against the arrays the file holds before allocating
+anything, checks every array's name, dtype and shape against the rebuilt model, then
+reads each array's own bytes, once; loaded values are checked as constructed ones are
+(BatchNorm statistics, optimizer and schedule state). Saving checks what loading would
+before writing, and writes to a temporary file (unnamed, where Linux has O_TMPFILE)
+that replaces the target only when complete and synced (see write_atomic).
 """
 
+import contextlib
 import copy
+import ctypes
+import errno
+import fcntl
 import json
 import math
 import numbers
 import os
+import secrets
+import stat
 import struct
-import tempfile
 
 import numpy as np
 
@@ -125,8 +134,66 @@ def build(arch, depth=0):
 # ---------------------------------------------------------------- safetensors
 
 
+def _parse_header(text, data_size, where):
+    """({name: (begin, end, dtype, shape)}, metadata) of a safetensors header `text`
+    (bytes) over a data section of `data_size` bytes: every check load() makes before it
+    reads an array, and the checks save() makes before it writes one. The arrays must
+    tile the data section exactly, as the safetensors format requires (no overlap, no
+    gap, no trailing bytes), and no name may appear twice."""
+    if len(text) > MAX_HEADER_BYTES:
+        raise FormatError(f"{where}: header of {len(text)} bytes is over the limit of "
+                          f"{MAX_HEADER_BYTES} (MAX_HEADER_BYTES)")
+    try:
+        header = json.loads(text, object_pairs_hook=_unique_keys)
+    except FormatError as exc:
+        raise FormatError(f"{where}: {exc}") from exc
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+        raise FormatError(f"{where}: header is not JSON: {exc}") from exc
+    if not isinstance(header, dict):
+        raise FormatError(f"{where}: header is not a JSON object")
+    metadata = header.pop("__metadata__", {})
+    if not isinstance(metadata, dict) or not all(isinstance(v, str) for v in metadata.values()):
+        raise FormatError(f"{where}: bad __metadata__")
+    entries = {}
+    for name, entry in header.items():
+        try:
+            dtype = np.dtype(_DTYPES[entry["dtype"]]).newbyteorder("<")
+            shape = tuple(entry["shape"])
+            begin, end = entry["data_offsets"]
+        except (KeyError, TypeError, ValueError) as exc:
+            raise FormatError(f"{where}: bad entry for {name!r}") from exc
+        if not all(type(d) is int and d >= 0 for d in shape) or not (
+            type(begin) is int and type(end) is int and 0 <= begin <= end <= data_size
+        ):
+            raise FormatError(f"{where}: {name!r} has a bad shape or byte range")
+        if math.prod(shape) * dtype.itemsize != end - begin:
+            raise FormatError(f"{where}: {name!r}: shape {shape} does not match its bytes")
+        entries[name] = (begin, end, dtype, shape)
+    position = 0
+    for name, (begin, end, _, _) in sorted(entries.items(), key=lambda e: e[1][:2]):
+        if begin != position:
+            raise FormatError(f"{where}: {name!r} starts at byte {begin} of the data, not "
+                              f"at {position} (arrays overlap or leave a gap)")
+        position = end
+    if position != data_size:
+        raise FormatError(f"{where}: {data_size - position} bytes after the last array")
+    return entries, metadata
+
+
+def _unique_keys(pairs):
+    """A JSON object as a dict; FormatError when a key appears twice (the last would
+    silently win)."""
+    out = dict(pairs)
+    if len(out) != len(pairs):
+        seen = set()
+        twice = next(k for k, _ in pairs if k in seen or seen.add(k))
+        raise FormatError(f"key {twice!r} appears more than once")
+    return out
+
+
 def _write(path, arrays, metadata):
-    """Write arrays (name -> ndarray) and metadata (str -> str) atomically."""
+    """Write arrays (name -> ndarray) and metadata (str -> str) atomically, after the
+    checks load() makes on the header passed: a file load() refuses is never written."""
     header = {"__metadata__": metadata}
     offset = 0
     blobs = []
@@ -141,73 +208,225 @@ def _write(path, arrays, metadata):
         offset += len(data)
     text = json.dumps(header, separators=(",", ":")).encode()
     text += b" " * (-len(text) % 8)
+    _parse_header(text, offset, f"save {os.fspath(path)!r}")
     write_atomic(path, [struct.pack("<Q", len(text)), text, *blobs])
 
 
 def write_atomic(path, chunks):
-    """Write the byte strings `chunks` to path through a temporary file in its folder
-    that replaces path only when complete: a reader never sees half a file."""
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".fastnn-", suffix=".tmp", dir=folder)
+    """Write the byte strings `chunks` to `path` so that `path` is either its old file or
+    the complete new one, whatever happens (a crash, a kill -9, a full disk).
+
+    The bytes go to a file with no name (Linux's O_TMPFILE) which gets one only once
+    complete and synced, just before it is renamed over `path`: a writer killed while
+    writing leaves nothing. Where O_TMPFILE is not available the file is a named
+    ".fastnn-*.tmp" from the start. Either way a writer holds a lock (flock) on its
+    temporary file for as long as it lives, and each save removes the temporary files
+    of dead writers (unlocked ones) in its folder.
+
+    Like open(path, "w"): a symbolic link is followed (its target is replaced, the link
+    stays), an existing file keeps its permission bits, and a new one gets 0o666 less
+    the umask. The folder is synced after the rename, so the new file survives a power
+    loss.
+    """
+    target = os.path.realpath(path)
+    folder = os.path.dirname(target)
     try:
-        with os.fdopen(fd, "wb") as f:
+        mode = os.stat(target).st_mode
+    except FileNotFoundError:
+        mode = None
+    if mode is not None and not stat.S_ISREG(mode):
+        raise FormatError(f"save: {os.fspath(path)!r} exists and is not a regular file")
+    _remove_stale_temporaries(folder)
+    fd, tmp = _temporary(folder)
+    try:
+        if mode is not None:
+            os.fchmod(fd, stat.S_IMODE(mode) & 0o777)
+        with os.fdopen(os.dup(fd), "wb") as f:
             for chunk in chunks:
                 f.write(chunk)
             f.flush()
             os.fsync(f.fileno())
-        os.replace(tmp, path)
+        if tmp is None:
+            tmp = _name_temporary(fd, folder)
+        os.replace(tmp, target)
+        tmp = None
+    finally:
+        try:
+            if tmp is not None:
+                os.unlink(tmp)
+        finally:
+            os.close(fd)  # (also drops the lock)
+    _sync_folder(folder)
+
+
+_TMP_PREFIX, _TMP_SUFFIX = ".fastnn-", ".tmp"
+
+
+def _temporary(folder):
+    """(fd, None) of an unnamed file in `folder` (O_TMPFILE), or (fd, name) of a named
+    one where the kernel or file system does not have O_TMPFILE; either way locked, of
+    mode 0o666 less the umask (as open() gives)."""
+    if _libc is not None:
+        try:
+            fd = os.open(folder, os.O_TMPFILE | os.O_WRONLY | os.O_CLOEXEC, 0o666)
+        except OSError as exc:
+            if exc.errno not in (errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL):
+                raise
+        else:
+            _lock(fd)
+            return fd, None
+    while True:
+        name = _temporary_name(folder)
+        try:
+            fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666)
+        except FileExistsError:
+            continue
+        _lock(fd)
+        # A cleaner may have taken the file for a dead writer's between its creation
+        # and the lock: then it is gone (or another file has its name); take a new one.
+        with contextlib.suppress(FileNotFoundError):
+            if os.path.samestat(os.fstat(fd), os.lstat(name)):
+                return fd, name
+        os.close(fd)
+
+
+def _temporary_name(folder):
+    return os.path.join(folder, _TMP_PREFIX + secrets.token_hex(8) + _TMP_SUFFIX)
+
+
+def _lock(fd):
+    """Hold an exclusive flock on `fd` (waiting for a cleaner that holds it): it marks a
+    temporary file as a live writer's. A file system without locks: no lock, and then
+    nobody's temporary files are ever taken for stale."""
+    with contextlib.suppress(OSError):
+        fcntl.flock(fd, fcntl.LOCK_EX)
+
+
+def _name_temporary(fd, folder):
+    """Give the O_TMPFILE file `fd` a fresh temporary name in `folder`, for the rename
+    that follows: linkat(2) of /proc/self/fd/<fd>, following that link (which needs no
+    privilege, unlike AT_EMPTY_PATH, and which os.link before Python 3.14 does not do)."""
+    while True:
+        name = _temporary_name(folder)
+        if _libc.linkat(_AT_FDCWD, f"/proc/self/fd/{fd}".encode(), _AT_FDCWD,
+                        os.fsencode(name), _AT_SYMLINK_FOLLOW) == 0:
+            return name
+        code = ctypes.get_errno()
+        if code != errno.EEXIST:
+            raise OSError(code, os.strerror(code), name)
+
+
+def _find_linkat():
+    """libc, when it has linkat and /proc/self/fd is there to name an open file: the
+    means to give an O_TMPFILE file a name; else None (named temporary files then)."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.linkat.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p,
+                                ctypes.c_int]
+    except (OSError, AttributeError):
+        return None
+    return libc if hasattr(os, "O_TMPFILE") and os.path.isdir("/proc/self/fd") else None
+
+
+_AT_FDCWD, _AT_SYMLINK_FOLLOW = -100, 0x400  # <fcntl.h> on Linux
+_libc = _find_linkat()
+
+
+def _remove_stale_temporaries(folder):
+    """Remove the temporary files that writers killed in `folder` left: those whose
+    lock nobody holds. A live writer's file is locked, so it is never touched."""
+    try:
+        names = [n for n in os.listdir(folder)
+                 if n.startswith(_TMP_PREFIX) and n.endswith(_TMP_SUFFIX)]
+    except OSError:
+        return  # the write that follows reports what is wrong with the folder
+    for name in names:
+        path = os.path.join(folder, name)
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+        except OSError:
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            # the name still names the file locked (not a new one of the same name)
+            if os.path.samestat(os.fstat(fd), os.lstat(path)):
+                os.unlink(path)
+        except OSError:
+            pass  # locked by a live writer, or already gone
+        finally:
+            os.close(fd)
+
+
+def _sync_folder(folder):
+    """Make the rename into `folder` durable. A folder that cannot be opened or a file
+    system that cannot sync one (EINVAL) leaves it to the system; an I/O error raises."""
+    try:
+        fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except PermissionError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError as exc:
+        if exc.errno not in (errno.EINVAL, errno.EOPNOTSUPP):
+            raise
+    finally:
+        os.close(fd)
+
+
+def _open(path):
+    """`path` opened for reading, when it is a regular file: a FIFO, a device or a
+    folder is refused (FormatError) without blocking on it or reading from it."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        kind = os.fstat(fd).st_mode
+        if not stat.S_ISREG(kind):
+            what = ("a FIFO" if stat.S_ISFIFO(kind) else "a folder" if stat.S_ISDIR(kind)
+                    else "a device or socket")
+            raise FormatError(f"{os.fspath(path)}: not a regular file ({what})")
+        os.set_blocking(fd, True)
+        return os.fdopen(fd, "rb", buffering=0)
     except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+        os.close(fd)
         raise
 
 
-def _read(path):
-    """(arrays, metadata) of a safetensors file, every entry checked before use."""
-    size = os.path.getsize(path)
-    with open(path, "rb") as f:
-        head = f.read(8)
-        if len(head) < 8:
-            raise FormatError(f"{path}: truncated (no header)")
-        (n,) = struct.unpack("<Q", head)
-        if n > MAX_HEADER_BYTES or 8 + n > size:
-            raise FormatError(f"{path}: header of {n} bytes does not fit the file ({size} bytes)")
-        try:
-            header = json.loads(f.read(n))
-        except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
-            raise FormatError(f"{path}: header is not JSON: {exc}") from exc
-        if not isinstance(header, dict):
-            raise FormatError(f"{path}: header is not a JSON object")
-        metadata = header.pop("__metadata__", {})
-        data_size = size - 8 - n
-        spans = []
-        for name, entry in header.items():
-            try:
-                dtype = np.dtype(_DTYPES[entry["dtype"]]).newbyteorder("<")
-                shape = tuple(entry["shape"])
-                begin, end = entry["data_offsets"]
-            except (KeyError, TypeError, ValueError) as exc:
-                raise FormatError(f"{path}: bad entry for {name!r}") from exc
-            if not all(isinstance(d, int) and d >= 0 for d in shape) or not (
-                isinstance(begin, int) and isinstance(end, int) and 0 <= begin <= end <= data_size
-            ):
-                raise FormatError(f"{path}: {name!r} has a bad shape or byte range")
-            if int(np.prod(shape, dtype=object)) * dtype.itemsize != end - begin:
-                raise FormatError(f"{path}: {name!r}: shape {shape} does not match its bytes")
-            spans.append((begin, end, name, dtype, shape))
-        spans.sort()
-        for (_, end_a, name_a, _, _), (begin_b, _, name_b, _, _) in zip(spans, spans[1:]):
-            if begin_b < end_a:
-                raise FormatError(f"{path}: {name_a!r} and {name_b!r} overlap")
-        data = f.read(data_size)
-    if len(data) != data_size:
-        raise FormatError(f"{path}: truncated data")
-    arrays = {name: np.frombuffer(data, dtype, count=int(np.prod(shape)), offset=begin)
-              .reshape(shape).astype(dtype.newbyteorder("="))
-              for begin, end, name, dtype, shape in spans}
-    if not isinstance(metadata, dict) or not all(isinstance(v, str) for v in metadata.values()):
-        raise FormatError(f"{path}: bad __metadata__")
-    return arrays, metadata
+def _read_header(f, path):
+    """(entries, metadata, data_start) of the open safetensors file `f`: its header,
+    checked against the file's size; no array is read."""
+    size = os.fstat(f.fileno()).st_size
+    head = f.read(8)
+    if len(head) < 8:
+        raise FormatError(f"{path}: truncated (no header)")
+    (n,) = struct.unpack("<Q", head)
+    if n > MAX_HEADER_BYTES or 8 + n > size:
+        raise FormatError(f"{path}: header of {n} bytes does not fit the file ({size} bytes)")
+    text = bytearray(n)
+    _fill(f, memoryview(text), path)
+    entries, metadata = _parse_header(text, size - 8 - n, path)
+    return entries, metadata, 8 + n
+
+
+def _fill(f, view, path):
+    """Fill the writable buffer `view` from `f` (a raw file may return less than asked)."""
+    done = 0
+    while done < len(view):
+        got = f.readinto(view[done:])
+        if not got:
+            raise FormatError(f"{path}: truncated")
+        done += got
+
+
+def _read_arrays(f, path, entries, data_start, names):
+    """{name: array} of the entries `names`, each read from its own byte range straight
+    into a new array: nothing else of the file is read."""
+    arrays = {}
+    for name in names:
+        begin, _, dtype, shape = entries[name]
+        array = np.empty(shape, dtype)
+        f.seek(data_start + begin)
+        _fill(f, memoryview(array.reshape(-1).view(np.uint8)), path)
+        arrays[name] = array.astype(dtype.newbyteorder("="), copy=False)
+    return arrays
 
 
 def _fastnn_meta(path, metadata, kind):
@@ -219,16 +438,17 @@ def _fastnn_meta(path, metadata, kind):
     if metadata.get("kind") != kind:
         raise FormatError(f"{path}: holds a {metadata.get('kind')}, not a {kind}")
     try:
-        return {k: json.loads(v) for k, v in metadata.items()
+        return {k: json.loads(v, object_pairs_hook=_unique_keys) for k, v in metadata.items()
                 if k not in ("format", "format_version", "kind")}
-    except (json.JSONDecodeError, RecursionError) as exc:
+    except (json.JSONDecodeError, RecursionError, FormatError) as exc:
         raise FormatError(f"{path}: malformed metadata: {exc}") from exc
 
 
-def _declared_elements(arch):
-    """Elements of parameters and buffers the architecture would allocate, computed from
-    its description alone, so a small file cannot make load() allocate gigabytes; and
-    FormatError for an architecture of more than MAX_MODULES modules."""
+def _declared_bytes(arch):
+    """Bytes of the parameters and buffers the architecture would allocate, computed from
+    its description alone, so that a small file cannot make load() allocate gigabytes;
+    FormatError for an architecture load() refuses: nested deeper than MAX_DEPTH, of
+    more than MAX_MODULES modules, or with layer arguments a file may not hold."""
     total, modules = 0, 1
     pending = [(arch, 0)]
     while pending:
@@ -239,7 +459,7 @@ def _declared_elements(arch):
         elif kind == "Residual":
             parts = [a for a in (node["block"], node.get("shortcut")) if a is not None]
         else:
-            total += _layer_elements(kind, node.get("config", {}))
+            total += _layer_bytes(kind, node.get("config", {}))
             continue
         modules += len(parts)
         if modules > MAX_MODULES:
@@ -248,10 +468,12 @@ def _declared_elements(arch):
     return total
 
 
-def _layer_elements(kind, config):
-    """Elements of the parameters and buffers of one layer of the given arguments."""
+def _layer_bytes(kind, config):
+    """Bytes of the parameters and buffers of one layer of the given arguments."""
     if not isinstance(config, dict):
         raise FormatError("architecture: malformed layer arguments")
+    if not all(map(_argument, config.values())):
+        raise FormatError(f"architecture: bad arguments for {kind}")
 
     def size(key):
         value = config.get(key, 0)
@@ -259,9 +481,16 @@ def _layer_elements(kind, config):
             raise FormatError(f"architecture: {kind} has a bad {key}")
         return value
 
+    def itemsize():
+        dtype = config.get("dtype", "float32")
+        if dtype not in ("float32", "float64"):
+            raise FormatError(f"architecture: {kind} dtype {dtype!r} is invalid (float32 or "
+                              f"float64)")
+        return np.dtype(dtype).itemsize
+
     if kind == "Linear":
         bias = size("out_features") if config.get("bias", True) else 0
-        return size("in_features") * size("out_features") + bias
+        return (size("in_features") * size("out_features") + bias) * itemsize()
     if kind == "Conv2d":
         kernel = config.get("kernel_size", 0)
         kh, kw = kernel if isinstance(kernel, list) and len(kernel) == 2 else (kernel, kernel)
@@ -271,39 +500,58 @@ def _layer_elements(kind, config):
                 or not isinstance(groups, int) or groups < 1):
             raise FormatError("architecture: Conv2d has a bad kernel_size or groups")
         bias = size("out_channels") if config.get("bias", True) else 0
-        return size("out_channels") * (size("in_channels") // groups) * kh * kw + bias
+        weight = size("out_channels") * (size("in_channels") // groups) * kh * kw
+        return (weight + bias) * itemsize()
     if kind in ("BatchNorm1d", "BatchNorm2d"):
-        return 4 * size("num_features")
-    return 2 if kind == "Dropout" else 0
+        return 4 * size("num_features") * itemsize()
+    return 16 if kind == "Dropout" else 0  # Dropout: its seed and step, 8 bytes each
 
 
-def _build_checked(path, arch, arrays, prefix="model."):
-    """The architecture's model, built only if the file holds arrays of its size."""
-    stored = sum(a.size for k, a in arrays.items() if k.startswith(prefix))
-    if _declared_elements(arch) > stored:
-        raise FormatError(f"{path}: the architecture declares more parameters than the file "
-                          f"holds ({stored} values)")
-    return build(arch)
+def _targets(model):
+    """{name: array} of the model's parameters and buffers (views, not copies)."""
+    return {**dict(model.named_parameters()), **dict(model.named_buffers())}
 
 
-def _check_model_arrays(path, expected, arrays, prefix="model."):
-    got = {k[len(prefix):]: v for k, v in arrays.items() if k.startswith(prefix)}
+def _check_model_entries(path, expected, entries, prefix="model."):
+    """The names in the file of the arrays `expected` ({name: array}), once the file's
+    entries under `prefix` are exactly those names, of the same dtypes and shapes."""
+    got = {k[len(prefix):]: e for k, e in entries.items() if k.startswith(prefix)}
     if set(got) != set(expected):
         raise FormatError(f"{path}: arrays {sorted(set(got) ^ set(expected))} do not match "
                           f"the architecture")
     for name, value in expected.items():
-        if got[name].shape != value.shape or got[name].dtype != value.dtype:
-            raise FormatError(f"{path}: {name} is {got[name].dtype}{got[name].shape}, "
+        _, _, dtype, shape = got[name]
+        if shape != value.shape or dtype.newbyteorder("=") != value.dtype:
+            raise FormatError(f"{path}: {name} is {dtype.newbyteorder('=')}{shape}, "
                               f"expected {value.dtype}{value.shape}")
-    return got
+    return [prefix + name for name in expected]
+
+
+def _check_loadable(model, model_state, optimizer, schedule):
+    """Before a save: FormatError when loading would refuse the values about to be
+    written (a diverged run's NaN statistics or optimizer state), rather than replace a
+    good file with one that cannot be loaded. optimizer, schedule: (object, its
+    state_dict()) or None."""
+    try:
+        for prefix, module in model.modules():
+            module.check_state(prefix, model_state)
+        for part in (optimizer, schedule):
+            if part is not None:
+                part[0].check_state_dict(part[1])
+    except ValueError as exc:
+        raise FormatError(f"save: loading would refuse this state: {exc}") from exc
 
 
 def _model_metadata(model, kind, extra):
     from ._version import __version__
 
+    arch = json.dumps(architecture(model))
+    try:  # what load() checks of an architecture before building it
+        _declared_bytes(json.loads(arch))
+    except FormatError as exc:
+        raise FormatError(f"save: load() would refuse this model: {exc}") from exc
     meta = {"format": FORMAT, "format_version": str(FORMAT_VERSION), "kind": kind,
-            "fastnn_version": json.dumps(__version__),
-            "architecture": json.dumps(architecture(model))}
+            "fastnn_version": json.dumps(__version__), "architecture": arch}
     meta.update({k: json.dumps(v) for k, v in extra.items()})
     return meta
 
@@ -316,25 +564,49 @@ def save(model, path, metadata=None):
 
     `metadata`: a JSON-able dict stored with it (hyperparameters, class names...),
     returned by load(..., with_metadata=True). A fitted fastnn.Ensemble is saved whole
-    (see save_ensemble).
+    (see save_ensemble). Everything load() checks is checked first: a model or metadata
+    load() would refuse raises here and writes nothing.
     """
     if _is_ensemble(model):
         return save_ensemble(model, path, metadata)
-    arrays = {f"model.{k}": v for k, v in model.state_dict().items()}
+    state = model.state_dict()
+    _check_loadable(model, state, None, None)
+    arrays = {f"model.{k}": v for k, v in state.items()}
     _write(path, arrays, _model_metadata(model, "model", {"user": metadata or {}}))
 
 
 def load(path, with_metadata=False):
     """The model saved at `path` (in eval mode), or the Ensemble (see load_ensemble);
-    with_metadata=True: (model, metadata)."""
-    arrays, metadata = _read(path)
-    if metadata.get("kind") == "ensemble":
-        return _load_ensemble(path, arrays, metadata, with_metadata)
-    meta = _fastnn_meta(path, metadata, "model")
-    model = _build_checked(path, meta.get("architecture"), arrays)
-    model.load_state_dict(_check_model_arrays(path, model.state_dict(), arrays))
+    with_metadata=True: (model, metadata).
+
+    Reads the header, checks it (and the architecture's size against the arrays the
+    file holds) before anything is allocated, then reads each array's bytes once."""
+    with _open(path) as f:
+        entries, metadata, start = _read_header(f, path)
+        if metadata.get("kind") == "ensemble":
+            return _load_ensemble(f, path, entries, metadata, start, with_metadata)
+        meta = _fastnn_meta(path, metadata, "model")
+        model = _read_model(f, path, meta.get("architecture"), entries, start)
     model.eval()
     return (model, meta.get("user", {})) if with_metadata else model
+
+
+def _read_model(f, path, arch, entries, start, prefix="model."):
+    """The model of the architecture `arch` whose arrays are the file's entries under
+    `prefix`: built only once the file holds arrays of its size."""
+    stored = sum(end - begin for k, (begin, end, _, _) in entries.items()
+                 if k.startswith(prefix))
+    if _declared_bytes(arch) > stored:
+        raise FormatError(f"{path}: the architecture declares more parameters than the "
+                          f"file holds ({stored} bytes)")
+    model = build(arch)
+    names = _check_model_entries(path, _targets(model), entries, prefix)
+    arrays = _read_arrays(f, path, entries, start, names)
+    try:
+        model.load_state_dict({k[len(prefix):]: v for k, v in arrays.items()})
+    except ValueError as exc:
+        raise FormatError(f"{path}: {exc}") from exc
+    return model
 
 
 # ---------------------------------------------------------------- ensembles
@@ -398,11 +670,12 @@ def load_ensemble(path, with_metadata=False):
     """The Ensemble saved by save_ensemble (load() reads it too): its members' models
     in eval mode, in Trainers without optimizer, so it predicts (exactly as the saved
     one did) and evaluates; fit raises TypeError (a file holds no factory)."""
-    arrays, metadata = _read(path)
-    return _load_ensemble(path, arrays, metadata, with_metadata)
+    with _open(path) as f:
+        entries, metadata, start = _read_header(f, path)
+        return _load_ensemble(f, path, entries, metadata, start, with_metadata)
 
 
-def _load_ensemble(path, arrays, metadata, with_metadata):
+def _load_ensemble(f, path, entries, metadata, start, with_metadata):
     meta = _fastnn_meta(path, metadata, "ensemble")
     described, seeds = meta.get("members"), meta.get("seeds")
     if not isinstance(described, list) or not 1 <= len(described) <= MAX_MEMBERS:
@@ -411,7 +684,7 @@ def _load_ensemble(path, arrays, metadata, with_metadata):
             type(s) is int and s >= 0 for s in seeds):
         raise FormatError(f"{path}: expected one seed (an int >= 0) per member")
     prefixes = [f"member.{i}." for i in range(len(described))]
-    stray = [k for k in arrays if not k.startswith(tuple(prefixes))]
+    stray = [k for k in entries if not k.startswith(tuple(prefixes))]
     if stray:
         raise FormatError(f"{path}: arrays {sorted(stray)[:5]} belong to no member")
     members = []
@@ -419,8 +692,7 @@ def _load_ensemble(path, arrays, metadata, with_metadata):
         if not isinstance(member, dict) or set(member) != {"architecture", "loss"}:
             raise FormatError(f"{path}: malformed member description")
         loss = _build_loss(path, member["loss"])
-        model = _build_checked(path, member["architecture"], arrays, prefix)
-        model.load_state_dict(_check_model_arrays(path, model.state_dict(), arrays, prefix))
+        model = _read_model(f, path, member["architecture"], entries, start, prefix)
         model.eval()
         members.append((model, loss))
     (build_ensemble,) = ENSEMBLE_BUILDER
@@ -433,15 +705,20 @@ def _load_ensemble(path, arrays, metadata, with_metadata):
 
 def save_checkpoint(trainer, path):
     """A Trainer's state_dict(): model, optimizer state, schedule, epoch, history and
-    shuffling RNG."""
+    shuffling RNG. The optimizer's state is one set of arrays per span ("optim.<span>.
+    <name>"), and the metadata says how many spans there are (an optimizer may keep no
+    arrays at all: plain SGD)."""
     state = trainer.state_dict()
+    _check_loadable(trainer.model, state["model"], (trainer.optimizer, state["optimizer"]),
+                    None if trainer.schedule is None else (trainer.schedule, state["schedule"]))
     arrays = {f"model.{k}": v for k, v in state.pop("model").items()}
     opt_state = state.pop("optimizer")
     spans = opt_state.pop("state")
     for i, span in enumerate(spans or []):
         for name, value in span.items():
             arrays[f"optim.{i}.{name}"] = value
-    opt_state.update(type=type(trainer.optimizer).__name__, has_state=spans is not None)
+    opt_state.update(type=type(trainer.optimizer).__name__,
+                     state_spans=None if spans is None else len(spans))
     state["optimizer"] = opt_state
     _write(path, arrays, _model_metadata(trainer.model, "checkpoint", state))
 
@@ -453,26 +730,37 @@ def load_checkpoint(trainer, path):
     Everything the file says is checked against the trainer before it is used (a
     checkpoint is data, never trusted); a file that cannot be restored raises
     FormatError and leaves the trainer as it was."""
-    arrays, metadata = _read(path)
-    meta = _fastnn_meta(path, metadata, "checkpoint")
-    if meta.get("architecture") != architecture(trainer.model):
-        raise FormatError(f"{path}: the checkpoint's architecture differs from the model's")
-    opt = meta.get("optimizer")
-    if not isinstance(opt, dict):
-        raise FormatError(f"{path}: malformed optimizer state")
-    opt = dict(opt)
-    saved_type = opt.pop("type", None)
-    if saved_type != type(trainer.optimizer).__name__:
-        raise FormatError(f"{path}: saved with {saved_type}, the trainer has "
-                          f"{type(trainer.optimizer).__name__}")
-    state = None
-    if opt.pop("has_state", False):
-        state = []
-        while any(k.startswith(f"optim.{len(state)}.") for k in arrays):
-            prefix = f"optim.{len(state)}."
-            state.append({k[len(prefix):]: v for k, v in arrays.items() if k.startswith(prefix)})
-    expected = trainer.model.state_dict()
-    _check_model_arrays(path, expected, arrays)
+    optimizer = trainer.optimizer
+    with _open(path) as f:
+        entries, metadata, start = _read_header(f, path)
+        meta = _fastnn_meta(path, metadata, "checkpoint")
+        if meta.get("architecture") != architecture(trainer.model):
+            raise FormatError(f"{path}: the checkpoint's architecture differs from the model's")
+        opt = meta.get("optimizer")
+        if not isinstance(opt, dict):
+            raise FormatError(f"{path}: malformed optimizer state")
+        opt = dict(opt)
+        saved_type = opt.pop("type", None)
+        if saved_type != type(optimizer).__name__:
+            raise FormatError(f"{path}: saved with {saved_type}, the trainer has "
+                              f"{type(optimizer).__name__}")
+        spans = opt.pop("state_spans", None)
+        mine = sum(len(group["spans"]) for group in optimizer.param_groups)
+        if spans is not None and (type(spans) is not int or spans != mine):
+            raise FormatError(f"{path}: the optimizer state covers {spans!r} spans of "
+                              f"parameters, the trainer's optimizer {mine}")
+        optim = [k for k in entries if k.startswith("optim.")]
+        spans_of = {f"optim.{i}.{name}": i for i in range(spans or 0)
+                    for name in optimizer.state_names}
+        if set(optim) != set(spans_of):
+            raise FormatError(f"{path}: optimizer arrays {sorted(set(optim) ^ set(spans_of))} "
+                              f"do not match the trainer's optimizer")
+        expected = _targets(trainer.model)
+        names = _check_model_entries(path, expected, entries)
+        arrays = _read_arrays(f, path, entries, start, names + optim)
+    state = None if spans is None else [{} for _ in range(spans)]
+    for key, i in spans_of.items():
+        state[i][key.rsplit(".", 1)[1]] = arrays[key]
     saved = {k: meta.get(k) for k in ("schedule", "epoch", "history", "rng")}
     saved.update(model={k: arrays[f"model.{k}"] for k in expected},
                  optimizer={**opt, "state": state})

@@ -5,6 +5,7 @@ import gzip
 import hashlib
 import os
 import threading
+import tracemalloc
 from functools import partial
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -318,3 +319,138 @@ def test_download_into_a_folder_that_cannot_be_reached(tmp_path):
         datasets.load_mnist(tmp_path / "mnist", download=True)
     assert _names(tmp_path / "mnist") == []
 
+
+
+# ---------------------------------------------------------------- bounded reads
+
+
+def _gz_of(path, parts):
+    """Write the byte strings `parts` gzipped to `path` (compressed as they come: a
+    large part need not fit in memory twice)."""
+    with gzip.open(path, "wb", compresslevel=1) as f:
+        for part in parts:
+            f.write(part)
+    return path
+
+
+def _zeros(n, chunk=1 << 22):
+    while n > 0:
+        yield b"\0" * min(chunk, n)
+        n -= chunk
+
+
+def test_a_gzip_bomb_is_not_inflated_past_its_header(tmp_path):
+    """A header declaring 2 x 2 x 2 bytes, followed by 256 MiB of zeros (a 250 KB file):
+    refused after at most one byte more than 8 of data, with little memory."""
+    header = bytes([0, 0, 8, 3]) + b"".join(n.to_bytes(4, "big") for n in (2, 2, 2))
+    path = _gz_of(tmp_path / "bomb.gz", [header, *_zeros(256 * 2**20)])
+    tracemalloc.start()
+    try:
+        with pytest.raises(ValueError, match="holds more bytes"):
+            datasets.read_idx(path)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 4 * 2**20
+
+
+def test_only_regular_files_are_read(tmp_path):
+    os.mkfifo(tmp_path / "fifo")  # nobody writes to it: reading it would block
+    (tmp_path / "folder").mkdir()
+    for name in ("fifo", "folder"):
+        with pytest.raises(ValueError, match="not a regular file"):
+            datasets.read_idx(tmp_path / name)
+
+
+def test_trailing_data_in_a_plain_file_is_refused(tmp_path):
+    path = tmp_path / "x.idx"
+    _write_idx(path, np.zeros((3, 2), np.uint8))
+    path.write_bytes(path.read_bytes() + b"\0")
+    with pytest.raises(ValueError, match="holds more bytes"):
+        datasets.read_idx(path)
+
+
+@pytest.mark.parametrize("dims, match", [
+    ((), "0 dimensions"), ((1,) * (datasets.MAX_IDX_DIMS + 1), "dimensions"),
+    ((2**16, 2**16, 2**8), "more than"), ((2**32 - 1, 2**32 - 1), "more than")],
+    ids=["no-dims", "too-many-dims", "over-max-bytes", "huge"])
+def test_insane_headers_are_refused_before_reading(tmp_path, dims, match):
+    header = bytes([0, 0, 8, len(dims)]) + b"".join(n.to_bytes(4, "big") for n in dims)
+    for gz in (False, True):
+        path = tmp_path / ("h.gz" if gz else "h")
+        if gz:
+            _gz_of(path, [header, b"\0" * 64])
+        else:
+            path.write_bytes(header + b"\0" * 64)
+        tracemalloc.start()
+        try:
+            with pytest.raises(ValueError, match=match):
+                datasets.read_idx(path)
+            _, peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+        assert peak < 2**20
+
+
+def test_a_header_declaring_more_than_mnist_is_refused_when_verifying(tmp_path):
+    """Verifying, nothing larger than MNIST's own file is read: a labels file declaring
+    10**8 labels is refused from its header (without verify, it is read and found
+    short)."""
+    for split, n in (("train", 6), ("t10k", 4)):
+        _write_idx(tmp_path / f"{split}-images-idx3-ubyte", np.zeros((n, 2, 2)))
+        _write_idx(tmp_path / f"{split}-labels-idx1-ubyte", np.zeros(n))
+    labels = tmp_path / "t10k-labels-idx1-ubyte"
+    labels.write_bytes(bytes([0, 0, 8, 1]) + (10**8).to_bytes(4, "big") + b"\0" * 4)
+    with pytest.raises(ValueError, match="more than the 10000 bytes allowed"):
+        datasets.load_mnist(tmp_path)
+    with pytest.raises(ValueError, match="holds 4 bytes"):
+        datasets.load_mnist(tmp_path, verify=False)
+
+
+def test_mnist_sizes_are_those_of_the_files():
+    for stem, size in datasets.MNIST_SIZES.items():
+        n = 60000 if stem.startswith("train") else 10000
+        assert size == (16 + n * 784 if "images" in stem else 8 + n)
+
+
+class _HugeHandler(_Handler):
+    """Sends more than any MNIST file takes, without announcing its length."""
+
+    def do_GET(self):
+        self.log.append(self.path)
+        self.send_response(200)
+        self.end_headers()
+        for _ in range(3):
+            self.wfile.write(b"\x1f\x8b" + b"\0" * (2**20))
+
+
+class _AnnouncingHandler(_Handler):
+    """Announces a body far larger than any MNIST file, then sends little."""
+
+    def do_GET(self):
+        self.log.append(self.path)
+        self.send_response(200)
+        self.send_header("Content-Length", str(10 * 2**30))
+        self.end_headers()
+        self.wfile.write(b"\x1f\x8b" + b"\0" * 100)
+
+
+def test_downloads_are_capped_and_their_size_verified(tmp_path, serve):
+    bomb = tmp_path / "bomb"
+    bomb.mkdir()  # a real gzip file, small, that inflates to 64 MiB
+    header = bytes([0, 0, 8, 1]) + (10000).to_bytes(4, "big")
+    _gz_of(bomb / f"{LABELS}.gz", [header, *_zeros(64 * 2**20)])
+    assert (bomb / f"{LABELS}.gz").stat().st_size < 2**20  # well within the cap
+    urls = [serve(tmp_path, _HugeHandler)[0], serve(tmp_path, _AnnouncingHandler)[0],
+            serve(bomb)[0]]
+    folder = tmp_path / "mnist"
+    folder.mkdir()
+    for stem in STEMS:  # only the labels are fetched
+        if stem != LABELS:
+            (folder / stem).write_bytes(b"")
+    with pytest.raises(datasets.MNISTDownloadError, match=LABELS) as info:
+        datasets.load_mnist(folder, download=True, mirrors=urls)
+    message = str(info.value)
+    assert "sent more than" in message and "announces 10737418240 bytes" in message
+    assert f"decompresses to more than {datasets.MNIST_SIZES[LABELS] + 1}" in message
+    assert LABELS not in " ".join(_names(folder))  # nothing partial or unverified stays

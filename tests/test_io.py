@@ -2,9 +2,11 @@
 layer, readability by an independent safetensors parser, hostile and corrupt files,
 atomic writes, and models that cannot be saved."""
 
+import fcntl
 import json
 import os
 import pickle
+import stat
 import struct
 import time
 import tracemalloc
@@ -398,7 +400,7 @@ def _arch(edit):
     (_arch(lambda a: a["layers"][1].update(type="Sequential")), "layer list"),
     (_arch(lambda a: a.update(type="builtins.eval")), "unknown layer type"),
     (_arch(lambda a: a["layers"][0]["config"].update(out_features=7)), "declares more parameters"),
-    (_arch(lambda a: a["layers"][0]["config"].update(dtype="float64")), "share a dtype"),
+    (_arch(lambda a: a["layers"][0]["config"].update(dtype="float64")), "declares more parameters"),
     (_arch(lambda a: a["layers"][0]["config"].update(bias=False)), "do not match"),
     (_arch(lambda a: a["layers"][0]["config"].update(in_features=-3)), "bad in_features"),
     (_arch(lambda a: a["layers"][0]["config"].update(dtype="int8")), "invalid"),
@@ -655,3 +657,318 @@ def test_layers_table_is_fixed():
                               "AvgPool2d", "GlobalAvgPool2d", "Flatten", "ELU", "GELU",
                               "SiLU"}
     assert all(issubclass(cls, nn.Module) for cls in io.LAYERS.values())
+
+
+# ---------------------------------------------------------------- what save may write
+
+
+def _temporaries(folder):
+    return [p for p in os.listdir(folder) if p.startswith(".fastnn-")]
+
+
+def test_metadata_over_the_header_limit_is_refused_before_writing(tmp_path, monkeypatch):
+    path = tmp_path / "m.safetensors"
+    fastnn.save(small_model(), path)
+    before = path.read_bytes()
+    monkeypatch.setattr(io, "MAX_HEADER_BYTES", 4096)  # (the real limit: 64 MiB of JSON)
+    with pytest.raises(FormatError, match="MAX_HEADER_BYTES"):
+        fastnn.save(small_model(), path, metadata={"notes": "x" * 5000})
+    assert path.read_bytes() == before
+    assert _only(tmp_path) == ["m.safetensors"]
+    fastnn.save(small_model(), tmp_path / "small.safetensors", metadata={"notes": "x" * 100})
+    assert fastnn.load(tmp_path / "small.safetensors", with_metadata=True)[1]["notes"]
+
+
+def test_metadata_over_the_real_header_limit(tmp_path):
+    path = tmp_path / "m.safetensors"
+    fastnn.save(small_model(), path)
+    before = path.read_bytes()
+    with pytest.raises(FormatError, match="over the limit"):
+        fastnn.save(small_model(), path, metadata={"blob": "x" * (io.MAX_HEADER_BYTES + 1)})
+    assert path.read_bytes() == before and _only(tmp_path) == ["m.safetensors"]
+
+
+def test_an_architecture_load_would_refuse_is_not_saved(tmp_path):
+    path = tmp_path / "m.safetensors"
+    fastnn.save(small_model(), path)
+    before = path.read_bytes()
+    deep = nn.Linear(2, 2, seed=0)
+    for _ in range(io.MAX_DEPTH + 2):
+        deep = nn.Sequential(deep)
+    with pytest.raises(FormatError, match="load\\(\\) would refuse"):
+        fastnn.save(deep, path)
+    assert path.read_bytes() == before and _only(tmp_path) == ["m.safetensors"]
+    shallow = nn.Linear(2, 2, seed=0)
+    for _ in range(io.MAX_DEPTH - 1):
+        shallow = nn.Sequential(shallow)
+    fastnn.save(shallow, path)  # at the limit: saved and loaded
+    assert io.architecture(fastnn.load(path)) == io.architecture(shallow)
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o077, 0o002])
+def test_a_new_file_honours_the_umask(tmp_path, umask):
+    old = os.umask(umask)
+    try:
+        fastnn.save(small_model(), tmp_path / "m.safetensors")
+        with open(tmp_path / "plain", "w"):
+            pass
+    finally:
+        os.umask(old)
+    mode = stat.S_IMODE(os.stat(tmp_path / "m.safetensors").st_mode)
+    assert mode == 0o666 & ~umask == stat.S_IMODE(os.stat(tmp_path / "plain").st_mode)
+
+
+@pytest.mark.parametrize("mode", [0o644, 0o640, 0o600, 0o444])
+def test_saving_over_a_file_keeps_its_mode(tmp_path, mode):
+    path = tmp_path / "m.safetensors"
+    fastnn.save(small_model(), path)
+    os.chmod(path, mode)
+    fastnn.save(MODELS["relu-bn"](), path)
+    assert stat.S_IMODE(os.stat(path).st_mode) == mode
+    assert isinstance(fastnn.load(path)[1], nn.BatchNorm1d)
+
+
+def test_saving_through_a_symlink_writes_its_target(tmp_path):
+    (tmp_path / "runs").mkdir()
+    target = tmp_path / "runs" / "model-v1.safetensors"
+    link = tmp_path / "latest.safetensors"
+    fastnn.save(small_model(), target)
+    link.symlink_to(target)
+    fastnn.save(MODELS["relu-bn"](), link)
+    assert link.is_symlink() and os.readlink(link) == str(target)
+    assert isinstance(fastnn.load(target)[1], nn.BatchNorm1d)
+    # a dangling link: its target is created, as open(link, "w") would
+    dangling = tmp_path / "next.safetensors"
+    dangling.symlink_to(tmp_path / "runs" / "model-v2.safetensors")
+    fastnn.save(small_model(), dangling)
+    assert dangling.is_symlink() and (tmp_path / "runs" / "model-v2.safetensors").is_file()
+    assert _temporaries(tmp_path) == [] and _temporaries(tmp_path / "runs") == []
+
+
+def test_saving_over_something_that_is_not_a_file_is_refused(tmp_path):
+    (tmp_path / "folder.safetensors").mkdir()
+    with pytest.raises(FormatError, match="not a regular file"):
+        fastnn.save(small_model(), tmp_path / "folder.safetensors")
+    os.mkfifo(tmp_path / "fifo")
+    with pytest.raises(FormatError, match="not a regular file"):
+        fastnn.save(small_model(), tmp_path / "fifo")
+    assert _temporaries(tmp_path) == []
+
+
+def _stale(folder, name=".fastnn-0123456789abcdef.tmp"):
+    path = folder / name
+    path.write_bytes(b"\0" * 100)
+    return path
+
+
+def test_a_save_removes_the_temporary_files_of_dead_writers(tmp_path):
+    stale = [_stale(tmp_path, f".fastnn-{i:016x}.tmp") for i in range(3)]
+    other = tmp_path / ".fastnn-notes.txt"  # not one of ours: left alone
+    other.write_text("keep")
+    fastnn.save(small_model(), tmp_path / "m.safetensors")
+    assert not any(p.exists() for p in stale)
+    assert sorted(_only(tmp_path)) == [".fastnn-notes.txt", "m.safetensors"]
+
+
+def test_a_live_writers_temporary_file_is_left_alone(tmp_path):
+    live = _stale(tmp_path)
+    fd = os.open(live, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)  # as a writer in another process holds it
+        fastnn.save(small_model(), tmp_path / "m.safetensors")
+        assert live.exists()
+    finally:
+        os.close(fd)
+    fastnn.save(small_model(), tmp_path / "m.safetensors")
+    assert not live.exists()
+
+
+@pytest.mark.skipif(io._libc is None, reason="no O_TMPFILE and linkat here")
+def test_the_temporary_file_has_no_name_while_it_is_written(tmp_path, monkeypatch):
+    seen = []
+    real_fsync = os.fsync
+
+    def fsync(fd):
+        seen.append(_temporaries(tmp_path))
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    fastnn.save(small_model(), tmp_path / "m.safetensors")
+    assert seen and seen[0] == []  # written and synced without a name in the folder
+    assert _only(tmp_path) == ["m.safetensors"]
+
+
+def test_named_temporary_files_where_there_is_no_o_tmpfile(tmp_path, monkeypatch):
+    monkeypatch.setattr(io, "_libc", None)
+    stale = _stale(tmp_path)
+    old = os.umask(0o027)
+    try:
+        fastnn.save(small_model(), tmp_path / "m.safetensors")
+    finally:
+        os.umask(old)
+    assert not stale.exists() and _only(tmp_path) == ["m.safetensors"]
+    assert stat.S_IMODE(os.stat(tmp_path / "m.safetensors").st_mode) == 0o640
+    got, expected = _outputs(small_model(), tmp_path / "m.safetensors")
+    np.testing.assert_array_equal(got, expected)
+
+
+# ---------------------------------------------------------------- what load may read
+
+
+@pytest.mark.parametrize("kind", ["fifo", "folder", "device"])
+def test_only_regular_files_are_loaded(tmp_path, kind):
+    path = tmp_path / "m.safetensors"
+    if kind == "fifo":
+        os.mkfifo(path)  # nobody writes to it: opening it for reading would block
+    elif kind == "folder":
+        path.mkdir()
+    else:
+        path = "/dev/zero"
+    assert_format_error(path, "not a regular file")
+    assert_format_error(path, "not a regular file", loader=_checkpoint_loader())
+
+
+def _checkpoint_loader():
+    from fastnn import losses, optim
+
+    model = small_model()
+    trainer = fastnn.Trainer(model, losses.SoftmaxCrossEntropy(), optim.SGD(model, 0.1),
+                             progress=False)
+    return trainer.load_checkpoint
+
+
+def _with_header(tmp_path, raw_header, data):
+    return raw_file(tmp_path / "bad.safetensors", raw_header, data)
+
+
+def test_duplicate_array_names_are_refused(tmp_path):
+    arrays, metadata = saved_parts(tmp_path)
+    raw = write_safetensors(tmp_path / "ok.safetensors", arrays, metadata).read_bytes()
+    (n,) = struct.unpack("<Q", raw[:8])
+    text = raw[8:8 + n].decode()
+    # the last of two entries for model.0.weight would have won: its bytes are those
+    # of model.2.weight, the same size
+    entry = json.dumps({"dtype": "F32", "shape": [4, 6],
+                        "data_offsets": json.loads(text)[W0]["data_offsets"]})
+    doubled = text[:-1] + f',"{W0}":{entry}}}'
+    assert_format_error(_with_header(tmp_path, doubled.encode(), raw[8 + n:]),
+                        "appears more than once")
+
+
+def test_duplicate_keys_inside_the_metadata_are_refused(tmp_path):
+    arrays, metadata = saved_parts(tmp_path)
+    arch = metadata["architecture"]
+    metadata["architecture"] = arch[:-1] + ',"type":"Sequential"}'
+    assert_format_error(write_safetensors(tmp_path / "bad.safetensors", arrays, metadata),
+                        "more than once")
+
+
+def test_a_gap_between_arrays_is_refused(tmp_path):
+    def mutate(header, size):
+        for name, entry in header.items():
+            if name != "__metadata__" and entry["data_offsets"][0] > 0:
+                entry["data_offsets"] = [o + 4 for o in entry["data_offsets"]]
+    path = _entry_mutation(tmp_path, mutate)
+    path.write_bytes(path.read_bytes() + b"\0" * 4)
+    assert_format_error(path, "gap")
+
+
+def test_trailing_bytes_are_refused(tmp_path):
+    arrays, metadata = saved_parts(tmp_path)
+    path = write_safetensors(tmp_path / "bad.safetensors", arrays, metadata)
+    path.write_bytes(path.read_bytes() + b"\0" * 8)
+    assert_format_error(path, "8 bytes after the last array")
+
+
+def test_a_sparse_tail_is_refused_without_being_read(tmp_path):
+    """A valid model followed by a 2 GiB hole (no disk used): refused from the header
+    and the file's size alone."""
+    path = tmp_path / "m.safetensors"
+    fastnn.save(small_model(), path)
+    with open(path, "r+b") as f:
+        f.truncate(os.path.getsize(path) + 2 * 2**30)
+    tracemalloc.start()
+    try:
+        assert_format_error(path, "after the last array")
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 2**20
+
+
+def test_arrays_the_model_does_not_use_are_not_read(tmp_path):
+    arrays, metadata = saved_parts(tmp_path)
+    arrays["notes.blob"] = np.zeros(4 * 2**20, np.uint8)
+    path = write_safetensors(tmp_path / "extra.safetensors", arrays, metadata)
+    reads = []
+    real_readinto = io._fill
+
+    def counting(f, view, where):
+        reads.append(len(view))
+        return real_readinto(f, view, where)
+
+    tracemalloc.start()
+    try:
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(io, "_fill", counting)
+            model = fastnn.load(path)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert sum(reads) < 2**16  # the header and the model's arrays only
+    assert peak < 2**20
+    np.testing.assert_array_equal(model[0].weight, arrays[W0])
+
+
+def test_the_parameter_budget_counts_bytes(tmp_path):
+    """The file holds 1-byte arrays; the architecture, the same number of float64
+    elements: 8 times the bytes. Refused before the model is built."""
+    n = 1000
+    arch = {"type": "Sequential", "layers": [
+        {"type": "Linear", "config": {"in_features": n, "out_features": n, "bias": False,
+                                      "dtype": "float64"}}]}
+    metadata = {"format": "fastnn", "format_version": "1", "kind": "model",
+                "architecture": json.dumps(arch)}
+    path = write_safetensors(tmp_path / "bad.safetensors",
+                             {"model.0.weight": np.zeros((n, n), np.uint8)}, metadata)
+    tracemalloc.start()
+    try:
+        assert_format_error(path, "more parameters than the file holds")
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 2 * n * n  # nothing of the 8 MB model, nor of its gradients
+
+
+# ---------------------------------------------------------------- loaded values
+
+
+def _bn_file(tmp_path, name, value):
+    model = MODELS["relu-bn"]()
+    path = tmp_path / "bn.safetensors"
+    fastnn.save(model, path)
+    arrays, metadata = parse_safetensors(path.read_bytes())
+    arrays = {k: np.array(v) for k, v in arrays.items()}
+    arrays[f"model.1.{name}"][3] = value
+    return write_safetensors(tmp_path / "bad.safetensors", arrays, metadata)
+
+
+@pytest.mark.parametrize("name, value", [
+    ("running_var", -1.0), ("running_var", np.nan), ("running_var", np.inf),
+    ("running_mean", np.nan), ("running_mean", -np.inf)])
+def test_bad_running_statistics_are_refused(tmp_path, name, value):
+    assert_format_error(_bn_file(tmp_path, name, value), f"1.{name}")
+
+
+def test_bad_running_statistics_are_refused_by_load_state_dict():
+    model = MODELS["relu-bn"]()
+    state = model.state_dict()
+    before = {k: v.copy() for k, v in state.items()}
+    state["1.running_var"][0] = -0.5
+    state["0.weight"][:] = 7  # checked before anything is copied: nothing changes
+    with pytest.raises(ValueError, match=r"1\.running_var"):
+        model.load_state_dict(state)
+    for key, value in model.state_dict().items():
+        np.testing.assert_array_equal(value, before[key])
+    state["1.running_var"][0] = 0.0  # a zero variance is a variance
+    model.load_state_dict(state)

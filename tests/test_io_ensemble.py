@@ -109,7 +109,9 @@ def test_ensemble_file_is_not_a_checkpoint(mlp_ensemble, tmp_path):
 
 def _rewrite(path, out, change_meta=None, change_arrays=None):
     """A copy of an ensemble file with its metadata or arrays changed."""
-    arrays, meta = fastnn.io._read(path)
+    with fastnn.io._open(path) as f:
+        entries, meta, start = fastnn.io._read_header(f, path)
+        arrays = fastnn.io._read_arrays(f, path, entries, start, list(entries))
     if change_meta:
         change_meta(meta)
     if change_arrays:

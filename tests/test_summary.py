@@ -146,3 +146,14 @@ def test_load_state_dict_shape_mismatch_raises_even_when_not_strict():
         m.load_state_dict(state, strict=False)
     for name, value in m.state_dict().items():  # nothing was copied
         np.testing.assert_array_equal(value, before[name], err_msg=name)
+
+
+def test_load_state_dict_strict_false_checks_the_batchnorm_statistics_it_loads():
+    model = nn.Sequential(nn.Linear(3, 4, seed=0), nn.BatchNorm1d(4))
+    missing, _ = model.load_state_dict({"1.running_mean": np.ones(4, np.float32)},
+                                       strict=False)
+    assert "1.running_var" in missing
+    np.testing.assert_array_equal(model[1].running_mean, 1)
+    with pytest.raises(ValueError, match="1.running_var"):
+        model.load_state_dict({"1.running_var": -np.ones(4, np.float32)}, strict=False)
+    np.testing.assert_array_equal(model[1].running_var, 1)

@@ -4,7 +4,7 @@ channel of an (N, C, H, W) batch (BatchNorm2d)."""
 import numpy as np
 
 from .. import ops
-from .._checks import check_eps
+from .._checks import check_eps, check_finite
 from .._kernels.batchnorm2d import BatchNorm2dOp
 from .kernel_layer import KernelLayer, check_4d, check_images
 from .linear import _float_dtype, _positive_int
@@ -36,6 +36,16 @@ class _BatchNorm(Module):
         self.add_parameters(dtype, weight=(np.ones(d), "norm"), bias=(np.zeros(d), "norm"))
         self.add_buffer("running_mean", np.zeros(d, dtype))
         self.add_buffer("running_var", np.ones(d, dtype))
+
+    def check_state(self, prefix, state):
+        """Running statistics must be finite, and running_var >= 0 (its square root
+        normalizes in eval mode); a name `state` lacks (strict=False) is not checked."""
+        for name in ("running_mean", "running_var"):
+            if prefix + name in state:
+                check_finite(np.asarray(state[prefix + name]), prefix + name)
+        var = state.get(prefix + "running_var")
+        if var is not None and (np.asarray(var) < 0).any():
+            raise ValueError(f"{prefix}running_var: must be >= 0 (a variance)")
 
     def config(self):
         return {"num_features": self.num_features, "momentum": self.momentum, "eps": self.eps,

@@ -368,6 +368,8 @@ class Module:
                     f"load_state_dict: {name} has dtype {value.dtype}, which does not fit "
                     f"its {target.dtype} target"
                 )
+        for prefix, module in self.modules():
+            module.check_state(prefix, state)
         for name, target in loaded:
             np.copyto(target, state[name], casting="same_kind")
         return IncompatibleKeys(missing, unexpected)
@@ -478,6 +480,11 @@ class Module:
             for m, mode in modes:
                 m.training = mode
         return shapes
+
+    def check_state(self, prefix, state):
+        """Raise ValueError, naming the key, when `state` (a state_dict in which this
+        module's names start with `prefix`) holds values this module must never hold;
+        load_state_dict calls it before copying anything. Any value passes here."""
 
     def config(self):
         """Constructor arguments that rebuild this module (fastnn.save stores them).

@@ -15,6 +15,7 @@ class Adagrad(Optimizer):
     """
 
     state_names = ("cache",)
+    non_negative_state = ("cache",)
 
     def __init__(self, params, lr, eps=1e-10, weight_decay=0.0):
         super().__init__(params, lr=lr, eps=eps, weight_decay=weight_decay)

@@ -20,6 +20,7 @@ class Adam(Optimizer):
     """
 
     state_names = ("m", "v")
+    non_negative_state = ("v",)
     decoupled = False
 
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0):

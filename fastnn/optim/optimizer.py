@@ -4,6 +4,7 @@ import math
 
 import numpy as np
 
+from .._checks import NON_NEGATIVE, check_finite, check_float, check_int
 from .._threads import get_num_threads
 
 __all__ = ["Optimizer", "flat_spans"]
@@ -90,6 +91,8 @@ class Optimizer:
 
     # names of the per-element state arrays, created at the first step
     state_names = ()
+    # those that must be >= 0 (sums of squares, under a square root)
+    non_negative_state = ()
 
     def __init__(self, params, **hyper):
         self.defaults = dict(hyper)
@@ -236,25 +239,17 @@ class Optimizer:
 
     def load_state_dict(self, state_dict):
         """Restore what state_dict() saved, into an optimizer built over the same
-        parameters; resuming then follows the same trajectory as never stopping."""
-        groups = state_dict["param_groups"]
-        if len(groups) != len(self.param_groups):
-            raise ValueError(
-                f"load_state_dict: {len(groups)} param groups saved, {len(self.param_groups)} here"
-            )
+        parameters; resuming then follows the same trajectory as never stopping.
+
+        Everything is checked before anything changes, with the checks the constructor
+        applies: hyperparameters (and "initial_lr" as "lr"), a step count >= 0, state
+        arrays of the right names and shapes, finite, and >= 0 where the update takes
+        their square root (`non_negative_state`). A ValueError names what is wrong."""
+        checked, step_count = self._validated(state_dict)
         saved = state_dict["state"]
-        if saved is not None:
-            spans = list(self._spans())
-            if len(saved) != len(spans):
-                raise ValueError("load_state_dict: the saved state covers other parameters")
-            for (_, (values, _)), s in zip(spans, saved):
-                for name in self.state_names:
-                    if name not in s or np.shape(s[name]) != values.shape:
-                        raise ValueError(f"load_state_dict: state {name!r} missing or misshapen")
-        for group, saved_group in zip(self.param_groups, groups):
-            for key, value in saved_group.items():
-                group[key] = self._check(key, value) if key in self.defaults else value
-        self.step_count = int(state_dict["step_count"])
+        for group, saved_group in zip(self.param_groups, checked):
+            group.update(saved_group)
+        self.step_count = step_count
         if saved is None:
             self._state = None
         else:
@@ -262,6 +257,61 @@ class Optimizer:
             for mine, s in zip(state, saved):
                 for name in self.state_names:
                     np.copyto(mine[name], s[name], casting="same_kind")
+
+    def check_state_dict(self, state_dict):
+        """Raise the ValueError load_state_dict(state_dict) would raise, changing
+        nothing (fastnn.save_checkpoint checks with it before writing)."""
+        self._validated(state_dict)
+
+    def _validated(self, state_dict):
+        """(param groups, step count) of `state_dict`, checked, and its state arrays
+        checked: load_state_dict's checks."""
+        groups = state_dict["param_groups"]
+        if len(groups) != len(self.param_groups):
+            raise ValueError(
+                f"load_state_dict: {len(groups)} param groups saved, {len(self.param_groups)} here"
+            )
+        checked = []
+        for i, saved_group in enumerate(groups):
+            group = {}
+            for key, value in saved_group.items():
+                try:
+                    if key in self.defaults:
+                        value = self._check(key, value)
+                    elif key == "initial_lr":
+                        value = check_float(value, "initial_lr", NON_NEGATIVE)
+                    else:
+                        raise ValueError(f"unknown hyperparameter {key!r}")
+                except (TypeError, ValueError) as exc:
+                    raise ValueError(f"load_state_dict: param group {i}: {exc}") from exc
+                group[key] = value
+            checked.append(group)
+        step_count = check_int(state_dict["step_count"], "load_state_dict: step_count",
+                               NON_NEGATIVE)
+        saved = state_dict["state"]
+        if saved is not None:
+            spans = list(self._spans())
+            if len(saved) != len(spans):
+                raise ValueError("load_state_dict: the saved state covers other parameters")
+            for i, ((_, (values, _)), s) in enumerate(zip(spans, saved)):
+                if set(s) != set(self.state_names):
+                    raise ValueError(f"load_state_dict: span {i} has state {sorted(s)}, "
+                                     f"expected {sorted(self.state_names)}")
+                for name in self.state_names:
+                    self._check_state(f"load_state_dict: state {name!r} of span {i}", name,
+                                      s[name], values)
+        return checked, step_count
+
+    def _check_state(self, what, name, array, values):
+        """A saved state array for the span `values`: its shape, a float dtype, finite
+        values, >= 0 when `name` is in non_negative_state."""
+        array = np.asarray(array)
+        if array.shape != values.shape or array.dtype.kind != "f":
+            raise ValueError(f"{what} is {array.dtype}{array.shape}, expected "
+                             f"{values.dtype}{values.shape}")
+        check_finite(array, what)
+        if name in self.non_negative_state and (array < 0).any():
+            raise ValueError(f"{what}: must be >= 0 (a running sum of squares)")
 
     def __repr__(self):
         hyper = ", ".join(f"{k}={v}" for k, v in self.defaults.items())

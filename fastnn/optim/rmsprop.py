@@ -18,6 +18,7 @@ class RMSProp(Optimizer):
     """
 
     state_names = ("cache",)
+    non_negative_state = ("cache",)
 
     def __init__(self, params, lr, alpha=0.99, eps=1e-8, weight_decay=0.0):
         super().__init__(params, lr=lr, alpha=alpha, eps=eps, weight_decay=weight_decay)

@@ -8,10 +8,14 @@ so schedules can be chained (see Warmup).
 """
 
 import math
+from functools import partial
+from typing import ClassVar
 
 from .._checks import (
     NON_NEGATIVE,
     POSITIVE,
+    UNIT,
+    ArgumentTypeError,
     Interval,
     check_choice,
     check_float,
@@ -34,8 +38,32 @@ __all__ = [
 _FACTOR = Interval(0, 1, closed="neither")
 
 
+def _within(check, interval):
+    """check(value, name) with the Interval `interval`."""
+    return partial(check, within=interval)
+
+
+def _rates(v, name):
+    """A list of learning rates, each a finite number >= 0."""
+    if not isinstance(v, (list, tuple)):
+        raise ArgumentTypeError(f"{name}: expected a list of numbers, got {v!r}")
+    return [check_float(a, f"{name}[{i}]", NON_NEGATIVE) for i, a in enumerate(v)]
+
+
+def _optional_float(v, name):
+    return None if v is None else check_float(v, name)
+
+
 class Schedule:
-    """Base: lr of each group at step t is rate(a0, t); t starts at 0."""
+    """Base: lr of each group at step t is rate(a0, t); t starts at 0.
+
+    `checks` holds the check of every value in state_dict(), name -> check(value,
+    name): a subclass adds its constructor arguments, which its constructor sets
+    through them (`_set`), so that load_state_dict() applies the same checks to the
+    values of a file as the constructor to its arguments.
+    """
+
+    checks: ClassVar[dict] = {"t": _within(check_int, NON_NEGATIVE), "base_lrs": _rates}
 
     def __init__(self, optimizer):
         self.optimizer = optimizer
@@ -62,17 +90,46 @@ class Schedule:
     def state_dict(self):
         return {k: v for k, v in vars(self).items() if k != "optimizer" and not callable(v)}
 
+    def _set(self, **arguments):
+        for name, value in arguments.items():
+            setattr(self, name, self.checks[name](value, name))
+
     def load_state_dict(self, state):
-        vars(self).update(state)
+        """Restore state_dict()'s values, each through its check (a ValueError names
+        the one that fails); nothing changes unless all pass."""
+        vars(self).update(self._checked(state))
         self._apply()
+
+    def check_state_dict(self, state):
+        """Raise the ValueError load_state_dict(state) would raise, changing nothing
+        (fastnn.save_checkpoint checks with it before writing)."""
+        self._checked(state)
+
+    def _checked(self, state):
+        """`state`'s values, checked: the keys of `checks`, each value passing its check,
+        one starting rate per parameter group."""
+        where = f"{type(self).__name__}.load_state_dict"
+        if not isinstance(state, dict) or set(state) != set(self.checks):
+            got = sorted(state) if isinstance(state, dict) else type(state).__name__
+            raise ValueError(f"{where}: expected the keys {sorted(self.checks)}, got {got}")
+        try:
+            checked = {name: self.checks[name](value, name) for name, value in state.items()}
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"{where}: {exc}") from exc
+        if len(checked["base_lrs"]) != len(self.optimizer.param_groups):
+            raise ValueError(f"{where}: {len(checked['base_lrs'])} starting rates for "
+                             f"{len(self.optimizer.param_groups)} parameter groups")
+        return checked
 
 
 class StepDecay(Schedule):
     """lr = a0 * gamma ** (t // step_size)."""
 
+    checks: ClassVar[dict] = {**Schedule.checks, "step_size": _within(check_int, POSITIVE),
+                              "gamma": _within(check_float, NON_NEGATIVE)}
+
     def __init__(self, optimizer, step_size, gamma=0.1):
-        self.step_size = check_int(step_size, "step_size", POSITIVE)
-        self.gamma = check_float(gamma, "gamma", NON_NEGATIVE)
+        self._set(step_size=step_size, gamma=gamma)
         super().__init__(optimizer)
 
     def rate(self, a0, t):
@@ -82,8 +139,10 @@ class StepDecay(Schedule):
 class ExponentialDecay(Schedule):
     """lr = a0 * exp(-k t)."""
 
+    checks: ClassVar[dict] = {**Schedule.checks, "k": _within(check_float, NON_NEGATIVE)}
+
     def __init__(self, optimizer, k):
-        self.k = check_float(k, "k", NON_NEGATIVE)
+        self._set(k=k)
         super().__init__(optimizer)
 
     def rate(self, a0, t):
@@ -93,8 +152,10 @@ class ExponentialDecay(Schedule):
 class InverseTimeDecay(Schedule):
     """lr = a0 / (1 + k t)."""
 
+    checks: ClassVar[dict] = {**Schedule.checks, "k": _within(check_float, NON_NEGATIVE)}
+
     def __init__(self, optimizer, k):
-        self.k = check_float(k, "k", NON_NEGATIVE)
+        self._set(k=k)
         super().__init__(optimizer)
 
     def rate(self, a0, t):
@@ -104,9 +165,11 @@ class InverseTimeDecay(Schedule):
 class CosineDecay(Schedule):
     """lr = eta_min + (a0 - eta_min) * (1 + cos(pi * min(t, t_max) / t_max)) / 2."""
 
+    checks: ClassVar[dict] = {**Schedule.checks, "t_max": _within(check_int, POSITIVE),
+                              "eta_min": _within(check_float, NON_NEGATIVE)}
+
     def __init__(self, optimizer, t_max, eta_min=0.0):
-        self.t_max = check_int(t_max, "t_max", POSITIVE)
-        self.eta_min = check_float(eta_min, "eta_min", NON_NEGATIVE)
+        self._set(t_max=t_max, eta_min=eta_min)
         super().__init__(optimizer)
 
     def rate(self, a0, t):
@@ -121,8 +184,10 @@ class Warmup(Schedule):
     Build `then` on the same optimizer first: Warmup(opt, 500, then=CosineDecay(opt, 10000)).
     """
 
+    checks: ClassVar[dict] = {**Schedule.checks, "steps": _within(check_int, POSITIVE)}
+
     def __init__(self, optimizer, steps, then=None):
-        self.steps = check_int(steps, "steps", POSITIVE)
+        self._set(steps=steps)
         if then is not None and then.optimizer is not optimizer:
             raise ValueError("then: must schedule the same optimizer")
         self.then = then
@@ -147,11 +212,23 @@ class Warmup(Schedule):
         return state
 
     def load_state_dict(self, state):
+        self.check_state_dict(state)  # all of it, `then` included, before any change
         state = dict(state)
         then = state.pop("then", None)
-        if self.then is not None and then is not None:
+        if then is not None:
             self.then.load_state_dict(then)
-        super().load_state_dict(state)
+        vars(self).update(self._checked(state))
+        self._apply()
+
+    def check_state_dict(self, state):
+        state = dict(state)
+        then = state.pop("then", None)
+        if (then is None) != (self.then is None):
+            raise ValueError("Warmup.load_state_dict: the state and this Warmup differ in "
+                             "having a schedule `then`")
+        self._checked(state)
+        if then is not None:
+            self.then.check_state_dict(then)
 
 
 class ReduceOnPlateau(Schedule):
@@ -162,13 +239,23 @@ class ReduceOnPlateau(Schedule):
     min_lr.
     """
 
+    checks: ClassVar[dict] = {
+        **Schedule.checks,
+        "factor": _within(check_float, _FACTOR),
+        "patience": _within(check_int, NON_NEGATIVE),
+        "mode": partial(check_choice, choices=("min", "max")),
+        "threshold": _within(check_float, NON_NEGATIVE),
+        "min_lr": _within(check_float, NON_NEGATIVE),
+        # what stepping changes: the best metric yet, steps since, the lr's factor
+        "best": _optional_float,
+        "bad_steps": _within(check_int, NON_NEGATIVE),
+        "scale": _within(check_float, UNIT),
+    }
+
     def __init__(self, optimizer, factor=0.1, patience=10, mode="min", threshold=1e-4,
                  min_lr=0.0):
-        self.factor = check_float(factor, "factor", _FACTOR)
-        self.patience = check_int(patience, "patience", NON_NEGATIVE)
-        self.mode = check_choice(mode, "mode", ("min", "max"))
-        self.threshold = check_float(threshold, "threshold", NON_NEGATIVE)
-        self.min_lr = check_float(min_lr, "min_lr", NON_NEGATIVE)
+        self._set(factor=factor, patience=patience, mode=mode, threshold=threshold,
+                  min_lr=min_lr)
         self.best = None
         self.bad_steps = 0
         self.scale = 1.0
