@@ -199,6 +199,15 @@ def test_counts_over_the_cap_are_refused(n):
     assert fastnn.get_num_threads() == 2
 
 
+def test_cli_threads_over_the_cap_is_a_usage_error(capsys):
+    from fastnn.__main__ import main
+
+    with pytest.raises(SystemExit) as raised:
+        main(["train", "--threads", "100000"])
+    assert raised.value.code == 2
+    assert "--threads: number of threads must be at most" in capsys.readouterr().err
+
+
 _RUN_KERNEL = """
 import json, warnings
 with warnings.catch_warnings(record=True) as caught:
