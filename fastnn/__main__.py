@@ -518,7 +518,10 @@ def main(argv=None):
         fastnn.show_config()
         return 0
     if getattr(args, "threads", None):
-        fastnn.set_num_threads(args.threads)
+        try:
+            fastnn.set_num_threads(args.threads)
+        except ValueError as exc:  # over the cap: a usage error, not a traceback
+            p.error(f"--threads: {exc}")
     comm = _mpi_world()
     try:
         if args.command == "train":

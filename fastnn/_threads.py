@@ -12,6 +12,19 @@ work; two pools (BLAS's and OpenMP's) spinning for the same cores slow each othe
 many times over. So while fastnn is imported, the BLAS it calls is held to one thread
 (process-wide, as `torch.set_num_threads` is). A build without OpenMP leaves BLAS
 fastnn's thread count instead.
+
+The count is at most max_threads(): MAX_THREADS_PER_CPU per usable CPU, and at least
+MIN_THREAD_CAP whatever the CPUs. More threads than CPUs only slow a CPU-bound kernel
+down, and tens of thousands exhaust the OpenMP runtime (it crashes or aborts). A larger
+`set_num_threads` raises ValueError; a larger environment value warns and is ignored,
+as a malformed one is.
+
+OpenMP's thread pool does not survive fork(): in a forked child, GNU libgomp waits
+forever for the parent's threads the first time it starts a team. So a child forked
+(os.fork, or multiprocessing's "fork" start method) once fastnn has had more than one
+thread runs fastnn's kernels on one thread; asking it for more warns and keeps one.
+Worker processes that should run threads must be started with "spawn" or "forkserver"
+(fastnn.Ensemble uses "spawn").
 """
 
 import math
@@ -22,8 +35,13 @@ from operator import index
 
 _ENV_VARS = ("FASTNN_NUM_THREADS", "OMP_NUM_THREADS")
 
+MAX_THREADS_PER_CPU = 4
+MIN_THREAD_CAP = 64
+
 _num_threads = None  # resolved on first use
 _source = None  # where _num_threads came from
+_threaded = False  # a count over 1 was in use: OpenMP's thread pool may exist
+_forked = False  # forked from a process where it may: one thread (module docstring)
 _blas_controllers = None  # threadpoolctl controllers of the BLAS fastnn calls
 
 
@@ -61,8 +79,15 @@ def usable_cpus():
     return max(1, n)
 
 
+def max_threads():
+    """The largest thread count fastnn accepts: MAX_THREADS_PER_CPU per usable CPU, at
+    least MIN_THREAD_CAP."""
+    return max(MIN_THREAD_CAP, MAX_THREADS_PER_CPU * usable_cpus())
+
+
 def _from_environment():
-    """(count, source) from the environment; a malformed value warns and is ignored."""
+    """(count, source) from the environment; a malformed value, or one over
+    max_threads(), warns and is ignored."""
     for name in _ENV_VARS:
         raw = os.environ.get(name, "").strip()
         if not raw:
@@ -73,10 +98,13 @@ def _from_environment():
             n = int(first)
         except ValueError:
             n = 0
-        if n > 0:
+        if 0 < n <= max_threads():
             return n, name
+        expected = (
+            "a positive integer" if n <= 0 else f"at most {max_threads()} (see set_num_threads)"
+        )
         warnings.warn(
-            f"fastnn: ignoring {name}={raw!r}: expected a positive integer",
+            f"fastnn: ignoring {name}={raw!r}: expected {expected}",
             RuntimeWarning,
             stacklevel=3,
         )
@@ -92,6 +120,11 @@ def _check_count(n):
         raise ValueError(f"number of threads must be a positive int, got {n!r}") from None
     if n <= 0:
         raise ValueError(f"number of threads must be a positive int, got {n}")
+    if n > max_threads():
+        raise ValueError(
+            f"number of threads must be at most {max_threads()} ({MAX_THREADS_PER_CPU} per "
+            f"usable CPU, at least {MIN_THREAD_CAP}), got {n}"
+        )
     return n
 
 
@@ -128,12 +161,37 @@ def blas_info():
     ]
 
 
-def _apply(n, source):
-    global _num_threads, _source
+def _apply(n, source, explicit=False):
+    global _num_threads, _source, _threaded
     from ._kernels import _openmp
 
+    openmp = _openmp.openmp_version() != 0
+    if _forked and openmp and n > 1:
+        if explicit:
+            warnings.warn(
+                f"fastnn: this process was forked, so it runs one thread, not {n} (OpenMP's "
+                "thread pool does not survive fork); start workers with 'spawn' or "
+                "'forkserver' to run threads in them",
+                RuntimeWarning,
+                stacklevel=3,
+            )
+        n, source = 1, "forked process"
     _num_threads, _source = n, source
-    set_blas_threads(1 if _openmp.openmp_version() else n)
+    _threaded = _threaded or n > 1
+    set_blas_threads(1 if openmp else n)
+
+
+def _after_fork_in_child():
+    """Mark a child forked once there may be a thread pool: its count is resolved
+    again, as 1, on first use. (A child of such a child inherits the mark.)"""
+    global _num_threads, _forked
+    if _threaded:
+        _forked = True
+        _num_threads = None
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def get_num_threads():
@@ -150,8 +208,9 @@ def num_threads_source():
 
 
 def set_num_threads(n):
-    """Use `n` threads in fastnn's kernels. `n` must be a positive int."""
-    _apply(_check_count(n), "set_num_threads()")
+    """Use `n` threads in fastnn's kernels. `n` must be a positive int, at most
+    max_threads() (see the module docstring). A forked process keeps one thread."""
+    _apply(_check_count(n), "set_num_threads()", explicit=True)
 
 
 @contextmanager
@@ -163,7 +222,7 @@ def threads(n):
     """
     n = _check_count(n)
     previous = (get_num_threads(), _source)
-    _apply(n, "threads()")
+    _apply(n, "threads()", explicit=True)
     try:
         yield n
     finally:

@@ -164,8 +164,16 @@ def matmul(a, b, out=None, trans_a=False, trans_b=False, accumulate=False):
     batched = a.ndim == 3 or b.ndim == 3
     batch = max(batch_a, batch_b)
     shape = (batch, m, n) if batched else (m, n)
-    if max(m, n, ka, a.shape[-1], b.shape[-1]) > _INT_MAX:
-        raise ValueError("matmul: a dimension exceeds the BLAS limit of 2**31 - 1")
+    # BLAS takes int dimensions. The 2-D kernel makes several calls along long rows or
+    # inner dimensions; a row length (of a, b or the output), and a batched item's
+    # every dimension, must fit in one.
+    limited = [("a's row length", a.shape[-1]), ("b's row length", b.shape[-1]),
+               ("the output's row length", n)]
+    if batched:
+        limited += [("an item's row count", m), ("the inner dimension", ka)]
+    for what, size in limited:
+        if size > _INT_MAX:
+            raise ValueError(f"matmul: {what} is {size}, over BLAS's limit of 2**31 - 1")
     if accumulate and (out is None or batched):
         raise ValueError("matmul: accumulate=True needs 2-D operands and an out= array")
     out = check_output(out, shape, a.dtype, [("a", a), ("b", b)])

@@ -154,6 +154,6 @@ def test_load_state_dict_strict_false_checks_the_batchnorm_statistics_it_loads()
                                        strict=False)
     assert "1.running_var" in missing
     np.testing.assert_array_equal(model[1].running_mean, 1)
-    with pytest.raises(ValueError, match="1.running_var"):
+    with pytest.raises(ValueError, match=r"1\.running_var"):
         model.load_state_dict({"1.running_var": -np.ones(4, np.float32)}, strict=False)
     np.testing.assert_array_equal(model[1].running_var, 1)

@@ -176,6 +176,169 @@ def test_environment_count_reaches_blas():
     assert got["blas"] and got["blas"] == [1] * len(got["blas"])
 
 
+# ---------------------------------------------------------------- the cap
+
+
+def test_cap_is_a_multiple_of_the_usable_cpus():
+    cap = _threads.max_threads()
+    assert cap == max(_threads.MIN_THREAD_CAP,
+                      _threads.MAX_THREADS_PER_CPU * _threads.usable_cpus())
+    fastnn.set_num_threads(cap)
+    assert fastnn.get_num_threads() == cap
+
+
+@pytest.mark.parametrize("n", [100_000, 2**31 - 1, 2**63])
+def test_counts_over_the_cap_are_refused(n):
+    fastnn.set_num_threads(2)
+    with pytest.raises(ValueError, match=f"at most {_threads.max_threads()}"):
+        fastnn.set_num_threads(n)
+    with pytest.raises(ValueError, match="at most"), fastnn.threads(n):
+        pass  # pragma: no cover
+    with pytest.raises(ValueError, match="at most"):
+        fastnn.set_num_threads(_threads.max_threads() + 1)
+    assert fastnn.get_num_threads() == 2
+
+
+def test_cli_threads_over_the_cap_is_a_usage_error(capsys):
+    from fastnn.__main__ import main
+
+    with pytest.raises(SystemExit) as raised:
+        main(["train", "--threads", "100000"])
+    assert raised.value.code == 2
+    assert "--threads: number of threads must be at most" in capsys.readouterr().err
+
+
+_RUN_KERNEL = """
+import json, warnings
+with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter("always")
+    import numpy as np
+    import fastnn
+    from fastnn import _threads, ops
+    y = ops.relu(np.full(10**6, -1.0, np.float32))
+print(json.dumps({"n": fastnn.get_num_threads(), "usable": _threads.usable_cpus(),
+                  "zeros": int((y == 0).sum()),
+                  "warnings": [str(w.message) for w in caught if "NUM_THREADS" in str(w.message)]}))
+"""
+
+
+@pytest.mark.parametrize("env", [
+    {"FASTNN_NUM_THREADS": "100000"},
+    {"FASTNN_NUM_THREADS": str(2**31 - 1)},
+    {"OMP_NUM_THREADS": "100000"},
+], ids=["fastnn-100000", "fastnn-int-max", "omp-100000"])
+def test_environment_over_the_cap_warns_and_falls_back(env):
+    """The count falls back to the CPUs, and a threaded kernel then runs."""
+    clean = {k: v for k, v in os.environ.items() if k not in _threads._ENV_VARS}
+    site = os.path.dirname(os.path.dirname(fastnn.__file__))
+    result = subprocess.run([sys.executable, "-c", _RUN_KERNEL], env={**clean, **env,
+                            "PYTHONPATH": site}, capture_output=True, text=True,
+                            timeout=120, check=False, cwd=site)
+    assert result.returncode == 0, result.stderr
+    got = json.loads(result.stdout.strip().splitlines()[-1])
+    assert got["n"] == got["usable"]
+    assert got["zeros"] == 10**6
+    (message,) = got["warnings"]
+    name, value = next(iter(env.items()))
+    assert name in message and repr(value) in message and "at most" in message
+
+
+# ---------------------------------------------------------------- fork
+
+# The parent runs 2-thread kernels first: then GNU libgomp's thread pool exists, and a
+# child that starts a team of more than one thread waits for it forever. The children
+# run kernels and a training step, each in a process the parent kills after a time limit.
+# "unthreaded": the parent never had more than one thread, so its child may have two.
+_FORK_SCRIPT = """
+import json, multiprocessing, os, sys, time, warnings
+import numpy as np
+import fastnn
+from fastnn import losses, nn, ops, optim
+
+
+def work():
+    \"\"\"A kernel, a matrix product and one epoch of training; what the child saw.\"\"\"
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        fastnn.set_num_threads(2)
+    relu = ops.relu(np.full(10**6, -1.0, np.float32))
+    a = np.random.default_rng(0).standard_normal((512, 256)).astype(np.float32)
+    product = ops.matmul(a, a.T)
+    X = np.random.default_rng(1).standard_normal((256, 20)).astype(np.float32)
+    y = (X[:, 0] > 0).astype(np.int64)
+    model = nn.Sequential(nn.Linear(20, 32, seed=0), nn.ReLU(), nn.Linear(32, 2, seed=1))
+    trainer = fastnn.Trainer(model, losses.SoftmaxCrossEntropy(), optim.SGD(model, 0.1),
+                             progress=False)
+    history = trainer.fit(X, y, epochs=1, batch_size=64)
+    return {"threads": fastnn.get_num_threads(),
+            "source": fastnn.show_config(mode="dicts")["num_threads_source"],
+            "warned": any("forked" in str(w.message) for w in caught),
+            "relu_ok": bool((relu == 0).all()),
+            "matmul_err": float(np.abs(product - a.astype(np.float64) @ a.T).max()),
+            "loss": history["loss"][-1]}
+
+
+def wait(pid, seconds):
+    for _ in range(int(seconds * 10)):
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            return os.waitstatus_to_exitcode(status)
+        time.sleep(0.1)
+    os.kill(pid, 9)
+    os.waitpid(pid, 0)
+    return "hung"
+
+
+fastnn.set_num_threads(1 if sys.argv[1] == "unthreaded" else 2)
+ops.relu(np.ones(10**6, np.float32))
+big = np.ones((1024, 512), np.float32)
+ops.matmul(big, big.T)
+result = {}
+if sys.argv[1] != "multiprocessing":
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.close(read)
+        os.write(write, json.dumps(work()).encode())
+        os._exit(0)
+    os.close(write)
+    result["exit"] = wait(pid, 60)
+    result["child"] = json.loads(os.read(read, 1 << 16).decode() or "null")
+else:
+    context = multiprocessing.get_context("fork")
+    with context.Pool(1) as workers:
+        try:
+            result["child"] = workers.apply_async(work).get(timeout=60)
+            result["exit"] = 0
+        except multiprocessing.TimeoutError:
+            result["exit"] = "hung"
+            workers.terminate()
+result["parent_threads"] = fastnn.get_num_threads()
+print(json.dumps(result))
+"""
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+@pytest.mark.parametrize("how", ["os.fork", "multiprocessing", "unthreaded"])
+def test_forked_child_runs_kernels_and_training(how):
+    site = os.path.dirname(os.path.dirname(fastnn.__file__))
+    env = {k: v for k, v in os.environ.items() if k not in _threads._ENV_VARS}
+    result = subprocess.run([sys.executable, "-c", _FORK_SCRIPT, how],
+                            env={**env, "PYTHONPATH": site}, capture_output=True, text=True,
+                            timeout=300, check=False, cwd=site)
+    assert result.returncode == 0, result.stderr
+    got = json.loads(result.stdout.strip().splitlines()[-1])
+    assert got["exit"] == 0, f"the child {got['exit']}: {result.stderr}"
+    child = got["child"]
+    assert child["relu_ok"] and child["matmul_err"] < 1e-3 and np.isfinite(child["loss"])
+    assert got["parent_threads"] == (1 if how == "unthreaded" else 2)  # its own count
+    if fastnn.openmp_enabled() and how != "unthreaded":
+        assert child["threads"] == 1 and child["source"] == "forked process"
+        assert child["warned"]  # asking the child for 2 threads says why it keeps 1
+    else:
+        assert child["threads"] == 2 and not child["warned"]
+
+
 # ---------------------------------------------------------------- show_config
 
 

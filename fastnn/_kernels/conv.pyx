@@ -28,6 +28,7 @@ bitwise the same for any number of threads.
 
 from cython cimport floating
 from cython.parallel cimport prange, threadid
+from libc.limits cimport INT_MAX
 from libc.stdlib cimport free, malloc
 from libc.string cimport memcpy, memset
 
@@ -443,6 +444,10 @@ cdef class ConvOp(KernelOp):
         s.Og = s.O // groups
         s.K = s.Cg * s.kh * s.kw
         s.P = s.Ho * s.Wo
+        if max(s.K, s.P, s.O) > INT_MAX:  # the dimensions of its BLAS calls
+            raise ValueError(f"ConvOp: a convolution of {in_shape} by {weight.shape} sums "
+                             f"{s.K} products per output over {s.P} positions per channel: "
+                             f"over BLAS's limit of 2**31 - 1")
         s.direct = s.kh == 1 and s.kw == 1 and s.sh == 1 and s.sw == 1 and s.ph == 0 and s.pw == 0
         s.fused = act is not None and act != FN_ACT_IDENTITY
         s.act = FN_ACT_IDENTITY if act is None else act

@@ -7,7 +7,7 @@ from cython cimport floating
 from cython.parallel cimport prange
 
 from .blas cimport gemm
-from .simd cimport FN_GEMM_PARALLEL_MIN
+from .simd cimport FN_GEMM_MAX_DIM, FN_GEMM_PARALLEL_MIN
 
 
 include "matmul_core.pxi"
@@ -16,7 +16,7 @@ include "matmul_core.pxi"
 def matmul(const floating[:, ::1] a, const floating[:, ::1] b, floating[:, ::1] c,
            bint trans_a, bint trans_b, bint accumulate=False, int n_threads=1):
     """c = op(a) @ op(b) (c += ... if accumulate), op(x) = x.T if its flag is set."""
-    cdef int k = a.shape[0] if trans_a else a.shape[1]
+    cdef Py_ssize_t k = a.shape[0] if trans_a else a.shape[1]
     with nogil:
         _matmul(trans_a, trans_b, c.shape[0], c.shape[1], k, &a[0, 0], a.shape[1], &b[0, 0],
                 b.shape[1], 1 if accumulate else 0, &c[0, 0], n_threads)

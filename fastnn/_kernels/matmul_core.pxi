@@ -1,31 +1,64 @@
 # The 2-D matrix product behind matmul.pyx, shared with network.pyx (included, not
-# imported). Needs: floating, prange, gemm (blas.pxd), FN_GEMM_PARALLEL_MIN.
+# imported). Needs: floating, prange, gemm (blas.pxd), FN_GEMM_PARALLEL_MIN,
+# FN_GEMM_MAX_DIM.
 
-cdef void _matmul(bint trans_a, bint trans_b, int m, int n, int k, const floating *pa,
-                  int lda, const floating *pb, int ldb, floating beta, floating *pc,
-                  int n_threads) noexcept nogil:
+cdef void _gemm_split(bint trans_a, bint trans_b, Py_ssize_t m, Py_ssize_t n, Py_ssize_t k,
+                      const floating *pa, Py_ssize_t lda, const floating *pb,
+                      Py_ssize_t ldb, floating beta, floating *pc,
+                      Py_ssize_t ldc) noexcept nogil:
+    """c[m, n] = op(a) @ op(b) + beta * c, row-major, in BLAS calls of at most
+    FN_GEMM_MAX_DIM rows and inner dimension (BLAS takes int dimensions).
+
+    n and the row lengths lda, ldb, ldc must fit in an int: the callers check them.
+    """
+    cdef Py_ssize_t i = 0, p, rows, depth
+    cdef floating b
+    while True:
+        rows = min(m - i, FN_GEMM_MAX_DIM)
+        p = 0
+        b = beta
+        while True:  # the inner dimension by parts, each added to the last
+            depth = min(k - p, FN_GEMM_MAX_DIM)
+            gemm(trans_a, trans_b, <int> rows, <int> n, <int> depth, 1,
+                 pa + (p * lda + i if trans_a else i * lda + p), <int> lda,
+                 pb + (p if trans_b else p * ldb), <int> ldb, b, pc + i * ldc, <int> ldc)
+            b = 1
+            p += depth
+            if p >= k:
+                break
+        i += rows
+        if i >= m:
+            break
+
+
+cdef void _matmul(bint trans_a, bint trans_b, Py_ssize_t m, Py_ssize_t n, Py_ssize_t k,
+                  const floating *pa, Py_ssize_t lda, const floating *pb, Py_ssize_t ldb,
+                  floating beta, floating *pc, int n_threads) noexcept nogil:
     """c[m, n] = op(a) @ op(b) + beta * c, row-major, c's rows n long.
 
     The output is cut into up to n_threads slabs along its longer side, and each thread
     makes one BLAS call for its slab (BLAS itself must run one thread: see _threads.py).
     Products under FN_GEMM_PARALLEL_MIN multiply-adds stay on the calling thread.
+    Offsets are Py_ssize_t: an operand may hold more than 2**31 elements. n, lda and ldb
+    must fit in an int (the callers check); m and k may not (_gemm_split).
     """
     cdef bint by_rows = m >= n
-    cdef int length = m if by_rows else n
-    cdef int parts = min(n_threads, max(1, length // 16))
-    cdef int t, lo, size
+    cdef Py_ssize_t length = m if by_rows else n
+    cdef int parts = <int> min(<Py_ssize_t> n_threads, max(<Py_ssize_t> 1, length // 16))
+    cdef int t
+    cdef Py_ssize_t lo, size
     if <double> m * n * k < FN_GEMM_PARALLEL_MIN:
         parts = 1
     if parts <= 1:
-        gemm(trans_a, trans_b, m, n, k, 1, pa, lda, pb, ldb, beta, pc, n)
+        _gemm_split(trans_a, trans_b, m, n, k, pa, lda, pb, ldb, beta, pc, n)
         return
     for t in prange(parts, schedule='static', num_threads=parts):
         # slab boundaries on multiples of 16 rows/columns keep BLAS's kernels aligned
         lo = ((length * t) // parts) // 16 * 16
         size = (((length * (t + 1)) // parts) // 16 * 16 if t < parts - 1 else length) - lo
         if by_rows:
-            gemm(trans_a, trans_b, size, n, k, 1, pa + (lo if trans_a else lo * lda), lda,
-                 pb, ldb, beta, pc + lo * n, n)
+            _gemm_split(trans_a, trans_b, size, n, k, pa + (lo if trans_a else lo * lda),
+                        lda, pb, ldb, beta, pc + lo * n, n)
         else:
-            gemm(trans_a, trans_b, m, size, k, 1, pa, lda,
-                 pb + (lo * ldb if trans_b else lo), ldb, beta, pc + lo, n)
+            _gemm_split(trans_a, trans_b, m, size, k, pa, lda,
+                        pb + (lo * ldb if trans_b else lo), ldb, beta, pc + lo, n)

@@ -14,6 +14,7 @@ small batches. Arrays are checked when the Plan is built; here they are trusted.
 
 from cython cimport floating
 from cython.parallel cimport prange
+from libc.limits cimport INT_MAX
 from libc.math cimport sqrt
 from libc.stdint cimport int64_t, uint64_t
 from libc.stdlib cimport calloc, free, malloc
@@ -27,6 +28,7 @@ from .simd cimport (
     FN_ACT_IDENTITY,
     FN_ACT_READS_INPUT,
     FN_CHUNK,
+    FN_GEMM_MAX_DIM,
     FN_GEMM_PARALLEL_MIN,
     FN_PARALLEL_MIN,
     FN_REDUCE_COLS,
@@ -416,6 +418,9 @@ cdef class Plan:
         """y = f(x @ weight + bias): act is f's code, or None (no activation). Without a
         bias, zero_bias stands in when there is an activation. A gradient array None:
         that parameter is frozen (no gradient accumulated)."""
+        if max(self.d_out, d_out) > INT_MAX:  # a row length BLAS is given (_matmul)
+            raise ValueError(f"Plan: a Linear layer {self.d_out} -> {d_out} wide is over "
+                             f"BLAS's limit of 2**31 - 1 per row")
         cdef Op *op = self._append(OP_LINEAR, d_out)
         op.w = self._array(weight, op.d_in * d_out)
         op.w_grad = self._array(weight_grad, op.d_in * d_out)

@@ -12,6 +12,7 @@ import numpy as np
 
 from cython cimport floating
 from cython.parallel cimport prange
+from libc.limits cimport INT_MAX
 from libc.stdlib cimport free, malloc
 
 from .planop cimport KernelOp
@@ -194,6 +195,8 @@ cdef class MaxPoolOp(_PoolOp):
 
     def __init__(self, dtype, Py_ssize_t rows, tuple in_shape, kernel, stride, padding):
         self._geometry(POOL_MAX, dtype, rows, in_shape, kernel, stride, padding)
+        if self.st.height * self.st.width > INT_MAX:  # argmax holds int plane indices
+            raise ValueError(f"MaxPoolOp: a plane of {in_shape[1:]} has over 2**31 - 1 cells")
         self.st.argmax = <int *> malloc(rows * self.d_out * sizeof(int))
         if self.st.argmax == NULL:
             raise MemoryError("MaxPoolOp: cannot allocate its workspace")

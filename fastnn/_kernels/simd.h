@@ -41,6 +41,9 @@
  * it whole (the Adam pass over the gradients the other core wrote went 14 -> 43 us).
  * On a loaded machine a second thread may also wait a whole time slice for a core. */
 #define FN_GEMM_PARALLEL_MIN (1L << 21)
+/* BLAS takes int dimensions: a product longer than this along its rows or its inner
+ * dimension is made of several calls (a multiple of 16, as the threads' slabs are). */
+#define FN_GEMM_MAX_DIM (1L << 30)
 
 /* Fixed tiling for column reductions. The tiles depend on the shape only, never on
  * the thread count, and partial sums are combined in a fixed order, so a column sum

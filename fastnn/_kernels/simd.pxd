@@ -5,7 +5,7 @@ cdef extern from "simd.h" nogil:
     int FN_ACT_ELU, FN_ACT_GELU, FN_ACT_GELU_TANH, FN_ACT_SILU
     bint FN_ACT_READS_INPUT(int act)
     int FN_CHUNK, FN_PARALLEL_MIN, FN_REDUCE_ROWS, FN_REDUCE_COLS
-    long FN_GEMM_PARALLEL_MIN
+    long FN_GEMM_PARALLEL_MIN, FN_GEMM_MAX_DIM
 
     void fn_act_forward_f(int act, const float *x, float *y, Py_ssize_t n, float slope)
     void fn_act_forward_d(int act, const double *x, double *y, Py_ssize_t n, double slope)

@@ -17,6 +17,7 @@ from .._checks import (
     check_range,
 )
 from .._kernels import augment as _k
+from ._batch import SIDE
 from ._matrices import about, center, diagonal, or_identity, rotation, shear_inverse
 from ._transform import Geometric
 
@@ -154,7 +155,7 @@ class RandomResizedCrop(Geometric):
 
     def __init__(self, size, scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3), mode=None, fill=0,
                  antialias=True):
-        self.size = check_pair(size, "size", check_int, POSITIVE)
+        self.size = check_pair(size, "size", check_int, SIDE)
         self.scale = check_range(scale, "scale", _RESIZED_SCALE)
         self.ratio = check_range(ratio, "ratio", POSITIVE)
         self.antialias = bool(antialias)

@@ -3,11 +3,17 @@ border modes that say what lies outside them."""
 
 import numpy as np
 
-from .._checks import check_array, check_choice, check_contiguous, check_float
+from .._checks import Interval, check_array, check_choice, check_contiguous, check_float
 from .._kernels import augment as _k
 
 BORDER_MODES = tuple(_k.BORDER_MODES)
 PIXEL_DTYPES = (np.dtype(np.uint8), np.dtype(np.float32))
+# The largest image side (height or width, also of a crop or a warp's output) and crop
+# padding: the warp kernel indexes a padded image plane with 32-bit offsets, which
+# (MAX_SIDE + 3)^2 keeps under 2^31.
+MAX_SIDE = 2**15
+SIDE = Interval(1, MAX_SIDE)
+PADDING = Interval(0, MAX_SIDE)
 
 
 def check_images(images):
@@ -17,6 +23,8 @@ def check_images(images):
         raise ValueError(f"images: expected (N, H, W) or (N, C, H, W), got shape {x.shape}")
     if x.shape[-1] == 0 or x.shape[-2] == 0:
         raise ValueError(f"images: height and width must be >= 1, got shape {x.shape}")
+    if max(x.shape[-2:]) > MAX_SIDE:
+        raise ValueError(f"images: height and width must be <= {MAX_SIDE}, got shape {x.shape}")
     return check_contiguous(x, "images")
 
 

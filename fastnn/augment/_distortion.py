@@ -2,11 +2,18 @@
 
 import numpy as np
 
-from .._checks import NON_NEGATIVE, POSITIVE, Interval, check_float, check_range
+from .._checks import Interval, check_float, check_range
+from ._batch import MAX_SIDE
 from ._gaussian import gaussian_coefficients
 from ._transform import Geometric
 
 _LENS_K = Interval(-1.0, None, closed="neither")
+# The field's Gaussian: past this width the float32 recursive filter's poles come so
+# near 1 that its gain drifts (2% at 100, unstable by 300); wider fields are flat on any
+# image of MAX_SIDE anyway.
+_SIGMA = Interval(0.0, 100.0, closed="right")
+# The field's scale in pixels: a displacement past the largest image reads only border.
+_ALPHA = Interval(0.0, float(MAX_SIDE))
 
 
 class LensDistortion(Geometric):
@@ -29,8 +36,8 @@ class LensDistortion(Geometric):
 class ElasticDistortion(Geometric):
     """Elastic distortion (Simard et al. 2003): a displacement field of uniform noise in
     (-1, 1) per pixel and axis, smoothed by a Gaussian of width `sigma` pixels and
-    scaled by `alpha` pixels. Beyond the edges the noise continues with its edge values
-    (scipy.ndimage's mode "nearest").
+    scaled by `alpha` pixels (sigma in (0, 100], alpha in [0, 32768]). Beyond the edges
+    the noise continues with its edge values (scipy.ndimage's mode "nearest").
 
     For sigma < 2 the Gaussian is the sampled one truncated at 4 sigma, as
     scipy.ndimage.gaussian_filter's: the field equals gaussian_filter of the same noise
@@ -45,8 +52,8 @@ class ElasticDistortion(Geometric):
     role = "elastic"
 
     def __init__(self, alpha, sigma, p=1.0, mode="constant", fill=0):
-        self.alpha = check_float(alpha, "alpha", NON_NEGATIVE)
-        self.sigma = check_float(sigma, "sigma", POSITIVE)
+        self.alpha = check_float(alpha, "alpha", _ALPHA)
+        self.sigma = check_float(sigma, "sigma", _SIGMA)
         self._init_common(p, mode, fill)
         self._smooth = gaussian_coefficients(self.sigma)
 

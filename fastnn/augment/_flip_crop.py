@@ -2,8 +2,8 @@
 
 import numpy as np
 
-from .._checks import NON_NEGATIVE, POSITIVE, UNIT, check_float, check_int, check_pair
-from ._batch import check_border
+from .._checks import UNIT, check_float, check_int, check_pair
+from ._batch import PADDING, SIDE, check_border
 from ._transform import Transform
 
 
@@ -29,21 +29,21 @@ class HorizontalFlip(Transform):
 
 class RandomCrop(Transform):
     """Pad by `padding` ((py, px) or one int for both), then crop a random size window
-    (an exact copy). The padding is `mode` ("constant" with `fill`, "edge" or
-    "reflect"). A crop larger than the padded image raises ValueError: here when
-    `image_size` ((h, w) or one int) is given, else in a Compose given its image_size,
-    else at the call."""
+    (an exact copy); sides and padding at most 32768, as an image's sides (the warp's
+    limit). The padding is `mode` ("constant" with `fill`, "edge" or "reflect"). A crop
+    larger than the padded image raises ValueError: here when `image_size` ((h, w) or
+    one int) is given, else in a Compose given its image_size, else at the call."""
 
     role = "crop"
     fixes_size = True
 
     def __init__(self, size, padding=0, mode="constant", fill=0, image_size=None):
-        self.size = check_pair(size, "size", check_int, POSITIVE)
-        self.padding = check_pair(padding, "padding", check_int, NON_NEGATIVE)
+        self.size = check_pair(size, "size", check_int, SIDE)
+        self.padding = check_pair(padding, "padding", check_int, PADDING)
         self.mode, self.fill = check_border(mode, fill)
         self.border = (self.mode, self.fill)
         self.image_size = (None if image_size is None
-                           else check_pair(image_size, "image_size", check_int, POSITIVE))
+                           else check_pair(image_size, "image_size", check_int, SIDE))
         if self.image_size is not None:
             self._check_fits(*self.image_size)
 

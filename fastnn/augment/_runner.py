@@ -3,17 +3,17 @@ counting its calls. Compose is one; a Transform called alone runs in one of its 
 
 import numpy as np
 
-from .._checks import NON_NEGATIVE, POSITIVE, check_int, check_output, check_pair
+from .._checks import NON_NEGATIVE, check_int, check_output, check_pair
 from .._keys import random_key
 from .._seed import resolve_seed
-from ._batch import as4d, check_images
+from ._batch import SIDE, as4d, check_images
 from ._plan import output_size, plan
 from ._stages import run_copy, run_warp
 
 
 def _image_size(v):
-    """(h, w) from an int or an (h, w) pair of positive ints."""
-    return check_pair(v, "image_size", check_int, POSITIVE)
+    """(h, w) from an int or an (h, w) pair of ints in [1, MAX_SIDE]."""
+    return check_pair(v, "image_size", check_int, SIDE)
 
 
 class Runner:

@@ -4,10 +4,10 @@ warp by matrices given by the caller."""
 
 import numpy as np
 
-from .._checks import POSITIVE, check_finite, check_int, check_output, check_pair
+from .._checks import check_finite, check_int, check_output, check_pair
 from .._kernels import augment as _k
 from .._threads import get_num_threads
-from ._batch import as4d, check_border, check_images, fill_for
+from ._batch import SIDE, as4d, check_border, check_images, fill_for
 from ._draws import Draw, noise_key, transform_key
 from ._plan import stage_border
 
@@ -94,7 +94,7 @@ def warp(images, matrices, size=None, mode="constant", fill=0, out=None):
     if mats.shape != (n, 2, 3):
         raise ValueError(f"matrices: expected shape ({n}, 2, 3) or (2, 3), got {mats.shape}")
     check_finite(mats, "matrices")
-    oh, ow = x.shape[-2:] if size is None else check_pair(size, "size", check_int, POSITIVE)
+    oh, ow = x.shape[-2:] if size is None else check_pair(size, "size", check_int, SIDE)
     x4 = as4d(x)
     shape = (n, x4.shape[1], oh, ow) if x.ndim == 4 else (n, oh, ow)
     out = check_output(out, shape, x.dtype, [("images", images)])
