@@ -4,7 +4,7 @@ import platform
 import sys
 
 from . import _threads
-from ._kernels import _openmp
+from ._kernels import _openmp, _wait
 
 try:
     from . import _build_info
@@ -35,6 +35,7 @@ def config():
         "num_threads": _threads.get_num_threads(),
         "num_threads_source": _threads.num_threads_source(),
         "usable_cpus": _threads.usable_cpus(),
+        "openmp_wait": "{} ({})".format(*_wait.policy()),
         "blas": [
             {"name": name, "version": version, "threading_layer": layer,
              "num_threads": n, "filepath": path}
@@ -65,6 +66,7 @@ def show_config(mode="stdout"):
         f"  OpenMP:     {openmp}",
         (f"  threads:    {info['num_threads']} (from {info['num_threads_source']}; "
          f"{info['usable_cpus']} usable CPUs)"),
+        f"  waiting:    {info['openmp_wait']}",
     ]
     for blas in info["blas"] or [None]:
         if blas is None:
