@@ -10,9 +10,12 @@ process that spins on a core. Rounds alternate the policy order; the figures are
 medians over rounds, and each slowdown divides by the same policy's time alone.
 
 Policies:
-  fastnn      fastnn's default: nothing set by the user
-  libgomp     libgomp's own default (GOMP_SPINCOUNT=300000, what fastnn ran before)
-  passive     OMP_WAIT_POLICY=passive (threads sleep at once when they wait)
+  fastnn      fastnn's default, nothing set by the user: kernels run on the CPUs other
+              processes leave free, and idle threads spin briefly (fastnn._threads,
+              fastnn._kernels._wait)
+  fixed       a thread count set (FASTNN_NUM_THREADS = the CPUs) and libgomp's own
+              spinning (GOMP_SPINCOUNT=300000): what fastnn did before
+  passive     a thread count set, and OMP_WAIT_POLICY=passive (threads sleep at once)
 
 Run: python bench/bench_shared.py [--rounds 5] [--steps 300]
 """
@@ -27,10 +30,11 @@ import time
 from pathlib import Path
 from statistics import median
 
+_CPUS = str(len(os.sched_getaffinity(0)))
 POLICIES = {
     "fastnn": {},
-    "libgomp": {"GOMP_SPINCOUNT": "300000"},
-    "passive": {"OMP_WAIT_POLICY": "passive"},
+    "fixed": {"FASTNN_NUM_THREADS": _CPUS, "GOMP_SPINCOUNT": "300000"},
+    "passive": {"FASTNN_NUM_THREADS": _CPUS, "OMP_WAIT_POLICY": "passive"},
 }
 _WAIT_VARS = ("GOMP_SPINCOUNT", "OMP_WAIT_POLICY", "FASTNN_NUM_THREADS", "OMP_NUM_THREADS")
 HERE = Path(__file__).resolve()

@@ -25,10 +25,19 @@ forever for the parent's threads the first time it starts a team. So a child for
 thread runs fastnn's kernels on one thread; asking it for more warns and keeps one.
 Worker processes that should run threads must be started with "spawn" or "forkserver"
 (fastnn.Ensemble uses "spawn").
+
+On a shared machine, a kernel whose threads outnumber the free CPUs waits at every
+barrier for a thread that is not running, and runs many times slower than on fewer
+threads. So while the count is the default (usable CPUs: nothing set it), the kernels
+run on as many threads as other processes leave CPUs free (kernel_threads()): every
+ADAPT_PERIOD seconds, the CPU time other processes took on this process's CPUs is read
+from Linux's /proc/stat. Results do not depend on the thread count. A count set by
+set_num_threads, threads() or the environment is used as it is.
 """
 
 import math
 import os
+import time
 import warnings
 from contextlib import contextmanager
 from operator import index
@@ -43,6 +52,10 @@ _source = None  # where _num_threads came from
 _threaded = False  # a count over 1 was in use: OpenMP's thread pool may exist
 _forked = False  # forked from a process where it may: one thread (module docstring)
 _blas_controllers = None  # threadpoolctl controllers of the BLAS fastnn calls
+_free = None  # a _FreeCPUs while the count is the default, else None
+
+ADAPT_PERIOD = 0.5  # seconds between two looks at the CPUs other processes use
+_DEFAULT_SOURCE = "usable CPUs"
 
 
 def _cgroup_cpu_limit():
@@ -108,7 +121,7 @@ def _from_environment():
             RuntimeWarning,
             stacklevel=3,
         )
-    return usable_cpus(), "usable CPUs"
+    return usable_cpus(), _DEFAULT_SOURCE
 
 
 def _check_count(n):
@@ -161,8 +174,60 @@ def blas_info():
     ]
 
 
+def _busy_seconds(cpus):
+    """CPU seconds the CPUs `cpus` have been busy since boot, whatever ran on them
+    (time the hypervisor took included), from Linux's /proc/stat; None elsewhere."""
+    try:
+        with open("/proc/stat", "rb") as f:
+            lines = f.read().split(b"\n")
+        ticks = 0
+        for line in lines[1:]:
+            if not line.startswith(b"cpu"):
+                break
+            name, *fields = line.split()
+            if int(name[3:]) in cpus:
+                values = [int(v) for v in fields[:8]]
+                ticks += sum(values) - values[3] - values[4]  # all but idle and iowait
+        return ticks / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+class _FreeCPUs:
+    """Threads for the CPUs of this process that other processes leave free: n (the
+    usable CPUs) on an idle machine, fewer (at least 1) while others keep some busy,
+    measured over the last ADAPT_PERIOD seconds."""
+
+    def __init__(self, n):
+        try:
+            self.cpus = os.sched_getaffinity(0)
+        except (AttributeError, OSError):
+            self.cpus = set(range(os.cpu_count() or 1))
+        self.n = self.count = n
+        self.mark = None  # (monotonic time, busy seconds of self.cpus, own CPU seconds)
+
+    def threads(self):
+        now = time.monotonic()
+        mark = self.mark
+        if mark is not None and now - mark[0] < ADAPT_PERIOD:
+            return self.count
+        busy = _busy_seconds(self.cpus)
+        if busy is None:  # no /proc/stat: never look again
+            self.mark = (math.inf, 0.0, 0.0)
+            return self.count
+        times = os.times()
+        own = times.user + times.system
+        # A look after a long pause starts a new window rather than average over it.
+        if mark is not None and now - mark[0] < 10 * ADAPT_PERIOD:
+            others = (busy - mark[1] - (own - mark[2])) / (now - mark[0])
+            free = len(self.cpus) - max(0.0, others)
+            self.count = max(1, min(self.n, int(free + 0.5)))  # the nearest count
+        self.mark = (now, busy, own)
+        return self.count
+
+
 def _apply(n, source, explicit=False):
-    global _num_threads, _source, _threaded
+    global _num_threads, _source, _threaded, _free
     from ._kernels import _openmp
 
     openmp = _openmp.openmp_version() != 0
@@ -177,6 +242,7 @@ def _apply(n, source, explicit=False):
             )
         n, source = 1, "forked process"
     _num_threads, _source = n, source
+    _free = _FreeCPUs(n) if openmp and n > 1 and source == _DEFAULT_SOURCE else None
     _threaded = _threaded or n > 1
     set_blas_threads(1 if openmp else n)
 
@@ -199,6 +265,14 @@ def get_num_threads():
     if _num_threads is None:
         _apply(*_from_environment())
     return _num_threads
+
+
+def kernel_threads():
+    """The threads the next kernel runs on: get_num_threads(), or while that is the
+    default, as many of them as other processes leave CPUs free (module docstring)."""
+    if _num_threads is None:
+        _apply(*_from_environment())
+    return _num_threads if _free is None else _free.threads()
 
 
 def num_threads_source():

@@ -34,7 +34,7 @@ import numpy as np
 from . import ops
 from ._checks import UNIT, check_array, check_contiguous, check_float
 from ._kernels import losses as _k
-from ._threads import get_num_threads
+from ._threads import kernel_threads
 
 __all__ = [
     "L1",
@@ -228,7 +228,7 @@ class _ClassLoss(Loss):
             raise ValueError(f"y: labels must be in [0, {c}), got range [{y.min()}, {y.max()}]")
         grad, row_loss = self._buffers(scores)
         _k.class_loss(self._kind, scores, labels, grad, row_loss, self._param,
-                      get_num_threads())
+                      kernel_threads())
         return self._finish(row_loss, n, sample_weight)
 
 
@@ -282,7 +282,7 @@ class _TargetLoss(Loss):
             raise ValueError(f"y: expected shape {scores.shape} to match scores, got {y.shape}")
         grad, row_loss = self._buffers(scores)
         _k.target_loss(self._kind, scores, y.reshape(scores.shape), grad, row_loss,
-                       get_num_threads())
+                       kernel_threads())
         return self._finish(row_loss, scores.size, sample_weight)
 
 
@@ -397,7 +397,7 @@ class Penalty:
             if not (w.flags.c_contiguous and g.flags.c_contiguous) or g.dtype != w.dtype:
                 raise ValueError("penalty: weights and gradients must be contiguous, same dtype")
             sums = np.empty(-(-w.size // _k.PENALTY_BLOCK), np.float64)
-            _k.penalty(w, g, self._c2, self._c1, self.lam, sums, get_num_threads())
+            _k.penalty(w, g, self._c2, self._c1, self.lam, sums, kernel_threads())
             total += float(sums.sum())
         return self.lam * total
 

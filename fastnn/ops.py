@@ -14,8 +14,8 @@ Inputs that are not C-contiguous are copied once into a contiguous array, except
 BLAS transpose flag. A copy larger than `MAX_IMPLICIT_COPY_BYTES` is refused with a
 `ValueError` instead: pass `np.ascontiguousarray(x)` if that copy is really wanted.
 
-All functions use `fastnn.get_num_threads()` threads. NaN and inf propagate as in
-NumPy.
+All functions use `fastnn.get_num_threads()` threads (fewer while other processes keep
+some of the CPUs busy, see fastnn._threads). NaN and inf propagate as in NumPy.
 """
 
 import sys
@@ -45,7 +45,7 @@ from ._kernels import dropout as _drop
 from ._kernels import matmul as _mm
 from ._kernels import reductions as _red
 from ._keys import random_key
-from ._threads import get_num_threads
+from ._threads import kernel_threads
 
 __all__ = [
     "ACTIVATIONS",
@@ -208,7 +208,7 @@ def matmul(a, b, out=None, trans_a=False, trans_b=False, accumulate=False):
 def _gemm_threads():
     """Threads that split a matrix product: fastnn's, each running one-thread BLAS; 1 in
     a build without OpenMP, where BLAS itself has fastnn's thread count."""
-    return get_num_threads() if _OPENMP else 1
+    return kernel_threads() if _OPENMP else 1
 
 
 # ---------------------------------------------------------------- activations
@@ -219,7 +219,7 @@ def _forward(code, x, out, slope):
     out = check_output(out, x.shape, x.dtype, [("x", x)], inplace_ok=("x",))
     x = check_contiguous(x, "x")
     if x.size:
-        _act.act_forward(code, x.reshape(-1), out.reshape(-1), slope, get_num_threads())
+        _act.act_forward(code, x.reshape(-1), out.reshape(-1), slope, kernel_threads())
     return out
 
 
@@ -233,7 +233,7 @@ def _backward(code, dout, y, out, slope, y_name):
     dout, y = check_contiguous(dout, "dout"), check_contiguous(y, y_name)
     if dout.size:
         _act.act_backward(code, dout.reshape(-1), y.reshape(-1), out.reshape(-1), slope,
-                          get_num_threads())
+                          kernel_threads())
     return out
 
 
@@ -344,7 +344,7 @@ def bias_activation(x, bias, activation=None, slope=0.01, out=None):
     out = check_output(out, x.shape, x.dtype, [("x", x), ("bias", bias)], inplace_ok=("x",))
     x, bias = check_contiguous(x, "x"), check_contiguous(bias, "bias")
     if x.size:
-        _act.bias_act_forward(code, x, bias, out, slope, get_num_threads())
+        _act.bias_act_forward(code, x, bias, out, slope, kernel_threads())
     return out
 
 
@@ -368,7 +368,7 @@ def activation_bias_backward(dout, y, activation=None, slope=0.01, out=None, dbi
     if dout.shape[0] == 0 or dout.shape[1] == 0:
         dbias.fill(0)
         return out, dbias
-    _red.act_backward_column_sum(code, dout, y, out, dbias, slope, get_num_threads())
+    _red.act_backward_column_sum(code, dout, y, out, dbias, slope, kernel_threads())
     return out, dbias
 
 
@@ -383,7 +383,7 @@ def column_sum(x, out=None):
     if x.shape[0] == 0 or x.shape[1] == 0:
         out.fill(0)
     else:
-        _red.column_sum(x, out, get_num_threads())
+        _red.column_sum(x, out, kernel_threads())
     return out
 
 
@@ -395,7 +395,7 @@ def row_sum(x, out=None):
     if x.shape[0] == 0 or x.shape[1] == 0:
         out.fill(0)
     else:
-        _red.row_sum(x, out, get_num_threads())
+        _red.row_sum(x, out, kernel_threads())
     return out
 
 
@@ -446,7 +446,7 @@ def batchnorm_forward(x, gamma, beta, running_mean=None, running_var=None, train
     if d == 0:
         return out, mean, inv_std
     _bn.forward(x, gamma, beta, running_mean, running_var, bool(training), momentum, eps,
-                mean, inv_std, out, get_num_threads())
+                mean, inv_std, out, kernel_threads())
     return out, mean, inv_std
 
 
@@ -476,7 +476,7 @@ def batchnorm_backward(dout, x, gamma, mean, inv_std, training=True, out=None):
     dbeta = np.zeros(d, x.dtype)
     if n == 0 or d == 0:
         return out, dgamma, dbeta
-    threads = get_num_threads()
+    threads = kernel_threads()
     _red.batchnorm_grad_sums(dout, x, mean, inv_std, dbeta, dgamma, threads)
     _bn.backward_dx(dout, x, gamma, mean, inv_std, dbeta, dgamma, bool(training), out, threads)
     return out, dgamma, dbeta
@@ -505,5 +505,5 @@ def dropout(x, p, seed, step, out=None):
         return out
     threshold = min(round(p * 2**32), 2**32 - 1)
     _drop.dropout(x.reshape(-1), out.reshape(-1), random_key(seed, step), threshold,
-                  1 / (1 - p), get_num_threads())
+                  1 / (1 - p), kernel_threads())
     return out

@@ -6,7 +6,7 @@ import numpy as np
 
 from .._checks import check_finite, check_int, check_output, check_pair
 from .._kernels import augment as _k
-from .._threads import get_num_threads
+from .._threads import kernel_threads
 from ._batch import SIDE, as4d, check_border, check_images, fill_for
 from ._draws import Draw, noise_key, transform_key
 from ._plan import stage_border
@@ -36,7 +36,7 @@ def run_copy(x, members, key, alloc):
     mode, fill = stage_border(members)
     origin = np.ascontiguousarray(np.stack([sy0, sx0, direction], -1), dtype=np.longlong)
     out = alloc((n, c, gh, gw))
-    _k.copy(x, out, origin, _k.BORDER_MODES[mode], fill_for(x.dtype, fill), get_num_threads())
+    _k.copy(x, out, origin, _k.BORDER_MODES[mode], fill_for(x.dtype, fill), kernel_threads())
     return out
 
 
@@ -69,7 +69,7 @@ def run_warp(x, members, key, alloc):
         samples = _samples(m)
     _k.warp(x, out, mats, zeros if lens is None else lens, zeros if alpha is None else alpha,
             smooth, noise, samples, _k.BORDER_MODES[mode], fill_for(x.dtype, fill),
-            get_num_threads())
+            kernel_threads())
     return out
 
 
@@ -101,5 +101,5 @@ def warp(images, matrices, size=None, mode="constant", fill=0, out=None):
     zeros = np.zeros(n, np.float32)
     _k.warp(x4, out.reshape(n, x4.shape[1], oh, ow), np.ascontiguousarray(mats),
             zeros, zeros, _NO_SMOOTH, 0, _NO_SAMPLES, _k.BORDER_MODES[mode],
-            fill_for(x.dtype, fill), get_num_threads())
+            fill_for(x.dtype, fill), kernel_threads())
     return out

@@ -6,7 +6,7 @@ import numpy as np
 
 from .._checks import check_array, check_contiguous
 from .._kernels import network as _network
-from .._threads import get_num_threads
+from .._threads import kernel_threads
 from .module import Module, check_input, has_own_compiled_form
 
 __all__ = ["Sequential"]
@@ -105,7 +105,7 @@ class Sequential(Module):
         self._plan = plan
         if plan is not None:
             y = plan.forward(x if x.ndim == 2 else x.reshape(x.shape[0], -1),
-                             get_num_threads())
+                             kernel_threads())
             return (y if len(plan.shape) == 1 else y.reshape(plan.rows, *plan.shape)).copy()
         for layer in self.layers:
             x = layer.forward(x)
@@ -124,7 +124,7 @@ class Sequential(Module):
                                  f"{dout.shape}")
             dout = check_contiguous(dout, "dout")
             dx = plan.backward(dout if dout.ndim == 2 else dout.reshape(plan.rows, -1),
-                               bool(input_grad), get_num_threads())
+                               bool(input_grad), kernel_threads())
             if dx is None or len(plan.in_shape) == 1:
                 return dx
             return dx.reshape(plan.rows, *plan.in_shape)

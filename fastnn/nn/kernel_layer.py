@@ -2,7 +2,7 @@
 the checks of their image input."""
 
 from .._checks import check_array, check_contiguous
-from .._threads import get_num_threads
+from .._threads import kernel_threads
 from .module import Module, check_input
 
 __all__ = ["KernelLayer", "check_4d", "check_images"]
@@ -49,7 +49,7 @@ class KernelLayer(Module):
                 or any(a is not b for a, b in zip(cached[1], arrays))):
             cached = (key, arrays, self._new_op(len(x), x.dtype, x.shape[1:]))
             self._op = cached
-        cached[2].run_forward(x, y, get_num_threads())
+        cached[2].run_forward(x, y, kernel_threads())
         return y
 
     def backward(self, dout, input_grad=True):
@@ -66,7 +66,7 @@ class KernelLayer(Module):
         dx = self.workspace("dx", x.shape, x.dtype) if input_grad else None
         if len(x) == 0:
             return dx
-        return self._op[2].run_backward(x, y, dout, dx, input_grad, get_num_threads())
+        return self._op[2].run_backward(x, y, dout, dx, input_grad, kernel_threads())
 
     def __getstate__(self):
         state = super().__getstate__()

@@ -5,7 +5,7 @@ import math
 import numpy as np
 
 from .._kernels import optim as _k
-from .._threads import get_num_threads
+from .._threads import kernel_threads
 from .optimizer import _as_param_list, flat_spans
 
 __all__ = ["clip_grad_norm"]
@@ -27,7 +27,7 @@ def clip_grad_norm(params, max_norm, nonfinite="raise"):
     if not max_norm > 0 or not math.isfinite(max_norm):
         raise ValueError(f"max_norm: must be a positive finite number, got {max_norm}")
     spans = flat_spans(_as_param_list(params))
-    threads = get_num_threads()
+    threads = kernel_threads()
     total = 0.0
     for _, grads in spans:
         if grads.size:

@@ -5,7 +5,7 @@ import math
 import numpy as np
 
 from .._checks import NON_NEGATIVE, check_finite, check_float, check_int
-from .._threads import get_num_threads
+from .._threads import kernel_threads
 
 __all__ = ["Optimizer", "flat_spans"]
 
@@ -202,7 +202,7 @@ class Optimizer:
         run of trainable parameters in it when some are frozen: frozen parameters and
         their state do not change)."""
         state = self._ensure_state()
-        threads = get_num_threads()
+        threads = kernel_threads()
         if self._plain():
             self.step_count += 1  # nothing frozen: one pass per span
             for (group, (values, grads)), span_state in zip(self._spans(), state):
