@@ -175,8 +175,9 @@ def blas_info():
 
 
 def _busy_seconds(cpus):
-    """CPU seconds the CPUs `cpus` have been busy since boot, whatever ran on them
-    (time the hypervisor took included), from Linux's /proc/stat; None elsewhere."""
+    """CPU seconds the CPUs `cpus` have run processes since boot (user, nice, system,
+    irq, softirq time: not idle, iowait, nor what a hypervisor took), from Linux's
+    /proc/stat; None elsewhere."""
     try:
         with open("/proc/stat", "rb") as f:
             lines = f.read().split(b"\n")
@@ -186,8 +187,7 @@ def _busy_seconds(cpus):
                 break
             name, *fields = line.split()
             if int(name[3:]) in cpus:
-                values = [int(v) for v in fields[:8]]
-                ticks += sum(values) - values[3] - values[4]  # all but idle and iowait
+                ticks += sum(int(fields[i]) for i in (0, 1, 2, 5, 6))
         return ticks / os.sysconf("SC_CLK_TCK")
     except (OSError, ValueError, AttributeError):
         return None
