@@ -1,5 +1,8 @@
 """The Module base class: forward/backward pairs with parameters in an arena."""
 
+import functools
+import itertools
+import threading
 from collections import OrderedDict
 
 import numpy as np
@@ -12,6 +15,42 @@ __all__ = ["BackwardBeforeForward", "Module", "has_own_compiled_form"]
 # Bumped whenever a module gains parameters or sub-modules, or parameters move to
 # another arena: what a module caches about its parameters is valid while it stays.
 _LAYOUT = [0]
+
+# Creation order of modules: every thread takes several modules' locks in this order.
+_SERIALS = itertools.count()
+
+
+def _serialized(method, name):
+    """forward or backward holding the locks of its module and every descendant, so that
+    no other thread runs a module that shares one of them (their workspaces, compiled
+    plans and caches) meanwhile. forward records its thread; a backward from another
+    thread raises RuntimeError, as it would read that thread's cached forward."""
+    is_forward = name == "forward"
+
+    @functools.wraps(method)
+    def run(self, *args, **kwargs):
+        locks = self._locks()
+        for lock in locks:
+            lock.acquire()
+        try:
+            here = threading.get_ident()
+            if is_forward:
+                self.__dict__["_forward_thread"] = here
+            else:
+                there = self.__dict__.get("_forward_thread", here)
+                if there != here:
+                    raise RuntimeError(
+                        f"{type(self).__name__}.backward() in thread {here}, but its last "
+                        f"forward() ran in thread {there}: a forward and its backward must "
+                        f"run in one thread, with no forward of the model from another "
+                        f"thread between them")
+            return method(self, *args, **kwargs)
+        finally:
+            for lock in locks:
+                lock.release()
+
+    run.serialized = True
+    return run
 
 
 def _defined_in(cls, name):
@@ -32,6 +71,23 @@ def has_own_compiled_form(layer):
                                   for name in ("forward", "backward"))
 
 
+class _Held:
+    """Holds a tuple of locks inside a `with` block."""
+
+    __slots__ = ("locks",)
+
+    def __init__(self, locks):
+        self.locks = locks
+
+    def __enter__(self):
+        for lock in self.locks:
+            lock.acquire()
+
+    def __exit__(self, *exc):
+        for lock in self.locks:
+            lock.release()
+
+
 class BackwardBeforeForward(RuntimeError, AttributeError):
     """backward() ran before the forward() whose state it needs. An AttributeError too,
     so that hasattr(layer, "_cache") is False rather than an exception."""
@@ -49,9 +105,27 @@ class Module:
 
     Outputs of forward and backward may be buffers that the layer reuses on its next
     call with the same batch shape; `Sequential` returns arrays the caller owns.
+
+    Threads: every module has a lock, and forward and backward (of every subclass) hold
+    those of the module and all its descendants, taken in creation order. Calls on one
+    model, or on models that share a layer, from several threads run one at a time;
+    models without a shared layer run in parallel. A backward must run in the thread of
+    the forward it follows (RuntimeError otherwise). `with module.locked():` holds the
+    same locks over several calls (to read a layer's output buffer before another
+    thread's call reuses it; the Trainer holds them for a whole training step, predict
+    or evaluate).
     """
 
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        for name in ("forward", "backward"):
+            method = cls.__dict__.get(name)
+            if callable(method) and not getattr(method, "serialized", False):
+                setattr(cls, name, _serialized(method, name))
+
     def __init__(self):
+        self._lock = threading.RLock()
+        self._serial = next(_SERIALS)
         self.training = True
         self._param_names = []
         self._buffers = OrderedDict()
@@ -283,11 +357,32 @@ class Module:
         return fills
 
     def __getstate__(self):
-        # caches of views into the arenas: a copy makes its own
+        # caches of views into the arenas, and locks: a copy makes its own
         state = self.__dict__.copy()
-        state.pop("_grad_fills", None)
-        state.pop("_param_dtype", None)
+        for name in ("_grad_fills", "_param_dtype", "_lock", "_lock_set", "_forward_thread"):
+            state.pop(name, None)
         return state
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        self._lock = threading.RLock()
+        self._serial = next(_SERIALS)
+
+    # ------------------------------------------------------------ threads
+
+    def _locks(self):
+        """The locks of this module and its descendants, each once, in creation order."""
+        cached = self.__dict__.get("_lock_set")
+        if cached is None or cached[0] != _LAYOUT[0]:
+            modules = {id(m): m for _, m in self.modules()}.values()
+            cached = self._lock_set = (
+                _LAYOUT[0], tuple(m._lock for m in sorted(modules, key=lambda m: m._serial)))
+        return cached[1]
+
+    def locked(self):
+        """A context manager holding the locks that forward and backward take (those of
+        this module and its descendants); reentrant in the thread that holds them."""
+        return _Held(self._locks())
 
     def named_buffers(self):
         for prefix, module in self.modules():
