@@ -1,9 +1,10 @@
 """The Optimizer base class: parameter groups, flat spans, state, state_dict."""
 
-import math
+from typing import ClassVar
 
 import numpy as np
 
+from .._checks import NON_NEGATIVE, POSITIVE, check_float, check_float_in, check_pair
 from .._threads import get_num_threads
 
 __all__ = ["Optimizer", "flat_spans"]
@@ -91,11 +92,19 @@ class Optimizer:
     # names of the per-element state arrays, created at the first step
     state_names = ()
 
+    # Each hyperparameter's constraint (a subclass adds its own), checked as a Python
+    # float and again in the dtype of the parameters, where the kernels compute with it;
+    # `pairs` names those given as a pair, both items under the constraint.
+    constraints: ClassVar[dict] = {"lr": NON_NEGATIVE, "weight_decay": NON_NEGATIVE,
+                                   "eps": POSITIVE, "momentum": NON_NEGATIVE}
+    pairs = ()
+
     def __init__(self, params, **hyper):
         self.defaults = dict(hyper)
         for name, value in hyper.items():
             self._check(name, value)
         self.param_groups = []
+        self._checked = []  # per group: {name: value} of its hyperparameters last checked
         self._kinds = None  # (arenas, loose parameters) of the spans, once known
         for group in self._groups(params, hyper):
             self._add_group(group)
@@ -136,7 +145,9 @@ class Optimizer:
         sourced = _sourced_spans(params)
         merged["spans"] = [(values, grads) for values, grads, _ in sourced]
         merged["sources"] = [source for _, _, source in sourced]
+        self._check_dtype(merged)
         self.param_groups.append(merged)
+        self._checked.append({name: merged[name] for name in self.constraints if name in merged})
         self._kinds = None
 
     def _check_disjoint(self):
@@ -153,14 +164,47 @@ class Optimizer:
                                  "or in two groups)")
 
     def _check(self, name, value):
-        """Validate one hyperparameter; subclasses extend this."""
-        if name in ("lr", "weight_decay", "eps", "momentum"):
-            value = float(value)
-            if not math.isfinite(value) or value < 0:
-                raise ValueError(f"{name}: must be a finite number >= 0, got {value}")
-            if name == "eps" and value == 0:
-                raise ValueError("eps: must be > 0")
+        """One hyperparameter as a float (a pair of them for `pairs`) within its
+        constraint; other arguments (nesterov) as they are."""
+        within = self.constraints.get(name)
+        if within is None:
+            return value
+        if name in self.pairs:
+            return check_pair(value, name, within=within, single=False)
+        return check_float(value, name, within)
+
+    def _dtypes(self, group=None):
+        """The dtypes of the parameters of `group`, or of every group."""
+        groups = self.param_groups if group is None else (group,)
+        return {values.dtype for g in groups for values, _ in g["spans"]}
+
+    def _check_dtype(self, group):
+        """The group's hyperparameters as its kernels take them, in its parameters'
+        dtype: finite, and within their constraints once rounded (ValueError)."""
+        for dtype in self._dtypes(group):
+            for name, within in self.constraints.items():
+                if name in group:
+                    value = group[name]
+                    for v in value if name in self.pairs else (value,):
+                        check_float_in(v, name, dtype, within)
+
+    def _check_in_dtypes(self, name, value, within=NON_NEGATIVE):
+        """value (a schedule's bound on lr, say) as a learning rate of every group."""
+        for dtype in self._dtypes():
+            check_float_in(value, name, dtype, within)
         return value
+
+    def _check_changes(self):
+        """Check again, before a step, the groups whose hyperparameters were set since
+        they were last checked (a schedule sets lr; so may anyone)."""
+        for i, (group, checked) in enumerate(zip(self.param_groups, self._checked)):
+            for name, value in checked.items():
+                if group[name] != value:
+                    for key in checked:
+                        group[key] = self._check(key, group[key])
+                    self._check_dtype(group)
+                    self._checked[i] = {key: group[key] for key in checked}
+                    break
 
     # ------------------------------------------------------------ stepping
 
@@ -197,7 +241,9 @@ class Optimizer:
     def step(self):
         """Update every parameter from its gradient, in one kernel pass per span (per
         run of trainable parameters in it when some are frozen: frozen parameters and
-        their state do not change)."""
+        their state do not change). A hyperparameter set since the last step is checked
+        first, as the constructor checks it (ValueError, nothing updated)."""
+        self._check_changes()
         state = self._ensure_state()
         threads = get_num_threads()
         if self._plain():
@@ -254,6 +300,7 @@ class Optimizer:
         for group, saved_group in zip(self.param_groups, groups):
             for key, value in saved_group.items():
                 group[key] = self._check(key, value) if key in self.defaults else value
+            self._check_dtype(group)
         self.step_count = int(state_dict["step_count"])
         if saved is None:
             self._state = None

@@ -1,7 +1,9 @@
 """Learning-rate schedules: the seed lecture's step, exponential and 1/t decay, plus
 cosine decay, linear warmup and reduce-on-plateau.
 
-A schedule sets the "lr" of every parameter group of its optimizer. Call `step()` once
+A schedule sets the "lr" of every parameter group of its optimizer; the optimizer checks
+it at its next step (a rate that overflows the parameters' dtype raises ValueError there,
+before any update). Call `step()` once
 per epoch (or per iteration: t counts whatever you step it by); `get_last_lr()` gives
 the current rates. Each group's starting rate a0 is kept as "initial_lr" in the group,
 so schedules can be chained (see Warmup).
@@ -106,7 +108,8 @@ class CosineDecay(Schedule):
 
     def __init__(self, optimizer, t_max, eta_min=0.0):
         self.t_max = check_int(t_max, "t_max", POSITIVE)
-        self.eta_min = check_float(eta_min, "eta_min", NON_NEGATIVE)
+        self.eta_min = optimizer._check_in_dtypes(
+            "eta_min", check_float(eta_min, "eta_min", NON_NEGATIVE))
         super().__init__(optimizer)
 
     def rate(self, a0, t):
@@ -168,7 +171,8 @@ class ReduceOnPlateau(Schedule):
         self.patience = check_int(patience, "patience", NON_NEGATIVE)
         self.mode = check_choice(mode, "mode", ("min", "max"))
         self.threshold = check_float(threshold, "threshold", NON_NEGATIVE)
-        self.min_lr = check_float(min_lr, "min_lr", NON_NEGATIVE)
+        self.min_lr = optimizer._check_in_dtypes(
+            "min_lr", check_float(min_lr, "min_lr", NON_NEGATIVE))
         self.best = None
         self.bad_steps = 0
         self.scale = 1.0
