@@ -25,6 +25,8 @@ from typing import Any, Union
 import numpy as np
 
 from . import losses as _losses
+from ._checks import POSITIVE, check_float, check_labels, check_rows_finite
+from ._threads import get_num_threads
 from .callbacks import (
     SHOWN,
     Callback,
@@ -55,13 +57,6 @@ def _positive_int(name: str, value: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value <= 0:
         raise ValueError(f"{name}: expected a positive int, got {value!r}")
     return int(value)
-
-
-def _all_finite(X: np.ndarray) -> bool:
-    """Whether every value of float X is finite, checked about 2**20 values at a time
-    (never a mask the size of X)."""
-    step = max(1, 2**20 // max(1, X[0].size))
-    return all(np.isfinite(X[lo:lo + step]).all() for lo in range(0, len(X), step))
 
 
 def _validation_pair(validation_data: Any) -> tuple[Any, Any] | None:
@@ -263,7 +258,8 @@ class Trainer:
         self.schedule, self.regularizer, self.augment = schedule, regularizer, augment
         self.callbacks = check_callbacks(callbacks)
         self.progress = progress
-        self.clip_norm = None if clip_norm is None else float(clip_norm)
+        self.clip_norm = None if clip_norm is None else check_float(clip_norm, "clip_norm",
+                                                                    POSITIVE)
         self.grad_norm: float | None = None
         self.image_shape = None if image_shape is None else tuple(image_shape)
         if self.image_shape is not None and hasattr(augment, "check_image_size"):
@@ -271,6 +267,7 @@ class Trainer:
         self._augment_out = None  # the augmented batch, reused while its shape stays
         self._last_scores = None
         self._last_hits = 0.0
+        self._unchecked_targets = None  # [(y, name)] to check against the model's outputs
         self.stop_training = False
         self.epoch = 0  # epochs completed
         self.rng = np.random.default_rng()
@@ -295,9 +292,11 @@ class Trainer:
     def _dtype(self) -> np.dtype:
         return self.model.param_dtype()
 
-    def _check_xy(self, X, y, name="X"):
+    def _check_xy(self, X, y, name="X", y_name="y"):
         """X as an array of samples (and y as an array of their targets); nothing is
-        copied unless X is not an array."""
+        copied unless X is not an array. Every value of X must be finite in the model's
+        dtype, as must float targets; class labels must be >= 0 (their upper bound, the
+        number of outputs, is checked against the scores). Errors name the first bad row."""
         X = np.asarray(X)
         if X.dtype.kind not in "fiu":
             raise TypeError(f"{name}: expected a numeric array, got dtype {X.dtype}")
@@ -306,15 +305,32 @@ class Trainer:
                              f"(samples, channels, height, width), got shape {X.shape}")
         if X.shape[0] == 0:
             raise ValueError(f"{name}: no samples")
-        if X.dtype.kind == "f" and not _all_finite(X):
-            raise ValueError(f"{name}: contains NaN or inf")
+        check_rows_finite(X, name, self._dtype())
         if y is None:
             return X, None
         y = np.asarray(y)
-        if len(y) != len(X):
-            raise ValueError(f"y: {len(y)} labels for {len(X)} samples")
-        self.loss.check_targets(y)
+        if y.ndim == 0 or len(y) != len(X):
+            raise ValueError(f"{y_name}: {y.size if y.ndim == 0 else len(y)} labels for "
+                             f"{len(X)} samples")
+        self.loss.check_targets(y, y_name)
+        if self.loss.labels:
+            check_labels(y, y_name)
+        else:
+            check_rows_finite(y, y_name, self._dtype())
         return X, y
+
+    def _check_targets_against(self, scores):
+        """The targets fit was given, checked once against the first scores of the
+        model, before the first update: class labels < the number of scores per row,
+        other targets as many per row as the scores."""
+        width = scores[0].size
+        for y, name in self._unchecked_targets:
+            if self.loss.labels:
+                check_labels(y, name, width)
+            elif y[0].size != width:
+                raise ValueError(f"{name}: {y[0].size} targets per sample, but the model "
+                                 f"gives {width} outputs per sample")
+        self._unchecked_targets = None
 
     # ------------------------------------------------------------ training
 
@@ -350,24 +366,44 @@ class Trainer:
     def _hits(self, scores, yb) -> float:
         return self.loss.hits(scores, yb) if self.loss.classifier else 0.0
 
-    def _step(self, xb, yb, n):
+    def _step(self, xb, yb, n, training=False):
         """One step on this process's rows xb of a batch of n rows; the tail (penalty,
-        non-finite check, clipping, optimizer step) is the same for every strategy.
-        Returns the loss, which may be non-finite: then nothing was updated."""
-        self.model.zero_grad()
-        value, self._last_hits = self._strategy.forward_backward(xb, yb, n)
-        if self.regularizer is not None:
-            value += self.regularizer.backward(self.model)
-        if not math.isfinite(value):
-            return value
-        if self.clip_norm is not None:
-            from .optim import clip_grad_norm
-
+        non-finite checks, clipping, optimizer step) is the same for every strategy.
+        Returns the loss, which may be non-finite: then nothing was updated. Raises
+        FloatingPointError, before the update, for a finite loss with a non-finite
+        gradient. The model's lock is held throughout (training=True: in train mode,
+        which an evaluate() from another thread may have left off)."""
+        with self.model.locked():
+            if training and not self.model.training:
+                self.model.train()
+            self.model.zero_grad()
+            value, self._last_hits = self._strategy.forward_backward(xb, yb, n)
+            if self._unchecked_targets is not None and self._last_scores is not None:
+                self._check_targets_against(self._last_scores)
+            if self.regularizer is not None:
+                value += self.regularizer.backward(self.model)
+            if not math.isfinite(value):
+                return value
             # the gradients are global here: every rank clips (or raises) alike
-            self.grad_norm = clip_grad_norm(self._trained(), self.clip_norm)
-        self.optimizer.step()
-        self._strategy.after_step()
-        return value
+            if self.clip_norm is not None:
+                from .optim import clip_grad_norm
+
+                self.grad_norm = clip_grad_norm(self._trained(), self.clip_norm)
+            else:
+                self._check_gradients()
+            self.optimizer.step()
+            self._strategy.after_step()
+            return value
+
+    def _check_gradients(self):
+        """FloatingPointError unless every gradient the optimizer applies is finite: a
+        finite loss can still overflow a gradient (large inputs in float32)."""
+        from .optim.clip import grad_norm
+
+        spans = [span for group in self.optimizer.param_groups for span in group["spans"]]
+        norm = grad_norm(spans, get_num_threads())
+        if not math.isfinite(norm):
+            raise FloatingPointError(f"non-finite gradient (norm {norm}) with a finite loss")
 
     def _need_optimizer(self, what: str) -> None:
         if self.optimizer is None:
@@ -378,8 +414,10 @@ class Trainer:
     def train_step(self, xb: np.ndarray, yb: np.ndarray) -> float:
         """One step on one batch xb (rows or images, as fit's X; converted to the
         model's dtype as fit does, unscaled, when it has another: a copy), without
-        augmentation: returns the loss (data loss + penalty). Data parallel: xb is this
-        rank's part of a batch made of every rank's parts."""
+        augmentation: returns the loss (data loss + penalty). A non-finite loss is
+        returned, and a non-finite gradient raises FloatingPointError, with nothing
+        updated. Data parallel: xb is this rank's part of a batch made of every rank's
+        parts."""
         self._need_optimizer("train_step")
         dtype = self.model.param_dtype()
         xb = np.asarray(xb)
@@ -398,20 +436,29 @@ class Trainer:
         order depends on `seed`), in batches of batch_size, the last one smaller (or one
         larger: a last batch of a single sample joins the one before it). The
         data are gathered batch by batch into a reused buffer, never copied whole.
-        A non-finite loss stops training with FloatingPointError naming the epoch and
-        step, before the optimizer step, so the weights and checkpoints stay finite.
+        X, y and validation_data are checked whole before the first update: values
+        of X (and float targets) finite in the model's dtype (a float64 1e39 is inf in
+        float32), class labels in [0, outputs); the errors name the first bad row.
+        A non-finite loss or gradient stops training with FloatingPointError naming the
+        epoch and step, before the optimizer step, so the weights and checkpoints stay
+        finite.
         Data parallel (comm=): every rank passes the same X and y (and seed); an
         exception on one rank alone aborts the job (see fastnn.distributed).
         """
         self._need_optimizer("fit")
-        with self._strategy.guard():
-            return self._fit(X, y, epochs, batch_size, validation_data, shuffle, seed)
+        try:
+            with self._strategy.guard():
+                return self._fit(X, y, epochs, batch_size, validation_data, shuffle, seed)
+        finally:
+            self._unchecked_targets = None
 
     def _fit(self, X, y, epochs, batch_size, validation_data, shuffle, seed):
         X, y = self._check_xy(X, y)
         validation = _validation_pair(validation_data)
+        self._unchecked_targets = [(y, "y")]
         if validation is not None:
-            Xv, yv = self._check_xy(*validation, "validation X")
+            Xv, yv = self._check_xy(*validation, "validation X", "validation y")
+            self._unchecked_targets.append((yv, "validation y"))
         epochs, batch_size = _positive_int("epochs", epochs), _positive_int("batch_size",
                                                                             batch_size)
         self._check_images(X)
@@ -449,7 +496,7 @@ class Trainer:
                     xb = self._augmented(xb)
                 yb = self.loss.cast_targets(y[mine], buf.dtype)
                 try:
-                    value = self._step(xb, yb, len(idx))
+                    value = self._step(xb, yb, len(idx), training=True)
                     if not math.isfinite(value):
                         raise FloatingPointError(f"non-finite loss ({value})")
                 except FloatingPointError as exc:
@@ -538,32 +585,40 @@ class Trainer:
 
     def _outputs(self, X, batch_size):
         """The model's outputs for the samples of X (checked), in eval mode, batch_size
-        samples at a time through one reused input buffer, into one output array."""
+        samples at a time through one reused input buffer, into one output array; under
+        the model's lock (another thread's calls wait)."""
         batch_size = _positive_int("batch_size", batch_size)
-        self.model.eval()
-        n = len(X)
-        buf = np.empty((min(batch_size, n), *X.shape[1:]), self._dtype())
-        out = None
-        for lo in range(0, n, batch_size):
-            hi = min(lo + batch_size, n)
-            xb = buf[:hi - lo]
-            xb[...] = X[lo:hi]
-            scores = self.model.forward(xb)
-            if out is None:
-                out = np.empty((n, *scores.shape[1:]), scores.dtype)
-            out[lo:hi] = scores
-        return out
+        with self.model.locked():
+            self.model.eval()
+            n = len(X)
+            buf = np.empty((min(batch_size, n), *X.shape[1:]), self._dtype())
+            out = None
+            for lo in range(0, n, batch_size):
+                hi = min(lo + batch_size, n)
+                xb = buf[:hi - lo]
+                xb[...] = X[lo:hi]
+                scores = self.model.forward(xb)
+                if out is None:
+                    out = np.empty((n, *scores.shape[1:]), scores.dtype)
+                out[lo:hi] = scores
+            return out
 
     def _evaluate_rows(self, X, y, batch_size):
-        """(mean loss, hits) over the samples of X (checked), computed here."""
-        scores = self._outputs(X, batch_size)
-        loss = self._eval_loss
-        value = loss.forward(scores, loss.cast_targets(y, scores.dtype))
-        return value, self._hits(scores, y)
+        """(mean loss, hits) over the samples of X (checked), computed here, under the
+        model's lock (the evaluation loss is this Trainer's, shared by its threads)."""
+        with self.model.locked():
+            scores = self._outputs(X, batch_size)
+            if self.loss.labels:
+                check_labels(y, "y", scores[0].size)
+            loss = self._eval_loss
+            value = loss.forward(scores, loss.cast_targets(y, scores.dtype))
+            return value, self._hits(scores, y)
 
     def evaluate(self, X: np.ndarray, y: np.ndarray, batch_size: int = 1024) -> dict[str, float]:
         """{"loss": mean loss, "accuracy": fraction right (classification losses)} in
-        eval mode, in batches of batch_size samples (X: as fit's). Data parallel
+        eval mode, in batches of batch_size samples (X and y: as fit's, checked as fit
+        checks them, before the model runs). Safe from several threads: calls on one
+        model run one at a time (see nn.Module, "Threads"). Data parallel
         (comm=): every rank passes the same X and y, computes a slice of the rows, and
         gets the same result."""
         X, y = self._check_xy(X, y)
