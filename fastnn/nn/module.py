@@ -231,9 +231,12 @@ class Module:
     # ------------------------------------------------------------ mode
 
     def train(self, mode=True):
-        self.training = bool(mode)
-        for module in self._modules.values():
-            module.train(mode)
+        """Train mode (eval mode with mode=False) for this module and its descendants,
+        once no other thread is running one of them (it holds their locks)."""
+        with self.locked():
+            self.training = bool(mode)
+            for module in self._modules.values():
+                module.train(mode)
         return self
 
     def eval(self):
@@ -422,8 +425,9 @@ class Module:
                     f"load_state_dict: {name} has dtype {value.dtype}, which does not fit "
                     f"its {target.dtype} target"
                 )
-        for name, target in targets.items():
-            np.copyto(target, state[name], casting="same_kind")
+        with self.locked():  # no other thread computes with half-copied values
+            for name, target in targets.items():
+                np.copyto(target, state[name], casting="same_kind")
 
     def config(self):
         """Constructor arguments that rebuild this module (fastnn.save stores them).
