@@ -240,6 +240,11 @@ class Trainer:
     and sent to the others; evaluate() shares its rows among the ranks, predict() and
     predict_proba() compute all rows on every rank. The DataParallel helper is
     `trainer.parallel` (its check_every, timeout and overlap settings).
+
+    Threads: a training step, predict, predict_proba and evaluate each hold the
+    model's locks (nn.Module, "Threads") from start to end, so they may be called from
+    several threads; a step of fit runs in train mode even when another thread's
+    evaluate has just put the model in eval mode.
     """
 
     def __init__(self, model: Any, loss: _losses.Loss, optimizer: Any = None,
