@@ -588,36 +588,49 @@ class Trainer:
 
     # ------------------------------------------------------------ inference
 
+    def _batch_scores(self, X, batch_size):
+        """(lo, hi, scores of samples lo:hi) for X (checked) in batches of batch_size
+        samples, in eval mode, through one reused input buffer. The caller holds the
+        model's lock (the scores are valid until the next batch)."""
+        self.model.eval()
+        n = len(X)
+        buf = np.empty((min(batch_size, n), *X.shape[1:]), self._dtype())
+        for lo in range(0, n, batch_size):
+            hi = min(lo + batch_size, n)
+            xb = buf[:hi - lo]
+            xb[...] = X[lo:hi]
+            yield lo, hi, self.model.forward(xb)
+
     def _outputs(self, X, batch_size):
-        """The model's outputs for the samples of X (checked), in eval mode, batch_size
-        samples at a time through one reused input buffer, into one output array; under
-        the model's lock (another thread's calls wait)."""
+        """The model's outputs for the samples of X (checked), into one output array;
+        under the model's lock (another thread's calls wait)."""
         batch_size = _positive_int("batch_size", batch_size)
+        out = None
         with self.model.locked():
-            self.model.eval()
-            n = len(X)
-            buf = np.empty((min(batch_size, n), *X.shape[1:]), self._dtype())
-            out = None
-            for lo in range(0, n, batch_size):
-                hi = min(lo + batch_size, n)
-                xb = buf[:hi - lo]
-                xb[...] = X[lo:hi]
-                scores = self.model.forward(xb)
+            for lo, hi, scores in self._batch_scores(X, batch_size):
                 if out is None:
-                    out = np.empty((n, *scores.shape[1:]), scores.dtype)
+                    out = np.empty((len(X), *scores.shape[1:]), scores.dtype)
                 out[lo:hi] = scores
-            return out
+        return out
 
     def _evaluate_rows(self, X, y, batch_size):
-        """(mean loss, hits) over the samples of X (checked), computed here, under the
-        model's lock (the evaluation loss is this Trainer's, shared by its threads)."""
+        """(mean loss, hits) over the samples of X (checked), computed here batch by
+        batch: nothing grows with the number of rows (X may be a broadcast view of
+        millions). Under the model's lock (the evaluation loss is this Trainer's, shared
+        by its threads)."""
+        batch_size = _positive_int("batch_size", batch_size)
+        loss = self._eval_loss
+        total = hits = 0.0
         with self.model.locked():
-            scores = self._outputs(X, batch_size)
-            if self.loss.labels:
-                check_labels(y, "y", scores[0].size)
-            loss = self._eval_loss
-            value = loss.forward(scores, loss.cast_targets(y, scores.dtype))
-            return value, self._hits(scores, y)
+            for lo, hi, scores in self._batch_scores(X, batch_size):
+                if lo == 0 and self.loss.labels:
+                    check_labels(y, "y", scores[0].size)  # all of them, before computing
+                yb = y[lo:hi]
+                value = loss.forward(scores, loss.cast_targets(yb, scores.dtype))
+                total += value * (hi - lo)
+                hits += self._hits(scores, yb)
+        # one batch: its mean as it is (value * n / n may differ in the last bit)
+        return (value if hi - lo == len(X) else total / len(X)), hits
 
     def evaluate(self, X: np.ndarray, y: np.ndarray, batch_size: int = 1024) -> dict[str, float]:
         """{"loss": mean loss, "accuracy": fraction right (classification losses)} in

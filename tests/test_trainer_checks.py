@@ -249,3 +249,32 @@ def test_check_labels(rng):
     y[3] = -2
     with pytest.raises(ValueError, match=r"^y: row 3 has label -2"):
         _checks.check_labels(y, "y")
+
+
+def test_evaluate_of_a_broadcast_view_runs_batch_by_batch():
+    """The loss and its gradient buffers of every row at once were 9 GB for 10**8 rows."""
+    rows = 10**6
+    model = nn.Sequential(nn.Linear(32, 10, seed=0))
+    trainer = fastnn.Trainer(model, losses.SoftmaxCrossEntropy(), progress=False)
+    row = np.linspace(-1, 1, 32)
+    X = np.broadcast_to(row, (rows, 32))
+    y = np.broadcast_to(np.array([4]), (rows,))
+    result = {}
+    peak = _peak(lambda: result.update(trainer.evaluate(X, y, batch_size=4096)))
+    assert peak < 8 * 2**20  # 40 MB of scores alone if computed whole
+    one = trainer.evaluate(X[:1], y[:1])
+    assert result["loss"] == pytest.approx(one["loss"], rel=1e-12)
+    assert result["accuracy"] == one["accuracy"]
+
+
+@pytest.mark.parametrize("batch_size", [7, 100, 1024])
+def test_evaluate_in_batches_matches_numpy(rng, batch_size):
+    model = nn.Sequential(nn.Linear(5, 4, seed=0, dtype=np.float64))
+    trainer = fastnn.Trainer(model, losses.SoftmaxCrossEntropy(), progress=False)
+    X, y = rng.standard_normal((100, 5)), rng.integers(0, 4, 100)
+    s = X @ model[0].weight + model[0].bias
+    logp = s - s.max(axis=1, keepdims=True)
+    logp -= np.log(np.exp(logp).sum(axis=1, keepdims=True))
+    result = trainer.evaluate(X, y, batch_size=batch_size)
+    assert result["loss"] == pytest.approx(-logp[np.arange(100), y].mean(), rel=1e-12)
+    assert result["accuracy"] == np.mean(s.argmax(axis=1) == y)
