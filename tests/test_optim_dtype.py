@@ -134,3 +134,19 @@ def test_check_float_in(value, dtype, within, ok):
     else:
         with pytest.raises(ValueError, match=rf"^v: .*{np.dtype(dtype).name}"):
             _checks.check_float_in(value, "v", dtype, within)
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, 1e39])
+def test_load_state_dict_refuses_state_that_is_not_finite_in_the_dtype(bad):
+    model = _model()
+    opt = optim.Adam(model)
+    for p in model.parameters():
+        p.grad[...] = 0.5
+    opt.step()
+    state = opt.state_dict()
+    state["state"][0]["v"] = state["state"][0]["v"].astype(np.float64)
+    state["state"][0]["v"][3] = bad
+    fresh = optim.Adam(model)
+    with pytest.raises(ValueError, match="'v'"):
+        fresh.load_state_dict(state)
+    assert fresh.step_count == 0 and fresh._state is None  # nothing loaded

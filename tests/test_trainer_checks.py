@@ -123,10 +123,10 @@ def test_labels_are_checked_again_by_the_next_fit(data):
     _, opt, trainer = _classifier()
     trainer.fit(X, y, epochs=1)
     y = y.copy()
-    y[0] = 9
+    y[-1] = 9  # in the last batch
     steps = opt.step_count
-    with pytest.raises(ValueError, match=r"^y: row 0 has label 9"):
-        trainer.fit(X, y, epochs=1)
+    with pytest.raises(ValueError, match=r"^y: row 199 has label 9"):
+        trainer.fit(X, y, epochs=1, batch_size=10, shuffle=False)
     assert opt.step_count == steps
 
 
@@ -278,3 +278,19 @@ def test_evaluate_in_batches_matches_numpy(rng, batch_size):
     result = trainer.evaluate(X, y, batch_size=batch_size)
     assert result["loss"] == pytest.approx(-logp[np.arange(100), y].mean(), rel=1e-12)
     assert result["accuracy"] == np.mean(s.argmax(axis=1) == y)
+
+
+@pytest.mark.parametrize(("bad", "match"), [
+    (np.nan, r"0\.weight: contains NaN or inf"),
+    (-np.inf, r"0\.weight: contains NaN or inf"),
+    (1e39, r"0\.weight: row 1 holds 1e\+39, beyond the range of float32"),
+])
+def test_load_state_dict_refuses_what_is_not_finite_in_the_model(bad, match):
+    model = nn.Sequential(nn.Linear(4, 3, seed=0), nn.BatchNorm1d(3))
+    before = model.state_dict()
+    state = {k: v.astype(np.float64) for k, v in before.items()}
+    state["0.weight"][1, 2] = bad
+    with pytest.raises(ValueError, match=match):
+        model.load_state_dict(state)
+    for name, value in model.state_dict().items():  # nothing copied
+        np.testing.assert_array_equal(value, before[name], err_msg=name)

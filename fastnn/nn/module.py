@@ -7,6 +7,7 @@ from collections import OrderedDict
 
 import numpy as np
 
+from .._checks import check_rows_finite
 from .parameter import Arena
 
 __all__ = ["BackwardBeforeForward", "Module", "has_own_compiled_form"]
@@ -401,7 +402,8 @@ class Module:
         return state
 
     def load_state_dict(self, state):
-        """Copy values in place from a state_dict; names and shapes must match exactly.
+        """Copy values in place from a state_dict; names and shapes must match exactly,
+        and float values must be finite in the target's dtype (ValueError otherwise).
 
         Everything is checked before anything is copied: a failed load changes nothing.
         """
@@ -425,6 +427,8 @@ class Module:
                     f"load_state_dict: {name} has dtype {value.dtype}, which does not fit "
                     f"its {target.dtype} target"
                 )
+            # NaN, inf, or values that overflow the target's dtype would reach the weights
+            check_rows_finite(np.atleast_1d(value), f"load_state_dict: {name}", target.dtype)
         with self.locked():  # no other thread computes with half-copied values
             for name, target in targets.items():
                 np.copyto(target, state[name], casting="same_kind")

@@ -4,7 +4,14 @@ from typing import ClassVar
 
 import numpy as np
 
-from .._checks import NON_NEGATIVE, POSITIVE, check_float, check_float_in, check_pair
+from .._checks import (
+    NON_NEGATIVE,
+    POSITIVE,
+    check_float,
+    check_float_in,
+    check_pair,
+    check_rows_finite,
+)
 from .._threads import get_num_threads
 
 __all__ = ["Optimizer", "flat_spans"]
@@ -282,7 +289,8 @@ class Optimizer:
 
     def load_state_dict(self, state_dict):
         """Restore what state_dict() saved, into an optimizer built over the same
-        parameters; resuming then follows the same trajectory as never stopping."""
+        parameters; resuming then follows the same trajectory as never stopping. State
+        that is not finite in the parameters' dtype is refused (ValueError)."""
         groups = state_dict["param_groups"]
         if len(groups) != len(self.param_groups):
             raise ValueError(
@@ -297,6 +305,8 @@ class Optimizer:
                 for name in self.state_names:
                     if name not in s or np.shape(s[name]) != values.shape:
                         raise ValueError(f"load_state_dict: state {name!r} missing or misshapen")
+                    check_rows_finite(np.asarray(s[name]), f"load_state_dict: state {name!r}",
+                                      values.dtype)
         for group, saved_group in zip(self.param_groups, groups):
             for key, value in saved_group.items():
                 group[key] = self._check(key, value) if key in self.defaults else value
