@@ -1,9 +1,9 @@
 """One model used from several threads at once: compiled plans and layers reuse their
-workspaces and release the GIL, so every forward and backward holds the locks of its
-module and descendants. Two threads hammer one model (or two models sharing a layer)
-and every row they get is compared with the single-threaded result; a backward from
-the wrong thread raises; fit trains to the same weights while another thread
-evaluates the model."""
+workspaces and release the GIL, so every forward and backward holds the lock that a
+model shares with its layers and with every model sharing one of them. Two threads
+hammer one model (or two models sharing a layer) and every row they get is compared
+with the single-threaded result; a backward from the wrong thread raises; fit trains
+to the same weights while another thread evaluates the model."""
 
 import copy
 import pickle
@@ -188,7 +188,8 @@ def test_copies_have_locks_of_their_own(rng):
     model = _mlp()
     x = rng.standard_normal((4, 64)).astype(np.float32)
     for clone in (copy.deepcopy(model), pickle.loads(pickle.dumps(model))):
-        assert not set(map(id, clone._locks())) & set(map(id, model._locks()))
+        assert clone._group is not model._group
+        assert all(m._group is clone._group for _, m in clone.modules())
         with model.locked():  # held here: a copy runs on in another thread
             out = []
             t = threading.Thread(target=lambda c=clone, out=out: out.append(c.forward(x)))
@@ -205,3 +206,28 @@ def test_a_subclass_forward_is_serialized_too():
 
     assert getattr(Twice.forward, "serialized", False)
     assert Twice().forward(np.ones(3)).tolist() == [2, 2, 2]
+
+
+def test_models_sharing_a_layer_share_one_lock_and_others_do_not():
+    shared = nn.Linear(4, 4)
+    a = nn.Sequential(shared, nn.ReLU())
+    b = nn.Sequential(nn.Tanh(), shared)
+    c = _mlp()
+    assert a._group is b._group is shared._group is a[1]._group is b[0]._group
+    assert c._group is not a._group
+    assert a[0:1]._group is a._group  # a slice shares its layers
+    appended = nn.ReLU()
+    c.append(appended)
+    assert appended._group is c._group
+
+
+def test_a_model_of_another_thread_runs_while_one_is_held(rng):
+    """Models without a shared layer do not wait for each other."""
+    a, b = _mlp(0), _mlp(10)
+    x = rng.standard_normal((4, 64)).astype(np.float32)
+    out = []
+    with a.locked():
+        t = threading.Thread(target=lambda: out.append(b.forward(x)))
+        t.start()
+        t.join(timeout=30)
+        assert not t.is_alive() and len(out) == 1

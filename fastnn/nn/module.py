@@ -1,8 +1,8 @@
 """The Module base class: forward/backward pairs with parameters in an arena."""
 
 import functools
-import itertools
 import threading
+import weakref
 from collections import OrderedDict
 
 import numpy as np
@@ -17,22 +17,57 @@ __all__ = ["BackwardBeforeForward", "Module", "has_own_compiled_form"]
 # another arena: what a module caches about its parameters is valid while it stays.
 _LAYOUT = [0]
 
-# Creation order of modules: every thread takes several modules' locks in this order.
-_SERIALS = itertools.count()
+class _Group:
+    """Modules that run together, and their lock: a module starts alone, and a container
+    joins the groups of the modules it adds, so that a model, its layers and every other
+    model that shares one of them hold one lock."""
+
+    __slots__ = ("__weakref__", "lock", "members")
+
+    def __init__(self, module):
+        self.lock = threading.RLock()
+        self.members = weakref.WeakSet([module])
+
+
+def _join(a, b):
+    """Put modules a and b, and their groups, in one group: the larger takes the other's
+    members. Both locks are held meanwhile, so no module moves while it runs."""
+    while True:
+        ga, gb = a._group, b._group
+        if ga is gb:
+            return
+        first, second = sorted((ga, gb), key=id)  # every thread locks two groups alike
+        with first.lock, second.lock:
+            if a._group is not ga or b._group is not gb:
+                continue  # joined elsewhere meanwhile
+            big, small = (ga, gb) if len(ga.members) >= len(gb.members) else (gb, ga)
+            for module in list(small.members):
+                module._group = big
+                big.members.add(module)
+            return
+
+
+def _acquire(module):
+    """The lock of module's group, acquired (it is another one when the group joined a
+    larger one while this thread waited)."""
+    while True:
+        lock = module._group.lock
+        lock.acquire()
+        if module._group.lock is lock:
+            return lock
+        lock.release()
 
 
 def _serialized(method, name):
-    """forward or backward holding the locks of its module and every descendant, so that
-    no other thread runs a module that shares one of them (their workspaces, compiled
-    plans and caches) meanwhile. forward records its thread; a backward from another
-    thread raises RuntimeError, as it would read that thread's cached forward."""
+    """forward or backward holding the lock of its module's group, so that no other
+    thread runs a module of the group (their workspaces, compiled plans and caches)
+    meanwhile. forward records its thread; a backward from another thread raises
+    RuntimeError, as it would read that thread's cached forward."""
     is_forward = name == "forward"
 
     @functools.wraps(method)
     def run(self, *args, **kwargs):
-        locks = self._locks()
-        for lock in locks:
-            lock.acquire()
+        lock = _acquire(self)
         try:
             here = threading.get_ident()
             if is_forward:
@@ -47,8 +82,7 @@ def _serialized(method, name):
                         f"thread between them")
             return method(self, *args, **kwargs)
         finally:
-            for lock in locks:
-                lock.release()
+            lock.release()
 
     run.serialized = True
     return run
@@ -73,20 +107,18 @@ def has_own_compiled_form(layer):
 
 
 class _Held:
-    """Holds a tuple of locks inside a `with` block."""
+    """Holds a module's group lock inside a `with` block."""
 
-    __slots__ = ("locks",)
+    __slots__ = ("lock", "module")
 
-    def __init__(self, locks):
-        self.locks = locks
+    def __init__(self, module):
+        self.module = module
 
     def __enter__(self):
-        for lock in self.locks:
-            lock.acquire()
+        self.lock = _acquire(self.module)
 
     def __exit__(self, *exc):
-        for lock in self.locks:
-            lock.release()
+        self.lock.release()
 
 
 class BackwardBeforeForward(RuntimeError, AttributeError):
@@ -107,14 +139,14 @@ class Module:
     Outputs of forward and backward may be buffers that the layer reuses on its next
     call with the same batch shape; `Sequential` returns arrays the caller owns.
 
-    Threads: every module has a lock, and forward and backward (of every subclass) hold
-    those of the module and all its descendants, taken in creation order. Calls on one
-    model, or on models that share a layer, from several threads run one at a time;
-    models without a shared layer run in parallel. A backward must run in the thread of
-    the forward it follows (RuntimeError otherwise). `with module.locked():` holds the
-    same locks over several calls (to read a layer's output buffer before another
-    thread's call reuses it; the Trainer holds them for a whole training step, predict
-    or evaluate).
+    Threads: a module shares one lock with its descendants, its containers and every
+    model that shares a layer with it (a container joins the lock groups of the modules
+    it adds), and forward and backward (of every subclass) hold it. Calls on one model,
+    or on models that share a layer, from several threads run one at a time; models
+    without a shared layer run in parallel. A backward must run in the thread of the
+    forward it follows (RuntimeError otherwise). `with module.locked():` holds the lock
+    over several calls (to read a layer's output buffer before another thread's call
+    reuses it; the Trainer holds it for a whole training step, predict or evaluate).
     """
 
     def __init_subclass__(cls, **kwargs):
@@ -125,8 +157,7 @@ class Module:
                 setattr(cls, name, _serialized(method, name))
 
     def __init__(self):
-        self._lock = threading.RLock()
-        self._serial = next(_SERIALS)
+        self._group = _Group(self)
         self.training = True
         self._param_names = []
         self._buffers = OrderedDict()
@@ -157,6 +188,7 @@ class Module:
         if not isinstance(module, Module):
             raise TypeError(f"{name}: expected a fastnn.nn.Module, got {type(module).__name__}")
         self._modules[name] = module
+        _join(self, module)
         _LAYOUT[0] += 1
         return module
 
@@ -363,30 +395,23 @@ class Module:
     def __getstate__(self):
         # caches of views into the arenas, and locks: a copy makes its own
         state = self.__dict__.copy()
-        for name in ("_grad_fills", "_param_dtype", "_lock", "_lock_set", "_forward_thread"):
+        for name in ("_grad_fills", "_param_dtype", "_group", "_forward_thread"):
             state.pop(name, None)
         return state
 
     def __setstate__(self, state):
         self.__dict__.update(state)
-        self._lock = threading.RLock()
-        self._serial = next(_SERIALS)
+        self._group = _Group(self)
+        for module in self._modules.values():  # restored before their container
+            if "_group" in module.__dict__:
+                _join(self, module)
 
     # ------------------------------------------------------------ threads
 
-    def _locks(self):
-        """The locks of this module and its descendants, each once, in creation order."""
-        cached = self.__dict__.get("_lock_set")
-        if cached is None or cached[0] != _LAYOUT[0]:
-            modules = {id(m): m for _, m in self.modules()}.values()
-            cached = self._lock_set = (
-                _LAYOUT[0], tuple(m._lock for m in sorted(modules, key=lambda m: m._serial)))
-        return cached[1]
-
     def locked(self):
-        """A context manager holding the locks that forward and backward take (those of
-        this module and its descendants); reentrant in the thread that holds them."""
-        return _Held(self._locks())
+        """A context manager holding the lock that forward and backward take (that of
+        this module's group); reentrant in the thread that holds it."""
+        return _Held(self)
 
     def named_buffers(self):
         for prefix, module in self.modules():
