@@ -26,7 +26,6 @@ import numpy as np
 
 from . import losses as _losses
 from ._checks import POSITIVE, check_float, check_labels, check_rows_finite
-from ._threads import get_num_threads
 from .callbacks import (
     SHOWN,
     Callback,
@@ -403,10 +402,7 @@ class Trainer:
     def _check_gradients(self):
         """FloatingPointError unless every gradient the optimizer applies is finite: a
         finite loss can still overflow a gradient (large inputs in float32)."""
-        from .optim.clip import grad_norm
-
-        spans = [span for group in self.optimizer.param_groups for span in group["spans"]]
-        norm = grad_norm(spans, get_num_threads())
+        norm = self.optimizer.grad_norm()
         if not math.isfinite(norm):
             raise FloatingPointError(f"non-finite gradient (norm {norm}) with a finite loss")
 

@@ -2,26 +2,10 @@
 
 import math
 
-import numpy as np
-
-from .._kernels import optim as _k
 from .._threads import get_num_threads
-from .optimizer import _as_param_list, flat_spans
+from .optimizer import _as_param_list, flat_spans, grad_norm, norm_blocks
 
-__all__ = ["clip_grad_norm", "grad_norm"]
-
-
-def grad_norm(spans, threads):
-    """The L2 norm of all the gradients of spans [(values, gradients)] together: one
-    blocked reduction per span, bitwise the same for any thread count; non-finite when
-    a gradient is."""
-    total = 0.0
-    for _, grads in spans:
-        if grads.size:
-            sums = np.empty(-(-grads.size // _k.NORM_BLOCK), np.float64)
-            _k.sum_squares(grads, sums, threads)
-            total += float(sums.sum())
-    return math.sqrt(total)
+__all__ = ["clip_grad_norm"]
 
 
 def clip_grad_norm(params, max_norm, nonfinite="raise"):
@@ -40,7 +24,7 @@ def clip_grad_norm(params, max_norm, nonfinite="raise"):
     if not max_norm > 0 or not math.isfinite(max_norm):
         raise ValueError(f"max_norm: must be a positive finite number, got {max_norm}")
     spans = flat_spans(_as_param_list(params))
-    norm = grad_norm(spans, get_num_threads())
+    norm = grad_norm(*norm_blocks(spans), get_num_threads())
     if not math.isfinite(norm):
         if nonfinite == "raise":
             raise FloatingPointError(

@@ -1,5 +1,6 @@
 """The Optimizer base class: parameter groups, flat spans, state, state_dict."""
 
+import math
 from typing import ClassVar
 
 import numpy as np
@@ -12,9 +13,10 @@ from .._checks import (
     check_pair,
     check_rows_finite,
 )
+from .._kernels import optim as _k
 from .._threads import get_num_threads
 
-__all__ = ["Optimizer", "flat_spans"]
+__all__ = ["Optimizer", "flat_spans", "grad_norm", "norm_blocks"]
 
 
 def _as_param_list(params):
@@ -68,6 +70,25 @@ def _sourced_spans(params):
     return spans
 
 
+def norm_blocks(spans):
+    """(sums, parts) for grad_norm over spans [(values, gradients)]: a buffer of block
+    sums, and each span's gradients with its part of it."""
+    grads = [g for _, g in spans if g.size]
+    blocks = [-(-g.size // _k.NORM_BLOCK) for g in grads]
+    sums = np.zeros(sum(blocks))
+    starts = np.cumsum([0, *blocks])
+    return sums, [(g, sums[lo:hi]) for g, lo, hi in zip(grads, starts, starts[1:])]
+
+
+def grad_norm(sums, parts, threads):
+    """The L2 norm of all the gradients of norm_blocks' parts together: one blocked
+    reduction per span, bitwise the same for any thread count; non-finite when a
+    gradient is."""
+    for grads, part in parts:
+        _k.sum_squares(grads, part, threads)
+    return math.sqrt(float(sums.sum()))
+
+
 def _arena_span(arena, start, end):
     return arena.data[start:end], arena.grad[start:end], (arena, start)
 
@@ -118,6 +139,7 @@ class Optimizer:
         self._check_disjoint()
         self.step_count = 0
         self._state = None  # per span: {name: array}
+        self._norm_blocks = None  # norm_blocks of the spans, for grad_norm
 
     # ------------------------------------------------------------ groups
 
@@ -275,6 +297,13 @@ class Optimizer:
     def zero_grad(self):
         for _, (_, grads) in self._spans():
             grads.fill(0)
+
+    def grad_norm(self):
+        """The L2 norm of the gradients of all the spans together (frozen parameters'
+        included), as clip_grad_norm computes it; non-finite when a gradient is."""
+        if self._norm_blocks is None:
+            self._norm_blocks = norm_blocks([span for _, span in self._spans()])
+        return grad_norm(*self._norm_blocks, get_num_threads())
 
     # ------------------------------------------------------------ state
 
