@@ -241,7 +241,7 @@ class Trainer:
     `trainer.parallel` (its check_every, timeout and overlap settings).
 
     Threads: a training step, predict, predict_proba and evaluate each hold the
-    model's locks (nn.Module, "Threads") from start to end, so they may be called from
+    model's lock (nn.Module, "Threads") from start to end, so they may be called from
     several threads; a step of fit runs in train mode even when another thread's
     evaluate has just put the model in eval mode.
     """

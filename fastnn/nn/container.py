@@ -49,9 +49,9 @@ class Sequential(Module):
     parameter's requires_grad change. Set `compiled = False` to run the layers one by
     one.
 
-    Threads: forward and backward hold the locks of this Sequential and of every layer
-    in it (see Module), so threads that share it, or a layer of it, take turns; the
-    array forward returns is the caller's own.
+    Threads: forward and backward hold the lock this Sequential shares with its layers
+    (see Module), so threads that share it, or a layer of it, take turns; the array
+    forward returns is the caller's own.
     """
 
     def __init__(self, *layers):

@@ -265,7 +265,7 @@ class Module:
 
     def train(self, mode=True):
         """Train mode (eval mode with mode=False) for this module and its descendants,
-        once no other thread is running one of them (it holds their locks)."""
+        once no other thread is running one of them (it holds their lock)."""
         with self.locked():
             self.training = bool(mode)
             for module in self._modules.values():
@@ -393,7 +393,7 @@ class Module:
         return fills
 
     def __getstate__(self):
-        # caches of views into the arenas, and locks: a copy makes its own
+        # caches of views into the arenas, and the lock group: a copy makes its own
         state = self.__dict__.copy()
         for name in ("_grad_fills", "_param_dtype", "_group", "_forward_thread"):
             state.pop(name, None)
