@@ -375,19 +375,38 @@ class Trainer:
         non-finite checks, clipping, optimizer step) is the same for every strategy.
         Returns the loss, which may be non-finite: then nothing was updated. Raises
         FloatingPointError, before the update, for a finite loss with a non-finite
-        gradient. The model's lock is held throughout (training=True: in train mode,
-        which an evaluate() from another thread may have left off)."""
+        gradient. A step refused (or failed) before its update leaves the model's
+        buffers as they were, too. The model's lock is held throughout (training=True:
+        in train mode, which an evaluate() from another thread may have left off)."""
         with self.model.locked():
             if training and not self.model.training:
                 self.model.train()
-            self.model.zero_grad()
-            value, self._last_hits = self._strategy.forward_backward(xb, yb, n)
-            if self._unchecked_targets is not None and self._last_scores is not None:
-                self._check_targets_against(self._last_scores)
-            if self.regularizer is not None:
-                value += self.regularizer.backward(self.model)
-            if not math.isfinite(value):
-                return value
+            # a train-mode forward changes buffers (BatchNorm's running statistics,
+            # Dropout's step) before the loss is known: a refused step restores them
+            buffers = [getattr(m, name) for m, name in self.model._buffer_slots()]
+            saved = [np.array(b) for b in buffers]
+            value = math.nan
+            try:
+                value = self._gradients(xb, yb, n)
+            finally:
+                if not math.isfinite(value):  # a non-finite loss, or an exception
+                    for buffer, copy in zip(buffers, saved):
+                        np.copyto(buffer, copy)
+            if math.isfinite(value):
+                self.optimizer.step()
+                self._strategy.after_step()
+            return value
+
+    def _gradients(self, xb, yb, n):
+        """The forward and backward passes and the penalty of a step: returns the loss,
+        and when it is finite, checks (or clips) the gradients."""
+        self.model.zero_grad()
+        value, self._last_hits = self._strategy.forward_backward(xb, yb, n)
+        if self._unchecked_targets is not None and self._last_scores is not None:
+            self._check_targets_against(self._last_scores)
+        if self.regularizer is not None:
+            value += self.regularizer.backward(self.model)
+        if math.isfinite(value):
             # the gradients are global here: every rank clips (or raises) alike
             if self.clip_norm is not None:
                 from .optim import clip_grad_norm
@@ -395,9 +414,7 @@ class Trainer:
                 self.grad_norm = clip_grad_norm(self._trained(), self.clip_norm)
             else:
                 self._check_gradients()
-            self.optimizer.step()
-            self._strategy.after_step()
-            return value
+        return value
 
     def _check_gradients(self):
         """FloatingPointError unless every gradient the optimizer applies is finite: a
@@ -441,8 +458,8 @@ class Trainer:
         of X (and float targets) finite in the model's dtype (a float64 1e39 is inf in
         float32), class labels in [0, outputs); the errors name the first bad row.
         A non-finite loss or gradient stops training with FloatingPointError naming the
-        epoch and step, before the optimizer step, so the weights and checkpoints stay
-        finite.
+        epoch and step, before the optimizer step, so the weights, the buffers
+        (BatchNorm's running statistics) and checkpoints stay finite.
         Data parallel (comm=): every rank passes the same X and y (and seed); an
         exception on one rank alone aborts the job (see fastnn.distributed).
         """

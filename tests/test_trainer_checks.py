@@ -294,3 +294,47 @@ def test_load_state_dict_refuses_what_is_not_finite_in_the_model(bad, match):
         model.load_state_dict(state)
     for name, value in model.state_dict().items():  # nothing copied
         np.testing.assert_array_equal(value, before[name], err_msg=name)
+
+
+@pytest.mark.parametrize("cause", ["loss", "label"])
+def test_a_refused_step_leaves_the_buffers_as_they_were(rng, cause):
+    """A train-mode forward updates BatchNorm's running statistics and Dropout's step
+    before the loss is known; a step refused before its update puts them back (they
+    were NaN after a non-finite loss, and predict then said class 0 for every row)."""
+    model = nn.Sequential(nn.Linear(4, 8, seed=0), nn.BatchNorm1d(8), nn.ReLU(),
+                          nn.Dropout(0.2, seed=1), nn.Linear(8, 3, seed=2))
+    trainer = fastnn.Trainer(model, losses.SoftmaxCrossEntropy(), optim.SGD(model, lr=0.1),
+                             progress=False)
+    X = rng.random((64, 4)).astype(np.float32)
+    y = rng.integers(0, 3, 64)
+    trainer.fit(X, y, epochs=1)
+    if cause == "loss":
+        model[0].weight[0, 0] = 3e38  # finite, but the activations overflow
+        X[:, 0] = 10.0
+    else:
+        y[-1] = 5
+    before = model.state_dict()
+    with pytest.raises(FloatingPointError if cause == "loss" else ValueError):
+        trainer.fit(X, y, epochs=1, batch_size=64)
+    for name, value in model.state_dict().items():
+        np.testing.assert_array_equal(value, before[name], err_msg=name)
+
+
+def test_a_step_refused_for_its_gradient_leaves_the_buffers_as_they_were():
+    model = nn.Sequential(nn.Dropout(0.1, seed=1), nn.Linear(4, 1, seed=0))
+    trainer = fastnn.Trainer(model, losses.MSE(), optim.Adam(model), progress=False)
+    before = model.state_dict()
+    with pytest.raises(FloatingPointError, match="non-finite gradient"):
+        trainer.train_step(np.full((8, 4), 2.2e19, np.float32), np.zeros((8, 1), np.float32))
+    for name, value in model.state_dict().items():
+        np.testing.assert_array_equal(value, before[name], err_msg=name)
+
+
+def test_a_non_finite_loss_from_train_step_leaves_the_buffers_as_they_were():
+    model = nn.Sequential(nn.Linear(2, 4, seed=0), nn.BatchNorm1d(4), nn.Linear(4, 1, seed=1))
+    trainer = fastnn.Trainer(model, losses.MSE(), optim.SGD(model, lr=0.1), progress=False)
+    before = model.state_dict()
+    X = np.array([[np.inf, 0.0], [1.0, 2.0]], np.float32)
+    assert not np.isfinite(trainer.train_step(X, np.zeros((2, 1), np.float32)))
+    for name, value in model.state_dict().items():
+        np.testing.assert_array_equal(value, before[name], err_msg=name)

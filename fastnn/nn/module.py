@@ -395,7 +395,8 @@ class Module:
     def __getstate__(self):
         # caches of views into the arenas, and the lock group: a copy makes its own
         state = self.__dict__.copy()
-        for name in ("_grad_fills", "_param_dtype", "_group", "_forward_thread"):
+        for name in ("_grad_fills", "_param_dtype", "_buffer_cache", "_group",
+                     "_forward_thread"):
             state.pop(name, None)
         return state
 
@@ -412,6 +413,15 @@ class Module:
         """A context manager holding the lock that forward and backward take (that of
         this module's group); reentrant in the thread that holds it."""
         return _Held(self)
+
+    def _buffer_slots(self):
+        """(module, name) of every buffer of this module and its descendants; kept while
+        the modules stay (asked once per training step)."""
+        cached = self.__dict__.get("_buffer_cache")
+        if cached is None or cached[0] != _LAYOUT[0]:
+            cached = self._buffer_cache = (
+                _LAYOUT[0], [(m, name) for _, m in self.modules() for name in m._buffers])
+        return cached[1]
 
     def named_buffers(self):
         for prefix, module in self.modules():
