@@ -17,6 +17,7 @@ __all__ = ["BackwardBeforeForward", "Module", "has_own_compiled_form"]
 # another arena: what a module caches about its parameters is valid while it stays.
 _LAYOUT = [0]
 
+
 class _Group:
     """Modules that run together, and their lock: a module starts alone, and a container
     joins the groups of the modules it adds, so that a model, its layers and every other
@@ -214,6 +215,13 @@ class Module:
                 f"{type(self).__name__}.backward() called before forward()")
         raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
+    # ------------------------------------------------------------ threads
+
+    def locked(self):
+        """A context manager holding the lock that forward and backward take (that of
+        this module's group); reentrant in the thread that holds it."""
+        return _Held(self)
+
     # ------------------------------------------------------------ compiled form
 
     # The methods that describe a layer's compiled form (see has_own_compiled_form).
@@ -406,13 +414,6 @@ class Module:
         for module in self._modules.values():  # restored before their container
             if "_group" in module.__dict__:
                 _join(self, module)
-
-    # ------------------------------------------------------------ threads
-
-    def locked(self):
-        """A context manager holding the lock that forward and backward take (that of
-        this module's group); reentrant in the thread that holds it."""
-        return _Held(self)
 
     def _buffer_slots(self):
         """(module, name) of every buffer of this module and its descendants; kept while
