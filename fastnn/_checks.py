@@ -34,11 +34,14 @@ __all__ = [
     "check_eps",
     "check_finite",
     "check_float",
+    "check_float_in",
     "check_instance",
     "check_int",
+    "check_labels",
     "check_output",
     "check_pair",
     "check_range",
+    "check_rows_finite",
     "check_same_dtype",
     "check_same_shape",
     "check_slope",
@@ -109,6 +112,23 @@ def check_float(v, name, within=None):
     if within is not None and x not in within:
         raise ValueError(f"{name}: must be {within}, got {v!r}")
     return x
+
+
+def check_float_in(v, name, dtype, within=None):
+    """v (a finite float) unchanged when it keeps its constraint as a number of `dtype`,
+    the dtype a kernel computes it in: finite there, and in the Interval `within` once
+    rounded (1e39 is inf in float32, an eps of 1e-50 is 0 and a beta of 1 - 1e-9 is 1);
+    ValueError naming v, the value it becomes and the dtype otherwise."""
+    dtype = np.dtype(dtype)
+    with np.errstate(over="ignore", under="ignore"):
+        x = float(dtype.type(v))
+    if not math.isfinite(x):
+        raise ValueError(f"{name}: {v!r} overflows {dtype.name}, the dtype of the parameters "
+                         f"it applies to")
+    if within is not None and x not in within:
+        raise ValueError(f"{name}: {v!r} is {x!r} in {dtype.name}, the dtype of the parameters "
+                         f"it applies to, and must be {within} there")
+    return v
 
 
 def check_int(v, name, within=None):
@@ -222,6 +242,62 @@ def check_finite(x, name):
     if not np.isfinite(x).all():
         raise ValueError(f"{name}: must be finite")
     return x
+
+
+# Values per block of the row-wise checks: their temporaries stay this small whatever
+# the number of rows (a broadcast view of 10**8 rows included).
+_BLOCK_VALUES = 2**16
+
+
+def _blocks(x):
+    """(first row, view) over x in blocks of whole rows of about _BLOCK_VALUES values."""
+    rows = max(1, _BLOCK_VALUES // max(1, math.prod(x.shape[1:])))
+    for lo in range(0, len(x), rows):
+        yield lo, x[lo:lo + rows]
+
+
+def _first_row(lo, bad):
+    """The index of the first row of a block (starting at row lo) with a True in bad."""
+    return lo + int(np.flatnonzero(bad.reshape(len(bad), -1).any(axis=1))[0])
+
+
+def check_rows_finite(x, name, dtype=None):
+    """x if every value is finite, and stays finite once converted to `dtype` when given
+    (float64 1e39 is inf in float32); else ValueError naming the first bad row. Integer
+    arrays pass (no integer overflows float32). The check goes a block of rows at a
+    time: no temporary grows with the number of rows, and nothing is copied."""
+    if x.dtype.kind != "f" or x.size == 0:
+        return x
+    limit = None
+    if dtype is not None and np.finfo(x.dtype).max > np.finfo(dtype).max:
+        limit = np.finfo(dtype).max
+    for lo, block in _blocks(x):
+        bad = ~np.isfinite(block) if limit is None else ~(np.abs(block) <= limit)
+        if bad.any():
+            i = _first_row(lo, bad)
+            row = np.asarray(x[i]).reshape(-1)
+            value = row[np.flatnonzero(~np.isfinite(row) if limit is None
+                                       else ~(np.abs(row) <= limit))[0]]
+            if not np.isfinite(value):
+                raise ValueError(f"{name}: contains NaN or inf ({value} in row {i})")
+            raise ValueError(f"{name}: row {i} holds {value:g}, beyond the range of "
+                             f"{np.dtype(dtype).name} (the model's dtype), where it would be "
+                             f"inf")
+    return x
+
+
+def check_labels(y, name, n_classes=None):
+    """y (integer class labels) if every label is >= 0 and, when n_classes is given,
+    < n_classes; else ValueError naming the first bad row. Checked a block at a time,
+    as check_rows_finite."""
+    for lo, block in _blocks(y):
+        bad = block < 0 if n_classes is None else (block < 0) | (block >= n_classes)
+        if bad.any():
+            i = _first_row(lo, bad)
+            allowed = ">= 0" if n_classes is None else f"in [0, {n_classes})"
+            raise ValueError(f"{name}: row {i} has label {y[i]}; class labels must be "
+                             f"{allowed}")
+    return y
 
 
 def check_same_dtype(named):

@@ -32,7 +32,7 @@ from typing import Any, Union
 import numpy as np
 
 from . import ops
-from ._checks import UNIT, check_array, check_contiguous, check_float
+from ._checks import UNIT, check_array, check_contiguous, check_float, check_rows_finite
 from ._kernels import losses as _k
 from ._threads import kernel_threads
 
@@ -108,8 +108,7 @@ class Loss:
         on the whole array; label ranges are checked against the scores in forward)."""
         if y.dtype.kind not in "fiub":
             raise TypeError(f"{name}: expected a numeric array, got dtype {y.dtype}")
-        if y.dtype.kind == "f" and not np.isfinite(y).all():
-            raise ValueError(f"{name}: contains NaN or inf")
+        check_rows_finite(y, name)  # a block at a time: y may be a huge broadcast view
 
     def cast_targets(self, y: np.ndarray, dtype: Any) -> np.ndarray:
         """y as forward takes it for scores of `dtype` (no copy when it already is)."""

@@ -26,7 +26,14 @@ from typing import Any, Union
 import numpy as np
 
 from . import losses as _losses
-from ._checks import NON_NEGATIVE, Interval, check_float
+from ._checks import (
+    NON_NEGATIVE,
+    POSITIVE,
+    Interval,
+    check_float,
+    check_labels,
+    check_rows_finite,
+)
 from ._seed import resolve_seed
 from .callbacks import (
     SHOWN,
@@ -58,13 +65,6 @@ def _positive_int(name: str, value: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value <= 0:
         raise ValueError(f"{name}: expected a positive int, got {value!r}")
     return int(value)
-
-
-def _all_finite(X: np.ndarray) -> bool:
-    """Whether every value of float X is finite, checked about 2**20 values at a time
-    (never a mask the size of X)."""
-    step = max(1, 2**20 // max(1, X[0].size))
-    return all(np.isfinite(X[lo:lo + step]).all() for lo in range(0, len(X), step))
 
 
 def _validation_pair(validation_data: Any) -> tuple[Any, Any] | None:
@@ -293,6 +293,11 @@ class Trainer:
     and sent to the others; evaluate() shares its rows among the ranks, predict() and
     predict_proba() compute all rows on every rank. The DataParallel helper is
     `trainer.parallel` (its check_every, timeout and overlap settings).
+
+    Threads: a training step, predict, predict_proba and evaluate each hold the
+    model's lock (nn.Module, "Threads") from start to end, so they may be called from
+    several threads; a step of fit runs in train mode even when another thread's
+    evaluate has just put the model in eval mode.
     """
 
     def __init__(self, model: Any, loss: _losses.Loss, optimizer: Any = None,
@@ -311,7 +316,8 @@ class Trainer:
         self.schedule, self.regularizer, self.augment = schedule, regularizer, augment
         self.callbacks = check_callbacks(callbacks)
         self.progress = progress
-        self.clip_norm = None if clip_norm is None else float(clip_norm)
+        self.clip_norm = None if clip_norm is None else check_float(clip_norm, "clip_norm",
+                                                                    POSITIVE)
         self.grad_norm: float | None = None
         self.image_shape = None if image_shape is None else tuple(image_shape)
         if self.image_shape is not None and hasattr(augment, "check_image_size"):
@@ -320,6 +326,7 @@ class Trainer:
         self._last_scores = None
         self._last_hits = 0.0
         self._source = ("X", None)  # the data the model's input comes from, for errors
+        self._unchecked_targets = None  # [(y, name)] to check against the model's outputs
         self.stop_training = False
         self.epoch = 0  # epochs completed
         self.rng = np.random.default_rng(resolve_seed(None))  # fit(seed=) replaces it
@@ -344,9 +351,11 @@ class Trainer:
     def _dtype(self) -> np.dtype:
         return self.model.param_dtype()
 
-    def _check_xy(self, X, y, name="X"):
+    def _check_xy(self, X, y, name="X", y_name="y"):
         """X as an array of samples (and y as an array of their targets); nothing is
-        copied unless X is not an array."""
+        copied unless X is not an array. Every value of X must be finite in the model's
+        dtype, as must float targets; class labels must be >= 0 (their upper bound, the
+        number of outputs, is checked against the scores). Errors name the first bad row."""
         X = np.asarray(X)
         if X.dtype.kind not in "fiu":
             raise TypeError(f"{name}: expected a numeric array, got dtype {X.dtype}")
@@ -355,15 +364,32 @@ class Trainer:
                              f"(samples, channels, height, width), got shape {X.shape}")
         if X.shape[0] == 0:
             raise ValueError(f"{name}: no samples")
-        if X.dtype.kind == "f" and not _all_finite(X):
-            raise ValueError(f"{name}: contains NaN or inf")
+        check_rows_finite(X, name, self._dtype())
         if y is None:
             return X, None
         y = np.asarray(y)
-        if len(y) != len(X):
-            raise ValueError(f"y: {len(y)} labels for {len(X)} samples")
-        self.loss.check_targets(y)
+        if y.ndim == 0 or len(y) != len(X):
+            raise ValueError(f"{y_name}: {y.size if y.ndim == 0 else len(y)} labels for "
+                             f"{len(X)} samples")
+        self.loss.check_targets(y, y_name)
+        if self.loss.labels:
+            check_labels(y, y_name)
+        else:
+            check_rows_finite(y, y_name, self._dtype())
         return X, y
+
+    def _check_targets_against(self, scores):
+        """The targets fit was given, checked once against the first scores of the
+        model, before the first update: class labels < the number of scores per row,
+        other targets as many per row as the scores."""
+        width = scores[0].size
+        for y, name in self._unchecked_targets:
+            if self.loss.labels:
+                check_labels(y, name, width)
+            elif y[0].size != width:
+                raise ValueError(f"{name}: {y[0].size} targets per sample, but the model "
+                                 f"gives {width} outputs per sample")
+        self._unchecked_targets = None
 
     # ------------------------------------------------------------ training
 
@@ -416,25 +442,59 @@ class Trainer:
             return self.loss.forward(scores, yb)
         return self.loss.forward(scores, yb, sample_weight=wb)
 
-    def _step(self, xb, yb, n, wb=None):
+    def _step(self, xb, yb, n, wb=None, training=False):
         """One step on this process's rows xb of a batch of n rows (wb: their weights or
-        None); the tail (penalty, non-finite check, clipping, optimizer step) is the same
-        for every strategy. Returns the loss, which may be non-finite: then nothing was
-        updated."""
+        None); the tail (penalty,
+        non-finite checks, clipping, optimizer step) is the same for every strategy.
+        Returns the loss, which may be non-finite: then nothing was updated. Raises
+        FloatingPointError, before the update, for a finite loss with a non-finite
+        gradient. A step refused (or failed) before its update leaves the model's
+        buffers as they were, too. The model's lock is held throughout (training=True:
+        in train mode, which an evaluate() from another thread may have left off)."""
+        with self.model.locked():
+            if training and not self.model.training:
+                self.model.train()
+            # a train-mode forward changes buffers (BatchNorm's running statistics,
+            # Dropout's step) before the loss is known: a refused step restores them
+            buffers = [getattr(m, name) for m, name in self.model._buffer_slots()]
+            saved = [np.array(b) for b in buffers]
+            value = math.nan
+            try:
+                value = self._gradients(xb, yb, n, wb)
+            finally:
+                if not math.isfinite(value):  # a non-finite loss, or an exception
+                    for buffer, copy in zip(buffers, saved):
+                        np.copyto(buffer, copy)
+            if math.isfinite(value):
+                self.optimizer.step()
+                self._strategy.after_step()
+            return value
+
+    def _gradients(self, xb, yb, n, wb):
+        """The forward and backward passes and the penalty of a step: returns the loss,
+        and when it is finite, checks (or clips) the gradients."""
         self.model.zero_grad()
         value, self._last_hits = self._strategy.forward_backward(xb, yb, n, wb)
+        if self._unchecked_targets is not None and self._last_scores is not None:
+            self._check_targets_against(self._last_scores)
         if self.regularizer is not None:
             value += self.regularizer.backward(self.model)
-        if not math.isfinite(value):
-            return value
-        if self.clip_norm is not None:
-            from .optim import clip_grad_norm
-
+        if math.isfinite(value):
             # the gradients are global here: every rank clips (or raises) alike
-            self.grad_norm = clip_grad_norm(self._trained(), self.clip_norm)
-        self.optimizer.step()
-        self._strategy.after_step()
+            if self.clip_norm is not None:
+                from .optim import clip_grad_norm
+
+                self.grad_norm = clip_grad_norm(self._trained(), self.clip_norm)
+            else:
+                self._check_gradients()
         return value
+
+    def _check_gradients(self):
+        """FloatingPointError unless every gradient the optimizer applies is finite: a
+        finite loss can still overflow a gradient (large inputs in float32)."""
+        norm = self.optimizer.grad_norm()
+        if not math.isfinite(norm):
+            raise FloatingPointError(f"non-finite gradient (norm {norm}) with a finite loss")
 
     def _need_optimizer(self, what: str) -> None:
         if self.optimizer is None:
@@ -445,8 +505,10 @@ class Trainer:
     def train_step(self, xb: np.ndarray, yb: np.ndarray) -> float:
         """One step on one batch xb (rows or images, as fit's X; converted to the
         model's dtype as fit does, unscaled, when it has another: a copy), without
-        augmentation: returns the loss (data loss + penalty). Data parallel: xb is this
-        rank's part of a batch made of every rank's parts."""
+        augmentation: returns the loss (data loss + penalty). A non-finite loss is
+        returned, and a non-finite gradient raises FloatingPointError, with nothing
+        updated. Data parallel: xb is this rank's part of a batch made of every rank's
+        parts."""
         self._need_optimizer("train_step")
         dtype = self.model.param_dtype()
         xb = np.asarray(xb)
@@ -482,15 +544,22 @@ class Trainer:
         scale also scales the gradient). A batch whose weights are all 0 has loss 0 and
         no data gradient. The logged accuracy and the validation metrics are
         unweighted.
-        A non-finite loss stops training with FloatingPointError naming the epoch and
-        step, before the optimizer step, so the weights and checkpoints stay finite.
+        X, y and validation_data are checked whole before the first update: values
+        of X (and float targets) finite in the model's dtype (a float64 1e39 is inf in
+        float32), class labels in [0, outputs); the errors name the first bad row.
+        A non-finite loss or gradient stops training with FloatingPointError naming the
+        epoch and step, before the optimizer step, so the weights, the buffers
+        (BatchNorm's running statistics) and checkpoints stay finite.
         Data parallel (comm=): every rank passes the same X and y (and seed); an
         exception on one rank alone aborts the job (see fastnn.distributed).
         """
         self._need_optimizer("fit")
-        with self._strategy.guard():
-            return self._fit(X, y, epochs, batch_size, validation_data, shuffle, seed,
-                             validation_split, sample_weight, class_weight)
+        try:
+            with self._strategy.guard():
+                return self._fit(X, y, epochs, batch_size, validation_data, shuffle, seed,
+                                 validation_split, sample_weight, class_weight)
+        finally:
+            self._unchecked_targets = None
 
     def _fit(self, X, y, epochs, batch_size, validation_data, shuffle, seed,
              validation_split, sample_weight, class_weight):
@@ -513,8 +582,10 @@ class Trainer:
                 if not weights.any():
                     raise ValueError("sample_weight, class_weight: every training sample "
                                      "weighs 0")
+        self._unchecked_targets = [(y, "y")]
         if validation is not None:
-            Xv, yv = self._check_xy(*validation, "validation X")
+            Xv, yv = self._check_xy(*validation, "validation X", "validation y")
+            self._unchecked_targets.append((yv, "validation y"))
             # images may differ in height and width (a fully convolutional model)
             fixed = X.ndim if X.ndim <= 2 else X.ndim - 2
             if Xv.ndim != X.ndim or Xv.shape[1:fixed] != X.shape[1:fixed]:
@@ -562,7 +633,7 @@ class Trainer:
                     total_w = weights[idx].sum()
                     wb = weights[mine] * (len(idx) / total_w if total_w else 0.0)
                 try:
-                    value = self._step(xb, yb, len(idx), wb)
+                    value = self._step(xb, yb, len(idx), wb, training=True)
                     if not math.isfinite(value):
                         raise FloatingPointError(f"non-finite loss ({value})")
                 except FloatingPointError as exc:
@@ -650,22 +721,29 @@ class Trainer:
 
     # ------------------------------------------------------------ inference
 
-    def _outputs(self, X, batch_size):
-        """The model's outputs for the samples of X (checked), in eval mode, batch_size
-        samples at a time through one reused input buffer, into one output array."""
-        batch_size = _positive_int("batch_size", batch_size)
+    def _batch_scores(self, X, batch_size):
+        """(lo, hi, scores of samples lo:hi) for X (checked) in batches of batch_size
+        samples, in eval mode, through one reused input buffer. The caller holds the
+        model's lock (the scores are valid until the next batch)."""
         self.model.eval()
         n = len(X)
         buf = np.empty((min(batch_size, n), *X.shape[1:]), self._dtype())
-        out = None
         for lo in range(0, n, batch_size):
             hi = min(lo + batch_size, n)
             xb = buf[:hi - lo]
             xb[...] = X[lo:hi]
-            scores = self._forward(xb)
-            if out is None:
-                out = np.empty((n, *scores.shape[1:]), scores.dtype)
-            out[lo:hi] = scores
+            yield lo, hi, self._forward(xb)
+
+    def _outputs(self, X, batch_size):
+        """The model's outputs for the samples of X (checked), into one output array;
+        under the model's lock (another thread's calls wait)."""
+        batch_size = _positive_int("batch_size", batch_size)
+        out = None
+        with self.model.locked():
+            for lo, hi, scores in self._batch_scores(X, batch_size):
+                if out is None:
+                    out = np.empty((len(X), *scores.shape[1:]), scores.dtype)
+                out[lo:hi] = scores
         return out
 
     def _scores(self, X, batch_size):
@@ -675,15 +753,29 @@ class Trainer:
         return self._outputs(X, batch_size)
 
     def _evaluate_rows(self, X, y, batch_size):
-        """(mean loss, hits) over the samples of X (checked), computed here."""
-        scores = self._outputs(X, batch_size)
+        """(mean loss, hits) over the samples of X (checked), computed here batch by
+        batch: nothing grows with the number of rows (X may be a broadcast view of
+        millions). Under the model's lock (the evaluation loss is this Trainer's, shared
+        by its threads)."""
+        batch_size = _positive_int("batch_size", batch_size)
         loss = self._eval_loss
-        value = loss.forward(scores, loss.cast_targets(y, scores.dtype))
-        return value, self._hits(scores, y)
+        total = hits = 0.0
+        with self.model.locked():
+            for lo, hi, scores in self._batch_scores(X, batch_size):
+                if lo == 0 and self.loss.labels:
+                    check_labels(y, "y", scores[0].size)  # all of them, before computing
+                yb = y[lo:hi]
+                value = loss.forward(scores, loss.cast_targets(yb, scores.dtype))
+                total += value * (hi - lo)
+                hits += self._hits(scores, yb)
+        # one batch: its mean as it is (value * n / n may differ in the last bit)
+        return (value if hi - lo == len(X) else total / len(X)), hits
 
     def evaluate(self, X: np.ndarray, y: np.ndarray, batch_size: int = 1024) -> dict[str, float]:
         """{"loss": mean loss, "accuracy": fraction right (classification losses)} in
-        eval mode, in batches of batch_size samples (X: as fit's). Data parallel
+        eval mode, in batches of batch_size samples (X and y: as fit's, checked as fit
+        checks them, before the model runs). Safe from several threads: calls on one
+        model run one at a time (see nn.Module, "Threads"). Data parallel
         (comm=): every rank passes the same X and y, computes a slice of the rows, and
         gets the same result."""
         return self._evaluate(X, y, batch_size, "X")

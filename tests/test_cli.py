@@ -704,12 +704,12 @@ def interrupt_after(monkeypatch):
         step = fastnn.Trainer._step
         calls = []
 
-        def stepped(self, *args):
+        def stepped(self, *args, **kwargs):
             calls.append(1)
             if len(calls) == n:
                 trainers.append(self)
                 raise KeyboardInterrupt
-            return step(self, *args)
+            return step(self, *args, **kwargs)
 
         monkeypatch.setattr(fastnn.Trainer, "_step", stepped)
         return trainers

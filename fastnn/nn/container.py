@@ -48,6 +48,10 @@ class Sequential(Module):
     used. A plan is rebuilt when the batch size, the mode, a layer's settings or a
     parameter's requires_grad change. Set `compiled = False` to run the layers one by
     one.
+
+    Threads: forward and backward hold the lock this Sequential shares with its layers
+    (see Module), so threads that share it, or a layer of it, take turns; the array
+    forward returns is the caller's own.
     """
 
     def __init__(self, *layers):

@@ -1,5 +1,8 @@
 """The Module base class: forward/backward pairs with parameters in an arena."""
 
+import functools
+import threading
+import weakref
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from numbers import Integral
@@ -7,7 +10,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from .._checks import POSITIVE, ArgumentTypeError, check_int
+from .._checks import POSITIVE, ArgumentTypeError, check_int, check_rows_finite
 from .parameter import Arena
 
 __all__ = ["BackwardBeforeForward", "IncompatibleKeys", "Module", "check_input",
@@ -25,6 +28,77 @@ class IncompatibleKeys(NamedTuple):
 # Bumped whenever a module gains parameters or sub-modules, or parameters move to
 # another arena: what a module caches about its parameters is valid while it stays.
 _LAYOUT = [0]
+
+
+class _Group:
+    """Modules that run together, and their lock: a module starts alone, and a container
+    joins the groups of the modules it adds, so that a model, its layers and every other
+    model that shares one of them hold one lock."""
+
+    __slots__ = ("__weakref__", "lock", "members")
+
+    def __init__(self, module):
+        self.lock = threading.RLock()
+        self.members = weakref.WeakSet([module])
+
+
+def _join(a, b):
+    """Put modules a and b, and their groups, in one group: the larger takes the other's
+    members. Both locks are held meanwhile, so no module moves while it runs."""
+    while True:
+        ga, gb = a._group, b._group
+        if ga is gb:
+            return
+        first, second = sorted((ga, gb), key=id)  # every thread locks two groups alike
+        with first.lock, second.lock:
+            if a._group is not ga or b._group is not gb:
+                continue  # joined elsewhere meanwhile
+            big, small = (ga, gb) if len(ga.members) >= len(gb.members) else (gb, ga)
+            for module in list(small.members):
+                module._group = big
+                big.members.add(module)
+            return
+
+
+def _acquire(module):
+    """The lock of module's group, acquired (it is another one when the group joined a
+    larger one while this thread waited)."""
+    while True:
+        lock = module._group.lock
+        lock.acquire()
+        if module._group.lock is lock:
+            return lock
+        lock.release()
+
+
+def _serialized(method, name):
+    """forward or backward holding the lock of its module's group, so that no other
+    thread runs a module of the group (their workspaces, compiled plans and caches)
+    meanwhile. forward records its thread; a backward from another thread raises
+    RuntimeError, as it would read that thread's cached forward."""
+    is_forward = name == "forward"
+
+    @functools.wraps(method)
+    def run(self, *args, **kwargs):
+        lock = _acquire(self)
+        try:
+            here = threading.get_ident()
+            if is_forward:
+                self.__dict__["_forward_thread"] = here
+            else:
+                there = self.__dict__.get("_forward_thread", here)
+                if there != here:
+                    raise RuntimeError(
+                        f"{type(self).__name__}.backward() in thread {here}, but its last "
+                        f"forward() ran in thread {there}: a forward and its backward must "
+                        f"run in one thread, with no forward of the model from another "
+                        f"thread between them")
+            return method(self, *args, **kwargs)
+        finally:
+            lock.release()
+
+    run.serialized = True
+    return run
 
 
 def _defined_in(cls, name):
@@ -66,6 +140,21 @@ def has_own_compiled_form(layer):
                                   for name in ("forward", "backward"))
 
 
+class _Held:
+    """Holds a module's group lock inside a `with` block."""
+
+    __slots__ = ("lock", "module")
+
+    def __init__(self, module):
+        self.module = module
+
+    def __enter__(self):
+        self.lock = _acquire(self.module)
+
+    def __exit__(self, *exc):
+        self.lock.release()
+
+
 class BackwardBeforeForward(RuntimeError, AttributeError):
     """backward() ran before the forward() whose state it needs. An AttributeError too,
     so that hasattr(layer, "_cache") is False rather than an exception."""
@@ -83,9 +172,26 @@ class Module:
 
     Outputs of forward and backward may be buffers that the layer reuses on its next
     call with the same batch shape; `Sequential` returns arrays the caller owns.
+
+    Threads: a module shares one lock with its descendants, its containers and every
+    model that shares a layer with it (a container joins the lock groups of the modules
+    it adds), and forward and backward (of every subclass) hold it. Calls on one model,
+    or on models that share a layer, from several threads run one at a time; models
+    without a shared layer run in parallel. A backward must run in the thread of the
+    forward it follows (RuntimeError otherwise). `with module.locked():` holds the lock
+    over several calls (to read a layer's output buffer before another thread's call
+    reuses it; the Trainer holds it for a whole training step, predict or evaluate).
     """
 
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        for name in ("forward", "backward"):
+            method = cls.__dict__.get(name)
+            if callable(method) and not getattr(method, "serialized", False):
+                setattr(cls, name, _serialized(method, name))
+
     def __init__(self):
+        self._group = _Group(self)
         self.training = True
         self._param_names = []
         self._buffers = OrderedDict()
@@ -116,6 +222,7 @@ class Module:
         if not isinstance(module, Module):
             raise TypeError(f"{name}: expected a fastnn.nn.Module, got {type(module).__name__}")
         self._modules[name] = module
+        _join(self, module)
         _LAYOUT[0] += 1
         return module
 
@@ -140,6 +247,13 @@ class Module:
             raise BackwardBeforeForward(
                 f"{type(self).__name__}.backward() called before forward()")
         raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+
+    # ------------------------------------------------------------ threads
+
+    def locked(self):
+        """A context manager holding the lock that forward and backward take (that of
+        this module's group); reentrant in the thread that holds it."""
+        return _Held(self)
 
     # ------------------------------------------------------------ compiled form
 
@@ -191,9 +305,12 @@ class Module:
     # ------------------------------------------------------------ mode
 
     def train(self, mode=True):
-        self.training = bool(mode)
-        for module in self._modules.values():
-            module.train(mode)
+        """Train mode (eval mode with mode=False) for this module and its descendants,
+        once no other thread is running one of them (it holds their lock)."""
+        with self.locked():
+            self.training = bool(mode)
+            for module in self._modules.values():
+                module.train(mode)
         return self
 
     def eval(self):
@@ -317,11 +434,28 @@ class Module:
         return fills
 
     def __getstate__(self):
-        # caches of views into the arenas: a copy makes its own
+        # caches of views into the arenas, and the lock group: a copy makes its own
         state = self.__dict__.copy()
-        state.pop("_grad_fills", None)
-        state.pop("_param_dtype", None)
+        for name in ("_grad_fills", "_param_dtype", "_buffer_cache", "_group",
+                     "_forward_thread"):
+            state.pop(name, None)
         return state
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        self._group = _Group(self)
+        for module in self._modules.values():  # restored before their container
+            if "_group" in module.__dict__:
+                _join(self, module)
+
+    def _buffer_slots(self):
+        """(module, name) of every buffer of this module and its descendants; kept while
+        the modules stay (asked once per training step)."""
+        cached = self.__dict__.get("_buffer_cache")
+        if cached is None or cached[0] != _LAYOUT[0]:
+            cached = self._buffer_cache = (
+                _LAYOUT[0], [(m, name) for _, m in self.modules() for name in m._buffers])
+        return cached[1]
 
     def named_buffers(self):
         for prefix, module in self.modules():
@@ -368,10 +502,13 @@ class Module:
                     f"load_state_dict: {name} has dtype {value.dtype}, which does not fit "
                     f"its {target.dtype} target"
                 )
+            # NaN, inf, or values that overflow the target's dtype would reach the weights
+            check_rows_finite(np.atleast_1d(value), f"load_state_dict: {name}", target.dtype)
         for prefix, module in self.modules():
             module.check_state(prefix, state)
-        for name, target in loaded:
-            np.copyto(target, state[name], casting="same_kind")
+        with self.locked():  # no other thread computes with half-copied values
+            for name, target in loaded:
+                np.copyto(target, state[name], casting="same_kind")
         return IncompatibleKeys(missing, unexpected)
 
     # ------------------------------------------------------------ summary

@@ -1,7 +1,9 @@
 """Adam and AdamW."""
 
 import math
+from typing import ClassVar
 
+from .._checks import Interval, check_float_in
 from .._kernels import optim as _k
 from .optimizer import Optimizer
 
@@ -26,17 +28,18 @@ class Adam(Optimizer):
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0):
         super().__init__(params, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay)
 
-    def _check(self, name, value):
-        if name == "betas":
-            try:
-                b1, b2 = (float(b) for b in value)
-            except (TypeError, ValueError):
-                raise ValueError(f"betas: expected a pair of numbers, got {value!r}") from None
-            for b in (b1, b2):
-                if not (math.isfinite(b) and 0 <= b < 1):
-                    raise ValueError(f"betas: each must be in [0, 1), got {value!r}")
-            return (b1, b2)
-        return super()._check(name, value)
+    constraints: ClassVar[dict] = {**Optimizer.constraints, "betas": Interval(0, 1, closed="left")}
+    pairs = ("betas",)
+
+    def _check_dtype(self, group):
+        """Also the largest step size, lr / (1 - beta1) at the first step, and AdamW's
+        lr * weight_decay, in the parameters' dtype."""
+        super()._check_dtype(group)
+        lr, wd = group["lr"], group["weight_decay"]
+        for dtype in self._dtypes(group):
+            check_float_in(lr / (1 - group["betas"][0]), "lr / (1 - betas[0])", dtype)
+            if self.decoupled:
+                check_float_in(lr * wd, "lr * weight_decay", dtype)
 
     def _update(self, group, values, grads, state, threads):
         b1, b2 = group["betas"]

@@ -2,11 +2,8 @@
 
 import math
 
-import numpy as np
-
-from .._kernels import optim as _k
 from .._threads import kernel_threads
-from .optimizer import _as_param_list, flat_spans
+from .optimizer import _as_param_list, flat_spans, grad_norm, norm_blocks
 
 __all__ = ["clip_grad_norm"]
 
@@ -27,14 +24,7 @@ def clip_grad_norm(params, max_norm, nonfinite="raise"):
     if not max_norm > 0 or not math.isfinite(max_norm):
         raise ValueError(f"max_norm: must be a positive finite number, got {max_norm}")
     spans = flat_spans(_as_param_list(params))
-    threads = kernel_threads()
-    total = 0.0
-    for _, grads in spans:
-        if grads.size:
-            sums = np.empty(-(-grads.size // _k.NORM_BLOCK), np.float64)
-            _k.sum_squares(grads, sums, threads)
-            total += float(sums.sum())
-    norm = math.sqrt(total)
+    norm = grad_norm(*norm_blocks(spans), kernel_threads())
     if not math.isfinite(norm):
         if nonfinite == "raise":
             raise FloatingPointError(

@@ -1,13 +1,23 @@
 """The Optimizer base class: parameter groups, flat spans, state, state_dict."""
 
 import math
+from typing import ClassVar
 
 import numpy as np
 
-from .._checks import NON_NEGATIVE, check_finite, check_float, check_int
+from .._checks import (
+    NON_NEGATIVE,
+    POSITIVE,
+    check_float,
+    check_float_in,
+    check_int,
+    check_pair,
+    check_rows_finite,
+)
+from .._kernels import optim as _k
 from .._threads import kernel_threads
 
-__all__ = ["Optimizer", "flat_spans"]
+__all__ = ["Optimizer", "flat_spans", "grad_norm", "norm_blocks"]
 
 
 def _as_param_list(params):
@@ -61,6 +71,25 @@ def _sourced_spans(params):
     return spans
 
 
+def norm_blocks(spans):
+    """(sums, parts) for grad_norm over spans [(values, gradients)]: a buffer of block
+    sums, and each span's gradients with its part of it."""
+    grads = [g for _, g in spans if g.size]
+    blocks = [-(-g.size // _k.NORM_BLOCK) for g in grads]
+    sums = np.zeros(sum(blocks))
+    starts = np.cumsum([0, *blocks])
+    return sums, [(g, sums[lo:hi]) for g, lo, hi in zip(grads, starts, starts[1:])]
+
+
+def grad_norm(sums, parts, threads):
+    """The L2 norm of all the gradients of norm_blocks' parts together: one blocked
+    reduction per span, bitwise the same for any thread count; non-finite when a
+    gradient is."""
+    for grads, part in parts:
+        _k.sum_squares(grads, part, threads)
+    return math.sqrt(float(sums.sum()))
+
+
 def _arena_span(arena, start, end):
     return arena.data[start:end], arena.grad[start:end], (arena, start)
 
@@ -94,17 +123,26 @@ class Optimizer:
     # those that must be >= 0 (sums of squares, under a square root)
     non_negative_state = ()
 
+    # Each hyperparameter's constraint (a subclass adds its own), checked as a Python
+    # float and again in the dtype of the parameters, where the kernels compute with it;
+    # `pairs` names those given as a pair, both items under the constraint.
+    constraints: ClassVar[dict] = {"lr": NON_NEGATIVE, "weight_decay": NON_NEGATIVE,
+                                   "eps": POSITIVE, "momentum": NON_NEGATIVE}
+    pairs = ()
+
     def __init__(self, params, **hyper):
         self.defaults = dict(hyper)
         for name, value in hyper.items():
             self._check(name, value)
         self.param_groups = []
+        self._checked = []  # per group: {name: value} of its hyperparameters last checked
         self._kinds = None  # (arenas, loose parameters) of the spans, once known
         for group in self._groups(params, hyper):
             self._add_group(group)
         self._check_disjoint()
         self.step_count = 0
         self._state = None  # per span: {name: array}
+        self._norm_blocks = None  # norm_blocks of the spans, for grad_norm
 
     # ------------------------------------------------------------ groups
 
@@ -139,7 +177,9 @@ class Optimizer:
         sourced = _sourced_spans(params)
         merged["spans"] = [(values, grads) for values, grads, _ in sourced]
         merged["sources"] = [source for _, _, source in sourced]
+        self._check_dtype(merged)
         self.param_groups.append(merged)
+        self._checked.append({name: merged[name] for name in self.constraints if name in merged})
         self._kinds = None
 
     def _check_disjoint(self):
@@ -156,14 +196,47 @@ class Optimizer:
                                  "or in two groups)")
 
     def _check(self, name, value):
-        """Validate one hyperparameter; subclasses extend this."""
-        if name in ("lr", "weight_decay", "eps", "momentum"):
-            value = float(value)
-            if not math.isfinite(value) or value < 0:
-                raise ValueError(f"{name}: must be a finite number >= 0, got {value}")
-            if name == "eps" and value == 0:
-                raise ValueError("eps: must be > 0")
+        """One hyperparameter as a float (a pair of them for `pairs`) within its
+        constraint; other arguments (nesterov) as they are."""
+        within = self.constraints.get(name)
+        if within is None:
+            return value
+        if name in self.pairs:
+            return check_pair(value, name, within=within, single=False)
+        return check_float(value, name, within)
+
+    def _dtypes(self, group=None):
+        """The dtypes of the parameters of `group`, or of every group."""
+        groups = self.param_groups if group is None else (group,)
+        return {values.dtype for g in groups for values, _ in g["spans"]}
+
+    def _check_dtype(self, group):
+        """The group's hyperparameters as its kernels take them, in its parameters'
+        dtype: finite, and within their constraints once rounded (ValueError)."""
+        for dtype in self._dtypes(group):
+            for name, within in self.constraints.items():
+                if name in group:
+                    value = group[name]
+                    for v in value if name in self.pairs else (value,):
+                        check_float_in(v, name, dtype, within)
+
+    def _check_in_dtypes(self, name, value, within=NON_NEGATIVE):
+        """value (a schedule's bound on lr, say) as a learning rate of every group."""
+        for dtype in self._dtypes():
+            check_float_in(value, name, dtype, within)
         return value
+
+    def _check_changes(self):
+        """Check again, before a step, the groups whose hyperparameters were set since
+        they were last checked (a schedule sets lr; so may anyone)."""
+        for i, (group, checked) in enumerate(zip(self.param_groups, self._checked)):
+            for name, value in checked.items():
+                if group[name] != value:
+                    for key in checked:
+                        group[key] = self._check(key, group[key])
+                    self._check_dtype(group)
+                    self._checked[i] = {key: group[key] for key in checked}
+                    break
 
     # ------------------------------------------------------------ stepping
 
@@ -200,7 +273,9 @@ class Optimizer:
     def step(self):
         """Update every parameter from its gradient, in one kernel pass per span (per
         run of trainable parameters in it when some are frozen: frozen parameters and
-        their state do not change)."""
+        their state do not change). A hyperparameter set since the last step is checked
+        first, as the constructor checks it (ValueError, nothing updated)."""
+        self._check_changes()
         state = self._ensure_state()
         threads = kernel_threads()
         if self._plain():
@@ -226,6 +301,13 @@ class Optimizer:
         for _, (_, grads) in self._spans():
             grads.fill(0)
 
+    def grad_norm(self):
+        """The L2 norm of the gradients of all the spans together (frozen parameters'
+        included), as clip_grad_norm computes it; non-finite when a gradient is."""
+        if self._norm_blocks is None:
+            self._norm_blocks = norm_blocks([span for _, span in self._spans()])
+        return grad_norm(*self._norm_blocks, kernel_threads())
+
     # ------------------------------------------------------------ state
 
     def state_dict(self):
@@ -247,8 +329,9 @@ class Optimizer:
         their square root (`non_negative_state`). A ValueError names what is wrong."""
         checked, step_count = self._validated(state_dict)
         saved = state_dict["state"]
-        for group, saved_group in zip(self.param_groups, checked):
+        for i, (group, saved_group) in enumerate(zip(self.param_groups, checked)):
             group.update(saved_group)
+            self._checked[i] = {k: group[k] for k in self._checked[i]}
         self.step_count = step_count
         if saved is None:
             self._state = None
@@ -285,6 +368,10 @@ class Optimizer:
                 except (TypeError, ValueError) as exc:
                     raise ValueError(f"load_state_dict: param group {i}: {exc}") from exc
                 group[key] = value
+            try:
+                self._check_dtype({**self.param_groups[i], **group})
+            except ValueError as exc:
+                raise ValueError(f"load_state_dict: param group {i}: {exc}") from exc
             checked.append(group)
         step_count = check_int(state_dict["step_count"], "load_state_dict: step_count",
                                NON_NEGATIVE)
@@ -303,13 +390,13 @@ class Optimizer:
         return checked, step_count
 
     def _check_state(self, what, name, array, values):
-        """A saved state array for the span `values`: its shape, a float dtype, finite
-        values, >= 0 when `name` is in non_negative_state."""
+        """A saved state array for the span `values`: its shape, a float dtype, values
+        finite in the span's dtype, >= 0 when `name` is in non_negative_state."""
         array = np.asarray(array)
         if array.shape != values.shape or array.dtype.kind != "f":
             raise ValueError(f"{what} is {array.dtype}{array.shape}, expected "
                              f"{values.dtype}{values.shape}")
-        check_finite(array, what)
+        check_rows_finite(array, what, values.dtype)
         if name in self.non_negative_state and (array < 0).any():
             raise ValueError(f"{what}: must be >= 0 (a running sum of squares)")
 

@@ -1,7 +1,8 @@
 """RMSProp."""
 
-import math
+from typing import ClassVar
 
+from .._checks import Interval
 from .._kernels import optim as _k
 from .optimizer import Optimizer
 
@@ -23,13 +24,7 @@ class RMSProp(Optimizer):
     def __init__(self, params, lr, alpha=0.99, eps=1e-8, weight_decay=0.0):
         super().__init__(params, lr=lr, alpha=alpha, eps=eps, weight_decay=weight_decay)
 
-    def _check(self, name, value):
-        if name == "alpha":
-            value = float(value)
-            if not (math.isfinite(value) and 0 <= value < 1):
-                raise ValueError(f"alpha: must be in [0, 1), got {value}")
-            return value
-        return super()._check(name, value)
+    constraints: ClassVar[dict] = {**Optimizer.constraints, "alpha": Interval(0, 1, closed="left")}
 
     def _update(self, group, values, grads, state, threads):
         _k.rmsprop(values, grads, state["cache"], group["lr"], group["alpha"], group["eps"],

@@ -1,7 +1,9 @@
 """Learning-rate schedules: the seed lecture's step, exponential and 1/t decay, plus
 cosine decay, linear warmup and reduce-on-plateau.
 
-A schedule sets the "lr" of every parameter group of its optimizer. Call `step()` once
+A schedule sets the "lr" of every parameter group of its optimizer; the optimizer checks
+it at its next step (a rate that overflows the parameters' dtype raises ValueError there,
+before any update). Call `step()` once
 per epoch (or per iteration: t counts whatever you step it by); `get_last_lr()` gives
 the current rates. Each group's starting rate a0 is kept as "initial_lr" in the group,
 so schedules can be chained (see Warmup).
@@ -170,6 +172,7 @@ class CosineDecay(Schedule):
 
     def __init__(self, optimizer, t_max, eta_min=0.0):
         self._set(t_max=t_max, eta_min=eta_min)
+        optimizer._check_in_dtypes("eta_min", self.eta_min)
         super().__init__(optimizer)
 
     def rate(self, a0, t):
@@ -256,6 +259,7 @@ class ReduceOnPlateau(Schedule):
                  min_lr=0.0):
         self._set(factor=factor, patience=patience, mode=mode, threshold=threshold,
                   min_lr=min_lr)
+        optimizer._check_in_dtypes("min_lr", self.min_lr)
         self.best = None
         self.bad_steps = 0
         self.scale = 1.0
