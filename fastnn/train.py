@@ -456,8 +456,7 @@ class Trainer:
                 self.model.train()
             # a train-mode forward changes buffers (BatchNorm's running statistics,
             # Dropout's step) before the loss is known: a refused step restores them
-            buffers = [getattr(m, name) for m, name in self.model._buffer_slots()]
-            saved = [np.array(b) for b in buffers]
+            buffers, saved = self._buffer_snapshot()
             value = math.nan
             try:
                 value = self._gradients(xb, yb, n, wb)
@@ -469,6 +468,18 @@ class Trainer:
                 self.optimizer.step()
                 self._strategy.after_step()
             return value
+
+    def _buffer_snapshot(self):
+        """(the model's buffers, copies of them made now), the copies in arrays reused
+        from step to step while the buffers stay the same."""
+        buffers = [getattr(m, name) for m, name in self.model._buffer_slots()]
+        cache = self.__dict__.get("_snapshot")
+        if cache is None or len(cache[0]) != len(buffers) or any(
+                a is not b for a, b in zip(cache[0], buffers)):
+            cache = self._snapshot = (buffers, [np.empty_like(b) for b in buffers])
+        for buffer, copy in zip(*cache):
+            np.copyto(copy, buffer)
+        return cache
 
     def _gradients(self, xb, yb, n, wb):
         """The forward and backward passes and the penalty of a step: returns the loss,
