@@ -462,8 +462,8 @@ class Trainer:
                 value = self._gradients(xb, yb, n, wb)
             finally:
                 if not math.isfinite(value):  # a non-finite loss, or an exception
-                    for buffer, copy in zip(buffers, saved):
-                        np.copyto(buffer, copy)
+                    for buffer, before in zip(buffers, saved):
+                        np.copyto(buffer, before)
             if math.isfinite(value):
                 self.optimizer.step()
                 self._strategy.after_step()
@@ -477,8 +477,8 @@ class Trainer:
         if cache is None or len(cache[0]) != len(buffers) or any(
                 a is not b for a, b in zip(cache[0], buffers)):
             cache = self._snapshot = (buffers, [np.empty_like(b) for b in buffers])
-        for buffer, copy in zip(*cache):
-            np.copyto(copy, buffer)
+        for buffer, saved in zip(*cache):
+            np.copyto(saved, buffer)
         return cache
 
     def _gradients(self, xb, yb, n, wb):
