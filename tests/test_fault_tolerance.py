@@ -245,6 +245,7 @@ def test_kill_9_inside_save_leaves_a_whole_file_and_no_litter(tmp_path, mode):
     most = 0
     for _ in range(4):
         proc = subprocess.Popen([sys.executable, "-c", SAVER, str(path), mode], env=_env(),
+                                cwd=tmp_path,  # not a source checkout, which would shadow
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         assert proc.stdout.readline().strip().isdigit(), proc.stderr.read()
         time.sleep(rand.uniform(0, 0.05))  # a save takes some milliseconds
