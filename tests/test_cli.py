@@ -750,8 +750,10 @@ def test_ctrl_c_without_out(tmp_path, interrupt_after, monkeypatch):
 def test_readme_makes_samples_for_predict(tmp_path):
     """The README's one-liner writes samples.npy from the MNIST test set, which the
     README's `fastnn predict ... --input samples.npy` then classifies."""
-    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
-    lines = [line for line in readme.splitlines()
+    readme = Path(__file__).resolve().parents[1] / "README.md"
+    if not readme.is_file():
+        pytest.skip("the tests run outside a checkout: no README.md beside them")
+    lines = [line for line in readme.read_text().splitlines()
              if line.startswith("python -c") and "samples.npy" in line]
     assert len(lines) == 1
     command = lines[0].split("  #")[0].replace("../shared/data/mnist", str(MNIST_DIR))
