@@ -393,7 +393,7 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
     ----------
     hidden_layer_sizes : int or sequence of int, default (100,)
         Widths of the hidden layers; () gives a linear (softmax regression) model.
-    activation : {"relu", "leaky_relu", "sigmoid", "tanh"}, default "relu"
+    activation : {"relu", "leaky_relu", "elu", "gelu", "silu", "sigmoid", "tanh"}, default "relu"
     batch_norm : bool, default False
         BatchNorm1d after each hidden Linear layer.
     dropout : float in [0, 1), default 0.0

@@ -46,7 +46,7 @@ def assert_same_state(a, b):
         assert np.array_equal(sa[key], sb[key]), key
 
 
-@pytest.mark.parametrize("activation", ["relu", "leaky_relu", "sigmoid", "tanh"])
+@pytest.mark.parametrize("activation", list(nn.ACTIVATIONS))
 @pytest.mark.parametrize("batch_norm, dropout", [(True, 0.2), (False, 0.0), (False, 1.0),
                                                  (True, 0.0)])
 @pytest.mark.parametrize("threads", [1, 2])

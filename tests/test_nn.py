@@ -514,3 +514,16 @@ def test_end_to_end_sgd_learns_a_separable_problem():
     accuracy = np.mean(model(X).argmax(axis=1) == y)
     assert accuracy > 0.95, f"training accuracy {accuracy:.3f}"
     assert loss(model(X), y) < 0.5 * first
+
+
+@pytest.mark.parametrize("name", list(nn.ACTIVATIONS))
+def test_mlp_builds_each_named_activation(name):
+    model = nn.mlp(6, 3, [5, 4], activation=name, seed=0)
+    kinds = [type(layer) for layer in model]
+    assert kinds == [nn.Linear, nn.ACTIVATIONS[name], nn.Linear, nn.ACTIVATIONS[name],
+                     nn.Linear]
+    x = np.random.default_rng(0).standard_normal((7, 6)).astype(np.float32)
+    expected = x
+    for layer in model:
+        expected = layer.forward(expected)
+    np.testing.assert_array_equal(model.forward(x), expected)

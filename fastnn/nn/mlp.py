@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from .activation import LeakyReLU, ReLU, Sigmoid, Tanh
+from .activation import ELU, GELU, LeakyReLU, ReLU, Sigmoid, SiLU, Tanh
 from .batchnorm import BatchNorm1d
 from .container import Sequential
 from .dropout import Dropout
@@ -10,7 +10,9 @@ from .linear import Linear
 
 __all__ = ["ACTIVATIONS", "mlp"]
 
-ACTIVATIONS = {"relu": ReLU, "leaky_relu": LeakyReLU, "sigmoid": Sigmoid, "tanh": Tanh}
+ACTIVATIONS = {"relu": ReLU, "leaky_relu": LeakyReLU, "elu": ELU, "gelu": GELU, "silu": SiLU,
+               "sigmoid": Sigmoid, "tanh": Tanh}
+_HE = {"relu", "leaky_relu", "elu", "gelu", "silu"}  # ReLU-like: He initialization
 
 
 def mlp(n_in, n_out, hidden, activation="relu", batch_norm=False, dropout=0.0, seed=0,
@@ -24,7 +26,7 @@ def mlp(n_in, n_out, hidden, activation="relu", batch_norm=False, dropout=0.0, s
     if activation not in ACTIVATIONS:
         raise ValueError(f"activation: expected one of {sorted(ACTIVATIONS)}, got {activation!r}")
     layers = []
-    init = "he" if "relu" in activation else "xavier"
+    init = "he" if activation in _HE else "xavier"
     for i, width in enumerate(hidden):
         layers.append(Linear(n_in, width, init=init, seed=seed + i, dtype=dtype))
         if batch_norm:
