@@ -102,6 +102,16 @@ def saved_parts(tmp_path, model=None):
     return parse_safetensors(path.read_bytes())
 
 
+def refusal_peak(path, match):
+    """Bytes traced at most while fastnn.load refuses path (FormatError matching match)."""
+    tracemalloc.start()
+    try:
+        assert_format_error(path, match)
+        return tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
 def assert_format_error(path, match=None, loader=fastnn.load):
     start = time.perf_counter()
     with pytest.raises(FormatError, match=match) as info:
@@ -276,13 +286,7 @@ def test_header_length_beyond_the_file(tmp_path, declared):
     raw = (tmp_path / "m.safetensors").read_bytes()
     path = tmp_path / "bad.safetensors"
     path.write_bytes(struct.pack("<Q", declared) + raw[8:])
-    tracemalloc.start()
-    try:
-        assert_format_error(path, "header")
-        _, peak = tracemalloc.get_traced_memory()
-    finally:
-        tracemalloc.stop()
-    assert peak < 10 * 2**20
+    assert refusal_peak(path, "header") < 10 * 2**20
 
 
 @pytest.mark.parametrize("header", [b"\xff\xfe\x00not json", b"{\"a\": ", b"[1, 2, 3]", b"42",
@@ -314,13 +318,7 @@ def test_a_pickle_is_not_loaded(tmp_path, protocol):
 def test_huge_declared_shape_is_not_allocated(tmp_path):
     header = {"x": {"dtype": "F32", "shape": [10**12, 10**12], "data_offsets": [0, 16]}}
     path = raw_file(tmp_path / "huge.safetensors", json.dumps(header).encode(), b"\0" * 16)
-    tracemalloc.start()
-    try:
-        assert_format_error(path, "x")
-        _, peak = tracemalloc.get_traced_memory()
-    finally:
-        tracemalloc.stop()
-    assert peak < 10 * 2**20
+    assert refusal_peak(path, "x") < 10 * 2**20
 
 
 def _entry_mutation(tmp_path, mutate):
@@ -887,13 +885,7 @@ def test_a_sparse_tail_is_refused_without_being_read(tmp_path):
     fastnn.save(small_model(), path)
     with open(path, "r+b") as f:
         f.truncate(os.path.getsize(path) + 2 * 2**30)
-    tracemalloc.start()
-    try:
-        assert_format_error(path, "after the last array")
-        _, peak = tracemalloc.get_traced_memory()
-    finally:
-        tracemalloc.stop()
-    assert peak < 2**20
+    assert refusal_peak(path, "after the last array") < 2**20
 
 
 def test_arrays_the_model_does_not_use_are_not_read(tmp_path):
@@ -931,13 +923,8 @@ def test_the_parameter_budget_counts_bytes(tmp_path):
                 "architecture": json.dumps(arch)}
     path = write_safetensors(tmp_path / "bad.safetensors",
                              {"model.0.weight": np.zeros((n, n), np.uint8)}, metadata)
-    tracemalloc.start()
-    try:
-        assert_format_error(path, "more parameters than the file holds")
-        _, peak = tracemalloc.get_traced_memory()
-    finally:
-        tracemalloc.stop()
-    assert peak < 2 * n * n  # nothing of the 8 MB model, nor of its gradients
+    # nothing of the 8 MB model, nor of its gradients
+    assert refusal_peak(path, "more parameters than the file holds") < 2 * n * n
 
 
 # ---------------------------------------------------------------- loaded values

@@ -36,16 +36,23 @@ print(json.dumps({
 """
 
 
-def probe(**env_vars):
-    """Run the probe in a fresh interpreter with these wait variables (and no others)."""
-    env = {k: v for k, v in os.environ.items() if k not in _wait._USER_VARS}
+def run_script(script, drop, **env_vars):
+    """The JSON that `script` prints last, run in a fresh interpreter on the fastnn under
+    test, with the environment variables `drop` removed and env_vars set."""
+    env = {k: v for k, v in os.environ.items() if k not in drop}
     env.update(env_vars)
     site = os.path.dirname(os.path.dirname(fastnn.__file__))
     env["PYTHONPATH"] = site
-    result = subprocess.run([sys.executable, "-c", _PROBE], env=env, capture_output=True,
+    # cwd: not a source checkout, which would shadow the fastnn under test
+    result = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True,
                             text=True, timeout=120, check=False, cwd=site)
     assert result.returncode == 0, result.stderr
     return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def probe(**env_vars):
+    """The wait probe with these wait variables (and no others)."""
+    return run_script(_PROBE, _wait._USER_VARS, **env_vars)
 
 
 def test_default_bounds_spinning_without_leaking_the_setting():
@@ -179,12 +186,6 @@ print(json.dumps({"n": fastnn.get_num_threads(), "last": seen[-1],
 @pytest.mark.skipif(_threads.usable_cpus() < 2, reason="needs 2 CPUs")
 @pytest.mark.skipif(_threads._busy_seconds({0}) is None, reason="no /proc/stat")
 def test_a_default_count_gives_way_to_a_busy_process():
-    env = {k: v for k, v in os.environ.items() if k not in _threads._ENV_VARS}
-    site = os.path.dirname(os.path.dirname(fastnn.__file__))
-    env["PYTHONPATH"] = site
-    result = subprocess.run([sys.executable, "-c", _BUSY_PROBE], env=env, capture_output=True,
-                            text=True, timeout=120, check=False, cwd=site)
-    assert result.returncode == 0, result.stderr
-    got = json.loads(result.stdout.strip().splitlines()[-1])
+    got = run_script(_BUSY_PROBE, _threads._ENV_VARS)
     assert got["source"] == "usable CPUs"
     assert got["last"] < got["n"] == _threads.usable_cpus()  # get_num_threads stays
