@@ -15,7 +15,7 @@ from Cython.Build import cythonize
 from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
 
-KERNELS = ["_openmp", "planop", "activations", "reductions", "matmul", "batchnorm",
+KERNELS = ["_openmp", "backend", "planop", "activations", "reductions", "matmul", "batchnorm",
            "batchnorm2d", "conv", "pool", "dropout", "losses", "optim", "augment", "network"]
 KERNEL_DIR = Path("fastnn", "_kernels")
 

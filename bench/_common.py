@@ -20,7 +20,7 @@ import math
 import os
 import platform
 import sys
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from itertools import repeat
 from pathlib import Path
@@ -55,6 +55,7 @@ __all__ = [
     "Timing",
     "as_torch",
     "base_parser",
+    "blas_backends",
     "blas_libraries",
     "cpu_model",
     "fastnn",
@@ -68,6 +69,7 @@ __all__ = [
     "randn",
     "size_label",
     "torch",
+    "using_blas",
     "using_threads",
 ]
 
@@ -112,18 +114,40 @@ class Slot:
     fn: Callable
     threads: int
     blas: int | None = None  # threads of the BLAS fastnn calls, if not fastnn's choice
+    backend: str | None = None  # fastnn.set_blas(backend) while it runs, if not None
 
 
 def _run(slot, k):
     """Seconds for k calls of slot.fn at slot.threads."""
     fn = slot.fn
-    with using_threads(slot.threads):
+    with using_threads(slot.threads), using_blas(slot.backend):
         if slot.blas is not None:
             fastnn._threads.set_blas_threads(slot.blas)
         start = perf_counter()
         for _ in repeat(None, k):
             fn()
         return perf_counter() - start
+
+
+@contextmanager
+def using_blas(backend):
+    """fastnn's matrix products on `backend` ("openblas", "mkl"; None: as they are)."""
+    previous = fastnn.get_blas()
+    if backend is not None:
+        fastnn.set_blas(backend)
+    try:
+        yield
+    finally:
+        fastnn.set_blas(previous)
+
+
+def blas_backends():
+    """The backends fastnn can use here: "openblas", and "mkl" where it loads."""
+    found = []
+    for name in ("openblas", "mkl"):
+        with suppress(ValueError), using_blas(name):
+            found.append(name)
+    return found
 
 
 def _calibrate(run, target):
@@ -375,7 +399,8 @@ def header(title, threads, cfg, quick, method_lines=(), legend_lines=(),
         "python": platform.python_version(), "numpy": np.__version__,
         "scipy": scipy.__version__, "torch": torch.__version__ if torch else None,
         "compile_flags": config["compile_flags"], "blas": blas_libraries(),
-        "openblas_env": env, "quick": quick, "repeat_s": cfg.target,
+        "openblas_env": env, "gemm": config["gemm"], "blas_backends": blas_backends(),
+        "quick": quick, "repeat_s": cfg.target,
         "repeats": [cfg.repeats, cfg.repeats_small], "others_cpus_at_start": others_now(),
     }
     print(title + (" (--quick)" if quick else ""))
@@ -386,11 +411,15 @@ def header(title, threads, cfg, quick, method_lines=(), legend_lines=(),
           + (f", torch {info['torch']}" if torch else ", torch not installed"))
     for lib in info["blas"]:
         user = "NumPy's @" if lib["owner"] == "numpy" else (
-            "fastnn's GEMM (scipy's)" if lib["owner"] == "scipy" else "unknown user")
+            "scipy" if lib["owner"] == "scipy" else
+            "fastnn (MKL)" if lib["internal_api"] == "mkl" else "unknown user")
         print(f"  BLAS for {user}: {lib['internal_api']} {lib['version']}, "
               f"{lib.get('architecture', '?')}, {lib.get('threading_layer', '?')}, "
               f"{os.path.basename(lib['filepath'])}")
     print(f"  OPENBLAS_* environment: {env or 'none'}")
+    gemm = info["gemm"]
+    print(f"  fastnn's GEMM: {gemm['name']} {gemm['version']}, chosen by {gemm['reason']} "
+          f"(backends here: {', '.join(info['blas_backends'])})")
     print(f"  method: median per call of {cfg.repeats} repeats ({cfg.repeats_small} under "
           f"100 us/call), each >= {cfg.target * 1e3:.0f} ms, after warm-up; the callables "
           "of a case interleaved (A B, B A, ...)")

@@ -15,10 +15,13 @@ same batch, at the same thread count, in one run:
   Adam), float32, into preallocated arrays.
 - torch (when installed): torch.nn.Sequential of the same layers, CrossEntropyLoss,
   torch.optim.Adam(fused=True); zero_grad(set_to_none=True), loss.backward(), step().
-- gemm: the GEMM limit, the step's matrix products alone, with fastnn's BLAS
-  (fastnn.ops.matmul, same shapes, preallocated outputs): per Linear layer the forward
-  x @ W, and backward dW += x.T @ dz and dx = dz @ W.T; the first layer's dx is left
-  out, as the three steps leave it out (nothing needs the input's gradient).
+- gemm: the GEMM limit, the step's matrix products alone (same shapes, float32,
+  preallocated outputs): per Linear layer the forward x @ W, and backward dW += x.T @ dz
+  and dx = dz @ W.T; the first layer's dx is left out, as the three steps leave it out
+  (nothing needs the input's gradient). Timed by every route the machine has, the
+  fastest one is the limit: fastnn.ops.matmul on each BLAS backend fastnn can use
+  (scipy's OpenBLAS; MKL where installed), NumPy's threaded BLAS (np.matmul), and
+  torch.mm when torch is installed. The route column says which.
 
 Models: the large MLP 784-1024-1024-10 at batch 256, the small MLP 64-128-128-10 at
 batch 32 (overhead-bound), and a sweep: 784-W-W-10 with batches 32..1024 at W = 1024
@@ -81,7 +84,9 @@ from _common import (
     OtherLoad,
     Slot,
     Table,
+    as_torch,
     base_parser,
+    blas_backends,
     fastnn,
     finish,
     header,
@@ -283,14 +288,21 @@ def torch_step(spec, x, y):
     return step
 
 
-def gemm_step(spec, x, y):
-    """The step's matrix products alone, as fastnn's Linear layers call them."""
+def gemm_products(spec, x):
+    """Per Linear layer (a, w, z, dz, dw, dx, whether dx is computed): the arrays of the
+    step's products, float32, as fastnn's Linear layers use them."""
     n, calls = spec.batch, []
     for i, (d_in, d_out) in enumerate(zip(spec.widths[:-1], spec.widths[1:])):
         a = x if i == 0 else randn(n, d_in)
         w, dw = randn(d_in, d_out), np.zeros((d_in, d_out), np.float32)
         z, dz, dx = np.empty((n, d_out), np.float32), randn(n, d_out), np.empty_like(a)
         calls.append((a, w, z, dz, dw, dx, i > 0))
+    return calls
+
+
+def fastnn_gemm(spec, x):
+    """The step's products through fastnn.ops.matmul (the backend: the Slot's)."""
+    calls = gemm_products(spec, x)
 
     def step():
         for a, w, z, dz, dw, dx, input_grad in calls:
@@ -302,7 +314,47 @@ def gemm_step(spec, x, y):
     return step
 
 
-STEPS = {"numpy": numpy_step, "fastnn": fastnn_step, "torch": torch_step, "gemm": gemm_step}
+def numpy_gemm(spec, x):
+    """The step's products through NumPy's own BLAS, threaded (dW overwritten, not
+    accumulated: NumPy has no accumulating product without a temporary)."""
+    calls = gemm_products(spec, x)
+
+    def step():
+        for a, w, z, dz, dw, dx, input_grad in calls:
+            np.matmul(a, w, out=z)
+            np.matmul(a.T, dz, out=dw)
+            if input_grad:
+                np.matmul(dz, w.T, out=dx)
+
+    return step
+
+
+def torch_gemm(spec, x):
+    """The step's products through torch.mm (PyTorch's BLAS, threaded)."""
+    calls = [(*as_torch(*arrays), grad)
+             for *arrays, grad in gemm_products(spec, x)]
+
+    def step():
+        for a, w, z, dz, dw, dx, input_grad in calls:
+            torch.mm(a, w, out=z)
+            dw.addmm_(a.t(), dz)
+            if input_grad:
+                torch.mm(dz, w.t(), out=dx)
+
+    return step
+
+
+def gemm_routes():
+    """{route: (builder, fastnn backend or None)}: every way this machine has to compute
+    the step's products; the GEMM limit is the fastest of them."""
+    routes = {f"fastnn-{b}": (fastnn_gemm, b) for b in blas_backends()}
+    routes["numpy"] = (numpy_gemm, None)
+    if torch is not None:
+        routes["torch"] = (torch_gemm, None)
+    return routes
+
+
+STEPS = {"numpy": numpy_step, "fastnn": fastnn_step, "torch": torch_step}
 
 
 def frameworks():
@@ -314,39 +366,52 @@ def frameworks():
 
 def run_steps(specs, threads, cfg):
     names = frameworks()
+    routes = gemm_routes()
     print("\n== one training step (forward, loss, backward, Adam), ms per step; "
           f"Linear -> BatchNorm1d -> ReLU -> Dropout({P_DROP}) per hidden layer")
     print(f"  ({BLAS_COOLDOWN * 1e3:.0f} ms pause between frameworks at > 1 thread: their "
-          "thread pools spin after a call)\n")
+          "thread pools spin after a call)")
+    print(f"  gemm: the GEMM limit, the fastest of {', '.join(routes)} on the step's "
+          "products (route: which)\n")
     columns = [("case", 5, "case", ""), ("model", 16, "model", ""), ("N", 4, "batch", "d"),
                ("thr", 3, "threads", "d")]
-    columns += [(f"{k} ms", 9, f"{k}_ms", ".3f") for k in names]
+    columns += [(f"{k} ms", 9, f"{k}_ms", ".3f") for k in [*names, "gemm"]]
     columns += [("np/fn", 6, "numpy_ratio", ".2f")]
     if torch is not None:
         columns.append(("torch/fn", 8, "torch_ratio", ".2f"))
-    columns += [("fn/gemm", 7, "gemm_ratio", ".2f"), ("note", 4, "note", "")]
+    columns += [("fn/gemm", 7, "gemm_ratio", ".2f"), ("route", 15, "gemm_route", ""),
+                ("note", 4, "note", "")]
     table = Table(columns)
     table.header()
     for spec in specs:
         x, y = batch(spec)
-        steps = {k: STEPS[k](spec, x, y) for k in names}
+        slots = {k: Slot(STEPS[k](spec, x, y), 0) for k in names}
+        slots.update({f"gemm:{r}": Slot(build(spec, x), 0, backend=b)
+                      for r, (build, b) in routes.items()})
+        keys = list(slots)
         for n in threads:
-            timing = measure([Slot(steps[k], n) for k in names], cfg, BLAS_COOLDOWN)
-            t = dict(zip(names, timing.medians))
-            mins = dict(zip(names, timing.mins))
+            for slot in slots.values():
+                slot.threads = n
+            timing = measure([slots[k] for k in keys], cfg, BLAS_COOLDOWN)
+            t = dict(zip(keys, timing.medians))
+            mins = dict(zip(keys, timing.mins))
+            route = min(routes, key=lambda r: t[f"gemm:{r}"])
+            t["gemm"], mins["gemm"] = t[f"gemm:{route}"], mins[f"gemm:{route}"]
             table.add({
                 "case": spec.case, "model": spec.label, "widths": spec.widths,
                 "batch": spec.batch, "threads": n,
-                **{f"{k}_ms": t[k] * 1e3 for k in names},
-                **{f"{k}_min_ms": mins[k] * 1e3 for k in names},
-                **{f"{k}_steps_per_s": 1 / t[k] for k in names},
+                **{f"{k}_ms": t[k] * 1e3 for k in [*names, "gemm"]},
+                **{f"{k}_min_ms": mins[k] * 1e3 for k in [*names, "gemm"]},
+                **{f"{k}_steps_per_s": 1 / t[k] for k in [*names, "gemm"]},
+                "gemm_routes_ms": {r: t[f"gemm:{r}"] * 1e3 for r in routes},
+                "gemm_route": route,
                 "numpy_ratio": t["numpy"] / t["fastnn"],
                 "torch_ratio": t["torch"] / t["fastnn"] if "torch" in t else None,
                 "gemm_ratio": t["fastnn"] / t["gemm"],
                 "note": noise_note(timing), "spread": timing.spread,
                 "others_cpus": timing.others, "attempts": timing.attempts,
             })
-        del steps
+        del slots
     return table.rows
 
 
@@ -417,7 +482,7 @@ _WORKER = ("import sys; sys.path.insert(0, {bench!r}); {block}"
 
 
 def run_memory(specs, threads):
-    names = [k for k in frameworks() if k != "gemm"]
+    names = frameworks()
     print(f"\n== peak memory: {MEM_STEPS} training steps in a fresh process per framework "
           f"(torch not imported for numpy and fastnn), {threads} thr")
     print("  peak MiB = peak RSS - RSS after the imports and the data (the model, its "
@@ -755,7 +820,7 @@ def plot(rows, path):
     for ax, n in zip(axes[0], threads):
         at_n = sorted((r for r in chosen if r["threads"] == n), key=lambda r: r["batch"])
         batches = [r["batch"] for r in at_n]
-        for name in frameworks():
+        for name in [*frameworks(), "gemm"]:
             label = "GEMM limit" if name == "gemm" else name
             ax.plot(batches, [r[f"{name}_steps_per_s"] for r in at_n], styles[name], label=label)
         ax.set_xscale("log", base=2)
@@ -785,6 +850,7 @@ def targets(rows, memory, mnist):
         ("large MLP: >= 1.2x faster than PyTorch", "large", "torch_ratio", 1.2, False),
         ("large MLP: >= 3x faster than the NumPy baseline", "large", "numpy_ratio", 3.0, False),
         ("small MLP: >= 5x faster than PyTorch", "small", "torch_ratio", 5.0, False),
+        ("sweep: >= 1.2x faster than PyTorch", "sweep", "torch_ratio", 1.2, False),
     ]
     results = []
     for name, case, key, goal, at_most in checks:
@@ -798,7 +864,8 @@ def targets(rows, memory, mnist):
                 detail += f"; {r[other + '_ms'] / r['gemm_ms']:.2f} at the GEMM limit"
             if r["note"]:
                 detail += f"; {r['note']}"
-            results.append({"target": f"{name}, {r['threads']} thr", "case": case,
+            where = f", {r['model']} batch {r['batch']}" if case == "sweep" else ""
+            results.append({"target": f"{name}{where}, {r['threads']} thr", "case": case,
                             "threads": r["threads"], "goal": goal, "met": met,
                             "ratio": r[key], "detail": detail})
     if mnist and "torch" in mnist:

@@ -3,7 +3,7 @@
 import platform
 import sys
 
-from . import _threads
+from . import _blas, _threads
 from ._kernels import _openmp, _wait
 
 try:
@@ -36,6 +36,7 @@ def config():
         "num_threads_source": _threads.num_threads_source(),
         "usable_cpus": _threads.usable_cpus(),
         "openmp_wait": "{} ({})".format(*_wait.policy()),
+        "gemm": _blas.info(),
         "blas": [
             {"name": name, "version": version, "threading_layer": layer,
              "num_threads": n, "filepath": path}
@@ -67,6 +68,12 @@ def show_config(mode="stdout"):
         (f"  threads:    {info['num_threads']} (from {info['num_threads_source']}; "
          f"{info['usable_cpus']} usable CPUs)"),
         f"  waiting:    {info['openmp_wait']}",
+    ]
+    gemm = info["gemm"]
+    lines += [
+        f"  GEMM:       {gemm['name']} {gemm['version']} ({gemm['filepath']})",
+        f"              {gemm['threading']}",
+        f"              chosen by {gemm['reason']}",
     ]
     for blas in info["blas"] or [None]:
         if blas is None:

@@ -1,11 +1,13 @@
-# Row-major GEMM over scipy's BLAS, for float and double.
+# Row-major GEMM over the BLAS fastnn uses (backend.pxd: scipy's, or MKL), for float
+# and double.
 #
 # BLAS is column-major. A row-major array is the column-major storage of its
 # transpose, so C = op(A) @ op(B) in row-major is C^T = op(B)^T @ op(A)^T in
 # column-major: swap the operands (and m with n), keep the transpose flags.
 
 from cython cimport floating
-from scipy.linalg.cython_blas cimport sgemm, dgemm
+
+from .backend cimport BlasFns, blas_fns
 
 
 cdef inline void gemm(bint trans_a, bint trans_b, int m, int n, int k, floating alpha,
@@ -17,9 +19,10 @@ cdef inline void gemm(bint trans_a, bint trans_b, int m, int n, int k, floating 
     """
     cdef char ta = b'T' if trans_a else b'N'
     cdef char tb = b'T' if trans_b else b'N'
+    cdef BlasFns *fns = blas_fns()
     if floating is float:
-        sgemm(&tb, &ta, &n, &m, &k, &alpha, <float *> b, &ldb, <float *> a, &lda,
-              &beta, c, &ldc)
+        fns.sgemm(&tb, &ta, &n, &m, &k, &alpha, <float *> b, &ldb, <float *> a, &lda,
+                  &beta, c, &ldc)
     else:
-        dgemm(&tb, &ta, &n, &m, &k, &alpha, <double *> b, &ldb, <double *> a, &lda,
-              &beta, c, &ldc)
+        fns.dgemm(&tb, &ta, &n, &m, &k, &alpha, <double *> b, &ldb, <double *> a, &lda,
+                  &beta, c, &ldc)

@@ -6,6 +6,7 @@ Shapes and dtypes are checked by fastnn.ops.matmul; here they are trusted.
 from cython cimport floating
 from cython.parallel cimport prange
 
+from .backend cimport BlasFns, blas_fns
 from .blas cimport gemm
 from .simd cimport FN_GEMM_MAX_DIM, FN_GEMM_PARALLEL_MIN
 

@@ -1,6 +1,6 @@
 # The 2-D matrix product behind matmul.pyx, shared with network.pyx (included, not
-# imported). Needs: floating, prange, gemm (blas.pxd), FN_GEMM_PARALLEL_MIN,
-# FN_GEMM_MAX_DIM.
+# imported). Needs: floating, prange, gemm (blas.pxd), BlasFns and blas_fns
+# (backend.pxd), FN_GEMM_PARALLEL_MIN, FN_GEMM_MAX_DIM.
 
 cdef void _gemm_split(bint trans_a, bint trans_b, Py_ssize_t m, Py_ssize_t n, Py_ssize_t k,
                       const floating *pa, Py_ssize_t lda, const floating *pb,
@@ -36,21 +36,29 @@ cdef void _matmul(bint trans_a, bint trans_b, Py_ssize_t m, Py_ssize_t n, Py_ssi
                   floating beta, floating *pc, int n_threads) noexcept nogil:
     """c[m, n] = op(a) @ op(b) + beta * c, row-major, c's rows n long.
 
-    The output is cut into up to n_threads slabs along its longer side, and each thread
-    makes one BLAS call for its slab (BLAS itself must run one thread: see _threads.py).
-    Products under FN_GEMM_PARALLEL_MIN multiply-adds stay on the calling thread.
+    Products under FN_GEMM_PARALLEL_MIN multiply-adds run on the calling thread. Larger
+    ones run on n_threads threads: a BLAS whose threads are OpenMP's own (MKL, see
+    backend.pxd) gets the whole product and the thread count; otherwise the output is
+    cut into up to n_threads slabs along its longer side, and each thread makes one
+    single-threaded BLAS call for its slab (see _threads.py).
     Offsets are Py_ssize_t: an operand may hold more than 2**31 elements. n, lda and ldb
     must fit in an int (the callers check); m and k may not (_gemm_split).
     """
     cdef bint by_rows = m >= n
     cdef Py_ssize_t length = m if by_rows else n
     cdef int parts = <int> min(<Py_ssize_t> n_threads, max(<Py_ssize_t> 1, length // 16))
-    cdef int t
+    cdef int t, previous
     cdef Py_ssize_t lo, size
+    cdef BlasFns *fns = blas_fns()
     if <double> m * n * k < FN_GEMM_PARALLEL_MIN:
         parts = 1
     if parts <= 1:
         _gemm_split(trans_a, trans_b, m, n, k, pa, lda, pb, ldb, beta, pc, n)
+        return
+    if fns.set_threads_local != NULL:
+        previous = fns.set_threads_local(n_threads)
+        _gemm_split(trans_a, trans_b, m, n, k, pa, lda, pb, ldb, beta, pc, n)
+        fns.set_threads_local(previous)
         return
     for t in prange(parts, schedule='static', num_threads=parts):
         # slab boundaries on multiples of 16 rows/columns keep BLAS's kernels aligned

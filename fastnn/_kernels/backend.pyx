@@ -1,0 +1,50 @@
+"""The BLAS behind fastnn's matrix products, switchable at run time.
+
+fastnn._blas chooses the backend and fills the table with function addresses; the
+kernels read it through blas_fns() (backend.pxd) at every product.
+"""
+
+from scipy.linalg.cython_blas cimport sgemm, dgemm
+from libc.stdint cimport uintptr_t
+
+cdef BlasFns _fns
+_fns.sgemm = <sgemm_fn> sgemm
+_fns.dgemm = <dgemm_fn> dgemm
+_fns.set_threads_local = NULL
+
+
+cdef BlasFns *blas_fns() noexcept nogil:
+    return &_fns
+
+
+def use_scipy():
+    """Route the products to scipy's BLAS (its sgemm/dgemm, run on one thread)."""
+    _fns.sgemm = <sgemm_fn> sgemm
+    _fns.dgemm = <dgemm_fn> dgemm
+    _fns.set_threads_local = NULL
+
+
+def use_addresses(uintptr_t sgemm_address, uintptr_t dgemm_address,
+                  uintptr_t set_threads_local_address):
+    """Route the products to the Fortran-interface sgemm/dgemm at these addresses.
+
+    set_threads_local_address is 0 for a BLAS that must run one thread per call, else
+    the address of an int(int) that sets the calling thread's BLAS thread count (see
+    backend.pxd). The caller keeps the library loaded for as long as it is in use.
+    """
+    if sgemm_address == 0 or dgemm_address == 0:
+        raise ValueError("sgemm and dgemm addresses must not be 0")
+    _fns.sgemm = <sgemm_fn> sgemm_address
+    _fns.dgemm = <dgemm_fn> dgemm_address
+    _fns.set_threads_local = <set_threads_fn> set_threads_local_address
+
+
+def scipy_addresses():
+    """(sgemm, dgemm) addresses of scipy's BLAS, to compare with the table's."""
+    return <uintptr_t> sgemm, <uintptr_t> dgemm
+
+
+def current_addresses():
+    """(sgemm, dgemm, set_threads_local) addresses in use."""
+    return (<uintptr_t> _fns.sgemm, <uintptr_t> _fns.dgemm,
+            <uintptr_t> _fns.set_threads_local)

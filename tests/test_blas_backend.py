@@ -1,0 +1,209 @@
+"""The BLAS behind fastnn's products: set_blas/get_blas, FASTNN_BLAS, show_config, and
+each backend's results (NumPy float64 reference, independent of the thread count)."""
+
+import os
+import subprocess
+import sys
+import warnings
+
+import numpy as np
+import pytest
+import reference as ref
+
+import fastnn
+from fastnn import _blas, nn, ops
+
+pytestmark = pytest.mark.filterwarnings("error::RuntimeWarning")
+
+
+def _available():
+    found = []
+    for name in _blas.BACKENDS:
+        previous = fastnn.get_blas()
+        try:
+            fastnn.set_blas(name)
+            found.append(name)
+        except ValueError:
+            pass
+        finally:
+            fastnn.set_blas(previous)
+    return found
+
+
+AVAILABLE = _available()
+needs_mkl = pytest.mark.skipif("mkl" not in AVAILABLE, reason="MKL is not installed")
+
+
+@pytest.fixture(params=_blas.BACKENDS)
+def backend(request):
+    """Each backend in turn (skipped where it is not installed), restored afterwards."""
+    if request.param not in AVAILABLE:
+        pytest.skip(f"{request.param} is not available here")
+    previous = fastnn.get_blas()
+    fastnn.set_blas(request.param)
+    yield request.param
+    fastnn.set_blas(previous)
+
+
+# (M, K, N): under and over the size where products are threaded, a tall inner
+# dimension (where a BLAS's own threads would split the sum), and ragged sizes.
+SHAPES = [(1, 1, 1), (7, 13, 11), (33, 64, 129), (256, 784, 1024), (48, 100_000, 40),
+          (1000, 31, 517)]
+
+
+def _product(rng, m, k, n, trans_a, trans_b, dtype):
+    a = rng.standard_normal((k, m) if trans_a else (m, k)).astype(dtype)
+    b = rng.standard_normal((n, k) if trans_b else (k, n)).astype(dtype)
+    return a, b
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("trans", [(False, False), (True, False), (False, True), (True, True)],
+                         ids=["NN", "TN", "NT", "TT"])
+def test_matmul_matches_reference_at_any_thread_count(backend, trans, dtype):
+    rng = np.random.default_rng(7)
+    eps = np.finfo(dtype).eps
+    for m, k, n in SHAPES:
+        a, b = _product(rng, m, k, n, *trans, dtype)
+        want = ref.matmul(a, b, *trans)
+        bound = ref.matmul(np.abs(a), np.abs(b), *trans) * (4 * k * eps) + 1e-30
+        results = []
+        for threads in (1, 2, 3):
+            with fastnn.threads(threads):
+                results.append(ops.matmul(a, b, trans_a=trans[0], trans_b=trans[1]))
+        assert results[0].dtype == dtype
+        for got in results:
+            assert np.all(np.abs(got - want) <= bound), (backend, m, k, n)
+        if backend == "mkl" and _blas._load_mkl().threaded:
+            for got in results[1:]:  # bit for bit, whatever the thread count
+                np.testing.assert_array_equal(got, results[0])
+
+
+def test_accumulate_and_batched(backend):
+    rng = np.random.default_rng(3)
+    a = rng.standard_normal((5, 300, 200)).astype(np.float32)
+    b = rng.standard_normal((5, 200, 400)).astype(np.float32)
+    out = ops.matmul(a, b)
+    np.testing.assert_allclose(out, np.matmul(a.astype(np.float64), b), rtol=1e-4, atol=1e-3)
+    c = rng.standard_normal((300, 400)).astype(np.float32)
+    start = c.copy()
+    with fastnn.threads(2):
+        ops.matmul(a[0], b[0], out=c, accumulate=True)
+    np.testing.assert_allclose(c, start + a[0].astype(np.float64) @ b[0], rtol=1e-4, atol=1e-3)
+
+
+def test_training_is_the_same_at_any_thread_count(backend):
+    """A few Adam steps of an MLP with a conv front: each backend gives the same weights
+    at 1 and 2 threads, and close to the other backend's."""
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((64, 1, 12, 12)).astype(np.float32)
+    y = rng.integers(0, 10, 64)
+
+    def train(threads):
+        model = nn.Sequential(nn.Conv2d(1, 8, 3, padding=1, seed=1), nn.ReLU(),
+                              nn.Flatten(), nn.Linear(8 * 144, 300, seed=2), nn.ReLU(),
+                              nn.Linear(300, 10, seed=3))
+        trainer = fastnn.Trainer(model, fastnn.losses.SoftmaxCrossEntropy(),
+                                 fastnn.optim.Adam(model, 1e-3), progress=False)
+        with fastnn.threads(threads):
+            for _ in range(3):
+                trainer.train_step(x, y)
+        return np.concatenate([p.ravel() for p in model.parameters()])
+
+    one, two = train(1), train(2)
+    np.testing.assert_array_equal(one, two)
+    previous = fastnn.get_blas()
+    for other in AVAILABLE:
+        fastnn.set_blas(other)
+        np.testing.assert_allclose(train(1), one, rtol=1e-3, atol=1e-5)
+    fastnn.set_blas(previous)
+
+
+def test_set_blas_refuses_unknown_names():
+    for bad in ("blis", "", None, 3, "MKL2"):
+        with pytest.raises(ValueError, match="set_blas: expected one of"):
+            fastnn.set_blas(bad)
+    assert fastnn.get_blas() in _blas.BACKENDS
+
+
+def test_set_blas_without_mkl_raises_and_keeps_the_backend(monkeypatch):
+    previous = fastnn.get_blas()
+    monkeypatch.setattr(_blas, "_mkl", "MKL is not installed (pip install fastnn[mkl])")
+    with pytest.raises(ValueError, match=r"MKL is not installed \(pip install fastnn\[mkl\]\)"):
+        fastnn.set_blas("mkl")
+    assert fastnn.get_blas() == previous
+    fastnn.set_blas("auto")
+    assert fastnn.get_blas() == "openblas"
+    assert "MKL is not installed" in fastnn.show_config("dicts")["gemm"]["reason"]
+    fastnn.set_blas(previous if previous == "openblas" else "openblas")
+
+
+@pytest.mark.parametrize("value, warns", [("openblas", False), ("auto", False), ("", False),
+                                          ("OpenBLAS", False), ("blis", True), ("mkl", None)])
+def test_environment_variable(monkeypatch, value, warns):
+    previous = fastnn.get_blas()
+    monkeypatch.setenv("FASTNN_BLAS", value)
+    if value == "mkl":
+        warns = "mkl" not in AVAILABLE
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            _blas.configure()
+        messages = [str(w.message) for w in caught if issubclass(w.category, RuntimeWarning)]
+        if warns:
+            assert len(messages) == 1 and f"FASTNN_BLAS={value!r} ignored" in messages[0]
+            assert fastnn.get_blas() == _blas._auto("")[0]
+        else:
+            assert messages == []
+            if value.lower() in _blas.BACKENDS:
+                assert fastnn.get_blas() == value.lower()
+            else:
+                assert fastnn.get_blas() == _blas._auto("")[0]
+        reason = fastnn.show_config("dicts")["gemm"]["reason"]
+        assert ("FASTNN_BLAS" in reason) if value else reason.startswith("default (auto)")
+    finally:
+        _blas.set_blas(previous)
+
+
+def test_auto_prefers_mkl_on_intel_only(monkeypatch):
+    monkeypatch.setattr(_blas, "_cpu_vendor", lambda: "AuthenticAMD")
+    assert _blas._auto("x") == ("openblas", "x: the CPU is not Intel's (AuthenticAMD)")
+    monkeypatch.setattr(_blas, "_cpu_vendor", lambda: "GenuineIntel")
+    monkeypatch.setattr(_blas, "_mkl", "MKL is not installed (pip install fastnn[mkl])")
+    assert _blas._auto("x") == ("openblas", "x: MKL is not installed (pip install fastnn[mkl])")
+
+
+@needs_mkl
+def test_mkl_is_set_up_for_fastnn():
+    mkl = _blas._load_mkl()
+    # strict reproducibility on (MKL_CBWR_ALL = -1 reads the branch and the strict bit)
+    assert mkl.lib.MKL_CBWR_Get(-1) == _blas._MKL_CBWR_AUTO | _blas._MKL_CBWR_STRICT
+    # MKL's own threads only where they are the ones fastnn's kernels run on
+    runtime = _blas.openmp_runtime()
+    assert mkl.threaded == (runtime is not None and os.path.basename(runtime) == "libgomp.so.1")
+    previous = fastnn.get_blas()
+    fastnn.set_blas("mkl")
+    try:
+        gemm = fastnn.show_config("dicts")["gemm"]
+        assert gemm["name"] == "mkl" and gemm["version"][:2] == "20"
+        assert os.path.isfile(gemm["filepath"])
+        assert ("MKL's own threads" in gemm["threading"]) == mkl.threaded
+    finally:
+        fastnn.set_blas(previous)
+
+
+def test_show_config_names_the_gemm_backend(capsys):
+    fastnn.show_config()
+    out = capsys.readouterr().out
+    assert f"GEMM:       {fastnn.get_blas()} " in out
+    assert "chosen by " in out
+
+
+def test_forced_openblas_in_a_fresh_process(tmp_path):
+    """FASTNN_BLAS is read at import."""
+    env = dict(os.environ, FASTNN_BLAS="openblas")
+    code = "import fastnn; print(fastnn.get_blas())"
+    out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env,
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "openblas"
