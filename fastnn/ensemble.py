@@ -27,6 +27,7 @@ from operator import index
 import numpy as np
 
 from . import io
+from ._blas import get_blas, set_blas
 from ._threads import get_num_threads, set_num_threads
 from .train import Trainer
 
@@ -50,8 +51,9 @@ def _count(name, value):
 _worker = {}
 
 
-def _init_worker(factory, X, y, fit_kwargs, n_threads):
+def _init_worker(factory, X, y, fit_kwargs, n_threads, blas):
     set_num_threads(n_threads)
+    set_blas(blas)  # the parent's BLAS: another would round differently
     _worker.update(factory=factory, X=X, y=y, fit_kwargs=fit_kwargs)
 
 
@@ -197,7 +199,7 @@ class Ensemble:
             try:
                 with ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker,
                                          initargs=(self.factory, np.asarray(X), np.asarray(y),
-                                                   fit_kwargs, n_threads)) as pool:
+                                                   fit_kwargs, n_threads, get_blas())) as pool:
                     states = list(pool.map(_train_member, seeds))
             except BrokenProcessPool as exc:
                 raise RuntimeError(

@@ -207,3 +207,34 @@ def test_forced_openblas_in_a_fresh_process(tmp_path):
                          capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "openblas"
+
+
+@needs_mkl
+def test_ensemble_workers_use_the_parents_backend():
+    """Spawned workers take the backend set here, not their own default: their members
+    equal members trained here, which differ between the backends."""
+    from _ensemble_factories import N_CLASSES, N_FEATURES, small_classifier
+
+    from fastnn.ensemble import Ensemble
+
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((256, N_FEATURES)).astype(np.float32)
+    y = rng.integers(0, N_CLASSES, 256)
+    previous = fastnn.get_blas()
+    other = "openblas" if _blas._auto("")[0] == "mkl" else "mkl"
+
+    def weights(ensemble):
+        return np.concatenate([m.model.state_dict()[k].ravel() for m in ensemble.members
+                               for k in sorted(m.model.state_dict())])
+
+    try:
+        with fastnn.threads(1):
+            default = weights(Ensemble(small_classifier, n=2, seed=1).fit(X, y, epochs=2))
+            fastnn.set_blas(other)
+            here = weights(Ensemble(small_classifier, n=2, seed=1).fit(X, y, epochs=2))
+        assert not np.array_equal(default, here)  # else the test could not fail
+        with fastnn.threads(2):
+            spawned = Ensemble(small_classifier, n=2, n_jobs=2, seed=1).fit(X, y, epochs=2)
+        np.testing.assert_array_equal(weights(spawned), here)
+    finally:
+        fastnn.set_blas(previous)
