@@ -135,7 +135,8 @@ def test_set_blas_without_mkl_raises_and_keeps_the_backend(monkeypatch):
     fastnn.set_blas("auto")
     assert fastnn.get_blas() == "openblas"
     assert "MKL is not installed" in fastnn.show_config("dicts")["gemm"]["reason"]
-    fastnn.set_blas(previous if previous == "openblas" else "openblas")
+    monkeypatch.undo()
+    fastnn.set_blas(previous)
 
 
 @pytest.mark.parametrize("value, warns", [("openblas", False), ("auto", False), ("", False),
@@ -221,13 +222,15 @@ def test_ensemble_workers_use_the_parents_backend():
     X = rng.standard_normal((256, N_FEATURES)).astype(np.float32)
     y = rng.integers(0, N_CLASSES, 256)
     previous = fastnn.get_blas()
-    other = "openblas" if _blas._auto("")[0] == "mkl" else "mkl"
+    default = _blas._auto("")[0]
+    other = "openblas" if default == "mkl" else "mkl"
 
     def weights(ensemble):
         return np.concatenate([m.model.state_dict()[k].ravel() for m in ensemble.members
                                for k in sorted(m.model.state_dict())])
 
     try:
+        fastnn.set_blas(default)
         with fastnn.threads(1):
             default = weights(Ensemble(small_classifier, n=2, seed=1).fit(X, y, epochs=2))
             fastnn.set_blas(other)
