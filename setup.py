@@ -3,6 +3,7 @@
 OpenMP is detected by compiling a small test program; without it the kernels build
 serial and `fastnn.show_config()` says so. Set FASTNN_NATIVE=1 to add -march=native
 for a local build (a wheel built that way only runs on CPUs like the build machine).
+FASTNN_NO_AVX512=1 leaves out the AVX-512 version of the loop kernels (to compare with).
 """
 
 import os
@@ -24,6 +25,7 @@ KERNEL_DIR = Path("fastnn", "_kernels")
 BASE_FLAGS = ["-O3", "-fno-math-errno", "-fno-trapping-math"]
 OPENMP_FLAGS = ["-fopenmp"]
 NATIVE = os.environ.get("FASTNN_NATIVE", "0") not in ("", "0")
+NO_AVX512 = os.environ.get("FASTNN_NO_AVX512", "0") not in ("", "0")
 # FASTNN_OPENMP=0 builds serial kernels even where OpenMP is available (to test that build).
 WANT_OPENMP = os.environ.get("FASTNN_OPENMP", "1") not in ("", "0")
 
@@ -67,6 +69,8 @@ class BuildExt(build_ext):
                 compile_flags.append("-fopenmp-simd")
         if NATIVE:
             compile_flags.append("-march=native")
+        if NO_AVX512:
+            compile_flags.append("-DFASTNN_NO_AVX512")
         for ext in self.extensions:
             ext.extra_compile_args = compile_flags + ext.extra_compile_args
             ext.extra_link_args = link_flags + ext.extra_link_args

@@ -10,19 +10,34 @@ from cython cimport floating
 from .backend cimport BlasFns, blas_fns
 
 
-cdef inline void gemm(bint trans_a, bint trans_b, int m, int n, int k, floating alpha,
-                      const floating *a, int lda, const floating *b, int ldb,
-                      floating beta, floating *c, int ldc) noexcept nogil:
-    """c[m, n] = alpha * op(a) @ op(b) + beta * c, all row-major.
+cdef inline void gemm_threads(int threads, bint trans_a, bint trans_b, int m, int n, int k,
+                              floating alpha, const floating *a, int lda, const floating *b,
+                              int ldb, floating beta, floating *c, int ldc) noexcept nogil:
+    """c[m, n] = alpha * op(a) @ op(b) + beta * c, all row-major, on `threads` threads
+    of a BLAS that runs its own (backend.pxd), else on the calling thread.
 
-    lda, ldb, ldc are the row lengths of the arrays as stored.
+    lda, ldb, ldc are the row lengths of the arrays as stored. The count is set for the
+    call alone: whatever another library set as the BLAS's count (threadpoolctl, say)
+    does not apply to fastnn's products.
     """
     cdef char ta = b'T' if trans_a else b'N'
     cdef char tb = b'T' if trans_b else b'N'
     cdef BlasFns *fns = blas_fns()
+    cdef int previous = 0
+    if fns.set_threads_local != NULL:
+        previous = fns.set_threads_local(threads)
     if floating is float:
         fns.sgemm(&tb, &ta, &n, &m, &k, &alpha, <float *> b, &ldb, <float *> a, &lda,
                   &beta, c, &ldc)
     else:
         fns.dgemm(&tb, &ta, &n, &m, &k, &alpha, <double *> b, &ldb, <double *> a, &lda,
                   &beta, c, &ldc)
+    if fns.set_threads_local != NULL:
+        fns.set_threads_local(previous)
+
+
+cdef inline void gemm(bint trans_a, bint trans_b, int m, int n, int k, floating alpha,
+                      const floating *a, int lda, const floating *b, int ldb,
+                      floating beta, floating *c, int ldc) noexcept nogil:
+    """gemm_threads on the calling thread alone."""
+    gemm_threads(1, trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)

@@ -7,7 +7,7 @@ from cython cimport floating
 from cython.parallel cimport prange
 
 from .backend cimport BlasFns, blas_fns
-from .blas cimport gemm
+from .blas cimport gemm, gemm_threads
 from .simd cimport FN_GEMM_MAX_DIM, FN_GEMM_PARALLEL_MIN
 
 

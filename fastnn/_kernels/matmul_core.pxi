@@ -1,13 +1,14 @@
 # The 2-D matrix product behind matmul.pyx, shared with network.pyx (included, not
-# imported). Needs: floating, prange, gemm (blas.pxd), BlasFns and blas_fns
+# imported). Needs: floating, prange, gemm_threads (blas.pxd), BlasFns and blas_fns
 # (backend.pxd), FN_GEMM_PARALLEL_MIN, FN_GEMM_MAX_DIM.
 
 cdef void _gemm_split(bint trans_a, bint trans_b, Py_ssize_t m, Py_ssize_t n, Py_ssize_t k,
                       const floating *pa, Py_ssize_t lda, const floating *pb,
                       Py_ssize_t ldb, floating beta, floating *pc,
-                      Py_ssize_t ldc) noexcept nogil:
+                      Py_ssize_t ldc, int threads=1) noexcept nogil:
     """c[m, n] = op(a) @ op(b) + beta * c, row-major, in BLAS calls of at most
-    FN_GEMM_MAX_DIM rows and inner dimension (BLAS takes int dimensions).
+    FN_GEMM_MAX_DIM rows and inner dimension (BLAS takes int dimensions), each on
+    `threads` threads where the BLAS runs its own (gemm_threads).
 
     n and the row lengths lda, ldb, ldc must fit in an int: the callers check them.
     """
@@ -19,7 +20,7 @@ cdef void _gemm_split(bint trans_a, bint trans_b, Py_ssize_t m, Py_ssize_t n, Py
         b = beta
         while True:  # the inner dimension by parts, each added to the last
             depth = min(k - p, FN_GEMM_MAX_DIM)
-            gemm(trans_a, trans_b, <int> rows, <int> n, <int> depth, 1,
+            gemm_threads(threads, trans_a, trans_b, <int> rows, <int> n, <int> depth, 1,
                  pa + (p * lda + i if trans_a else i * lda + p), <int> lda,
                  pb + (p if trans_b else p * ldb), <int> ldb, b, pc + i * ldc, <int> ldc)
             b = 1
@@ -47,7 +48,7 @@ cdef void _matmul(bint trans_a, bint trans_b, Py_ssize_t m, Py_ssize_t n, Py_ssi
     cdef bint by_rows = m >= n
     cdef Py_ssize_t length = m if by_rows else n
     cdef int parts = <int> min(<Py_ssize_t> n_threads, max(<Py_ssize_t> 1, length // 16))
-    cdef int t, previous
+    cdef int t
     cdef Py_ssize_t lo, size
     cdef BlasFns *fns = blas_fns()
     if <double> m * n * k < FN_GEMM_PARALLEL_MIN:
@@ -56,9 +57,7 @@ cdef void _matmul(bint trans_a, bint trans_b, Py_ssize_t m, Py_ssize_t n, Py_ssi
         _gemm_split(trans_a, trans_b, m, n, k, pa, lda, pb, ldb, beta, pc, n)
         return
     if fns.set_threads_local != NULL:
-        previous = fns.set_threads_local(n_threads)
-        _gemm_split(trans_a, trans_b, m, n, k, pa, lda, pb, ldb, beta, pc, n)
-        fns.set_threads_local(previous)
+        _gemm_split(trans_a, trans_b, m, n, k, pa, lda, pb, ldb, beta, pc, n, n_threads)
         return
     for t in prange(parts, schedule='static', num_threads=parts):
         # slab boundaries on multiples of 16 rows/columns keep BLAS's kernels aligned

@@ -23,7 +23,7 @@ from libc.string cimport memcpy, memset
 import numpy as np
 
 from .backend cimport BlasFns, blas_fns
-from .blas cimport gemm
+from .blas cimport gemm, gemm_threads
 from .planop cimport KernelOp, kernel_backward_t, kernel_forward_t
 from .simd cimport (
     FN_ACT_IDENTITY,
