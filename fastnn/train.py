@@ -484,7 +484,10 @@ class Trainer:
     def _gradients(self, xb, yb, n, wb):
         """The forward and backward passes and the penalty of a step: returns the loss,
         and when it is finite, checks (or clips) the gradients."""
-        self.model.zero_grad()
+        if type(self._strategy) is _LocalStep:  # the model's own backward comes next
+            self.model._zero_grad_for_step()
+        else:
+            self.model.zero_grad()
         value, self._last_hits = self._strategy.forward_backward(xb, yb, n, wb)
         if self._unchecked_targets is not None and self._last_scores is not None:
             self._check_targets_against(self._last_scores)

@@ -85,6 +85,8 @@ cdef struct Op:
     void *b             # the bias, or zeros when there is none but an activation;
                         # NULL: no epilogue
     void *b_grad        # NULL without a bias
+    bint w_assign       # the first op of a backward pass to write w_grad (b_grad): in
+    bint b_assign       # a pass that assigns gradients, it writes them, not adds
     void *dz            # activation gradient (rows x d_out); NULL without activation
                         # (Linear), then the upstream gradient is dz
     void *db            # bias-gradient column sums (d_out)
@@ -132,6 +134,17 @@ cdef inline uint64_t _splitmix64(uint64_t z) noexcept nogil:
 
 cdef inline void *_address(array):
     return <void *> <size_t> array.__array_interface__["data"][0]
+
+
+cdef inline void _add_to(floating *dst, const floating *src, Py_ssize_t n,
+                         bint assign) noexcept nogil:
+    """dst = src (assign) or dst += src, n elements."""
+    cdef Py_ssize_t j
+    if assign:
+        memcpy(dst, src, n * sizeof(floating))
+    else:
+        for j in range(n):
+            dst[j] = dst[j] + src[j]
 
 
 cdef inline void _apply_dropout(const Op *op, const floating *src, floating *dst,
@@ -224,16 +237,15 @@ cdef int _forward(Op *ops, int n_ops, Py_ssize_t rows, const floating *x,
 
 
 cdef int _backward(Op *ops, int n_ops, Py_ssize_t rows, const floating *g,
-                   bint input_grad, int n_threads) noexcept nogil:
-    """The backward pass from g = d(loss)/d(output), accumulating parameter gradients;
-    the input gradient ends in ops[0].dx. -1 when out of memory."""
+                   bint input_grad, int n_threads, bint assign) noexcept nogil:
+    """The backward pass from g = d(loss)/d(output), accumulating parameter gradients
+    (assign: the first op to write each one writes it, not adds to it, see
+    Plan.assigns); the input gradient ends in ops[0].dx. -1 when out of memory."""
     cdef Op *op
     cdef int i
-    cdef Py_ssize_t j
     cdef floating *dx
     cdef const floating *dz
     cdef floating *db
-    cdef floating *b_grad
     cdef floating *w_grad
     cdef const floating *gb
     cdef const floating *gs
@@ -255,11 +267,10 @@ cdef int _backward(Op *ops, int n_ops, Py_ssize_t rows, const floating *g,
                     return -1
             if op.w_grad != NULL:  # NULL: the weight is frozen
                 _matmul(True, False, op.d_in, op.d_out, rows, <const floating *> op.x,
-                        op.d_in, dz, op.d_out, 1, <floating *> op.w_grad, n_threads)
+                        op.d_in, dz, op.d_out, 0 if assign and op.w_assign else 1,
+                        <floating *> op.w_grad, n_threads)
             if op.b_grad != NULL:
-                b_grad = <floating *> op.b_grad
-                for j in range(op.d_out):
-                    b_grad[j] = b_grad[j] + db[j]
+                _add_to(<floating *> op.b_grad, db, op.d_out, assign and op.b_assign)
             if i == 0 and not input_grad:
                 return 0
             _matmul(False, True, rows, op.d_in, op.d_out, dz, op.d_out, <floating *> op.w,
@@ -276,14 +287,10 @@ cdef int _backward(Op *ops, int n_ops, Py_ssize_t rows, const floating *g,
                                <floating *> op.mean, <floating *> op.inv_std, db, w_grad,
                                op.training, dx, n_threads) != 0:
                 return -1
-            b_grad = <floating *> op.w_grad  # NULL: gamma is frozen
-            if b_grad != NULL:
-                for j in range(op.d_out):
-                    b_grad[j] = b_grad[j] + w_grad[j]
-            b_grad = <floating *> op.b_grad  # NULL: beta is frozen
-            if b_grad != NULL:
-                for j in range(op.d_out):
-                    b_grad[j] = b_grad[j] + db[j]
+            if op.w_grad != NULL:  # NULL: gamma is frozen
+                _add_to(<floating *> op.w_grad, w_grad, op.d_out, assign and op.w_assign)
+            if op.b_grad != NULL:  # NULL: beta is frozen
+                _add_to(<floating *> op.b_grad, db, op.d_out, assign and op.b_assign)
         elif op.kind == OP_ACTIVATION:
             _act_backward(op.act, g,
                           <const floating *> op.x if op.grad_from_x else <floating *> op.y,
@@ -303,12 +310,12 @@ cdef int _backward(Op *ops, int n_ops, Py_ssize_t rows, const floating *g,
                 _act_backward(op.act, g, <const floating *> _act_read(op), <floating *> op.dz,
                               rows * op.d_out, <floating> op.slope, n_threads)
                 g = <floating *> op.dz
-            if _backward(op.block, op.n_block, rows, g, True, n_threads) != 0:
+            if _backward(op.block, op.n_block, rows, g, True, n_threads, assign) != 0:
                 return -1
             gb = g if op.block_dx == NULL else <floating *> op.block_dx
             gs = g
             if op.n_short:
-                if _backward(op.short, op.n_short, rows, g, True, n_threads) != 0:
+                if _backward(op.short, op.n_short, rows, g, True, n_threads, assign) != 0:
                     return -1
                 if op.short_dx != NULL:
                     gs = <floating *> op.short_dx
@@ -349,6 +356,7 @@ cdef class Plan:
     cdef readonly object dtype
     cdef readonly Py_ssize_t workspace_bytes  # of the arrays the plan made itself
     cdef bint is_double, forwarded, has_gradients
+    cdef object written     # assigns()' answer, once known (False: None)
     cdef list keep          # every array the ops point into
     cdef dict branches      # residual op index: its (block, shortcut) plans
     cdef list outputs       # per op: its output (rows, d_out), or None if it passes x on
@@ -374,7 +382,7 @@ cdef class Plan:
         self.branches = {}
         self.forwarded = self.has_gradients = False
         self.workspace_bytes = 0
-        self.x_ref = self.output = self.input_grad = None
+        self.x_ref = self.output = self.input_grad = self.written = None
 
     def __dealloc__(self):
         free(self.ops)
@@ -544,6 +552,43 @@ cdef class Plan:
         self._keep_epilogue_input(op)
         self.shape = out_shape
 
+    def assigns(self):
+        """The parameter gradients backward(assign=True) writes, as a set of (address,
+        bytes), each op that writes one first (in backward order) marked to write it,
+        the others (a weight used twice) to add to it; None where a pass cannot assign
+        (an op that adds to gradients of its own: a KernelOp)."""
+        if self.written is None:
+            writes = set()
+            self.written = writes if self._mark_writers(writes, set()) else False
+        return self.written or None
+
+    cdef bint _mark_writers(self, set writes, set seen) except -1:
+        cdef int i
+        cdef Op *op
+        cdef size_t size
+        cdef bint ok = True
+        for i in range(self.n_ops - 1, -1, -1):
+            op = &self.ops[i]
+            if op.kind == OP_KERNEL:
+                ok = False
+            elif op.kind == OP_RESIDUAL:
+                block, shortcut = self.branches[i]
+                ok = (<Plan> block)._mark_writers(writes, seen) and ok
+                if shortcut is not None:
+                    ok = (<Plan> shortcut)._mark_writers(writes, seen) and ok
+            elif op.kind == OP_LINEAR or op.kind == OP_BATCHNORM:
+                size = self.dtype.itemsize * (op.d_in * op.d_out if op.kind == OP_LINEAR
+                                              else op.d_out)
+                if op.w_grad != NULL:
+                    op.w_assign = <size_t> op.w_grad not in seen
+                    seen.add(<size_t> op.w_grad)
+                    writes.add((<size_t> op.w_grad, size))
+                if op.b_grad != NULL:
+                    op.b_assign = <size_t> op.b_grad not in seen
+                    seen.add(<size_t> op.b_grad)
+                    writes.add((<size_t> op.b_grad, self.dtype.itemsize * op.d_out))
+        return ok
+
     cdef void *_input_grad_address(self):
         """Where backward leaves the input gradient: the first op's that makes one; NULL
         when no op changes the gradient (it is the one given)."""
@@ -656,10 +701,11 @@ cdef class Plan:
             self.output = next((y for y in reversed(self.outputs) if y is not None), False)
         return x if self.output is False else self.output
 
-    def backward(self, dout, bint input_grad, int n_threads):
+    def backward(self, dout, bint input_grad, int n_threads, bint assign=False):
         """Backpropagate dout (rows, d_out) through the last forward; returns the input
         gradient (a workspace; dout itself when no layer changes gradients), or None
-        with input_grad=False."""
+        with input_grad=False. The parameter gradients are added to, or with assign
+        (where assigns() is not None) written, as if zeroed first."""
         cdef int status
         cdef const float[:, ::1] gf
         cdef const double[:, ::1] gd
@@ -667,6 +713,8 @@ cdef class Plan:
             raise RuntimeError("backward: call forward first")
         if not self.has_gradients:
             self._allocate_all_gradients()
+        if assign and self.assigns() is None:
+            raise ValueError("backward: this plan cannot assign its gradients")
         if dout.shape[0] != self.rows or dout.shape[1] != self.d_out:
             raise ValueError(f"backward: expected dout of shape ({self.rows}, {self.d_out}), "
                              f"got {dout.shape}")
@@ -674,12 +722,12 @@ cdef class Plan:
             gd = dout
             with nogil:
                 status = _backward(self.ops, self.n_ops, self.rows, &gd[0, 0], input_grad,
-                                   n_threads)
+                                   n_threads, assign)
         else:
             gf = dout
             with nogil:
                 status = _backward(self.ops, self.n_ops, self.rows, &gf[0, 0], input_grad,
-                                   n_threads)
+                                   n_threads, assign)
         if status != 0:
             raise MemoryError("network backward: cannot allocate a workspace")
         if not input_grad:

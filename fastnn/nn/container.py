@@ -83,6 +83,7 @@ class Sequential(Module):
         # compiled plans point into this object's arrays: a copy builds its own
         state = super().__getstate__()
         state["_plans"], state["_plan"] = {}, None
+        state.pop("_assigning", None)
         return state
 
     def __len__(self):
@@ -115,10 +116,34 @@ class Sequential(Module):
             x = layer.forward(x)
         return np.array(x)
 
+    def _zero_grad_for_step(self):
+        """The gradients are zeroed by the next backward: a compiled plan that writes
+        every parameter's gradient writes them (a Linear's weight gradient is then a
+        GEMM with beta = 0, and no pass fills the arena with zeros first); otherwise
+        zero_grad runs then. Until that backward, the gradients hold old values."""
+        self._zero_due = True
+
+    def zero_grad(self):
+        self._zero_due = False
+        super().zero_grad()
+
+    def _assigns(self, plan):
+        """Whether plan.backward(assign=True) writes the gradient of every parameter of
+        this model, and nothing else (cached for the last plan asked about)."""
+        cached = self.__dict__.get("_assigning")
+        if cached is None or cached[0] is not plan:
+            written = plan.assigns()
+            params = list(self.parameters())
+            ok = written is not None and all(p.requires_grad for p in params) and written == {
+                (p.grad.__array_interface__["data"][0], p.grad.nbytes) for p in params}
+            cached = self._assigning = (plan, ok)
+        return cached[1]
+
     def backward(self, dout, input_grad=True):
         """Backpropagate dout; returns d(loss)/d(input), or None with input_grad=False
         (which spares the first layer's input-gradient GEMM)."""
         plan = self._plan
+        zero = self.__dict__.get("_zero_due", False)
         if plan is not None:
             dout = check_array(dout, "dout")
             if dout.dtype != plan.dtype:
@@ -127,11 +152,19 @@ class Sequential(Module):
                 raise ValueError(f"dout: expected shape {(plan.rows, *plan.shape)}, got "
                                  f"{dout.shape}")
             dout = check_contiguous(dout, "dout")
+            assign = False
+            if zero:
+                assign = self._assigns(plan)
+                if not assign:
+                    self.zero_grad()
+                self._zero_due = False
             dx = plan.backward(dout if dout.ndim == 2 else dout.reshape(plan.rows, -1),
-                               bool(input_grad), kernel_threads())
+                               bool(input_grad), kernel_threads(), assign)
             if dx is None or len(plan.in_shape) == 1:
                 return dx
             return dx.reshape(plan.rows, *plan.in_shape)
+        if zero:
+            self.zero_grad()
         for i in range(len(self.layers) - 1, -1, -1):
             layer = self.layers[i]
             if i == 0 and not input_grad and _takes_input_grad(layer):

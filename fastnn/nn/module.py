@@ -411,6 +411,11 @@ class Module:
         for _, g in self.named_grads():
             yield g
 
+    def _zero_grad_for_step(self):
+        """Zero the gradients for a training step whose backward pass comes next
+        (Trainer); a compiled Sequential has that pass write them instead."""
+        self.zero_grad()
+
     def zero_grad(self):
         """Set every gradient of this module's parameters to zero: one fill per arena it
         fills whole, one per parameter elsewhere (other models' gradients in a shared
