@@ -176,6 +176,19 @@ def _use(name, reason):
     _current, _reason = name, reason
 
 
+def _use_mkl_slabs():
+    """MKL on one thread per call, products cut into slabs as for OpenBLAS: the other
+    way to thread MKL's products, for bench/bench_gemm.py to compare."""
+    sgemm, dgemm, _ = _load_mkl().addresses()
+    backend.use_addresses(sgemm, dgemm, 0)
+    _use_name("mkl", "bench: MKL in fastnn's slabs")
+
+
+def _use_name(name, reason):
+    global _current, _reason
+    _current, _reason = name, reason
+
+
 def _auto(prefix):
     vendor = _cpu_vendor()
     if vendor != "GenuineIntel":
