@@ -32,3 +32,11 @@ def small_cnn(seed):
                           nn.Linear(4 * 3 * 3, 3, seed=seed + 1))
     return fastnn.Trainer(model, losses.SoftmaxCrossEntropy(), optim.Adam(model, 1e-2),
                           progress=False)
+
+
+def wide_classifier(seed):
+    """A 20-1024-64-5 ReLU MLP, Adam; silent (its 1024-long sums, which two BLAS
+    libraries block and round differently)."""
+    model = mlp(N_FEATURES, N_CLASSES, [1024, 64], seed=seed)
+    return fastnn.Trainer(model, losses.SoftmaxCrossEntropy(), optim.Adam(model, 1e-3),
+                          progress=False)

@@ -214,7 +214,7 @@ def test_forced_openblas_in_a_fresh_process(tmp_path):
 def test_ensemble_workers_use_the_parents_backend():
     """Spawned workers take the backend set here, not their own default: their members
     equal members trained here, which differ between the backends."""
-    from _ensemble_factories import N_CLASSES, N_FEATURES, small_classifier
+    from _ensemble_factories import N_CLASSES, N_FEATURES, wide_classifier
 
     from fastnn.ensemble import Ensemble
 
@@ -232,12 +232,32 @@ def test_ensemble_workers_use_the_parents_backend():
     try:
         fastnn.set_blas(default)
         with fastnn.threads(1):
-            default = weights(Ensemble(small_classifier, n=2, seed=1).fit(X, y, epochs=2))
+            default = weights(Ensemble(wide_classifier, n=2, seed=1).fit(X, y, epochs=2))
             fastnn.set_blas(other)
-            here = weights(Ensemble(small_classifier, n=2, seed=1).fit(X, y, epochs=2))
+            here = weights(Ensemble(wide_classifier, n=2, seed=1).fit(X, y, epochs=2))
         assert not np.array_equal(default, here)  # else the test could not fail
         with fastnn.threads(2):
-            spawned = Ensemble(small_classifier, n=2, n_jobs=2, seed=1).fit(X, y, epochs=2)
+            spawned = Ensemble(wide_classifier, n=2, n_jobs=2, seed=1).fit(X, y, epochs=2)
         np.testing.assert_array_equal(weights(spawned), here)
+    finally:
+        fastnn.set_blas(previous)
+
+
+@needs_mkl
+def test_narrow_products_go_to_openblas_on_mkl():
+    """With MKL, products of fewer than 16 output columns (an output layer) run on
+    scipy's OpenBLAS, where they are faster: bit for bit OpenBLAS's result."""
+    rng = np.random.default_rng(2)
+    a = rng.standard_normal((300, 1000)).astype(np.float32)
+    previous = fastnn.get_blas()
+    try:
+        for n, narrow in ((10, True), (15, True), (16, False), (64, False)):
+            b = rng.standard_normal((1000, n)).astype(np.float32)
+            got = {}
+            for name in ("mkl", "openblas"):
+                fastnn.set_blas(name)
+                with fastnn.threads(1):
+                    got[name] = ops.matmul(a, b)
+            assert np.array_equal(got["mkl"], got["openblas"]) == narrow, n
     finally:
         fastnn.set_blas(previous)

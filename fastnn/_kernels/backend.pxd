@@ -17,5 +17,9 @@ cdef struct BlasFns:
     # its results do not depend on their number: set_threads_local(n) sets the calling
     # thread's count for its next calls and returns the previous one.
     set_threads_fn set_threads_local
+    # Products of fewer than FN_GEMM_NARROW output columns go to these instead (scipy's
+    # BLAS: faster there than MKL), or to sgemm/dgemm when they are NULL.
+    sgemm_fn sgemm_narrow
+    dgemm_fn dgemm_narrow
 
 cdef BlasFns *blas_fns() noexcept nogil

@@ -11,6 +11,8 @@ cdef BlasFns _fns
 _fns.sgemm = <sgemm_fn> sgemm
 _fns.dgemm = <dgemm_fn> dgemm
 _fns.set_threads_local = NULL
+_fns.sgemm_narrow = NULL
+_fns.dgemm_narrow = NULL
 
 
 cdef BlasFns *blas_fns() noexcept nogil:
@@ -22,6 +24,8 @@ def use_scipy():
     _fns.sgemm = <sgemm_fn> sgemm
     _fns.dgemm = <dgemm_fn> dgemm
     _fns.set_threads_local = NULL
+    _fns.sgemm_narrow = NULL
+    _fns.dgemm_narrow = NULL
 
 
 def use_addresses(uintptr_t sgemm_address, uintptr_t dgemm_address,
@@ -30,13 +34,16 @@ def use_addresses(uintptr_t sgemm_address, uintptr_t dgemm_address,
 
     set_threads_local_address is 0 for a BLAS that must run one thread per call, else
     the address of an int(int) that sets the calling thread's BLAS thread count (see
-    backend.pxd). The caller keeps the library loaded for as long as it is in use.
+    backend.pxd). Products of fewer than FN_GEMM_NARROW output columns stay on scipy's
+    BLAS. The caller keeps the library loaded for as long as it is in use.
     """
     if sgemm_address == 0 or dgemm_address == 0:
         raise ValueError("sgemm and dgemm addresses must not be 0")
     _fns.sgemm = <sgemm_fn> sgemm_address
     _fns.dgemm = <dgemm_fn> dgemm_address
     _fns.set_threads_local = <set_threads_fn> set_threads_local_address
+    _fns.sgemm_narrow = <sgemm_fn> sgemm
+    _fns.dgemm_narrow = <dgemm_fn> dgemm
 
 
 def scipy_addresses():

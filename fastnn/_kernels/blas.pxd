@@ -8,6 +8,7 @@
 from cython cimport floating
 
 from .backend cimport BlasFns, blas_fns
+from .simd cimport FN_GEMM_NARROW
 
 
 cdef inline void gemm_threads(int threads, bint trans_a, bint trans_b, int m, int n, int k,
@@ -18,12 +19,21 @@ cdef inline void gemm_threads(int threads, bint trans_a, bint trans_b, int m, in
 
     lda, ldb, ldc are the row lengths of the arrays as stored. The count is set for the
     call alone: whatever another library set as the BLAS's count (threadpoolctl, say)
-    does not apply to fastnn's products.
+    does not apply to fastnn's products. A product of fewer than FN_GEMM_NARROW columns
+    goes to the backend's narrow BLAS where it has one, on the calling thread.
     """
     cdef char ta = b'T' if trans_a else b'N'
     cdef char tb = b'T' if trans_b else b'N'
     cdef BlasFns *fns = blas_fns()
     cdef int previous = 0
+    if n < FN_GEMM_NARROW and fns.sgemm_narrow != NULL:
+        if floating is float:
+            fns.sgemm_narrow(&tb, &ta, &n, &m, &k, &alpha, <float *> b, &ldb,
+                             <float *> a, &lda, &beta, c, &ldc)
+        else:
+            fns.dgemm_narrow(&tb, &ta, &n, &m, &k, &alpha, <double *> b, &ldb,
+                             <double *> a, &lda, &beta, c, &ldc)
+        return
     if fns.set_threads_local != NULL:
         previous = fns.set_threads_local(threads)
     if floating is float:

@@ -8,7 +8,7 @@ from cython.parallel cimport prange
 
 from .backend cimport BlasFns, blas_fns
 from .blas cimport gemm, gemm_threads
-from .simd cimport FN_GEMM_MAX_DIM, FN_GEMM_PARALLEL_MIN
+from .simd cimport FN_GEMM_MAX_DIM, FN_GEMM_NARROW, FN_GEMM_PARALLEL_MIN
 
 
 include "matmul_core.pxi"

@@ -30,6 +30,7 @@ from .simd cimport (
     FN_ACT_READS_INPUT,
     FN_CHUNK,
     FN_GEMM_MAX_DIM,
+    FN_GEMM_NARROW,
     FN_GEMM_PARALLEL_MIN,
     FN_PARALLEL_MIN,
     FN_REDUCE_COLS,

@@ -41,6 +41,11 @@
  * it whole (the Adam pass over the gradients the other core wrote went 14 -> 43 us).
  * On a loaded machine a second thread may also wait a whole time slice for a core. */
 #define FN_GEMM_PARALLEL_MIN (1L << 21)
+/* With MKL, a product whose output has fewer columns than this (an output layer of 10
+ * classes) goes to scipy's OpenBLAS, cut into slabs for the threads: 256x1024 @ 1024x10
+ * took 154 us in MKL and 110 us in OpenBLAS at 1 thread, 1024x1024 @ 1024x10 759 and
+ * 535 us; at 16 columns and up MKL is as fast or faster (bench/bench_gemm.py). */
+#define FN_GEMM_NARROW 16
 /* BLAS takes int dimensions: a product longer than this along its rows or its inner
  * dimension is made of several calls (a multiple of 16, as the threads' slabs are). */
 #define FN_GEMM_MAX_DIM (1L << 30)

@@ -4,7 +4,7 @@ cdef extern from "simd.h" nogil:
     int FN_ACT_IDENTITY, FN_ACT_RELU, FN_ACT_LEAKY_RELU, FN_ACT_SIGMOID, FN_ACT_TANH
     int FN_ACT_ELU, FN_ACT_GELU, FN_ACT_GELU_TANH, FN_ACT_SILU
     bint FN_ACT_READS_INPUT(int act)
-    int FN_CHUNK, FN_PARALLEL_MIN, FN_REDUCE_ROWS, FN_REDUCE_COLS
+    int FN_CHUNK, FN_PARALLEL_MIN, FN_REDUCE_ROWS, FN_REDUCE_COLS, FN_GEMM_NARROW
     long FN_GEMM_PARALLEL_MIN, FN_GEMM_MAX_DIM
 
     void fn_act_forward_f(int act, const float *x, float *y, Py_ssize_t n, float slope)
