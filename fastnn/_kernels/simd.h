@@ -61,10 +61,11 @@
 /* The loop functions are compiled three times on x86-64 Linux with GCC: for any x86-64
  * CPU, for x86-64-v3 (AVX2, FMA) and for x86-64-v4 (AVX-512); the loader picks the one
  * the CPU runs. A wheel built without -march=native still gets 8- or 16-wide vectors
- * where the CPU has them. On an AVX-512 Xeon the v4 clone computed sigmoid, tanh, GELU,
- * SiLU and ELU 1.6-1.9x faster than the v3 one and Adam's update 10% faster (ReLU, bound
- * by memory, the same). (With FMA, a v3 or v4 CPU may round some results differently in
- * the last bit; thread count never changes which version runs.) */
+ * where the CPU has them. On an AVX-512 Xeon the v4 version computed sigmoid, tanh, GELU,
+ * SiLU and ELU 1.5-1.8x faster than the v3 one, the optimizers' updates 2-7% faster, and
+ * ReLU, bound by memory, as fast (bench/bench_clones.py). (With FMA, a v3 or v4 CPU may
+ * round some results differently in the last bit; thread count never changes which
+ * version runs.) */
 #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__) \
     && !defined(FASTNN_NO_CLONES)
 #if defined(FASTNN_NO_AVX512) /* a build to compare with (setup.py: FASTNN_NO_AVX512=1) */
