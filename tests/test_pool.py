@@ -14,6 +14,7 @@ from fastnn.nn.module import BackwardBeforeForward
 # (kernel, stride, padding, (N, C, H, W)): square and not, overlapping, strided, padded
 WINDOWS = [
     (2, None, 0, (2, 3, 6, 6)),
+    (2, None, 0, (2, 3, 7, 5)),  # the 2x2 fast path, odd sides: a cell left out
     (3, 1, 1, (2, 2, 5, 7)),
     (3, 2, 1, (1, 2, 7, 6)),
     ((2, 3), (1, 2), (1, 1), (2, 2, 5, 8)),
@@ -87,8 +88,9 @@ def test_pool_matches_reference(layer, ref, kernel, stride, padding, shape, dtyp
 
 
 def test_max_ties_route_to_the_first_cell_in_row_major_order(dtype, rng):
-    x = rng.integers(0, 3, (2, 3, 7, 7)).astype(dtype)  # many equal maxima
-    for kernel, stride, padding in ((2, None, 0), (3, 1, 1), ((3, 2), (2, 1), 1)):
+    for side, kernel, stride, padding in ((7, 2, None, 0), (8, 2, None, 0), (7, 3, 1, 1),
+                                          (7, (3, 2), (2, 1), 1)):
+        x = rng.integers(0, 3, (2, 3, side, side)).astype(dtype)  # many equal maxima
         pool = nn.MaxPool2d(kernel, stride, padding)
         g = rng.standard_normal(pool(x).shape).astype(dtype)
         ry, rdx = ref_max(x, g, kernel, stride, padding)
