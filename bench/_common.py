@@ -356,14 +356,7 @@ class Table:
 
 
 def cpu_model():
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
+    return fastnn._blas.cpuinfo("model name") or platform.processor() or "unknown"
 
 
 def blas_libraries():

@@ -158,24 +158,30 @@ def _load_mkl():
     return _mkl
 
 
-def _cpu_vendor():
+def cpuinfo(field):
+    """The value of a field of Linux's /proc/cpuinfo for the first CPU ("vendor_id",
+    "model name", "flags"), or None."""
     try:
         with open("/proc/cpuinfo") as f:
             for line in f:
-                if line.startswith("vendor_id"):
-                    return line.split(":", 1)[1].strip()
+                key, _, value = line.partition(":")
+                if key.strip() == field:
+                    return value.strip()
     except OSError:
         pass
     return None
 
 
+def _cpu_vendor():
+    return cpuinfo("vendor_id")
+
+
 def _use(name, reason):
-    global _current, _reason
     if name == "mkl":
         backend.use_addresses(*_load_mkl().addresses())
     else:
         backend.use_scipy()
-    _current, _reason = name, reason
+    _use_name(name, reason)
 
 
 def _use_mkl_slabs():

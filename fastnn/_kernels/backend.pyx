@@ -8,11 +8,6 @@ from scipy.linalg.cython_blas cimport sgemm, dgemm
 from libc.stdint cimport uintptr_t
 
 cdef BlasFns _fns
-_fns.sgemm = <sgemm_fn> sgemm
-_fns.dgemm = <dgemm_fn> dgemm
-_fns.set_threads_local = NULL
-_fns.sgemm_narrow = NULL
-_fns.dgemm_narrow = NULL
 
 
 cdef BlasFns *blas_fns() noexcept nogil:
@@ -46,12 +41,5 @@ def use_addresses(uintptr_t sgemm_address, uintptr_t dgemm_address,
     _fns.dgemm_narrow = <dgemm_fn> dgemm
 
 
-def scipy_addresses():
-    """(sgemm, dgemm) addresses of scipy's BLAS, to compare with the table's."""
-    return <uintptr_t> sgemm, <uintptr_t> dgemm
 
-
-def current_addresses():
-    """(sgemm, dgemm, set_threads_local) addresses in use."""
-    return (<uintptr_t> _fns.sgemm, <uintptr_t> _fns.dgemm,
-            <uintptr_t> _fns.set_threads_local)
+use_scipy()  # until fastnn._blas chooses

@@ -25,24 +25,19 @@ cdef inline void gemm_threads(int threads, bint trans_a, bint trans_b, int m, in
     cdef char ta = b'T' if trans_a else b'N'
     cdef char tb = b'T' if trans_b else b'N'
     cdef BlasFns *fns = blas_fns()
+    cdef bint narrow = n < FN_GEMM_NARROW and fns.sgemm_narrow != NULL
+    cdef bint threaded = not narrow and fns.set_threads_local != NULL
     cdef int previous = 0
-    if n < FN_GEMM_NARROW and fns.sgemm_narrow != NULL:
-        if floating is float:
-            fns.sgemm_narrow(&tb, &ta, &n, &m, &k, &alpha, <float *> b, &ldb,
-                             <float *> a, &lda, &beta, c, &ldc)
-        else:
-            fns.dgemm_narrow(&tb, &ta, &n, &m, &k, &alpha, <double *> b, &ldb,
-                             <double *> a, &lda, &beta, c, &ldc)
-        return
-    if fns.set_threads_local != NULL:
+    if threaded:
         previous = fns.set_threads_local(threads)
     if floating is float:
-        fns.sgemm(&tb, &ta, &n, &m, &k, &alpha, <float *> b, &ldb, <float *> a, &lda,
-                  &beta, c, &ldc)
+        (fns.sgemm_narrow if narrow else fns.sgemm)(
+            &tb, &ta, &n, &m, &k, &alpha, <float *> b, &ldb, <float *> a, &lda, &beta, c, &ldc)
     else:
-        fns.dgemm(&tb, &ta, &n, &m, &k, &alpha, <double *> b, &ldb, <double *> a, &lda,
-                  &beta, c, &ldc)
-    if fns.set_threads_local != NULL:
+        (fns.dgemm_narrow if narrow else fns.dgemm)(
+            &tb, &ta, &n, &m, &k, &alpha, <double *> b, &ldb, <double *> a, &lda, &beta, c,
+            &ldc)
+    if threaded:
         fns.set_threads_local(previous)
 
 
