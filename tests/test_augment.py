@@ -388,24 +388,27 @@ def test_elastic_field_is_gaussian_smoothed_noise(sigma, tol, h, w):
     for i, key in ((0, 1), (5, 0x0123456789ABCDEF)):
         field = kernel_field(elastic, key, i, h, w, 3.0)
         noise = noise_planes(key, i, h, w)
-        exact = np.stack([3.0 * scipy_ndimage.gaussian_filter(p, sigma, mode="nearest",
+        exact = np.stack([3.0 * scipy_ndimage.gaussian_filter(p, sigma, mode="constant",
                                                               truncate=8.0) for p in noise])
         worst = max(worst, np.abs(field - exact).max() / np.abs(exact).max())
         assert np.isfinite(field).all() and field.dtype == np.float32
-    assert worst < tol
+    # On an image smaller than the Gaussian the field is a weighted sum of a few noise
+    # values that partly cancel (zeros beyond the edges), so the filter's error, a share
+    # of its impulse response, is a larger share of the field: twice the tolerance.
+    assert worst < (2 * tol if min(h, w) < 2 * sigma else tol)
 
 
 @pytest.mark.parametrize("sigma", [0.1, 0.5, 1.0, 1.14, 1.99])
 @pytest.mark.parametrize(("h", "w"), [(28, 28), (17, 40), (2, 5), (1, 7), (6, 1)])
 def test_small_sigma_field_is_scipy_gaussian_filter(sigma, h, w):
     """Below sigma 2 the Gaussian is scipy.ndimage.gaussian_filter's own (truncated at 4
-    sigma, edges continued): equal up to float32 rounding, also on images shorter than
+    sigma, zero beyond the edges): equal up to float32 rounding, also on images shorter than
     the filter."""
     scipy_ndimage = pytest.importorskip("scipy.ndimage")
     elastic = A.ElasticDistortion(alpha=5.0, sigma=sigma)
     for i, key in ((0, 3), (9, 0xFEDCBA9876543210)):
         field = kernel_field(elastic, key, i, h, w, 5.0)
-        exact = np.stack([5.0 * scipy_ndimage.gaussian_filter(p, sigma, mode="nearest")
+        exact = np.stack([5.0 * scipy_ndimage.gaussian_filter(p, sigma, mode="constant")
                           for p in noise_planes(key, i, h, w)])
         np.testing.assert_allclose(field, exact, rtol=0, atol=2e-5)
 

@@ -124,8 +124,9 @@ FN_LOOP_FN void fn_uniforms(double *out, ptrdiff_t slot0, ptrdiff_t slots, ptrdi
 /* ---------------------------------------------------------------- elastic field
  *
  * The displacement field of one image is uniform noise in (-1, 1) per pixel and axis,
- * smoothed by a Gaussian of width sigma and scaled by alpha. Beyond the edges the input
- * continues with its edge value (scipy.ndimage's "nearest"). The Gaussian is, for
+ * smoothed by a Gaussian of width sigma and scaled by alpha. Beyond the edges the noise
+ * is zero (scipy.ndimage's mode "constant"), so that the field fades towards the edges
+ * rather than repeating one pixel's noise over a Gaussian's width. The Gaussian is, for
  * sigma < 2, the sampled one truncated at 4 sigma (scipy.ndimage.gaussian_filter's),
  * and above, where that grows long, the third-order recursive filter of Young, van
  * Vliet and Verbeek (poles rescaled so that its variance is exactly sigma^2): a causal
@@ -140,8 +141,8 @@ FN_LOOP_FN void fn_uniforms(double *out, ptrdiff_t slot0, ptrdiff_t slots, ptrdi
 /* The smoothing's coefficients, as ElasticDistortion builds them (23 floats): the
  * radius of the FIR filter (0: recursive) and its taps g[0..radius]; the recursive
  * filter y = b*x + a1*y1 + a2*y2 + a3*y3 and the 3x3 map from the causal pass's last
- * three outputs (minus the edge value) to the anti-causal pass's three initial states
- * (minus the edge value), row-major. */
+ * three outputs to the anti-causal pass's three initial states where the input
+ * continues with zeros, row-major. */
 typedef struct {
     float b, a1, a2, a3;
     float m[9];
@@ -150,19 +151,13 @@ typedef struct {
 } fn_smooth;
 
 /* Smooth the R rows of L floats at buf (row r at buf + r * L) along r, in place, by the
- * recursive filter. FN_SMOOTH_ROWS rows before buf and after row R - 1 are scratch. */
+ * recursive filter, the input being zero beyond both ends. FN_SMOOTH_ROWS rows before
+ * buf and after row R - 1 are scratch. */
 FN_LOOP_FN void fn_iir_rows(float *buf, ptrdiff_t R, ptrdiff_t L, const fn_smooth *c)
 {
     const float b = c->b, a1 = c->a1, a2 = c->a2, a3 = c->a3;
-    /* the causal pass starts in its steady state for the first row (gain 1) and the
-     * last input row is kept for the anti-causal pass's boundary */
-    float *first = buf, *last = buf + (R - 1) * L, *keep = buf + (R + 2) * L;
-    FN_SIMD for (ptrdiff_t j = 0; j < L; j++) {
-        buf[j - L] = first[j];
-        buf[j - 2 * L] = first[j];
-        buf[j - 3 * L] = first[j];
-        keep[j] = last[j];
-    }
+    /* zeros before the first row: the causal pass's state for an input of zeros */
+    FN_SIMD for (ptrdiff_t j = 0; j < 3 * L; j++) buf[j - 3 * L] = 0.0f;
     for (ptrdiff_t r = 0; r < R; r++) {
         float *y = buf + r * L;
         FN_SIMD for (ptrdiff_t j = 0; j < L; j++)
@@ -172,11 +167,10 @@ FN_LOOP_FN void fn_iir_rows(float *buf, ptrdiff_t R, ptrdiff_t L, const fn_smoot
     float *z0 = buf + R * L, *z1 = z0 + L, *z2 = z1 + L;
     const float *m = c->m;
     FN_SIMD for (ptrdiff_t j = 0; j < L; j++) {
-        float u = z2[j];
-        float d1 = y1[j] - u, d2 = y2[j] - u, d3 = y3[j] - u;
-        z0[j] = u + m[0] * d1 + m[1] * d2 + m[2] * d3;
-        z1[j] = u + m[3] * d1 + m[4] * d2 + m[5] * d3;
-        z2[j] = u + m[6] * d1 + m[7] * d2 + m[8] * d3;
+        float d1 = y1[j], d2 = y2[j], d3 = y3[j];
+        z0[j] = m[0] * d1 + m[1] * d2 + m[2] * d3;
+        z1[j] = m[3] * d1 + m[4] * d2 + m[5] * d3;
+        z2[j] = m[6] * d1 + m[7] * d2 + m[8] * d3;
     }
     for (ptrdiff_t r = R - 1; r >= 0; r--) {
         float *z = buf + r * L;
@@ -186,8 +180,8 @@ FN_LOOP_FN void fn_iir_rows(float *buf, ptrdiff_t R, ptrdiff_t L, const fn_smoot
 }
 
 /* dst = src smoothed along r by the FIR filter of radius rad (1..FN_FIR_MAX_RADIUS),
- * rows beyond the ends continuing the end rows: row i of dst is the sum over |k| <= rad
- * of g[|k|] times row i + k of src (R rows of L floats each). */
+ * rows beyond the ends zero: row i of dst is the sum over |k| <= rad, 0 <= i + k < R, of
+ * g[|k|] times row i + k of src (R rows of L floats each). */
 FN_LOOP_FN void fn_fir_rows(const float *restrict src, float *restrict dst, ptrdiff_t R,
                             ptrdiff_t L, const fn_smooth *c)
 {
@@ -198,20 +192,17 @@ FN_LOOP_FN void fn_fir_rows(const float *restrict src, float *restrict dst, ptrd
         float *restrict out = dst + i * L;
         const float g0 = g[0];
         FN_SIMD for (ptrdiff_t j = 0; j < L; j++) out[j] = g0 * cur[j];
-        /* two taps a side per pass over the row */
-        for (ptrdiff_t k = 1; k <= rad; k += 2) {
-            const float *lo = src + (i - k > 0 ? i - k : 0) * L;
-            const float *hi = src + (i + k < R - 1 ? i + k : R - 1) * L;
+        /* the taps inside the rows, a side at a time */
+        for (ptrdiff_t k = 1; k <= rad; k++) {
             const float gk = g[k];
-            if (k + 1 > rad) {
-                FN_SIMD for (ptrdiff_t j = 0; j < L; j++) out[j] += gk * (lo[j] + hi[j]);
-                break;
+            if (i - k >= 0) {
+                const float *lo = src + (i - k) * L;
+                FN_SIMD for (ptrdiff_t j = 0; j < L; j++) out[j] += gk * lo[j];
             }
-            const float *lo2 = src + (i - k - 1 > 0 ? i - k - 1 : 0) * L;
-            const float *hi2 = src + (i + k + 1 < R - 1 ? i + k + 1 : R - 1) * L;
-            const float gk2 = g[k + 1];
-            FN_SIMD for (ptrdiff_t j = 0; j < L; j++)
-                out[j] += gk * (lo[j] + hi[j]) + gk2 * (lo2[j] + hi2[j]);
+            if (i + k < R) {
+                const float *hi = src + (i + k) * L;
+                FN_SIMD for (ptrdiff_t j = 0; j < L; j++) out[j] += gk * hi[j];
+            }
         }
     }
 }

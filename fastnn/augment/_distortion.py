@@ -37,7 +37,9 @@ class ElasticDistortion(Geometric):
     """Elastic distortion (Simard et al. 2003): a displacement field of uniform noise in
     (-1, 1) per pixel and axis, smoothed by a Gaussian of width `sigma` pixels and
     scaled by `alpha` pixels (sigma in (0, 100], alpha in [0, 32768]). Beyond the edges
-    the noise continues with its edge values (scipy.ndimage's mode "nearest").
+    the noise is zero (scipy.ndimage's mode "constant", as in the widely used reference
+    implementation), so the displacements fade within about sigma of the edges instead
+    of repeating one edge pixel's noise across the Gaussian's width.
 
     For sigma < 2 the Gaussian is the sampled one truncated at 4 sigma, as
     scipy.ndimage.gaussian_filter's: the field equals gaussian_filter of the same noise

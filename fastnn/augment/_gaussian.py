@@ -35,8 +35,7 @@ _IIR_POLES = np.array([1.41650 + 1.00829j, 1.41650 - 1.00829j, 1.86543 + 0j])
 def _recursive_gaussian(sigma):
     """The recursive filter's 13 coefficients of fn_smooth (augment.h) for width sigma:
     b, a1..a3 of y[k] = b x[k] + a1 y[k-1] + a2 y[k-2] + a3 y[k-3] (gain 1), and the
-    3x3 matrix that starts the backward pass where the input continues with its last
-    value."""
+    3x3 matrix that starts the backward pass where the input continues with zeros."""
 
     def variance(q):  # of the forward-backward cascade: sum over poles of 2d / (d - 1)^2
         d = _IIR_POLES ** (1 / q)
@@ -55,14 +54,14 @@ def _recursive_gaussian(sigma):
     poly = np.poly(1 / _IIR_POLES ** (1 / q)).real  # 1 + c1 z^-1 + c2 z^-2 + c3 z^-3
     a = -poly[1:]
     b = poly.sum()
-    # Backward initial states: the deviation from the edge value decays after the last
-    # sample as the forward recursion with zero input; the backward pass over that tail
-    # (long enough to vanish in float64) gives the states, linear in the 3 deviations.
+    # Backward initial states: past the last sample the input is zero and the output
+    # decays as the forward recursion with zero input; the backward pass over that tail
+    # (long enough to vanish in float64) gives the states, linear in the last 3 outputs.
     tail = int(40 * sigma) + 200
     m = np.empty((3, 3))
     for i in range(3):
         e = np.zeros(tail + 3)
-        e[2 - i] = 1.0  # e[0:3] = y[R-3], y[R-2], y[R-1] minus the edge value
+        e[2 - i] = 1.0  # e[0:3] = y[R-3], y[R-2], y[R-1]
         for k in range(3, tail + 3):
             e[k] = a[0] * e[k - 1] + a[1] * e[k - 2] + a[2] * e[k - 3]
         z = np.zeros(tail + 6)
