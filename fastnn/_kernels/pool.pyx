@@ -18,8 +18,8 @@ from libc.stdlib cimport free, malloc
 from .planop cimport KernelOp
 from .simd cimport (
     FN_PARALLEL_MIN,
-    fn_maxpool2_row_backward_d,
-    fn_maxpool2_row_backward_f,
+    fn_maxpool2_plane_backward_d,
+    fn_maxpool2_plane_backward_f,
     fn_sum_d,
     fn_sum_f,
 )
@@ -100,15 +100,12 @@ cdef void _max_plane_backward_2x2(const PoolState *st, const floating *g, floati
                                   const int *argmax) noexcept nogil:
     """_max_plane_backward for st.pairs and st.even: the windows tile the plane, so each
     cell is written once, g where it won, else 0 (no pass of zeros first)."""
-    cdef Py_ssize_t width = st.width, oh, base
-    for oh in range(st.out_h):
-        base = 2 * oh * width
-        if floating is float:
-            fn_maxpool2_row_backward_f(g + oh * st.out_w, argmax + oh * st.out_w, dx + base,
-                                       dx + base + width, st.out_w, <int> base, <int> width)
-        else:
-            fn_maxpool2_row_backward_d(g + oh * st.out_w, argmax + oh * st.out_w, dx + base,
-                                       dx + base + width, st.out_w, <int> base, <int> width)
+    if floating is float:
+        fn_maxpool2_plane_backward_f(g, argmax, dx, st.out_h * st.out_w,
+                                     st.height * st.width)
+    else:
+        fn_maxpool2_plane_backward_d(g, argmax, dx, st.out_h * st.out_w,
+                                     st.height * st.width)
 
 
 cdef void _avg_plane(const PoolState *st, const floating *x, floating *y) noexcept nogil:

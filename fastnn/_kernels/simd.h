@@ -11,6 +11,7 @@
 #include <math.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 /* Activation codes shared with the Python layer (fastnn/ops.py). */
 #define FN_ACT_IDENTITY 0

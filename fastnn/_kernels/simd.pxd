@@ -24,10 +24,10 @@ cdef extern from "simd.h" nogil:
     void fn_add_row_f(float *acc, const float *x, Py_ssize_t n)
     void fn_add_row_d(double *acc, const double *x, Py_ssize_t n)
     float fn_sum_f(const float *x, Py_ssize_t n)
-    void fn_maxpool2_row_backward_f(const float *g, const int *argmax, float *dx0,
-                                    float *dx1, Py_ssize_t out_w, int base, int width)
-    void fn_maxpool2_row_backward_d(const double *g, const int *argmax, double *dx0,
-                                    double *dx1, Py_ssize_t out_w, int base, int width)
+    void fn_maxpool2_plane_backward_f(const float *g, const int *argmax, float *dx,
+                                      Py_ssize_t n, Py_ssize_t cells)
+    void fn_maxpool2_plane_backward_d(const double *g, const int *argmax, double *dx,
+                                      Py_ssize_t n, Py_ssize_t cells)
     double fn_sum_d(const double *x, Py_ssize_t n)
 
     void fn_tile_mean_m2_f(const float *x, Py_ssize_t d, Py_ssize_t rows, Py_ssize_t width,

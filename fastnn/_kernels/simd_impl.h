@@ -409,23 +409,18 @@ FN_LOOP_FN double FN_NAME(fn_sum_squares)(const FN_T *x, ptrdiff_t n)
     return s;
 }
 
-/* The backward of one output row of a 2x2, stride-2 max pool whose windows tile the
- * plane: dx0 and dx1 are the two input rows, base the plane index of dx0[0], width the
- * plane's row length, argmax[ow] the plane index of window ow's max. Each input cell
- * gets g[ow] where it won its window, else 0. */
-FN_LOOP_FN void FN_NAME(fn_maxpool2_row_backward)(const FN_T *restrict g,
-                                                   const int *restrict argmax,
-                                                   FN_T *restrict dx0, FN_T *restrict dx1,
-                                                   ptrdiff_t out_w, int base, int width)
+/* The backward of one plane of a 2x2, stride-2 max pool whose windows tile it: n
+ * outputs' g and argmax (the plane index of each window's max), dx the plane of
+ * cells cells. Each cell gets g where it won its window, else 0: zeros, then one store
+ * per window (windows that tile the plane have distinct winners: no conflicts). One
+ * pass per plane: rows of 7 or 14 outputs are too short to vectorize well. */
+FN_LOOP_FN void FN_NAME(fn_maxpool2_plane_backward)(const FN_T *restrict g,
+                                                     const int *restrict argmax,
+                                                     FN_T *restrict dx, ptrdiff_t n,
+                                                     ptrdiff_t cells)
 {
-    FN_SIMD for (ptrdiff_t ow = 0; ow < out_w; ow++) {
-        int a = argmax[ow] - base - 2 * (int)ow;
-        FN_T v = g[ow];
-        dx0[2 * ow] = a == 0 ? v : 0;
-        dx0[2 * ow + 1] = a == 1 ? v : 0;
-        dx1[2 * ow] = a == width ? v : 0;
-        dx1[2 * ow + 1] = a == width + 1 ? v : 0;
-    }
+    memset(dx, 0, (size_t)cells * sizeof(FN_T));
+    FN_SIMD for (ptrdiff_t o = 0; o < n; o++) dx[argmax[o]] = g[o];
 }
 
 #undef FN_NAME
