@@ -98,8 +98,8 @@ cdef void _max_plane_2x2(const PoolState *st, const floating *x, floating *y,
 
 cdef void _max_plane_backward_2x2(const PoolState *st, const floating *g, floating *dx,
                                   const int *argmax) noexcept nogil:
-    """_max_plane_backward for st.pairs and st.even: the windows tile the plane, so each
-    cell is written once, g where it won, else 0 (no pass of zeros first)."""
+    """_max_plane_backward for st.pairs and st.even: the windows tile the plane, so no
+    two share a winner: zeros, then g stored (not added) at each window's winner."""
     if floating is float:
         fn_maxpool2_plane_backward_f(g, argmax, dx, st.out_h * st.out_w,
                                      st.height * st.width)

@@ -409,11 +409,11 @@ FN_LOOP_FN double FN_NAME(fn_sum_squares)(const FN_T *x, ptrdiff_t n)
     return s;
 }
 
-/* The backward of one plane of a 2x2, stride-2 max pool whose windows tile it: n
- * outputs' g and argmax (the plane index of each window's max), dx the plane of
- * cells cells. Each cell gets g where it won its window, else 0: zeros, then one store
- * per window (windows that tile the plane have distinct winners: no conflicts). One
- * pass per plane: rows of 7 or 14 outputs are too short to vectorize well. */
+/* The backward of one plane of a 2x2, stride-2 max pool whose windows tile it: g and
+ * argmax (the plane index of each window's max) of its n outputs, dx its `cells` input
+ * cells. Each cell gets g where it won its window, else 0: zeros, then one store per
+ * window (windows that tile the plane have distinct winners: no conflicts). A plane a
+ * call: rows of 7 or 14 outputs, a call each, were too short to vectorize well. */
 FN_LOOP_FN void FN_NAME(fn_maxpool2_plane_backward)(const FN_T *restrict g,
                                                      const int *restrict argmax,
                                                      FN_T *restrict dx, ptrdiff_t n,
