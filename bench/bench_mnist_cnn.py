@@ -413,11 +413,11 @@ def _curve_table(histories, labels):
                    *[(f"{label} err %", max(8, len(label) + 6), f"err{i}", ".2f")
                      for i, label in enumerate(labels)]])
     table.header()
-    for e in range(first.epochs):
+    for e in range(len(first["loss"])):
         table.add({"epoch": e + 1, "lr": first["lr"][e], "loss": first["loss"][e],
                    "seconds": first["seconds"][e],
                    **{f"err{i}": 100 * (1 - h["val_accuracy"][e])
-                      for i, h in enumerate(histories) if e < h.epochs}})
+                      for i, h in enumerate(histories) if e < len(h["loss"])}})
     return table.rows
 
 
@@ -438,7 +438,7 @@ def run_elastic(train, test, epochs, threads, member=None):
         history = member["histories"][0]
         print(f"  the committee's first member (seed {member['seeds'][0]}), trained above "
               f"({member['n_jobs']} at a time, {threads // member['n_jobs'] or 1} thr each)")
-        rows = _curve_table([_History(history)], ["test"])
+        rows = _curve_table([history], ["test"])
         error = 1 - history["val_accuracy"][-1]
         print(f"  test error after {_epochs(epochs)}: {100 * error:.2f}%; training "
               f"{sum(history['seconds']):.1f} s")
@@ -460,15 +460,6 @@ def run_elastic(train, test, epochs, threads, member=None):
           + (f"; {note}" if note else ""))
     return {"epochs": epochs, "error": error, "wall_s": wall, "rows": rows,
             "history": dict(history), "note": note}
-
-
-class _History(dict):
-    """A history as the ensemble part keeps it (a dict of lists), with Trainer.history's
-    `epochs`."""
-
-    @property
-    def epochs(self):
-        return len(self["loss"])
 
 
 def run_ensemble(train, test, epochs, members, n_jobs, threads):

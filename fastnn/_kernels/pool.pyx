@@ -48,32 +48,31 @@ cdef inline void _span(Py_ssize_t start, Py_ssize_t k, Py_ssize_t size, Py_ssize
     hi[0] = min(start + k, size)
 
 
-cdef void _max_plane(const PoolState *st, const floating *x, floating *y,
-                     int *argmax) noexcept nogil:
-    """y = the max of each window; argmax = where it is (the first in row-major order
-    among equals; NaN wins). Padded cells are left out, never taken."""
-    cdef Py_ssize_t width = st.width, oh, ow, h, w, h0, h1, w0, w1, best_at
-    cdef floating best, v
-    for oh in range(st.out_h):
-        _span(oh * st.sh - st.ph, st.kh, st.height, &h0, &h1)
-        for ow in range(st.out_w):
-            _span(ow * st.sw - st.pw, st.kw, width, &w0, &w1)
-            best_at = h0 * width + w0
-            best = x[best_at]
-            for h in range(h0, h1):
-                for w in range(w0, w1):
-                    v = x[h * width + w]
-                    if v > best or (v != v and best == best):
-                        best, best_at = v, h * width + w
-            y[oh * st.out_w + ow] = best
-            argmax[oh * st.out_w + ow] = <int> best_at
-
-
 cdef inline void _take(floating v, Py_ssize_t i, floating *best, int *at) noexcept nogil:
     """The max-pool rule for the next cell in row-major order: a larger value wins, and
     a NaN over a number."""
     if v > best[0] or (v != v and best[0] == best[0]):
         best[0], at[0] = v, <int> i
+
+
+cdef void _max_plane(const PoolState *st, const floating *x, floating *y,
+                     int *argmax) noexcept nogil:
+    """y = the max of each window; argmax = where it is (the first in row-major order
+    among equals; NaN wins). Padded cells are left out, never taken."""
+    cdef Py_ssize_t width = st.width, oh, ow, h, w, h0, h1, w0, w1
+    cdef floating best
+    cdef int at
+    for oh in range(st.out_h):
+        _span(oh * st.sh - st.ph, st.kh, st.height, &h0, &h1)
+        for ow in range(st.out_w):
+            _span(ow * st.sw - st.pw, st.kw, width, &w0, &w1)
+            at = <int> (h0 * width + w0)
+            best = x[at]
+            for h in range(h0, h1):
+                for w in range(w0, w1):
+                    _take(x[h * width + w], h * width + w, &best, &at)
+            y[oh * st.out_w + ow] = best
+            argmax[oh * st.out_w + ow] = at
 
 
 cdef void _max_plane_2x2(const PoolState *st, const floating *x, floating *y,
