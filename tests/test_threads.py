@@ -339,6 +339,34 @@ def test_forked_child_runs_kernels_and_training(how):
         assert child["threads"] == 2 and not child["warned"]
 
 
+# ---------------------------------------------------------------- one-thread regions
+
+
+@pytest.mark.skipif(not fastnn.openmp_enabled(), reason="a build without OpenMP")
+def test_one_thread_region_runs_without_the_runtime():
+    from fastnn._kernels import _openmp
+
+    # omp_serial.h: a region of one thread asked for outside any region is a plain call
+    # (no team, so its level stays 0); two threads still get libgomp's team (level 1)
+    assert _openmp.region_level(1) == 0
+    assert _openmp.region_level(2) == 1
+
+
+def test_every_kernel_module_with_regions_includes_the_shortcut():
+    from pathlib import Path
+
+    folder = Path(fastnn.__file__).parent / "_kernels"
+    sources = sorted(folder.glob("*.pyx"))
+    if not sources:
+        pytest.skip("an installed package: no .pyx sources beside it")
+    parallel = [p for p in sources if "prange" in p.read_text() or "omp parallel" in
+                p.read_text()]
+    assert parallel, "no kernel module has a parallel region?"
+    missing = [p.name for p in parallel
+               if 'cdef extern from "omp_serial.h"' not in p.read_text()]
+    assert not missing, f"parallel regions without omp_serial.h: {missing}"
+
+
 # ---------------------------------------------------------------- show_config
 
 

@@ -7,6 +7,9 @@ not depend on the thread count: every element is computed the same way.
 
 from cython cimport floating
 from cython.parallel cimport prange
+# one-thread parallel regions skip the OpenMP runtime (see the header)
+cdef extern from "omp_serial.h":
+    pass
 
 from .simd cimport (
     FN_ACT_ELU,

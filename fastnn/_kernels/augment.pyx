@@ -7,6 +7,9 @@ thread count. The caller (fastnn/augment.py) checks shapes; nothing is checked h
 """
 
 from cython.parallel cimport prange, threadid
+# one-thread parallel regions skip the OpenMP runtime (see the header)
+cdef extern from "omp_serial.h":
+    pass
 from libc.math cimport M_PI, cos, sin, tan
 from libc.stdlib cimport free, malloc
 from libc.string cimport memcpy, memset

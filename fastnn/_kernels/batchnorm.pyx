@@ -9,6 +9,9 @@ same for any thread count. Arguments are checked by fastnn.ops; here they are tr
 
 from cython cimport floating
 from cython.parallel cimport prange
+# one-thread parallel regions skip the OpenMP runtime (see the header)
+cdef extern from "omp_serial.h":
+    pass
 from libc.math cimport sqrt
 from libc.stdlib cimport free, malloc
 

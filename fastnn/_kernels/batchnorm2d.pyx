@@ -12,6 +12,9 @@ import numpy as np
 
 from cython cimport floating
 from cython.parallel cimport prange
+# one-thread parallel regions skip the OpenMP runtime (see the header)
+cdef extern from "omp_serial.h":
+    pass
 from libc.math cimport sqrt
 from libc.stdlib cimport free, malloc
 

@@ -28,6 +28,9 @@ bitwise the same for any number of threads.
 
 from cython cimport floating
 from cython.parallel cimport prange, threadid
+# one-thread parallel regions skip the OpenMP runtime (see the header)
+cdef extern from "omp_serial.h":
+    pass
 from libc.limits cimport INT_MAX
 from libc.stdlib cimport free, malloc
 from libc.string cimport memcpy, memset

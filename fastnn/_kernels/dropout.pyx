@@ -7,6 +7,9 @@ thread count, and recomputed in the backward pass instead of stored.
 
 from cython cimport floating
 from cython.parallel cimport prange
+# one-thread parallel regions skip the OpenMP runtime (see the header)
+cdef extern from "omp_serial.h":
+    pass
 
 from .simd cimport FN_CHUNK, FN_PARALLEL_MIN, fn_dropout_d, fn_dropout_f
 

@@ -7,6 +7,9 @@ count). Arguments are checked by fastnn.losses; here they are trusted.
 
 from cython cimport floating
 from cython.parallel cimport prange
+# one-thread parallel regions skip the OpenMP runtime (see the header)
+cdef extern from "omp_serial.h":
+    pass
 
 from .simd cimport (
     FN_PARALLEL_MIN,

@@ -5,6 +5,9 @@ Shapes and dtypes are checked by fastnn.ops.matmul; here they are trusted.
 
 from cython cimport floating
 from cython.parallel cimport prange
+# one-thread parallel regions skip the OpenMP runtime (see the header)
+cdef extern from "omp_serial.h":
+    pass
 
 from .backend cimport BlasFns, blas_fns
 from .blas cimport gemm, gemm_threads

@@ -14,6 +14,9 @@ small batches. Arrays are checked when the Plan is built; here they are trusted.
 
 from cython cimport floating
 from cython.parallel cimport prange
+# one-thread parallel regions skip the OpenMP runtime (see the header)
+cdef extern from "omp_serial.h":
+    pass
 from libc.limits cimport INT_MAX
 from libc.math cimport sqrt
 from libc.stdint cimport int64_t, uint64_t

@@ -8,6 +8,9 @@ checked by fastnn.optim; here they are trusted.
 
 from cython cimport floating
 from cython.parallel cimport prange
+# one-thread parallel regions skip the OpenMP runtime (see the header)
+cdef extern from "omp_serial.h":
+    pass
 
 from .simd cimport (
     FN_CHUNK,

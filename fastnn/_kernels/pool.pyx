@@ -12,6 +12,9 @@ import numpy as np
 
 from cython cimport floating
 from cython.parallel cimport prange
+# one-thread parallel regions skip the OpenMP runtime (see the header)
+cdef extern from "omp_serial.h":
+    pass
 from libc.limits cimport INT_MAX
 from libc.stdlib cimport free, malloc
 

@@ -9,6 +9,9 @@ alone, so results are bitwise the same for any thread count. Arguments are check
 
 from cython cimport floating
 from cython.parallel cimport prange
+# one-thread parallel regions skip the OpenMP runtime (see the header)
+cdef extern from "omp_serial.h":
+    pass
 from libc.stdlib cimport malloc, free
 from libc.string cimport memcpy, memset
 
