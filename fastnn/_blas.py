@@ -11,16 +11,20 @@ function pointers (fastnn/_kernels/backend.pxd). Two backends can fill it:
   its threads are the pool fastnn's kernels run on (never a second spinning pool), and
   hands it whole products with fastnn's thread count. Its strict conditional numerical
   reproducibility mode is on, so results do not depend on the thread count (MKL's
-  guarantee for GEMM; fastnn's tests check it). Where fastnn's OpenMP runtime is a
-  renamed copy (a wheel repaired by auditwheel bundles one), MKL's GNU layer would
-  start a second one: MKL then runs sequentially and fastnn cuts products into slabs.
+  guarantee for GEMM on Intel CPUs; fastnn's tests check it). Where fastnn's OpenMP
+  runtime is a renamed copy (a wheel repaired by auditwheel bundles one), MKL's GNU
+  layer would start a second one, and on other vendors' CPUs strict reproducibility
+  does not hold: MKL then runs sequentially and fastnn cuts products into slabs.
   Products of fewer than 16 output columns (an output layer of 10 classes) still go to
-  scipy's OpenBLAS, which computes them 1.2-1.9x faster than MKL here.
+  scipy's OpenBLAS, which computes them 1.2-1.9x faster than MKL (Intel Xeon); on
+  other vendors' CPUs so do products of at least 256 in every dimension, where
+  OpenBLAS measured 1-5% faster and MKL 1.1-1.6x faster below (AMD EPYC).
 
 Which one: `set_blas(name)`, else the environment variable FASTNN_BLAS ("auto",
-"openblas" or "mkl"), else "auto": MKL where it is installed and the CPU is Intel's
-(measured faster there for every shape of bench/bench_train.py, one thread or more),
-scipy's OpenBLAS otherwise. An FASTNN_BLAS that cannot be honoured warns and falls back
+"openblas" or "mkl"), else "auto": MKL where it is installed (on an Intel Xeon measured
+faster for every shape of bench/bench_train.py, one thread or more; on an AMD EPYC for
+the small products, the large ones staying on OpenBLAS as above), scipy's OpenBLAS
+otherwise. An FASTNN_BLAS that cannot be honoured warns and falls back
 to "auto"; `set_blas` raises instead. The two backends round differently: a model gives
 the same results again only on the same backend (and CPU). `show_config()` says which
 one runs and why.
@@ -47,6 +51,12 @@ _MKL_THREADING_GNU = 3
 _MKL_CBWR_AUTO = 2
 _MKL_CBWR_STRICT = 0x10000
 _MKL_CBWR_SUCCESS = 0
+# On CPUs other than Intel's, products of at least this much in every dimension go to
+# scipy's OpenBLAS. On an AMD EPYC (Zen 4, 1 thread), MKL computes the small-batch
+# products of a training step 1.1-1.6x faster (32x1024 @ (1024x1024)^T: 0.89 against
+# 1.43 ms), while OpenBLAS is 1-5% faster from 256 up (1024x1024^T @ 1024x1024: 21.6
+# against 22.8 ms); bench/bench_gemm.py.
+_OTHER_MIN_DIM = 256
 _MKL_LIBRARIES = ("libmkl_rt.so.3", "libmkl_rt.so.2", "libmkl_rt.so")
 
 _current = None  # the backend in use, once configured
@@ -61,9 +71,13 @@ class _Mkl:
         lib = ctypes.CDLL(path)
         self.lib, self.path = lib, path
         # MKL's GNU threading layer links the system's libgomp.so.1: the pool fastnn's
-        # kernels run on, unless fastnn bundles a renamed copy (a repaired wheel). Then
-        # MKL runs one thread per call and fastnn cuts products into slabs.
-        self.threaded = _openmp_is_system_libgomp()
+        # kernels run on, unless fastnn bundles a renamed copy (a repaired wheel). And
+        # MKL's strict reproducibility holds on Intel CPUs only: elsewhere its threads
+        # change the bits with the thread count (float64 products on an AMD EPYC).
+        # Either way MKL runs one thread per call and fastnn cuts products into slabs.
+        self.sequential_reason = _mkl_sequential_reason()
+        self.threaded = self.sequential_reason is None
+        self.other_min_dim = 0 if _cpu_vendor() == "GenuineIntel" else _OTHER_MIN_DIM
         wanted = _MKL_THREADING_GNU if self.threaded else _MKL_THREADING_SEQUENTIAL
         lib.MKL_Set_Interface_Layer.argtypes = [ctypes.c_int]
         lib.MKL_Set_Threading_Layer.argtypes = [ctypes.c_int]
@@ -93,7 +107,7 @@ class _Mkl:
             return ctypes.cast(getattr(self.lib, name), ctypes.c_void_p).value
 
         threads = address("MKL_Set_Num_Threads_Local") if self.threaded else 0
-        return address("sgemm"), address("dgemm"), threads
+        return address("sgemm"), address("dgemm"), threads, self.other_min_dim
 
 
 class _DlInfo(ctypes.Structure):
@@ -113,6 +127,18 @@ def openmp_runtime():
             return os.fsdecode(info.dli_fname)
     except (OSError, AttributeError):  # a serial build, or no dladdr
         pass
+    return None
+
+
+def _mkl_sequential_reason():
+    """Why MKL must run one thread per call here, or None where its own threads may run
+    fastnn's products."""
+    if not _openmp_is_system_libgomp():
+        return "fastnn's OpenMP runtime is not the system's libgomp.so.1"
+    vendor = _cpu_vendor()
+    if vendor != "GenuineIntel":
+        return (f"MKL's strict reproducibility covers Intel CPUs only, this one is "
+                f"{vendor or 'unknown'}'s")
     return None
 
 
@@ -187,8 +213,8 @@ def _use(name, reason):
 def _use_mkl_slabs():
     """MKL on one thread per call, products cut into slabs as for OpenBLAS: the other
     way to thread MKL's products, for bench/bench_gemm.py to compare."""
-    sgemm, dgemm, _ = _load_mkl().addresses()
-    backend.use_addresses(sgemm, dgemm, 0)
+    sgemm, dgemm, _, other_min_dim = _load_mkl().addresses()
+    backend.use_addresses(sgemm, dgemm, 0, other_min_dim)
     _use_name("mkl", "bench: MKL in fastnn's slabs")
 
 
@@ -198,13 +224,10 @@ def _use_name(name, reason):
 
 
 def _auto(prefix):
-    vendor = _cpu_vendor()
-    if vendor != "GenuineIntel":
-        return "openblas", f"{prefix}: the CPU is not Intel's ({vendor or 'unknown'})"
     mkl = _load_mkl()
     if isinstance(mkl, str):
         return "openblas", f"{prefix}: {mkl}"
-    return "mkl", f"{prefix}: MKL is installed and the CPU is Intel's"
+    return "mkl", f"{prefix}: MKL is installed"
 
 
 def _resolve(choice, prefix):
@@ -256,10 +279,13 @@ def info():
     if _current == "mkl":
         threading = ("MKL's own threads, in fastnn's OpenMP pool (GNU layer); strict "
                      "reproducibility: any thread count, same results" if _mkl.threaded else
-                     "one thread per call (sequential layer: fastnn's OpenMP runtime is "
-                     "not the system's libgomp.so.1); large products cut into slabs, one "
-                     "per fastnn thread")
-        threading += "; products of under 16 output columns on scipy's OpenBLAS"
+                     f"one thread per call (sequential layer: {_mkl.sequential_reason}); "
+                     f"large products cut into slabs, one per fastnn thread")
+        threading += "; products of under 16 output columns"
+        if _mkl.other_min_dim:
+            threading += (f", and of at least {_mkl.other_min_dim} in every dimension "
+                          f"(faster there on this {_cpu_vendor() or 'unknown'} CPU),")
+        threading += " on scipy's OpenBLAS"
         return {"name": "mkl", "version": _mkl.version, "filepath": _mkl.path,
                 "threading": threading, "reason": _reason}
     return {"name": "openblas", "version": "scipy's", "filepath": "scipy.linalg.cython_blas",

@@ -166,10 +166,9 @@ def test_environment_variable(monkeypatch, value, warns):
         _blas.set_blas(previous)
 
 
-def test_auto_prefers_mkl_on_intel_only(monkeypatch):
-    monkeypatch.setattr(_blas, "_cpu_vendor", lambda: "AuthenticAMD")
-    assert _blas._auto("x") == ("openblas", "x: the CPU is not Intel's (AuthenticAMD)")
-    monkeypatch.setattr(_blas, "_cpu_vendor", lambda: "GenuineIntel")
+def test_auto_prefers_mkl_where_installed(monkeypatch):
+    if "mkl" in AVAILABLE:
+        assert _blas._auto("x") == ("mkl", "x: MKL is installed")
     monkeypatch.setattr(_blas, "_mkl", "MKL is not installed (pip install fastnn[mkl])")
     assert _blas._auto("x") == ("openblas", "x: MKL is not installed (pip install fastnn[mkl])")
 
@@ -179,9 +178,12 @@ def test_mkl_is_set_up_for_fastnn():
     mkl = _blas._load_mkl()
     # strict reproducibility on (MKL_CBWR_ALL = -1 reads the branch and the strict bit)
     assert mkl.lib.MKL_CBWR_Get(-1) == _blas._MKL_CBWR_AUTO | _blas._MKL_CBWR_STRICT
-    # MKL's own threads only where they are the ones fastnn's kernels run on
+    # MKL's own threads only where they are the ones fastnn's kernels run on, and on
+    # Intel's CPUs (strict reproducibility holds there only)
     runtime = _blas.openmp_runtime()
-    assert mkl.threaded == (runtime is not None and os.path.basename(runtime) == "libgomp.so.1")
+    assert mkl.threaded == (runtime is not None and os.path.basename(runtime) == "libgomp.so.1"
+                            and _blas.cpuinfo("vendor_id") == "GenuineIntel")
+    assert (mkl.sequential_reason is None) == mkl.threaded
     previous = fastnn.get_blas()
     fastnn.set_blas("mkl")
     try:
@@ -261,3 +263,38 @@ def test_narrow_products_go_to_openblas_on_mkl():
             assert np.array_equal(got["mkl"], got["openblas"]) == narrow, n
     finally:
         fastnn.set_blas(previous)
+
+
+@needs_mkl
+def test_large_products_go_to_openblas_off_intel(monkeypatch):
+    """On other vendors' CPUs, MKL sends products of at least 256 in every dimension to
+    scipy's OpenBLAS (faster there): bit for bit OpenBLAS's result; smaller ones stay."""
+    mkl = _blas._load_mkl()
+    intel = _blas.cpuinfo("vendor_id") == "GenuineIntel"
+    assert mkl.other_min_dim == (0 if intel else 256)
+    assert ("at least 256 in every dimension" in _blas.info()["threading"]) == (
+        fastnn.get_blas() == "mkl" and not intel)
+    rng = np.random.default_rng(3)
+    a = rng.standard_normal((300, 400)).astype(np.float32)
+    b = rng.standard_normal((400, 320)).astype(np.float32)
+    previous = fastnn.get_blas()
+    try:
+        for min_dim in (256, 0):
+            monkeypatch.setattr(mkl, "other_min_dim", min_dim)
+            got = {}
+            for name in ("mkl", "openblas"):
+                fastnn.set_blas(name)
+                with fastnn.threads(1):
+                    got[name] = (ops.matmul(a, b), ops.matmul(a[:32], b))
+            assert np.array_equal(got["mkl"][0], got["openblas"][0]) == (min_dim == 256)
+            assert not np.array_equal(got["mkl"][1], got["openblas"][1])  # 32 rows: MKL
+    finally:
+        monkeypatch.undo()
+        fastnn.set_blas(previous)
+
+
+def test_use_addresses_refuses_a_negative_size():
+    from fastnn._kernels import backend
+
+    with pytest.raises(ValueError, match="other_min_dim"):
+        backend.use_addresses(1, 1, 0, -1)

@@ -1,6 +1,8 @@
 # The BLAS fastnn's GEMMs call: a table of function pointers that fastnn._blas fills in
 # (scipy's OpenBLAS, or MKL loaded at run time). Every gemm (blas.pxd) reads it.
 
+from .simd cimport FN_GEMM_NARROW
+
 ctypedef void (*sgemm_fn)(char *transa, char *transb, int *m, int *n, int *k,
                           float *alpha, float *a, int *lda, float *b, int *ldb,
                           float *beta, float *c, int *ldc) noexcept nogil
@@ -17,9 +19,21 @@ cdef struct BlasFns:
     # its results do not depend on their number: set_threads_local(n) sets the calling
     # thread's count for its next calls and returns the previous one.
     set_threads_fn set_threads_local
-    # Products of fewer than FN_GEMM_NARROW output columns go to these instead (scipy's
-    # BLAS: faster there than MKL), or to sgemm/dgemm when they are NULL.
-    sgemm_fn sgemm_narrow
-    dgemm_fn dgemm_narrow
+    # The other BLAS (scipy's, beside MKL), or NULL. Products of fewer than
+    # FN_GEMM_NARROW output columns go to it (faster there than MKL), and so do those
+    # whose three dimensions are all at least other_min_dim where that is not 0 (see
+    # fastnn._blas: on CPUs where OpenBLAS is the faster of the two on large products).
+    sgemm_fn sgemm_other
+    dgemm_fn dgemm_other
+    int other_min_dim
 
 cdef BlasFns *blas_fns() noexcept nogil
+
+
+cdef inline bint to_other(const BlasFns *fns, Py_ssize_t m, Py_ssize_t n,
+                          Py_ssize_t k) noexcept nogil:
+    """Whether an m x k @ k x n product goes to the other BLAS (see BlasFns)."""
+    if fns.sgemm_other == NULL:
+        return False
+    return n < FN_GEMM_NARROW or (fns.other_min_dim > 0 and m >= fns.other_min_dim
+                                  and n >= fns.other_min_dim and k >= fns.other_min_dim)

@@ -7,8 +7,7 @@
 
 from cython cimport floating
 
-from .backend cimport BlasFns, blas_fns
-from .simd cimport FN_GEMM_NARROW
+from .backend cimport BlasFns, blas_fns, to_other
 
 
 cdef inline void gemm_threads(int threads, bint trans_a, bint trans_b, int m, int n, int k,
@@ -19,22 +18,23 @@ cdef inline void gemm_threads(int threads, bint trans_a, bint trans_b, int m, in
 
     lda, ldb, ldc are the row lengths of the arrays as stored. The count is set for the
     call alone: whatever another library set as the BLAS's count (threadpoolctl, say)
-    does not apply to fastnn's products. A product of fewer than FN_GEMM_NARROW columns
-    goes to the backend's narrow BLAS where it has one, on the calling thread.
+    does not apply to fastnn's products. A product the backend sends to its other BLAS
+    (to_other: fewer than FN_GEMM_NARROW columns, or large on some CPUs) runs there, on
+    the calling thread.
     """
     cdef char ta = b'T' if trans_a else b'N'
     cdef char tb = b'T' if trans_b else b'N'
     cdef BlasFns *fns = blas_fns()
-    cdef bint narrow = n < FN_GEMM_NARROW and fns.sgemm_narrow != NULL
-    cdef bint threaded = not narrow and fns.set_threads_local != NULL
+    cdef bint other = to_other(fns, m, n, k)
+    cdef bint threaded = not other and fns.set_threads_local != NULL
     cdef int previous = 0
     if threaded:
         previous = fns.set_threads_local(threads)
     if floating is float:
-        (fns.sgemm_narrow if narrow else fns.sgemm)(
+        (fns.sgemm_other if other else fns.sgemm)(
             &tb, &ta, &n, &m, &k, &alpha, <float *> b, &ldb, <float *> a, &lda, &beta, c, &ldc)
     else:
-        (fns.dgemm_narrow if narrow else fns.dgemm)(
+        (fns.dgemm_other if other else fns.dgemm)(
             &tb, &ta, &n, &m, &k, &alpha, <double *> b, &ldb, <double *> a, &lda, &beta, c,
             &ldc)
     if threaded:

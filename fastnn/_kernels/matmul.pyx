@@ -9,9 +9,9 @@ from cython.parallel cimport prange
 cdef extern from "omp_serial.h":
     pass
 
-from .backend cimport BlasFns, blas_fns
+from .backend cimport BlasFns, blas_fns, to_other
 from .blas cimport gemm, gemm_threads
-from .simd cimport FN_GEMM_MAX_DIM, FN_GEMM_NARROW, FN_GEMM_PARALLEL_MIN
+from .simd cimport FN_GEMM_MAX_DIM, FN_GEMM_PARALLEL_MIN
 
 
 include "matmul_core.pxi"

@@ -1,6 +1,6 @@
 # The 2-D matrix product behind matmul.pyx, shared with network.pyx (included, not
 # imported). Needs: floating, prange, gemm_threads (blas.pxd), BlasFns and blas_fns
-# (backend.pxd), FN_GEMM_PARALLEL_MIN, FN_GEMM_MAX_DIM, FN_GEMM_NARROW.
+# and to_other (backend.pxd), FN_GEMM_PARALLEL_MIN, FN_GEMM_MAX_DIM.
 
 cdef void _gemm_split(bint trans_a, bint trans_b, Py_ssize_t m, Py_ssize_t n, Py_ssize_t k,
                       const floating *pa, Py_ssize_t lda, const floating *pb,
@@ -39,8 +39,8 @@ cdef void _matmul(bint trans_a, bint trans_b, Py_ssize_t m, Py_ssize_t n, Py_ssi
 
     Products under FN_GEMM_PARALLEL_MIN multiply-adds run on the calling thread. Larger
     ones run on n_threads threads: a BLAS whose threads are OpenMP's own (MKL, see
-    backend.pxd) gets the whole product and the thread count, unless it is narrow (n <
-    FN_GEMM_NARROW: scipy's BLAS takes it); otherwise the output is cut into up to
+    backend.pxd) gets the whole product and the thread count, unless the backend sends
+    it to its other BLAS (to_other: scipy's takes it); otherwise the output is cut into up to
     n_threads slabs along its longer side, and each thread makes one single-threaded
     BLAS call for its slab (see _threads.py).
     Offsets are Py_ssize_t: an operand may hold more than 2**31 elements. n, lda and ldb
@@ -57,7 +57,7 @@ cdef void _matmul(bint trans_a, bint trans_b, Py_ssize_t m, Py_ssize_t n, Py_ssi
     if parts <= 1:
         _gemm_split(trans_a, trans_b, m, n, k, pa, lda, pb, ldb, beta, pc, n)
         return
-    if fns.set_threads_local != NULL and (n >= FN_GEMM_NARROW or fns.sgemm_narrow == NULL):
+    if fns.set_threads_local != NULL and not to_other(fns, m, n, k):
         _gemm_split(trans_a, trans_b, m, n, k, pa, lda, pb, ldb, beta, pc, n, n_threads)
         return
     for t in prange(parts, schedule='static', num_threads=parts):

@@ -25,7 +25,7 @@ from libc.string cimport memcpy, memset
 
 import numpy as np
 
-from .backend cimport BlasFns, blas_fns
+from .backend cimport BlasFns, blas_fns, to_other
 from .blas cimport gemm, gemm_threads
 from .planop cimport KernelOp, kernel_backward_t, kernel_forward_t
 from .simd cimport (
@@ -33,7 +33,6 @@ from .simd cimport (
     FN_ACT_READS_INPUT,
     FN_CHUNK,
     FN_GEMM_MAX_DIM,
-    FN_GEMM_NARROW,
     FN_GEMM_PARALLEL_MIN,
     FN_PARALLEL_MIN,
     FN_REDUCE_COLS,
