@@ -71,14 +71,17 @@ class _Mkl:
         lib = ctypes.CDLL(path)
         self.lib, self.path = lib, path
         # MKL's GNU threading layer links the system's libgomp.so.1: the pool fastnn's
-        # kernels run on, unless fastnn bundles a renamed copy (a repaired wheel). And
-        # MKL's strict reproducibility holds on Intel CPUs only: elsewhere its threads
-        # change the bits with the thread count (float64 products on an AMD EPYC).
-        # Either way MKL runs one thread per call and fastnn cuts products into slabs.
+        # kernels run on, unless fastnn bundles a renamed copy (a repaired wheel); then
+        # the sequential layer. (The layer is the process's: another library's MKL, as
+        # torch's, may compute through it too, so it stays GNU wherever it can.) MKL's
+        # strict reproducibility holds on Intel CPUs only: elsewhere its threads change
+        # the bits with the thread count (float64 products on an AMD EPYC). Without
+        # either, MKL runs one thread per call and fastnn cuts products into slabs.
+        self.gnu_layer = _openmp_is_system_libgomp()
         self.sequential_reason = _mkl_sequential_reason()
         self.threaded = self.sequential_reason is None
         self.other_min_dim = 0 if _cpu_vendor() == "GenuineIntel" else _OTHER_MIN_DIM
-        wanted = _MKL_THREADING_GNU if self.threaded else _MKL_THREADING_SEQUENTIAL
+        wanted = _MKL_THREADING_GNU if self.gnu_layer else _MKL_THREADING_SEQUENTIAL
         lib.MKL_Set_Interface_Layer.argtypes = [ctypes.c_int]
         lib.MKL_Set_Threading_Layer.argtypes = [ctypes.c_int]
         lib.MKL_CBWR_Set.argtypes = [ctypes.c_int]
@@ -106,8 +109,8 @@ class _Mkl:
         def address(name):
             return ctypes.cast(getattr(self.lib, name), ctypes.c_void_p).value
 
-        threads = address("MKL_Set_Num_Threads_Local") if self.threaded else 0
-        return address("sgemm"), address("dgemm"), threads, self.other_min_dim
+        threads = address("MKL_Set_Num_Threads_Local") if self.gnu_layer else 0
+        return address("sgemm"), address("dgemm"), threads, self.threaded, self.other_min_dim
 
 
 class _DlInfo(ctypes.Structure):
@@ -132,9 +135,9 @@ def openmp_runtime():
 
 def _mkl_sequential_reason():
     """Why MKL must run one thread per call here, or None where its own threads may run
-    fastnn's products."""
+    fastnn's whole products."""
     if not _openmp_is_system_libgomp():
-        return "fastnn's OpenMP runtime is not the system's libgomp.so.1"
+        return "sequential layer: fastnn's OpenMP runtime is not the system's libgomp.so.1"
     vendor = _cpu_vendor()
     if vendor != "GenuineIntel":
         return (f"MKL's strict reproducibility covers Intel CPUs only, this one is "
@@ -213,8 +216,8 @@ def _use(name, reason):
 def _use_mkl_slabs():
     """MKL on one thread per call, products cut into slabs as for OpenBLAS: the other
     way to thread MKL's products, for bench/bench_gemm.py to compare."""
-    sgemm, dgemm, _, other_min_dim = _load_mkl().addresses()
-    backend.use_addresses(sgemm, dgemm, 0, other_min_dim)
+    sgemm, dgemm, threads, _, other_min_dim = _load_mkl().addresses()
+    backend.use_addresses(sgemm, dgemm, threads, False, other_min_dim)
     _use_name("mkl", "bench: MKL in fastnn's slabs")
 
 
@@ -279,7 +282,7 @@ def info():
     if _current == "mkl":
         threading = ("MKL's own threads, in fastnn's OpenMP pool (GNU layer); strict "
                      "reproducibility: any thread count, same results" if _mkl.threaded else
-                     f"one thread per call (sequential layer: {_mkl.sequential_reason}); "
+                     f"one thread per call ({_mkl.sequential_reason}); "
                      f"large products cut into slabs, one per fastnn thread")
         threading += "; products of under 16 output columns"
         if _mkl.other_min_dim:

@@ -184,6 +184,10 @@ def test_mkl_is_set_up_for_fastnn():
     assert mkl.threaded == (runtime is not None and os.path.basename(runtime) == "libgomp.so.1"
                             and _blas.cpuinfo("vendor_id") == "GenuineIntel")
     assert (mkl.sequential_reason is None) == mkl.threaded
+    # GNU's layer wherever fastnn's pool is the system's libgomp, whole products or not:
+    # the layer is the process's, and another library's MKL (torch's) computes through it
+    assert mkl.gnu_layer == (runtime is not None and os.path.basename(runtime) == "libgomp.so.1")
+    assert (mkl.addresses()[2] != 0) == mkl.gnu_layer
     previous = fastnn.get_blas()
     fastnn.set_blas("mkl")
     try:
@@ -293,8 +297,10 @@ def test_large_products_go_to_openblas_off_intel(monkeypatch):
         fastnn.set_blas(previous)
 
 
-def test_use_addresses_refuses_a_negative_size():
+def test_use_addresses_refuses_what_it_cannot_do():
     from fastnn._kernels import backend
 
     with pytest.raises(ValueError, match="other_min_dim"):
-        backend.use_addresses(1, 1, 0, -1)
+        backend.use_addresses(1, 1, 0, False, -1)
+    with pytest.raises(ValueError, match="whole_products needs"):
+        backend.use_addresses(1, 1, 0, True)

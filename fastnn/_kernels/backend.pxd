@@ -14,11 +14,14 @@ ctypedef int (*set_threads_fn)(int n) noexcept nogil
 cdef struct BlasFns:
     sgemm_fn sgemm
     dgemm_fn dgemm
-    # NULL: the BLAS runs one thread and fastnn cuts products into slabs for its own
-    # threads. Otherwise the BLAS's threads are OpenMP's (the one pool fastnn runs) and
-    # its results do not depend on their number: set_threads_local(n) sets the calling
-    # thread's count for its next calls and returns the previous one.
+    # NULL: the BLAS runs one thread per call. Otherwise its threads are OpenMP's (the
+    # one pool fastnn runs): set_threads_local(n) sets the calling thread's count for
+    # its next calls and returns the previous one, and every call sets its own.
     set_threads_fn set_threads_local
+    # True: the BLAS's results do not depend on its thread count, and it gets whole
+    # products and fastnn's thread count (set_threads_local is not NULL). False: fastnn
+    # cuts products into slabs for its own threads, one BLAS thread each.
+    bint whole_products
     # The other BLAS (scipy's, beside MKL), or NULL. Products of fewer than
     # FN_GEMM_NARROW output columns go to it (faster there than MKL), and so do those
     # whose three dimensions are all at least other_min_dim where that is not 0 (see

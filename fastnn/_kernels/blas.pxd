@@ -14,7 +14,8 @@ cdef inline void gemm_threads(int threads, bint trans_a, bint trans_b, int m, in
                               floating alpha, const floating *a, int lda, const floating *b,
                               int ldb, floating beta, floating *c, int ldc) noexcept nogil:
     """c[m, n] = alpha * op(a) @ op(b) + beta * c, all row-major, on `threads` threads
-    of a BLAS that runs its own (backend.pxd), else on the calling thread.
+    of a BLAS that runs its own (backend.pxd; a slab's call passes 1), else on the
+    calling thread.
 
     lda, ldb, ldc are the row lengths of the arrays as stored. The count is set for the
     call alone: whatever another library set as the BLAS's count (threadpoolctl, say)

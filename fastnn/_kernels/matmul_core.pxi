@@ -38,8 +38,9 @@ cdef void _matmul(bint trans_a, bint trans_b, Py_ssize_t m, Py_ssize_t n, Py_ssi
     """c[m, n] = op(a) @ op(b) + beta * c, row-major, c's rows n long.
 
     Products under FN_GEMM_PARALLEL_MIN multiply-adds run on the calling thread. Larger
-    ones run on n_threads threads: a BLAS whose threads are OpenMP's own (MKL, see
-    backend.pxd) gets the whole product and the thread count, unless the backend sends
+    ones run on n_threads threads: a BLAS whose threads are OpenMP's own and whose results
+    do not depend on their number (MKL on Intel CPUs, see backend.pxd) gets the whole
+    product and the thread count, unless the backend sends
     it to its other BLAS (to_other: scipy's takes it); otherwise the output is cut into up to
     n_threads slabs along its longer side, and each thread makes one single-threaded
     BLAS call for its slab (see _threads.py).
@@ -57,7 +58,7 @@ cdef void _matmul(bint trans_a, bint trans_b, Py_ssize_t m, Py_ssize_t n, Py_ssi
     if parts <= 1:
         _gemm_split(trans_a, trans_b, m, n, k, pa, lda, pb, ldb, beta, pc, n)
         return
-    if fns.set_threads_local != NULL and not to_other(fns, m, n, k):
+    if fns.whole_products and not to_other(fns, m, n, k):
         _gemm_split(trans_a, trans_b, m, n, k, pa, lda, pb, ldb, beta, pc, n, n_threads)
         return
     for t in prange(parts, schedule='static', num_threads=parts):
