@@ -9,12 +9,13 @@ function pointers (fastnn/_kernels/backend.pxd). Two backends can fill it:
   installed (`pip install fastnn[mkl]`; MKL is under the Intel Simplified Software
   License, not fastnn's BSD licence). fastnn sets its threading layer to GNU OpenMP, so
   its threads are the pool fastnn's kernels run on (never a second spinning pool), and
-  hands it whole products with fastnn's thread count. Its strict conditional numerical
-  reproducibility mode is on, so results do not depend on the thread count (MKL's
-  guarantee for GEMM on Intel CPUs; fastnn's tests check it). Where fastnn's OpenMP
-  runtime is a renamed copy (a wheel repaired by auditwheel bundles one), MKL's GNU
-  layer would start a second one, and on other vendors' CPUs strict reproducibility
-  does not hold: MKL then runs sequentially and fastnn cuts products into slabs.
+  hands it whole products with fastnn's thread count. On Intel CPUs its strict
+  conditional numerical reproducibility mode is on, so results do not depend on the
+  thread count (MKL's guarantee for GEMM there; fastnn's tests check it). On other
+  vendors' CPUs that mode does not hold (fastnn leaves it off), and where fastnn's
+  OpenMP runtime is a renamed copy (a wheel repaired by auditwheel bundles one) MKL's
+  GNU layer would start a second one (MKL's sequential layer then): in both cases MKL
+  runs one thread per call and fastnn cuts products into slabs.
   Products of fewer than 16 output columns (an output layer of 10 classes) still go to
   scipy's OpenBLAS, which computes them 1.2-1.9x faster than MKL (Intel Xeon); on
   other vendors' CPUs so do products of at least 256 in every dimension, where
@@ -80,7 +81,8 @@ class _Mkl:
         self.gnu_layer = _openmp_is_system_libgomp()
         self.sequential_reason = _mkl_sequential_reason()
         self.threaded = self.sequential_reason is None
-        self.other_min_dim = 0 if _cpu_vendor() == "GenuineIntel" else _OTHER_MIN_DIM
+        self.strict = _cpu_vendor() == "GenuineIntel"
+        self.other_min_dim = 0 if self.strict else _OTHER_MIN_DIM
         wanted = _MKL_THREADING_GNU if self.gnu_layer else _MKL_THREADING_SEQUENTIAL
         lib.MKL_Set_Interface_Layer.argtypes = [ctypes.c_int]
         lib.MKL_Set_Threading_Layer.argtypes = [ctypes.c_int]
@@ -95,7 +97,11 @@ class _Mkl:
                 "process; fastnn needs GNU OpenMP's, the pool its own kernels run on, or "
                 "the sequential one"
             )
-        if lib.MKL_CBWR_Set(_MKL_CBWR_AUTO | _MKL_CBWR_STRICT) != _MKL_CBWR_SUCCESS:
+        # Strict reproducibility where it holds (Intel CPUs). Elsewhere it is left off:
+        # it cannot keep the bits there, and the mode is the process's, imposed on any
+        # other library's MKL too (its kernels ran no faster with it on an AMD EPYC).
+        if self.strict and (lib.MKL_CBWR_Set(_MKL_CBWR_AUTO | _MKL_CBWR_STRICT)
+                              != _MKL_CBWR_SUCCESS):
             raise OSError("MKL refused strict conditional numerical reproducibility "
                           "(it must be set before MKL first computes)")
         lib.MKL_Set_Num_Threads(1)  # calls fastnn does not thread run one thread
