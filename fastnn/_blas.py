@@ -19,7 +19,9 @@ function pointers (fastnn/_kernels/backend.pxd). Two backends can fill it:
   Products of fewer than 16 output columns (an output layer of 10 classes) still go to
   scipy's OpenBLAS, which computes them 1.2-1.9x faster than MKL (Intel Xeon); on
   other vendors' CPUs so do products of at least 256 in every dimension, where
-  OpenBLAS measured 1-5% faster and MKL 1.1-1.6x faster below (AMD EPYC).
+  OpenBLAS measured 1-5% faster and MKL 1.1-1.6x faster below, and those of under
+  2**20 multiply-adds whose b is not transposed (OpenBLAS's small-matrix kernels, up to
+  20% faster; AMD EPYC).
 
 Which one: `set_blas(name)`, else the environment variable FASTNN_BLAS ("auto",
 "openblas" or "mkl"), else "auto": MKL where it is installed (on an Intel Xeon measured
@@ -56,8 +58,11 @@ _MKL_CBWR_SUCCESS = 0
 # scipy's OpenBLAS. On an AMD EPYC (Zen 4, 1 thread), MKL computes the small-batch
 # products of a training step 1.1-1.6x faster (32x1024 @ (1024x1024)^T: 0.89 against
 # 1.43 ms), while OpenBLAS is 1-5% faster from 256 up (1024x1024^T @ 1024x1024: 21.6
-# against 22.8 ms); bench/bench_gemm.py.
+# against 22.8 ms); bench/bench_gemm.py. Below 2**20 multiply-adds OpenBLAS's small-matrix
+# kernels win where b is not transposed (32x128 @ 128x128: 13.7 against 16.4 us; with
+# b transposed MKL's 16.5 against 20.0 us).
 _OTHER_MIN_DIM = 256
+_OTHER_BELOW = 1 << 20
 _MKL_LIBRARIES = ("libmkl_rt.so.3", "libmkl_rt.so.2", "libmkl_rt.so")
 
 _current = None  # the backend in use, once configured
@@ -83,6 +88,7 @@ class _Mkl:
         self.threaded = self.sequential_reason is None
         self.strict = _cpu_vendor() == "GenuineIntel"
         self.other_min_dim = 0 if self.strict else _OTHER_MIN_DIM
+        self.other_below = 0 if self.strict else _OTHER_BELOW
         wanted = _MKL_THREADING_GNU if self.gnu_layer else _MKL_THREADING_SEQUENTIAL
         lib.MKL_Set_Interface_Layer.argtypes = [ctypes.c_int]
         lib.MKL_Set_Threading_Layer.argtypes = [ctypes.c_int]
@@ -116,7 +122,8 @@ class _Mkl:
             return ctypes.cast(getattr(self.lib, name), ctypes.c_void_p).value
 
         threads = address("MKL_Set_Num_Threads_Local") if self.gnu_layer else 0
-        return address("sgemm"), address("dgemm"), threads, self.threaded, self.other_min_dim
+        return (address("sgemm"), address("dgemm"), threads, self.threaded,
+                self.other_min_dim, self.other_below)
 
 
 class _DlInfo(ctypes.Structure):
@@ -222,8 +229,8 @@ def _use(name, reason):
 def _use_mkl_slabs():
     """MKL on one thread per call, products cut into slabs as for OpenBLAS: the other
     way to thread MKL's products, for bench/bench_gemm.py to compare."""
-    sgemm, dgemm, threads, _, other_min_dim = _load_mkl().addresses()
-    backend.use_addresses(sgemm, dgemm, threads, False, other_min_dim)
+    sgemm, dgemm, threads, _, *other = _load_mkl().addresses()
+    backend.use_addresses(sgemm, dgemm, threads, False, *other)
     _use_name("mkl", "bench: MKL in fastnn's slabs")
 
 
@@ -292,7 +299,8 @@ def info():
                      f"large products cut into slabs, one per fastnn thread")
         threading += "; products of under 16 output columns"
         if _mkl.other_min_dim:
-            threading += (f", and of at least {_mkl.other_min_dim} in every dimension "
+            threading += (f", of at least {_mkl.other_min_dim} in every dimension and of "
+                          f"under {_mkl.other_below} multiply-adds with b not transposed "
                           f"(faster there on this {_cpu_vendor() or 'unknown'} CPU),")
         threading += " on scipy's OpenBLAS"
         return {"name": "mkl", "version": _mkl.version, "filepath": _mkl.path,

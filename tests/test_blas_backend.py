@@ -274,28 +274,37 @@ def test_narrow_products_go_to_openblas_on_mkl():
 
 
 @needs_mkl
-def test_large_products_go_to_openblas_off_intel(monkeypatch):
-    """On other vendors' CPUs, MKL sends products of at least 256 in every dimension to
-    scipy's OpenBLAS (faster there): bit for bit OpenBLAS's result; smaller ones stay."""
+def test_large_and_tiny_products_go_to_openblas_off_intel(monkeypatch):
+    """On other vendors' CPUs, MKL sends products of at least 256 in every dimension,
+    and those under 2**20 multiply-adds whose b is not transposed, to scipy's OpenBLAS
+    (faster there): bit for bit OpenBLAS's result; the others stay on MKL."""
     mkl = _blas._load_mkl()
     intel = _blas.cpuinfo("vendor_id") == "GenuineIntel"
     assert mkl.other_min_dim == (0 if intel else 256)
+    assert mkl.other_below == (0 if intel else 1 << 20)
     assert ("at least 256 in every dimension" in _blas.info()["threading"]) == (
         fastnn.get_blas() == "mkl" and not intel)
     rng = np.random.default_rng(3)
     a = rng.standard_normal((300, 400)).astype(np.float32)
     b = rng.standard_normal((400, 320)).astype(np.float32)
+    bt = np.ascontiguousarray(b[:, :128].T)  # 128 x 400: a @ bt.T has b transposed
     previous = fastnn.get_blas()
     try:
-        for min_dim in (256, 0):
+        for min_dim, below in ((256, 1 << 20), (0, 0)):
             monkeypatch.setattr(mkl, "other_min_dim", min_dim)
+            monkeypatch.setattr(mkl, "other_below", below)
             got = {}
             for name in ("mkl", "openblas"):
                 fastnn.set_blas(name)
                 with fastnn.threads(1):
-                    got[name] = (ops.matmul(a, b), ops.matmul(a[:32], b))
-            assert np.array_equal(got["mkl"][0], got["openblas"][0]) == (min_dim == 256)
-            assert not np.array_equal(got["mkl"][1], got["openblas"][1])  # 32 rows: MKL
+                    got[name] = (ops.matmul(a, b), ops.matmul(a[:32], b),
+                                 ops.matmul(a[:16], b[:, :64]),  # 409,600 multiply-adds
+                                 ops.matmul(a[:16], bt, trans_b=True))
+            mkl_got, ob_got = got["mkl"], got["openblas"]
+            assert np.array_equal(mkl_got[0], ob_got[0]) == (min_dim == 256)
+            assert not np.array_equal(mkl_got[1], ob_got[1])  # 32 rows, 4M: MKL
+            assert np.array_equal(mkl_got[2], ob_got[2]) == (below > 0)
+            assert not np.array_equal(mkl_got[3], ob_got[3])  # b transposed: MKL
     finally:
         monkeypatch.undo()
         fastnn.set_blas(previous)
@@ -306,5 +315,7 @@ def test_use_addresses_refuses_what_it_cannot_do():
 
     with pytest.raises(ValueError, match="other_min_dim"):
         backend.use_addresses(1, 1, 0, False, -1)
+    with pytest.raises(ValueError, match="other_below"):
+        backend.use_addresses(1, 1, 0, False, 0, -1.0)
     with pytest.raises(ValueError, match="whole_products needs"):
         backend.use_addresses(1, 1, 0, True)

@@ -161,7 +161,9 @@ def test_train_on_mnist(tmp_path):
                           "--hidden", 64, "--quiet", "--out", path, "--plot", ""])
     assert code == 0, err
     assert "MNIST" in out and "5000 training / 10000 test" in out
-    assert accuracy_in(out) > 0.85
+    # one epoch of 5000 samples reaches about 0.85 (0.8500 and 0.8501 on the two BLAS
+    # backends of one machine: the last batches decide the last digit); chance is 0.1
+    assert accuracy_in(out) > 0.8
     model, meta = fastnn.load(path, with_metadata=True)
     assert model[0].in_features == 784 and model[0].out_features == 64
     assert meta["n_features"] == 784 and meta["input_scale"] == 255.0

@@ -23,20 +23,26 @@ cdef struct BlasFns:
     # cuts products into slabs for its own threads, one BLAS thread each.
     bint whole_products
     # The other BLAS (scipy's, beside MKL), or NULL. Products of fewer than
-    # FN_GEMM_NARROW output columns go to it (faster there than MKL), and so do those
-    # whose three dimensions are all at least other_min_dim where that is not 0 (see
-    # fastnn._blas: on CPUs where OpenBLAS is the faster of the two on large products).
+    # FN_GEMM_NARROW output columns go to it (faster there than MKL), and so do, where
+    # these are not 0 (see fastnn._blas: CPUs on which OpenBLAS is the faster of the two
+    # there), those whose three dimensions are all at least other_min_dim, and those of
+    # fewer than other_below multiply-adds whose b is not transposed.
     sgemm_fn sgemm_other
     dgemm_fn dgemm_other
     int other_min_dim
+    double other_below
 
 cdef BlasFns *blas_fns() noexcept nogil
 
 
-cdef inline bint to_other(const BlasFns *fns, Py_ssize_t m, Py_ssize_t n,
-                          Py_ssize_t k) noexcept nogil:
-    """Whether an m x k @ k x n product goes to the other BLAS (see BlasFns)."""
+cdef inline bint to_other(const BlasFns *fns, Py_ssize_t m, Py_ssize_t n, Py_ssize_t k,
+                          bint trans_b) noexcept nogil:
+    """Whether an m x k @ op(b) (k x n) product goes to the other BLAS (see BlasFns)."""
     if fns.sgemm_other == NULL:
         return False
-    return n < FN_GEMM_NARROW or (fns.other_min_dim > 0 and m >= fns.other_min_dim
-                                  and n >= fns.other_min_dim and k >= fns.other_min_dim)
+    if n < FN_GEMM_NARROW:
+        return True
+    if fns.other_min_dim > 0 and (m >= fns.other_min_dim and n >= fns.other_min_dim
+                                  and k >= fns.other_min_dim):
+        return True
+    return not trans_b and <double> m * n * k < fns.other_below

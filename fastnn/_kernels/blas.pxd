@@ -26,7 +26,7 @@ cdef inline void gemm_threads(int threads, bint trans_a, bint trans_b, int m, in
     cdef char ta = b'T' if trans_a else b'N'
     cdef char tb = b'T' if trans_b else b'N'
     cdef BlasFns *fns = blas_fns()
-    cdef bint other = to_other(fns, m, n, k)
+    cdef bint other = to_other(fns, m, n, k, trans_b)
     cdef bint threaded = not other and fns.set_threads_local != NULL
     cdef int previous = 0
     if threaded:
