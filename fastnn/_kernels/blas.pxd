@@ -20,8 +20,8 @@ cdef inline void gemm_threads(int threads, bint trans_a, bint trans_b, int m, in
     lda, ldb, ldc are the row lengths of the arrays as stored. The count is set for the
     call alone: whatever another library set as the BLAS's count (threadpoolctl, say)
     does not apply to fastnn's products. A product the backend sends to its other BLAS
-    (to_other: fewer than FN_GEMM_NARROW columns, or large on some CPUs) runs there, on
-    the calling thread.
+    (to_other: fewer than FN_GEMM_NARROW columns; on some CPUs large ones and tiny ones)
+    runs there, on the calling thread.
     """
     cdef char ta = b'T' if trans_a else b'N'
     cdef char tb = b'T' if trans_b else b'N'
