@@ -84,9 +84,15 @@ class _Mkl:
         # the bits with the thread count (float64 products on an AMD EPYC). Without
         # either, MKL runs one thread per call and fastnn cuts products into slabs.
         self.gnu_layer = _openmp_is_system_libgomp()
-        self.sequential_reason = _mkl_sequential_reason()
-        self.threaded = self.sequential_reason is None
-        self.strict = _cpu_vendor() == "GenuineIntel"
+        self.vendor = _cpu_vendor() or "unknown"
+        self.strict = self.vendor == "GenuineIntel"
+        self.threaded = self.gnu_layer and self.strict
+        self.sequential_reason = (
+            None if self.threaded else
+            "sequential layer: fastnn's OpenMP runtime is not the system's libgomp.so.1"
+            if not self.gnu_layer else
+            f"MKL's strict reproducibility covers Intel CPUs only, this one is "
+            f"{self.vendor}'s")
         self.other_min_dim = 0 if self.strict else _OTHER_MIN_DIM
         self.other_below = 0 if self.strict else _OTHER_BELOW
         wanted = _MKL_THREADING_GNU if self.gnu_layer else _MKL_THREADING_SEQUENTIAL
@@ -143,18 +149,6 @@ def openmp_runtime():
             return os.fsdecode(info.dli_fname)
     except (OSError, AttributeError):  # a serial build, or no dladdr
         pass
-    return None
-
-
-def _mkl_sequential_reason():
-    """Why MKL must run one thread per call here, or None where its own threads may run
-    fastnn's whole products."""
-    if not _openmp_is_system_libgomp():
-        return "sequential layer: fastnn's OpenMP runtime is not the system's libgomp.so.1"
-    vendor = _cpu_vendor()
-    if vendor != "GenuineIntel":
-        return (f"MKL's strict reproducibility covers Intel CPUs only, this one is "
-                f"{vendor or 'unknown'}'s")
     return None
 
 
@@ -301,7 +295,7 @@ def info():
         if _mkl.other_min_dim:
             threading += (f", of at least {_mkl.other_min_dim} in every dimension and of "
                           f"under {_mkl.other_below} multiply-adds with b not transposed "
-                          f"(faster there on this {_cpu_vendor() or 'unknown'} CPU),")
+                          f"(faster there on this {_mkl.vendor} CPU),")
         threading += " on scipy's OpenBLAS"
         return {"name": "mkl", "version": _mkl.version, "filepath": _mkl.path,
                 "threading": threading, "reason": _reason}

@@ -359,11 +359,11 @@ def test_every_kernel_module_with_regions_includes_the_shortcut():
     sources = sorted(folder.glob("*.pyx"))
     if not sources:
         pytest.skip("an installed package: no .pyx sources beside it")
-    parallel = [p for p in sources if "prange" in p.read_text() or "omp parallel" in
-                p.read_text()]
+    texts = {p.name: p.read_text() for p in sources}
+    parallel = [name for name, text in texts.items()
+                if "prange" in text or "omp parallel" in text]
     assert parallel, "no kernel module has a parallel region?"
-    missing = [p.name for p in parallel
-               if 'cdef extern from "omp_serial.h"' not in p.read_text()]
+    missing = [name for name in parallel if 'cdef extern from "omp_serial.h"' not in texts[name]]
     assert not missing, f"parallel regions without omp_serial.h: {missing}"
 
 

@@ -38,12 +38,12 @@ cdef void _matmul(bint trans_a, bint trans_b, Py_ssize_t m, Py_ssize_t n, Py_ssi
     """c[m, n] = op(a) @ op(b) + beta * c, row-major, c's rows n long.
 
     Products under FN_GEMM_PARALLEL_MIN multiply-adds run on the calling thread. Larger
-    ones run on n_threads threads: a BLAS whose threads are OpenMP's own and whose results
-    do not depend on their number (MKL on Intel CPUs, see backend.pxd) gets the whole
-    product and the thread count, unless the backend sends
-    it to its other BLAS (to_other: scipy's takes it); otherwise the output is cut into up to
-    n_threads slabs along its longer side, and each thread makes one single-threaded
-    BLAS call for its slab (see _threads.py).
+    ones run on n_threads threads: a BLAS whose threads are OpenMP's own and whose
+    results do not depend on their number (MKL on Intel CPUs, see backend.pxd) gets the
+    whole product and the thread count, unless the backend sends it to its other BLAS
+    (to_other); otherwise the output is cut into up to n_threads slabs along its longer
+    side, and each thread makes one single-threaded BLAS call for its slab (see
+    _threads.py).
     Offsets are Py_ssize_t: an operand may hold more than 2**31 elements. n, lda and ldb
     must fit in an int (the callers check); m and k may not (_gemm_split).
     """
