@@ -365,7 +365,7 @@ def blas_libraries():
         if info.get("user_api") != "blas":
             continue
         folders = info["filepath"].split(os.sep)
-        owner = next((o for o in ("numpy", "scipy") for part in folders
+        owner = next((o for o in ("scipy_openblas32", "numpy", "scipy") for part in folders
                       if part == o or part.startswith(o + ".")), "other")
         libs.append({"owner": owner, **info})
     return libs
@@ -405,6 +405,7 @@ def header(title, threads, cfg, quick, method_lines=(), legend_lines=(),
     for lib in info["blas"]:
         user = "NumPy's @" if lib["owner"] == "numpy" else (
             "scipy" if lib["owner"] == "scipy" else
+            "fastnn (scipy-openblas32)" if lib["owner"] == "scipy_openblas32" else
             "fastnn (MKL)" if lib["internal_api"] == "mkl" else "unknown user")
         print(f"  BLAS for {user}: {lib['internal_api']} {lib['version']}, "
               f"{lib.get('architecture', '?')}, {lib.get('threading_layer', '?')}, "

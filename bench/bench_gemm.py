@@ -5,11 +5,16 @@
 For each product shape, float32, into a preallocated output, at each thread count,
 interleaved in one run (bench/_common.py's method):
 
-- openblas: fastnn.ops.matmul on scipy's OpenBLAS: one single-threaded call per thread,
-  on a slab of the output cut along its longer side (fastnn's only way with OpenBLAS,
-  whose own threads would be a second pool);
-- mkl: ops.matmul on MKL (when installed) with MKL's own threads, which are fastnn's
-  OpenMP pool (the GNU threading layer), in strict reproducibility mode;
+- openblas: fastnn.ops.matmul on fastnn's OpenBLAS (the scipy-openblas32 package's where
+  installed, else SciPy's): one single-threaded call per thread, on a slab of the output
+  cut along its longer side (fastnn's only way with OpenBLAS, whose own threads would be
+  a second pool);
+- openblas-scipy: the same on SciPy's own OpenBLAS, where the package's is the one in use;
+- mkl: ops.matmul on MKL (when installed) as fastnn runs it: on Intel CPUs with MKL's own
+  threads, which are fastnn's OpenMP pool (the GNU threading layer), in strict
+  reproducibility mode, elsewhere in slabs; the products MKL is slower at on OpenBLAS
+  (fastnn/_kernels/backend.pxd: to_other);
+- mkl-alone: every product on MKL (threaded as for mkl);
 - mkl-slabs: ops.matmul on MKL, one single-threaded call per slab, as for OpenBLAS;
 - numpy: np.matmul on NumPy's own OpenBLAS, threaded (its own pool);
 - torch: torch.matmul (PyTorch's MKL), when torch is installed.
@@ -57,6 +62,7 @@ SHAPES = [
     ("fwd b256", 256, 1024, 1024, False, False),
     ("dW b256", 1024, 256, 1024, True, False),
     ("dx b256", 256, 1024, 1024, False, True),
+    ("dx b1024", 1024, 1024, 1024, False, True),
     ("fwd b1024", 1024, 1024, 1024, False, False),
     ("dW b1024", 1024, 1024, 1024, True, False),
     ("fwd w2048", 256, 2048, 2048, False, False),
@@ -85,12 +91,13 @@ def routes(shape):
 
     for backend in blas_backends():
         found[backend] = (fastnn_product, backend)
-    if "mkl" in found:
-        def slabs():
-            fastnn._blas._use_mkl_slabs()
-            ops.matmul(a, b, trans_a=ta, trans_b=tb, out=c)
+    for route in ("openblas-scipy", "mkl-alone", "mkl-slabs"):
+        if fastnn._blas._use_for_bench(route):
+            def other(route=route):
+                fastnn._blas._use_for_bench(route)
+                ops.matmul(a, b, trans_a=ta, trans_b=tb, out=c)
 
-        found["mkl-slabs"] = (slabs, "mkl")
+            found[route] = (other, route.partition("-")[0])
     at, bt = (a.T if ta else a), (b.T if tb else b)
     found["numpy"] = (lambda: np.matmul(at, bt, out=c), None)
     if torch is not None:
@@ -106,7 +113,7 @@ def run(shapes, threads, cfg):
           f"fn/best: fastnn's default ({fastnn.get_blas()}) over it\n")
     columns = [("shape", 10, "shape", ""), ("MxKxN", 15, "mnk", ""), ("op", 2, "op", ""),
                ("thr", 3, "threads", "d")]
-    columns += [(f"{k} ms", 13 if k == "mkl-slabs" else 11, f"{k}_ms", ".3f") for k in names]
+    columns += [(f"{k} ms", max(11, len(k) + 3), f"{k}_ms", ".3f") for k in names]
     columns += [("GFLOP/s", 7, "best_gflops", ".0f"), ("best", 9, "best", ""),
                 ("fn/best", 7, "ratio", ".2f"), ("note", 4, "note", "")]
     table = Table(columns)

@@ -1,10 +1,14 @@
-"""Which BLAS fastnn's matrix products call: scipy's OpenBLAS, or Intel MKL.
+"""Which BLAS fastnn's matrix products call: an OpenBLAS, or Intel MKL beside one.
 
 fastnn's GEMMs (Linear layers, convolutions, `ops.matmul`) go through one table of
 function pointers (fastnn/_kernels/backend.pxd). Two backends can fill it:
 
-- "openblas": scipy's BLAS (`scipy.linalg.cython_blas`), always there. It runs one
-  thread per call; fastnn cuts a large product into slabs, one per OpenMP thread.
+- "openblas": OpenBLAS, always there: SciPy's own copy (`scipy.linalg.cython_blas`), or,
+  where the `scipy-openblas32` package is installed (`pip install fastnn[openblas]`, BSD
+  licence) and its OpenBLAS is at least as new, that one: a newer OpenBLAS than SciPy's
+  computes a training step's products faster (0.3.34 against SciPy 1.17's 0.3.30: 2-7%
+  on an AMD EPYC, 3-7% on whole training steps). It runs one thread per call; fastnn cuts
+  a large product into slabs, one per OpenMP thread.
 - "mkl": Intel MKL's `libmkl_rt`, loaded at run time when the `mkl` package is
   installed (`pip install fastnn[mkl]`; MKL is under the Intel Simplified Software
   License, not fastnn's BSD licence). fastnn sets its threading layer to GNU OpenMP, so
@@ -17,20 +21,19 @@ function pointers (fastnn/_kernels/backend.pxd). Two backends can fill it:
   GNU layer would start a second one (MKL's sequential layer then): in both cases MKL
   runs one thread per call and fastnn cuts products into slabs.
   Products of fewer than 16 output columns (an output layer of 10 classes) still go to
-  scipy's OpenBLAS, which computes them 1.2-1.9x faster than MKL (Intel Xeon); on
-  other vendors' CPUs so do products of at least 256 in every dimension, where
-  OpenBLAS measured 1-5% faster and MKL 1.1-1.6x faster below, and those of under
-  2**20 multiply-adds whose b is not transposed (OpenBLAS's small-matrix kernels, up to
-  20% faster; AMD EPYC).
+  the OpenBLAS above, which computes them 1.2-1.9x faster than MKL (Intel Xeon); on
+  other vendors' CPUs, OpenBLAS takes every product but those MKL measured faster
+  there: input gradients (b transposed) of under 512 rows, and products with a
+  transposed operand over an inner dimension under 64 (backend.pxd's to_other; AMD
+  EPYC).
 
 Which one: `set_blas(name)`, else the environment variable FASTNN_BLAS ("auto",
 "openblas" or "mkl"), else "auto": MKL where it is installed (on an Intel Xeon measured
 faster for every shape of bench/bench_train.py, one thread or more; on an AMD EPYC for
-the small products, the large ones staying on OpenBLAS as above), scipy's OpenBLAS
-otherwise. An FASTNN_BLAS that cannot be honoured warns and falls back
-to "auto"; `set_blas` raises instead. The two backends round differently: a model gives
-the same results again only on the same backend (and CPU). `show_config()` says which
-one runs and why.
+the products named above, the others going to OpenBLAS), OpenBLAS otherwise. An
+FASTNN_BLAS that cannot be honoured warns and falls back to "auto"; `set_blas` raises
+instead. The BLAS libraries round differently: a model gives the same results again
+only with the same libraries (and CPU). `show_config()` says which one runs and why.
 """
 
 import ctypes
@@ -54,20 +57,15 @@ _MKL_THREADING_GNU = 3
 _MKL_CBWR_AUTO = 2
 _MKL_CBWR_STRICT = 0x10000
 _MKL_CBWR_SUCCESS = 0
-# On CPUs other than Intel's, products of at least this much in every dimension go to
-# scipy's OpenBLAS. On an AMD EPYC (Zen 4, 1 thread), MKL computes the small-batch
-# products of a training step 1.1-1.6x faster (32x1024 @ (1024x1024)^T: 0.89 against
-# 1.43 ms), while OpenBLAS is 1-5% faster from 256 up (1024x1024^T @ 1024x1024: 21.6
-# against 22.8 ms); bench/bench_gemm.py. Below 2**20 multiply-adds OpenBLAS's small-matrix
-# kernels win where b is not transposed (32x128 @ 128x128: 13.7 against 16.4 us; with
-# b transposed MKL's 16.5 against 20.0 us).
-_OTHER_MIN_DIM = 256
-_OTHER_BELOW = 1 << 20
+# From this OpenBLAS version on, products with neither operand transposed go to OpenBLAS
+# beside MKL on CPUs other than Intel's (backend.pxd: nn_other).
+_OPENBLAS_NN_FROM = (0, 3, 31)
 _MKL_LIBRARIES = ("libmkl_rt.so.3", "libmkl_rt.so.2", "libmkl_rt.so")
 
 _current = None  # the backend in use, once configured
 _reason = None  # why it was chosen
 _mkl = None  # the loaded _Mkl, or the reason it could not load (str)
+_openblas = None  # the _OpenBlas in use, once found
 
 
 class _Mkl:
@@ -93,8 +91,7 @@ class _Mkl:
             if not self.gnu_layer else
             f"MKL's strict reproducibility covers Intel CPUs only, this one is "
             f"{self.vendor}'s")
-        self.other_min_dim = 0 if self.strict else _OTHER_MIN_DIM
-        self.other_below = 0 if self.strict else _OTHER_BELOW
+        self.by_shape = not self.strict  # products to OpenBLAS by shape (backend.pxd)
         wanted = _MKL_THREADING_GNU if self.gnu_layer else _MKL_THREADING_SEQUENTIAL
         lib.MKL_Set_Interface_Layer.argtypes = [ctypes.c_int]
         lib.MKL_Set_Threading_Layer.argtypes = [ctypes.c_int]
@@ -128,8 +125,104 @@ class _Mkl:
             return ctypes.cast(getattr(self.lib, name), ctypes.c_void_p).value
 
         threads = address("MKL_Set_Num_Threads_Local") if self.gnu_layer else 0
-        return (address("sgemm"), address("dgemm"), threads, self.threaded,
-                self.other_min_dim, self.other_below)
+        return address("sgemm"), address("dgemm"), threads, self.threaded
+
+
+class _OpenBlas:
+    """An OpenBLAS fastnn can call: SciPy's own (path None), or a shared library (the
+    scipy-openblas32 package's), loaded here and held to one thread per call."""
+
+    def __init__(self, path=None):
+        self.path = path
+        if path is None:
+            self.lib, self.where, self._version = None, "SciPy's", None
+            return
+        # OpenBLAS starts its threads when loaded, as many as OPENBLAS_NUM_THREADS says
+        # (else one per CPU); fastnn's slabs are its threads, so it starts none.
+        saved = os.environ.get("OPENBLAS_NUM_THREADS")
+        os.environ["OPENBLAS_NUM_THREADS"] = "1"
+        try:
+            lib = ctypes.CDLL(path, mode=ctypes.RTLD_LOCAL)  # its symbols stay its own
+        finally:
+            if saved is None:
+                del os.environ["OPENBLAS_NUM_THREADS"]
+            else:
+                os.environ["OPENBLAS_NUM_THREADS"] = saved
+        prefix = "scipy_" if hasattr(lib, "scipy_openblas_get_config") else ""
+        lib[prefix + "openblas_set_num_threads"].argtypes = [ctypes.c_int]
+        lib[prefix + "openblas_set_num_threads"](1)
+        config = lib[prefix + "openblas_get_config"]
+        config.restype = ctypes.c_char_p
+        found = re.search(r"OpenBLAS ([0-9][\w.]*)", config().decode(errors="replace"))
+        self.lib, self.prefix = lib, prefix
+        self.where = "the scipy-openblas32 package's"
+        self._version = found.group(1) if found else "?"
+
+    @property
+    def version(self):
+        if self._version is None:  # SciPy's, read when first needed (threadpoolctl)
+            self._version = _scipy_openblas_version()
+        return self._version
+
+    def version_tuple(self):
+        return tuple(int(x) for x in re.findall(r"\d+", self.version)[:3])
+
+    def addresses(self):
+        """(sgemm, dgemm): its Fortran-interface functions' addresses."""
+        if self.lib is None:
+            return backend.scipy_addresses()
+        return tuple(ctypes.cast(self.lib[self.prefix + name], ctypes.c_void_p).value
+                     for name in ("sgemm_", "dgemm_"))
+
+
+def _scipy_openblas_version():
+    """The version of SciPy's OpenBLAS as threadpoolctl reads it, or "?"."""
+    from . import _threads
+
+    for name, version, *_ in _threads.blas_info():
+        if name == "openblas" and version:
+            return version
+    return "?"
+
+
+def _wheel_openblas_path():
+    """The scipy-openblas32 package's library, or None where it is not installed."""
+    import importlib.util
+
+    try:
+        spec = importlib.util.find_spec("scipy_openblas32")
+    except (ImportError, ValueError):
+        return None
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    folder = os.path.join(next(iter(spec.submodule_search_locations)), "lib")
+    try:
+        names = sorted(n for n in os.listdir(folder)
+                       if n.startswith("libscipy_openblas") and ".so" in n)
+    except OSError:
+        return None
+    return os.path.join(folder, names[0]) if names else None
+
+
+def _load_openblas():
+    """The OpenBLAS fastnn calls (found once): the scipy-openblas32 package's where it is
+    installed, loads and is at least as new as SciPy's, else SciPy's own."""
+    global _openblas
+    if _openblas is None:
+        scipy_own = _OpenBlas()
+        _openblas = scipy_own
+        path = _wheel_openblas_path() if sys.platform.startswith("linux") else None
+        if path is not None:
+            try:
+                wheel = _OpenBlas(path)
+            except (OSError, AttributeError) as exc:
+                warnings.warn(f"fastnn: the scipy-openblas32 package's OpenBLAS could not "
+                              f"be loaded ({exc}); SciPy's is used", RuntimeWarning,
+                              stacklevel=3)
+            else:
+                if wheel.version_tuple() >= scipy_own.version_tuple():
+                    _openblas = wheel
+    return _openblas
 
 
 class _DlInfo(ctypes.Structure):
@@ -212,20 +305,43 @@ def _cpu_vendor():
     return cpuinfo("vendor_id")
 
 
-def _use(name, reason):
+def _use(name, reason, whole_products=None, openblas=None, alone=False):
+    """Fill the table for backend `name`. For bench/bench_gemm.py: whole_products
+    overrides MKL's threading, openblas names the OpenBLAS (else _load_openblas's), and
+    alone leaves MKL without one beside it."""
+    openblas = openblas or _load_openblas()
     if name == "mkl":
-        backend.use_addresses(*_load_mkl().addresses())
+        mkl = _load_mkl()
+        sgemm, dgemm, threads, threaded = mkl.addresses()
+        whole = threaded if whole_products is None else whole_products
+        if alone:
+            backend.use_addresses(sgemm, dgemm, threads, whole)
+        else:
+            nn_other = mkl.by_shape and openblas.version_tuple() >= _OPENBLAS_NN_FROM
+            backend.use_addresses(sgemm, dgemm, threads, whole, *openblas.addresses(),
+                                  mkl.by_shape, nn_other)
     else:
-        backend.use_scipy()
+        backend.use_addresses(*openblas.addresses())
     _use_name(name, reason)
 
 
-def _use_mkl_slabs():
-    """MKL on one thread per call, products cut into slabs as for OpenBLAS: the other
-    way to thread MKL's products, for bench/bench_gemm.py to compare."""
-    sgemm, dgemm, threads, _, *other = _load_mkl().addresses()
-    backend.use_addresses(sgemm, dgemm, threads, False, *other)
-    _use_name("mkl", "bench: MKL in fastnn's slabs")
+def _use_for_bench(route):
+    """bench/bench_gemm.py's other ways to run fastnn's products: "mkl-slabs" (MKL on one
+    thread per call, products cut into slabs as for OpenBLAS), "mkl-alone" (every
+    product on MKL) and "openblas-scipy" (SciPy's own OpenBLAS where the
+    scipy-openblas32 package's is the one in use). Returns False where the route is
+    not available here."""
+    if route.startswith("mkl") and isinstance(_load_mkl(), str):
+        return False
+    if route == "mkl-slabs":
+        _use("mkl", "bench: MKL in fastnn's slabs", whole_products=False)
+    elif route == "mkl-alone":
+        _use("mkl", "bench: MKL alone", alone=True)
+    elif route == "openblas-scipy" and _load_openblas().lib is not None:
+        _use("openblas", "bench: SciPy's OpenBLAS", openblas=_OpenBlas())
+    else:
+        return False
+    return True
 
 
 def _use_name(name, reason):
@@ -286,20 +402,27 @@ def get_blas():
 
 def info():
     """A dict for show_config: the backend, its version, library, threading and why."""
+    openblas = _load_openblas()
+    where = f"{openblas.where} OpenBLAS {openblas.version}"
     if _current == "mkl":
         threading = ("MKL's own threads, in fastnn's OpenMP pool (GNU layer); strict "
                      "reproducibility: any thread count, same results" if _mkl.threaded else
                      f"one thread per call ({_mkl.sequential_reason}); "
                      f"large products cut into slabs, one per fastnn thread")
-        threading += "; products of under 16 output columns"
-        if _mkl.other_min_dim:
-            threading += (f", of at least {_mkl.other_min_dim} in every dimension and of "
-                          f"under {_mkl.other_below} multiply-adds with b not transposed "
-                          f"(faster there on this {_mkl.vendor} CPU),")
-        threading += " on scipy's OpenBLAS"
+        if _mkl.by_shape:
+            threading += (f"; on {where}, one thread per call, every product except "
+                          f"those MKL computes faster on this {_mkl.vendor} CPU: input "
+                          "gradients (b transposed) of under 512 rows, products with a "
+                          "transposed operand over an inner dimension under 64")
+            if openblas.version_tuple() < _OPENBLAS_NN_FROM:
+                threading += (" and products with neither operand transposed that have a "
+                              "dimension under 256")
+        else:
+            threading += f"; products of under 16 output columns on {where}"
         return {"name": "mkl", "version": _mkl.version, "filepath": _mkl.path,
                 "threading": threading, "reason": _reason}
-    return {"name": "openblas", "version": "scipy's", "filepath": "scipy.linalg.cython_blas",
-            "threading": "one thread per call; large products cut into slabs, one per "
-                         "fastnn thread",
+    return {"name": "openblas", "version": openblas.version,
+            "filepath": openblas.path or "scipy.linalg.cython_blas",
+            "threading": f"{where}; one thread per call; large products cut into slabs, "
+                         "one per fastnn thread",
             "reason": _reason}

@@ -34,13 +34,18 @@ AVAILABLE = _available()
 needs_mkl = pytest.mark.skipif("mkl" not in AVAILABLE, reason="MKL is not installed")
 
 
-@pytest.fixture(params=_blas.BACKENDS)
+@pytest.fixture(params=[*_blas.BACKENDS, "openblas-scipy"])
 def backend(request):
-    """Each backend in turn (skipped where it is not installed), restored afterwards."""
-    if request.param not in AVAILABLE:
-        pytest.skip(f"{request.param} is not available here")
+    """Each backend in turn (skipped where it is not installed), and SciPy's own OpenBLAS
+    where the scipy-openblas32 package's is the one in use; restored afterwards."""
     previous = fastnn.get_blas()
-    fastnn.set_blas(request.param)
+    if request.param == "openblas-scipy":
+        if not _blas._use_for_bench("openblas-scipy"):
+            pytest.skip("fastnn's OpenBLAS is SciPy's here")
+    elif request.param not in AVAILABLE:
+        pytest.skip(f"{request.param} is not available here")
+    else:
+        fastnn.set_blas(request.param)
     yield request.param
     fastnn.set_blas(previous)
 
@@ -253,69 +258,130 @@ def test_ensemble_workers_use_the_parents_backend():
         fastnn.set_blas(previous)
 
 
+# (m, k, n, trans_a, trans_b) -> whether the other BLAS beside MKL computes it: by_shape
+# off (Intel CPUs), by_shape on with nn_other off (an OpenBLAS older than 0.3.31), both on.
+ROUTES = [
+    ((300, 1000, 15, False, False), (True, True, True)),  # under 16 output columns
+    ((300, 1000, 16, False, False), (False, False, True)),
+    ((256, 256, 256, False, False), (False, True, True)),  # every dimension >= 256
+    ((255, 300, 300, False, False), (False, False, True)),
+    ((300, 300, 255, False, False), (False, False, True)),
+    ((16, 64, 1023, False, False), (False, True, True)),  # under 2**20 multiply-adds
+    ((16, 64, 1024, False, False), (False, False, True)),
+    ((300, 64, 300, True, False), (False, True, True)),  # a^T, inner dimension >= 64
+    ((300, 63, 300, True, False), (False, False, False)),
+    ((16, 32, 64, True, False), (False, True, True)),  # a^T, tiny
+    ((512, 64, 32, False, True), (False, True, True)),  # b^T, >= 512 rows, inner >= 64
+    ((511, 300, 32, False, True), (False, False, False)),
+    ((600, 63, 32, False, True), (False, False, False)),
+    ((16, 64, 64, False, True), (False, False, False)),  # b^T, tiny: still MKL
+    ((16, 64, 10, False, True), (True, True, True)),
+]
+
+
 @needs_mkl
-def test_narrow_products_go_to_openblas_on_mkl():
-    """With MKL, products of fewer than 16 output columns (an output layer) run on
-    scipy's OpenBLAS, where they are faster: bit for bit OpenBLAS's result."""
-    rng = np.random.default_rng(2)
-    a = rng.standard_normal((300, 1000)).astype(np.float32)
+def test_products_go_to_the_blas_their_shape_names():
+    """Beside MKL, the other BLAS (an OpenBLAS) takes the products of fewer than 16
+    output columns, and on CPUs other than Intel's (by_shape) those backend.pxd's
+    to_other names; without MKL there is no other. End to end: a product sent to the
+    other BLAS is bit for bit its result, one kept on MKL MKL's."""
+    from fastnn._kernels import backend
+
+    mkl = _blas._load_mkl()
+    sgemm, dgemm, threads, _ = mkl.addresses()
+    other = _blas._load_openblas().addresses()
+    modes = ((False, False), (True, False), (True, True))
     previous = fastnn.get_blas()
     try:
-        for n, narrow in ((10, True), (15, True), (16, False), (64, False)):
-            b = rng.standard_normal((1000, n)).astype(np.float32)
-            got = {}
-            for name in ("mkl", "openblas"):
-                fastnn.set_blas(name)
+        for shape, expected in ROUTES:
+            m, k, n, ta, tb = shape
+            for (by_shape, nn_other), want in zip(modes, expected):
+                backend.use_addresses(sgemm, dgemm, threads, False, *other, by_shape,
+                                      nn_other)
+                assert backend.goes_to_other(m, n, k, ta, tb) == want, (shape, by_shape,
+                                                                        nn_other)
+            fastnn.set_blas("openblas")
+            assert not backend.goes_to_other(m, n, k, ta, tb)
+        rng = np.random.default_rng(2)
+        for m, k, n, ta, tb in ((16, 500, 100, False, False), (20, 300, 100, True, False),
+                                (16, 500, 100, False, True)):
+            a, b = _product(rng, m, k, n, ta, tb, np.float32)
+
+            def product(a=a, b=b, ta=ta, tb=tb):
                 with fastnn.threads(1):
-                    got[name] = ops.matmul(a, b)
-            assert np.array_equal(got["mkl"], got["openblas"]) == narrow, n
+                    return ops.matmul(a, b, trans_a=ta, trans_b=tb)
+
+            fastnn.set_blas("openblas")
+            by_other = product()
+            _blas._use_for_bench("mkl-alone")
+            by_mkl = product()
+            assert not np.array_equal(by_mkl, by_other)  # else the test could not fail
+            backend.use_addresses(sgemm, dgemm, threads, False, *other, True, False)
+            routed = by_other if backend.goes_to_other(m, n, k, ta, tb) else by_mkl
+            np.testing.assert_array_equal(product(), routed)
     finally:
         fastnn.set_blas(previous)
 
 
 @needs_mkl
-def test_large_and_tiny_products_go_to_openblas_off_intel(monkeypatch):
-    """On other vendors' CPUs, MKL sends products of at least 256 in every dimension,
-    and those under 2**20 multiply-adds whose b is not transposed, to scipy's OpenBLAS
-    (faster there): bit for bit OpenBLAS's result; the others stay on MKL."""
+def test_mkl_routes_by_shape_off_intel_only():
     mkl = _blas._load_mkl()
     intel = _blas.cpuinfo("vendor_id") == "GenuineIntel"
-    assert mkl.other_min_dim == (0 if intel else 256)
-    assert mkl.other_below == (0 if intel else 1 << 20)
-    assert ("at least 256 in every dimension" in _blas.info()["threading"]) == (
-        fastnn.get_blas() == "mkl" and not intel)
-    rng = np.random.default_rng(3)
-    a = rng.standard_normal((300, 400)).astype(np.float32)
-    b = rng.standard_normal((400, 320)).astype(np.float32)
-    bt = np.ascontiguousarray(b[:, :128].T)  # 128 x 400: a @ bt.T has b transposed
+    assert mkl.by_shape == (not intel)
     previous = fastnn.get_blas()
     try:
-        for min_dim, below in ((256, 1 << 20), (0, 0)):
-            monkeypatch.setattr(mkl, "other_min_dim", min_dim)
-            monkeypatch.setattr(mkl, "other_below", below)
-            got = {}
-            for name in ("mkl", "openblas"):
-                fastnn.set_blas(name)
-                with fastnn.threads(1):
-                    got[name] = (ops.matmul(a, b), ops.matmul(a[:32], b),
-                                 ops.matmul(a[:16], b[:, :64]),  # 409,600 multiply-adds
-                                 ops.matmul(a[:16], bt, trans_b=True))
-            mkl_got, ob_got = got["mkl"], got["openblas"]
-            assert np.array_equal(mkl_got[0], ob_got[0]) == (min_dim == 256)
-            assert not np.array_equal(mkl_got[1], ob_got[1])  # 32 rows, 4M: MKL
-            assert np.array_equal(mkl_got[2], ob_got[2]) == (below > 0)
-            assert not np.array_equal(mkl_got[3], ob_got[3])  # b transposed: MKL
+        fastnn.set_blas("mkl")
+        threading = _blas.info()["threading"]
+        assert ("input gradients (b transposed) of under 512 rows" in threading) == (
+            not intel)
+        assert ("products of under 16 output columns" in threading) == intel
     finally:
-        monkeypatch.undo()
         fastnn.set_blas(previous)
 
 
 def test_use_addresses_refuses_what_it_cannot_do():
     from fastnn._kernels import backend
 
-    with pytest.raises(ValueError, match="other_min_dim"):
-        backend.use_addresses(1, 1, 0, False, -1)
-    with pytest.raises(ValueError, match="other_below"):
-        backend.use_addresses(1, 1, 0, False, 0, -1.0)
+    with pytest.raises(ValueError, match="must not be 0"):
+        backend.use_addresses(0, 1)
     with pytest.raises(ValueError, match="whole_products needs"):
         backend.use_addresses(1, 1, 0, True)
+    with pytest.raises(ValueError, match="both its sgemm and dgemm"):
+        backend.use_addresses(1, 1, 0, False, 1, 0)
+    with pytest.raises(ValueError, match="need the other BLAS"):
+        backend.use_addresses(1, 1, 0, False, 0, 0, True)
+    with pytest.raises(ValueError, match="need the other BLAS"):
+        backend.use_addresses(1, 1, 0, False, 0, 0, False, True)
+
+
+def test_openblas_is_the_newest_one_installed(monkeypatch):
+    """fastnn's OpenBLAS: the scipy-openblas32 package's where installed (and not older
+    than SciPy's), held to one thread; else SciPy's own, bit for bit scipy's sgemm."""
+    from scipy.linalg import blas as scipy_blas
+
+    openblas = _blas._load_openblas()
+    path = _blas._wheel_openblas_path()
+    if path is not None and openblas.lib is not None:
+        assert openblas.path == path and os.path.isfile(path)
+        assert openblas.version_tuple() >= _blas._OpenBlas().version_tuple()
+        assert openblas.lib[openblas.prefix + "openblas_get_num_threads"]() == 1
+    elif path is None:
+        assert openblas.lib is None
+    rng = np.random.default_rng(4)
+    a, b = _product(rng, 200, 300, 100, False, False, np.float32)
+    previous = fastnn.get_blas()
+    try:
+        fastnn.set_blas("openblas")
+        assert openblas.where in _blas.info()["threading"]
+        monkeypatch.setattr(_blas, "_wheel_openblas_path", lambda: None)
+        monkeypatch.setattr(_blas, "_openblas", None)
+        fastnn.set_blas("openblas")
+        gemm = fastnn.show_config("dicts")["gemm"]
+        assert gemm["filepath"] == "scipy.linalg.cython_blas"
+        assert "SciPy's OpenBLAS" in gemm["threading"]
+        with fastnn.threads(1):
+            got = ops.matmul(a, b)
+        np.testing.assert_array_equal(got, scipy_blas.sgemm(1.0, a, b))
+    finally:
+        monkeypatch.undo()
+        fastnn.set_blas(previous)

@@ -1,5 +1,5 @@
 # The BLAS fastnn's GEMMs call: a table of function pointers that fastnn._blas fills in
-# (scipy's OpenBLAS, or MKL loaded at run time). Every gemm (blas.pxd) reads it.
+# (an OpenBLAS, or MKL loaded at run time beside one). Every gemm (blas.pxd) reads it.
 
 from .simd cimport FN_GEMM_NARROW
 
@@ -10,6 +10,27 @@ ctypedef void (*dgemm_fn)(char *transa, char *transb, int *m, int *n, int *k,
                           double *alpha, double *a, int *lda, double *b, int *ldb,
                           double *beta, double *c, int *ldc) noexcept nogil
 ctypedef int (*set_threads_fn)(int n) noexcept nogil
+
+# Where the other BLAS (an OpenBLAS beside MKL) takes products by shape (by_shape, on
+# CPUs other than Intel's), in row-major terms c[m, n] = op(a)[m, k] @ op(b)[k, n].
+# Measured on an AMD EPYC (Zen 4), one thread, bench/bench_gemm.py: MKL is faster where
+# b is transposed (an input gradient dz @ W^T) on fewer than 512 rows, 1.03-1.7x
+# (32 x 1024 @ (1024 x 1024)^T: 0.86 against 1.26-1.40 ms), and where either operand is
+# transposed over an inner dimension under 64 (a weight gradient x^T @ dz over a batch
+# of 32: 1.1-1.2x; dz @ W^T for 10 classes: 1.1x); OpenBLAS elsewhere, 1-7%
+# (1024 x 256 @ 256 x 1024 with a transposed: 5.3 against 5.4 ms, 4096 x 256 @
+# 256 x 4096: 83 against 96 ms; 1024 x 1024 @ (1024 x 1024)^T: 21.2 against 21.9 ms),
+# and on products of under 2**20 multiply-adds whose b is not transposed (its
+# small-matrix kernels, up to 1.2x).
+# Products with neither operand transposed (a layer's forward product) go to OpenBLAS
+# from version 0.3.31 on (nn_other): 1.02-1.06x MKL there; to an older one (0.3.30:
+# 0.90-0.98x MKL on 32-256 rows) only with every dimension at least 256 (the two alike
+# there alone, MKL up to 10% slower inside a training step: 1024 x 1024 @ 1024 x 1024).
+cdef enum:
+    FN_OTHER_NT_MIN_ROWS = 512
+    FN_OTHER_MIN_INNER = 64
+    FN_OTHER_SMALL = 1 << 20
+    FN_OTHER_NN_MIN_DIM = 256
 
 cdef struct BlasFns:
     sgemm_fn sgemm
@@ -22,27 +43,32 @@ cdef struct BlasFns:
     # products and fastnn's thread count (set_threads_local is not NULL). False: fastnn
     # cuts products into slabs for its own threads, one BLAS thread each.
     bint whole_products
-    # The other BLAS (scipy's, beside MKL), or NULL. Products of fewer than
-    # FN_GEMM_NARROW output columns go to it (faster there than MKL), and so do, where
-    # these are not 0 (see fastnn._blas: CPUs on which OpenBLAS is the faster of the two
-    # there), those whose three dimensions are all at least other_min_dim, and those of
-    # fewer than other_below multiply-adds whose b is not transposed.
+    # The other BLAS (an OpenBLAS, beside MKL), or NULL: it runs one thread per call.
+    # Products of fewer than FN_GEMM_NARROW output columns go to it (faster there than
+    # MKL), and where by_shape is set, those that to_other names.
     sgemm_fn sgemm_other
     dgemm_fn dgemm_other
-    int other_min_dim
-    double other_below
+    bint by_shape
+    bint nn_other
 
 cdef BlasFns *blas_fns() noexcept nogil
 
 
 cdef inline bint to_other(const BlasFns *fns, Py_ssize_t m, Py_ssize_t n, Py_ssize_t k,
-                          bint trans_b) noexcept nogil:
-    """Whether an m x k @ op(b) (k x n) product goes to the other BLAS (see BlasFns)."""
+                          bint trans_a, bint trans_b) noexcept nogil:
+    """Whether an op(a) (m x k) @ op(b) (k x n) product goes to the other BLAS (see
+    BlasFns and FN_OTHER_*)."""
     if fns.sgemm_other == NULL:
         return False
     if n < FN_GEMM_NARROW:
         return True
-    if fns.other_min_dim > 0 and (m >= fns.other_min_dim and n >= fns.other_min_dim
-                                  and k >= fns.other_min_dim):
+    if not fns.by_shape:
+        return False
+    if trans_b:
+        return m >= FN_OTHER_NT_MIN_ROWS and k >= FN_OTHER_MIN_INNER
+    if <double> m * n * k < FN_OTHER_SMALL:
         return True
-    return not trans_b and <double> m * n * k < fns.other_below
+    if trans_a:
+        return k >= FN_OTHER_MIN_INNER
+    return fns.nn_other or (m >= FN_OTHER_NN_MIN_DIM and n >= FN_OTHER_NN_MIN_DIM
+                            and k >= FN_OTHER_NN_MIN_DIM)

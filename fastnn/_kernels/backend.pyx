@@ -14,47 +14,53 @@ cdef BlasFns *blas_fns() noexcept nogil:
     return &_fns
 
 
+def scipy_addresses():
+    """(sgemm, dgemm): the addresses of scipy's BLAS functions (scipy.linalg.cython_blas)."""
+    return <uintptr_t> sgemm, <uintptr_t> dgemm
+
+
 def use_scipy():
     """Route the products to scipy's BLAS (its sgemm/dgemm, run on one thread)."""
-    _fns.sgemm = <sgemm_fn> sgemm
-    _fns.dgemm = <dgemm_fn> dgemm
-    _fns.set_threads_local = NULL
-    _fns.whole_products = False
-    _fns.sgemm_other = NULL
-    _fns.dgemm_other = NULL
-    _fns.other_min_dim = 0
-    _fns.other_below = 0
+    use_addresses(*scipy_addresses())
 
 
 def use_addresses(uintptr_t sgemm_address, uintptr_t dgemm_address,
-                  uintptr_t set_threads_local_address, bint whole_products=False,
-                  int other_min_dim=0, double other_below=0):
+                  uintptr_t set_threads_local_address=0, bint whole_products=False,
+                  uintptr_t other_sgemm_address=0, uintptr_t other_dgemm_address=0,
+                  bint by_shape=False, bint nn_other=False):
     """Route the products to the Fortran-interface sgemm/dgemm at these addresses.
 
     set_threads_local_address is 0 for a BLAS that runs one thread per call, else the
     address of an int(int) that sets the calling thread's BLAS thread count (see
     backend.pxd). whole_products: hand the BLAS whole products and fastnn's thread count
-    (needs set_threads_local), else slabs of one thread each. Products of fewer than
-    FN_GEMM_NARROW output columns stay on scipy's BLAS, and so do those with every
-    dimension at least other_min_dim where it is not 0 and those of fewer than
-    other_below multiply-adds whose b is not transposed. The caller keeps the library
-    loaded for as long as it is in use.
+    (needs set_threads_local), else slabs of one thread each. The other BLAS's sgemm and
+    dgemm (both or neither; one thread per call) take the products of fewer than
+    FN_GEMM_NARROW output columns, and where by_shape is set those that backend.pxd's
+    to_other names (nn_other: those with neither operand transposed too). The caller
+    keeps the libraries loaded for as long as they are in use.
     """
-    if other_min_dim < 0 or not other_below >= 0:
-        raise ValueError("other_min_dim and other_below must be >= 0")
-    if whole_products and set_threads_local_address == 0:
-        raise ValueError("whole_products needs the BLAS's set_threads_local")
     if sgemm_address == 0 or dgemm_address == 0:
         raise ValueError("sgemm and dgemm addresses must not be 0")
+    if whole_products and set_threads_local_address == 0:
+        raise ValueError("whole_products needs the BLAS's set_threads_local")
+    if (other_sgemm_address == 0) != (other_dgemm_address == 0):
+        raise ValueError("the other BLAS needs both its sgemm and dgemm addresses")
+    if (by_shape or nn_other) and other_sgemm_address == 0:
+        raise ValueError("by_shape and nn_other need the other BLAS")
     _fns.sgemm = <sgemm_fn> sgemm_address
     _fns.dgemm = <dgemm_fn> dgemm_address
     _fns.set_threads_local = <set_threads_fn> set_threads_local_address
     _fns.whole_products = whole_products
-    _fns.sgemm_other = <sgemm_fn> sgemm
-    _fns.dgemm_other = <dgemm_fn> dgemm
-    _fns.other_min_dim = other_min_dim
-    _fns.other_below = other_below
+    _fns.sgemm_other = <sgemm_fn> other_sgemm_address
+    _fns.dgemm_other = <dgemm_fn> other_dgemm_address
+    _fns.by_shape = by_shape
+    _fns.nn_other = nn_other
 
+
+def goes_to_other(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, bint trans_a, bint trans_b):
+    """Whether the table sends an op(a) (m x k) @ op(b) (k x n) product to the other BLAS
+    (to_other, for the tests)."""
+    return to_other(&_fns, m, n, k, trans_a, trans_b)
 
 
 use_scipy()  # until fastnn._blas chooses

@@ -1,4 +1,4 @@
-# Row-major GEMM over the BLAS fastnn uses (backend.pxd: scipy's, or MKL), for float
+# Row-major GEMM over the BLAS fastnn uses (backend.pxd: an OpenBLAS, or MKL), for float
 # and double.
 #
 # BLAS is column-major. A row-major array is the column-major storage of its
@@ -20,13 +20,13 @@ cdef inline void gemm_threads(int threads, bint trans_a, bint trans_b, int m, in
     lda, ldb, ldc are the row lengths of the arrays as stored. The count is set for the
     call alone: whatever another library set as the BLAS's count (threadpoolctl, say)
     does not apply to fastnn's products. A product the backend sends to its other BLAS
-    (to_other: fewer than FN_GEMM_NARROW columns; on some CPUs large ones and tiny ones)
+    (to_other: fewer than FN_GEMM_NARROW columns; on some CPUs more, by shape)
     runs there, on the calling thread.
     """
     cdef char ta = b'T' if trans_a else b'N'
     cdef char tb = b'T' if trans_b else b'N'
     cdef BlasFns *fns = blas_fns()
-    cdef bint other = to_other(fns, m, n, k, trans_b)
+    cdef bint other = to_other(fns, m, n, k, trans_a, trans_b)
     cdef bint threaded = not other and fns.set_threads_local != NULL
     cdef int previous = 0
     if threaded:

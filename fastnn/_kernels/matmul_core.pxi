@@ -58,7 +58,7 @@ cdef void _matmul(bint trans_a, bint trans_b, Py_ssize_t m, Py_ssize_t n, Py_ssi
     if parts <= 1:
         _gemm_split(trans_a, trans_b, m, n, k, pa, lda, pb, ldb, beta, pc, n)
         return
-    if fns.whole_products and not to_other(fns, m, n, k, trans_b):
+    if fns.whole_products and not to_other(fns, m, n, k, trans_a, trans_b):
         _gemm_split(trans_a, trans_b, m, n, k, pa, lda, pb, ldb, beta, pc, n, n_threads)
         return
     for t in prange(parts, schedule='static', num_threads=parts):
