@@ -174,6 +174,17 @@ class _OpenBlas:
         return tuple(ctypes.cast(self.lib[self.prefix + name], ctypes.c_void_p).value
                      for name in ("sgemm_", "dgemm_"))
 
+    def thread_addresses(self):
+        """(get, set): the addresses of its openblas_get/set_num_threads, or (0, 0)
+        where they cannot be found (SciPy's copy, not identified)."""
+        lib, prefix = self.lib, getattr(self, "prefix", "")
+        if lib is None:
+            lib, prefix = _scipy_openblas_library()
+        if lib is None:
+            return 0, 0
+        return tuple(ctypes.cast(lib[prefix + name], ctypes.c_void_p).value
+                     for name in ("openblas_get_num_threads", "openblas_set_num_threads"))
+
 
 def _scipy_openblas_version():
     """The version of SciPy's OpenBLAS as threadpoolctl reads it, or "?"."""
@@ -183,6 +194,24 @@ def _scipy_openblas_version():
         if name == "openblas" and version:
             return version
     return "?"
+
+
+def _scipy_openblas_library():
+    """(SciPy's OpenBLAS as a ctypes library, its symbols' prefix), or (None, "")."""
+    from . import _threads
+
+    for name, _, _, _, path in _threads.blas_info():
+        if name != "openblas" or not path:
+            continue
+        try:
+            lib = ctypes.CDLL(path)  # already loaded: the same library
+        except OSError:
+            continue
+        for prefix in ("scipy_", ""):
+            if hasattr(lib, prefix + "openblas_get_num_threads") and hasattr(
+                    lib, prefix + "openblas_set_num_threads"):
+                return lib, prefix
+    return None, ""
 
 
 def _wheel_openblas_path():
@@ -310,6 +339,9 @@ def _use(name, reason, whole_products=None, openblas=None, alone=False):
     overrides MKL's threading, openblas names the OpenBLAS (else _load_openblas's), and
     alone leaves MKL without one beside it."""
     openblas = openblas or _load_openblas()
+    get_threads, set_threads = openblas.thread_addresses()
+    held = {"openblas_get_threads_address": get_threads,
+            "openblas_set_threads_address": set_threads}
     if name == "mkl":
         mkl = _load_mkl()
         sgemm, dgemm, threads, threaded = mkl.addresses()
@@ -319,9 +351,9 @@ def _use(name, reason, whole_products=None, openblas=None, alone=False):
         else:
             nn_other = mkl.by_shape and openblas.version_tuple() >= _OPENBLAS_NN_FROM
             backend.use_addresses(sgemm, dgemm, threads, whole, *openblas.addresses(),
-                                  mkl.by_shape, nn_other)
+                                  mkl.by_shape, nn_other, **held)
     else:
-        backend.use_addresses(*openblas.addresses())
+        backend.use_addresses(*openblas.addresses(), **held)
     _use_name(name, reason)
 
 

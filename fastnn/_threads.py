@@ -160,7 +160,11 @@ def _controllers():
 
 
 def set_blas_threads(n):
-    """Set the thread count of the BLAS fastnn calls."""
+    """Set the thread count of the BLAS fastnn calls (and the count its products hold
+    fastnn's OpenBLAS at: see _kernels/backend.pxd)."""
+    from ._kernels import backend
+
+    backend.hold_openblas_threads(n)
     for controller in _controllers():
         controller.set_num_threads(n)
 

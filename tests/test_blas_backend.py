@@ -385,3 +385,34 @@ def test_openblas_is_the_newest_one_installed(monkeypatch):
     finally:
         monkeypatch.undo()
         fastnn.set_blas(previous)
+
+
+def test_the_openblas_in_use_stays_at_its_held_count_under_threadpoolctl(capfd):
+    """threadpoolctl's limits (NumPy's users set them) reach every OpenBLAS in the
+    process; fastnn's products put the one they use back to its held count (1: fastnn's
+    slabs are its threads), so it never starts its own pool inside fastnn's."""
+    from threadpoolctl import threadpool_limits
+
+    from fastnn._kernels import backend
+
+    openblas = _blas._load_openblas()
+    lib, prefix = ((openblas.lib, openblas.prefix) if openblas.lib is not None
+                   else _blas._scipy_openblas_library())
+    if lib is None:
+        pytest.skip("SciPy's OpenBLAS is not identified here")
+    a = np.ones((512, 1024), np.float32)
+    b = np.ones((1024, 1024), np.float32)
+    previous = fastnn.get_blas()
+    try:
+        for name in AVAILABLE:
+            fastnn.set_blas(name)
+            with threadpool_limits(4, user_api="blas"):
+                assert lib[prefix + "openblas_get_num_threads"]() == 4
+                with fastnn.threads(2):
+                    got = ops.matmul(a, b)
+                assert lib[prefix + "openblas_get_num_threads"]() == (
+                    backend.openblas_threads_held())
+            np.testing.assert_array_equal(got, np.full((512, 1024), 1024, np.float32))
+    finally:
+        fastnn.set_blas(previous)
+    assert "OpenBLAS Warning" not in capfd.readouterr().err

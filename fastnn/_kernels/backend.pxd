@@ -10,6 +10,8 @@ ctypedef void (*dgemm_fn)(char *transa, char *transb, int *m, int *n, int *k,
                           double *alpha, double *a, int *lda, double *b, int *ldb,
                           double *beta, double *c, int *ldc) noexcept nogil
 ctypedef int (*set_threads_fn)(int n) noexcept nogil
+ctypedef int (*get_count_fn)() noexcept nogil
+ctypedef void (*set_count_fn)(int n) noexcept nogil
 
 # Where the other BLAS (an OpenBLAS beside MKL) takes products by shape (by_shape, on
 # CPUs other than Intel's), in row-major terms c[m, n] = op(a)[m, k] @ op(b)[k, n].
@@ -50,6 +52,14 @@ cdef struct BlasFns:
     dgemm_fn dgemm_other
     bint by_shape
     bint nn_other
+    # The OpenBLAS in use (the BLAS, or the other one): its process-wide thread count,
+    # which anyone may change (threadpoolctl's limits, for NumPy's sake, reach it too).
+    # Each product first puts it back to openblas_threads if it differs: 1 where fastnn's
+    # slabs are its threads (its own would be a second pool, inside fastnn's). NULL: not
+    # checked.
+    get_count_fn openblas_get_threads
+    set_count_fn openblas_set_threads
+    int openblas_threads
 
 cdef BlasFns *blas_fns() noexcept nogil
 

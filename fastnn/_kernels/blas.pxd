@@ -19,7 +19,8 @@ cdef inline void gemm_threads(int threads, bint trans_a, bint trans_b, int m, in
 
     lda, ldb, ldc are the row lengths of the arrays as stored. The count is set for the
     call alone: whatever another library set as the BLAS's count (threadpoolctl, say)
-    does not apply to fastnn's products. A product the backend sends to its other BLAS
+    does not apply to fastnn's products; nor does the count of the OpenBLAS in use
+    (backend.pxd: openblas_threads, held). A product the backend sends to its other BLAS
     (to_other: fewer than FN_GEMM_NARROW columns; on some CPUs more, by shape)
     runs there, on the calling thread.
     """
@@ -29,6 +30,9 @@ cdef inline void gemm_threads(int threads, bint trans_a, bint trans_b, int m, in
     cdef bint other = to_other(fns, m, n, k, trans_a, trans_b)
     cdef bint threaded = not other and fns.set_threads_local != NULL
     cdef int previous = 0
+    if (fns.openblas_get_threads != NULL
+            and fns.openblas_get_threads() != fns.openblas_threads):
+        fns.openblas_set_threads(fns.openblas_threads)
     if threaded:
         previous = fns.set_threads_local(threads)
     if floating is float:
