@@ -23,9 +23,9 @@ function pointers (fastnn/_kernels/backend.pxd). Two backends can fill it:
   Products of fewer than 16 output columns (an output layer of 10 classes) still go to
   the OpenBLAS above, which computes them 1.2-1.9x faster than MKL (Intel Xeon); on
   other vendors' CPUs, OpenBLAS takes every product but those MKL measured faster
-  there: input gradients (b transposed) of under 512 rows, and products with a
-  transposed operand over an inner dimension under 64 (backend.pxd's to_other; AMD
-  EPYC).
+  there: input gradients (b transposed) of under 512 rows (and a b of under 2**24
+  elements), and products with a transposed operand over an inner dimension under 64
+  (backend.pxd's to_other; AMD EPYC).
 
 Which one: `set_blas(name)`, else the environment variable FASTNN_BLAS ("auto",
 "openblas" or "mkl"), else "auto": MKL where it is installed (on an Intel Xeon measured
@@ -444,8 +444,9 @@ def info():
         if _mkl.by_shape:
             threading += (f"; on {where}, one thread per call, every product except "
                           f"those MKL computes faster on this {_mkl.vendor} CPU: input "
-                          "gradients (b transposed) of under 512 rows, products with a "
-                          "transposed operand over an inner dimension under 64")
+                          "gradients (b transposed) of under 512 rows and a b of under "
+                          "2**24 elements, products with a transposed operand over an "
+                          "inner dimension under 64")
             if openblas.version_tuple() < _OPENBLAS_NN_FROM:
                 threading += (" and products with neither operand transposed that have a "
                               "dimension under 256")

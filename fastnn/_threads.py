@@ -5,13 +5,14 @@ FASTNN_NUM_THREADS, OMP_NUM_THREADS, and the CPUs this process may run on (its
 affinity mask and its cgroup CPU quota, so a container limited to 4 CPUs gets 4
 threads, not the host's 64).
 
-fastnn calls BLAS (scipy's, through `scipy.linalg.cython_blas`) for its matrix
-products, and runs it inside its own OpenMP threads: each thread multiplies a slab of
-the output with a single-threaded BLAS call. One pool of threads then does all the
-work; two pools (BLAS's and OpenMP's) spinning for the same cores slow each other down
-many times over. So while fastnn is imported, the BLAS it calls is held to one thread
-(process-wide, as `torch.set_num_threads` is). A build without OpenMP leaves BLAS
-fastnn's thread count instead.
+fastnn calls BLAS (an OpenBLAS, see _blas.py) for its matrix products, and runs it
+inside its own OpenMP threads: each thread multiplies a slab of the output with a
+single-threaded BLAS call. One pool of threads then does all the work; two pools
+(BLAS's and OpenMP's) spinning for the same cores slow each other down many times
+over. So while fastnn is imported, the BLAS it calls is held to one thread
+(process-wide, as `torch.set_num_threads` is; each product puts the OpenBLAS it calls
+back to that count where another library changed it). A build without OpenMP leaves
+BLAS fastnn's thread count instead.
 
 The count is at most max_threads(): MAX_THREADS_PER_CPU per usable CPU, and at least
 MIN_THREAD_CAP whatever the CPUs. More threads than CPUs only slow a CPU-bound kernel

@@ -273,6 +273,8 @@ ROUTES = [
     ((16, 32, 64, True, False), (False, True, True)),  # a^T, tiny
     ((512, 64, 32, False, True), (False, True, True)),  # b^T, >= 512 rows, inner >= 64
     ((511, 300, 32, False, True), (False, False, False)),
+    ((16, 4096, 4096, False, True), (False, True, True)),  # b^T, b of 2**24 elements
+    ((16, 4096, 4095, False, True), (False, False, False)),
     ((600, 63, 32, False, True), (False, False, False)),
     ((16, 64, 64, False, True), (False, False, False)),  # b^T, tiny: still MKL
     ((16, 64, 10, False, True), (True, True, True)),
