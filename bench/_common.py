@@ -131,9 +131,10 @@ def _run(slot, k):
 
 @contextmanager
 def using_blas(backend):
-    """fastnn's matrix products on `backend` ("openblas", "mkl"; None: as they are)."""
+    """fastnn's matrix products on `backend` ("openblas", "mkl", or one of the other
+    routes of fastnn._blas._use_for_bench; None: as they are)."""
     previous = fastnn.get_blas()
-    if backend is not None:
+    if backend is not None and not fastnn._blas._use_for_bench(backend):
         fastnn.set_blas(backend)
     try:
         yield

@@ -24,8 +24,7 @@ function pointers (fastnn/_kernels/backend.pxd). Two backends can fill it:
   the OpenBLAS above, which computes them 1.2-1.9x faster than MKL (Intel Xeon); on
   other vendors' CPUs, OpenBLAS takes every product but those MKL measured faster
   there: input gradients (b transposed) of under 512 rows (and a b of under 2**24
-  elements), and products with a transposed operand over an inner dimension under 64
-  (backend.pxd's to_other; AMD EPYC).
+  elements) or over an inner dimension under 64 (backend.pxd's to_other; AMD EPYC).
 
 Which one: `set_blas(name)`, else the environment variable FASTNN_BLAS ("auto",
 "openblas" or "mkl"), else "auto": MKL where it is installed (on an Intel Xeon measured
@@ -66,6 +65,7 @@ _current = None  # the backend in use, once configured
 _reason = None  # why it was chosen
 _mkl = None  # the loaded _Mkl, or the reason it could not load (str)
 _openblas = None  # the _OpenBlas in use, once found
+_scipy_openblas = None  # SciPy's own, once made
 
 
 class _Mkl:
@@ -134,6 +134,7 @@ class _OpenBlas:
 
     def __init__(self, path=None):
         self.path = path
+        self._threads = None  # thread_addresses, once looked up
         if path is None:
             self.lib, self.where, self._version = None, "SciPy's", None
             return
@@ -176,14 +177,15 @@ class _OpenBlas:
 
     def thread_addresses(self):
         """(get, set): the addresses of its openblas_get/set_num_threads, or (0, 0)
-        where they cannot be found (SciPy's copy, not identified)."""
-        lib, prefix = self.lib, getattr(self, "prefix", "")
-        if lib is None:
-            lib, prefix = _scipy_openblas_library()
-        if lib is None:
-            return 0, 0
-        return tuple(ctypes.cast(lib[prefix + name], ctypes.c_void_p).value
-                     for name in ("openblas_get_num_threads", "openblas_set_num_threads"))
+        where they cannot be found (SciPy's copy, not identified); looked up once."""
+        if self._threads is None:
+            lib, prefix = self.lib, getattr(self, "prefix", "")
+            if lib is None:
+                lib, prefix = _scipy_openblas_library()
+            self._threads = (0, 0) if lib is None else tuple(
+                ctypes.cast(lib[prefix + name], ctypes.c_void_p).value
+                for name in ("openblas_get_num_threads", "openblas_set_num_threads"))
+        return self._threads
 
 
 def _scipy_openblas_version():
@@ -233,12 +235,20 @@ def _wheel_openblas_path():
     return os.path.join(folder, names[0]) if names else None
 
 
+def _scipy_own_openblas():
+    """SciPy's own OpenBLAS as an _OpenBlas (made once)."""
+    global _scipy_openblas
+    if _scipy_openblas is None:
+        _scipy_openblas = _OpenBlas()
+    return _scipy_openblas
+
+
 def _load_openblas():
     """The OpenBLAS fastnn calls (found once): the scipy-openblas32 package's where it is
     installed, loads and is at least as new as SciPy's, else SciPy's own."""
     global _openblas
     if _openblas is None:
-        scipy_own = _OpenBlas()
+        scipy_own = _scipy_own_openblas()
         _openblas = scipy_own
         path = _wheel_openblas_path() if sys.platform.startswith("linux") else None
         if path is not None:
@@ -358,7 +368,7 @@ def _use(name, reason, whole_products=None, openblas=None, alone=False):
 
 
 def _use_for_bench(route):
-    """bench/bench_gemm.py's other ways to run fastnn's products: "mkl-slabs" (MKL on one
+    """The benchmarks' other ways to run fastnn's products: "mkl-slabs" (MKL on one
     thread per call, products cut into slabs as for OpenBLAS), "mkl-alone" (every
     product on MKL) and "openblas-scipy" (SciPy's own OpenBLAS where the
     scipy-openblas32 package's is the one in use). Returns False where the route is
@@ -370,7 +380,7 @@ def _use_for_bench(route):
     elif route == "mkl-alone":
         _use("mkl", "bench: MKL alone", alone=True)
     elif route == "openblas-scipy" and _load_openblas().lib is not None:
-        _use("openblas", "bench: SciPy's OpenBLAS", openblas=_OpenBlas())
+        _use("openblas", "bench: SciPy's OpenBLAS", openblas=_scipy_own_openblas())
     else:
         return False
     return True
@@ -445,8 +455,7 @@ def info():
             threading += (f"; on {where}, one thread per call, every product except "
                           f"those MKL computes faster on this {_mkl.vendor} CPU: input "
                           "gradients (b transposed) of under 512 rows and a b of under "
-                          "2**24 elements, products with a transposed operand over an "
-                          "inner dimension under 64")
+                          "2**24 elements, or over an inner dimension under 64")
             if openblas.version_tuple() < _OPENBLAS_NN_FROM:
                 threading += (" and products with neither operand transposed that have a "
                               "dimension under 256")
