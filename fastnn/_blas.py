@@ -6,9 +6,10 @@ function pointers (fastnn/_kernels/backend.pxd). Two backends can fill it:
 - "openblas": OpenBLAS, always there: SciPy's own copy (`scipy.linalg.cython_blas`), or,
   where the `scipy-openblas32` package is installed (`pip install fastnn[openblas]`, BSD
   licence) and its OpenBLAS is at least as new, that one: a newer OpenBLAS than SciPy's
-  computes a training step's products faster (0.3.34 against SciPy 1.17's 0.3.30: 2-7%
-  on an AMD EPYC, 3-7% on whole training steps). It runs one thread per call; fastnn cuts
-  a large product into slabs, one per OpenMP thread.
+  computes a training step's products faster (0.3.34 against SciPy 1.17's 0.3.30 on an
+  AMD EPYC: 1-14% on the products of 64 rows and more, 1-8% on whole training steps). It
+  runs one thread per call; fastnn cuts a large product into slabs, one per OpenMP
+  thread.
 - "mkl": Intel MKL's `libmkl_rt`, loaded at run time when the `mkl` package is
   installed (`pip install fastnn[mkl]`; MKL is under the Intel Simplified Software
   License, not fastnn's BSD licence). fastnn sets its threading layer to GNU OpenMP, so
@@ -24,7 +25,8 @@ function pointers (fastnn/_kernels/backend.pxd). Two backends can fill it:
   the OpenBLAS above, which computes them 1.2-1.9x faster than MKL (Intel Xeon); on
   other vendors' CPUs, OpenBLAS takes every product but those MKL measured faster
   there: input gradients (b transposed) of under 512 rows (and a b of under 2**24
-  elements) or over an inner dimension under 64 (backend.pxd's to_other; AMD EPYC).
+  elements), and products with a transposed operand over an inner dimension under 64
+  (backend.pxd's to_other; AMD EPYC).
 
 Which one: `set_blas(name)`, else the environment variable FASTNN_BLAS ("auto",
 "openblas" or "mkl"), else "auto": MKL where it is installed (on an Intel Xeon measured
@@ -202,8 +204,10 @@ def _scipy_openblas_library():
     """(SciPy's OpenBLAS as a ctypes library, its symbols' prefix), or (None, "")."""
     from . import _threads
 
+    wheel = _wheel_openblas_path()
+    wheel = wheel and os.path.realpath(wheel)
     for name, _, _, _, path in _threads.blas_info():
-        if name != "openblas" or not path:
+        if name != "openblas" or not path or os.path.realpath(path) == wheel:
             continue
         try:
             lib = ctypes.CDLL(path)  # already loaded: the same library
@@ -455,7 +459,8 @@ def info():
             threading += (f"; on {where}, one thread per call, every product except "
                           f"those MKL computes faster on this {_mkl.vendor} CPU: input "
                           "gradients (b transposed) of under 512 rows and a b of under "
-                          "2**24 elements, or over an inner dimension under 64")
+                          "2**24 elements, products with a transposed operand over an "
+                          "inner dimension under 64")
             if openblas.version_tuple() < _OPENBLAS_NN_FROM:
                 threading += (" and products with neither operand transposed that have a "
                               "dimension under 256")

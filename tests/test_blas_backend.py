@@ -268,8 +268,9 @@ ROUTES = [
     ((300, 300, 255, False, False), (False, False, True)),
     ((16, 64, 1023, False, False), (False, True, True)),  # under 2**20 multiply-adds
     ((16, 64, 1024, False, False), (False, False, True)),
-    ((300, 64, 300, True, False), (False, True, True)),  # a^T
-    ((1024, 32, 1024, True, False), (False, True, True)),
+    ((300, 64, 300, True, False), (False, True, True)),  # a^T, inner dimension >= 64
+    ((300, 63, 300, True, False), (False, False, False)),
+    ((16, 32, 64, True, False), (False, True, True)),  # a^T, tiny
     ((512, 64, 32, False, True), (False, True, True)),  # b^T, >= 512 rows, inner >= 64
     ((511, 300, 32, False, True), (False, False, False)),
     ((16, 4096, 4096, False, True), (False, True, True)),  # b^T, b of 2**24 elements

@@ -17,13 +17,14 @@ ctypedef void (*set_count_fn)(int n) noexcept nogil
 # CPUs other than Intel's), in row-major terms c[m, n] = op(a)[m, k] @ op(b)[k, n].
 # Measured on an AMD EPYC (Zen 4), bench/bench_gemm.py: MKL is faster on products whose
 # b is transposed (an input gradient dz @ W^T) on fewer than 512 rows, 1.03-1.7x
-# (32 x 1024 @ (1024 x 1024)^T: 0.86 against 1.26-1.40 ms), or over an inner dimension
-# under 64 (dz @ W^T for 10 classes: 1.06-1.1x); OpenBLAS on the others, 1-7%
-# (1024 x 256 @ 256 x 1024 with a transposed: 5.3 against 5.4 ms; 4096 x 256 @
-# 256 x 4096: 83 against 96 ms; 1024 x 1024 @ (1024 x 1024)^T: 21.2 against 21.9 ms;
-# a weight gradient over a batch of 32, 1024 x 32 @ 32 x 1024: 5-9% slower than MKL at
-# one thread, 4-14% faster in 2-thread slabs), and on products of under 2**20
-# multiply-adds (its small-matrix kernels, up to 1.2x). Input gradients whose b (a
+# (32 x 1024 @ (1024 x 1024)^T: 0.86 against 1.26-1.40 ms), and on products with a
+# transposed operand over an inner dimension under 64 (a weight gradient x^T @ dz over
+# a batch of 32, 1024 x 32 @ 32 x 1024: 1.03-1.16x at one thread, in 2-thread slabs
+# 0.8-1.14x from run to run; dz @ W^T for 10 classes: 1.06-1.1x); OpenBLAS on the
+# others, 1-7% (1024 x 256 @ 256 x 1024 with a transposed: 5.3 against 5.4 ms;
+# 4096 x 256 @ 256 x 4096: 83 against 96 ms; 1024 x 1024 @ (1024 x 1024)^T: 21.2 against
+# 21.9 ms), and on products of under 2**20 multiply-adds whose b is not transposed (its
+# small-matrix kernels, up to 1.2x). Input gradients whose b (a
 # weight) has FN_OTHER_NT_MAX_B elements or more go to OpenBLAS at any row count:
 # 256 x 4096 @ (4096 x 4096)^T took 90-112 ms in MKL, 90-98 in OpenBLAS, and whole
 # training steps of 784-4096-4096-10 2-11% longer with it on MKL.
@@ -81,7 +82,9 @@ cdef inline bint to_other(const BlasFns *fns, Py_ssize_t m, Py_ssize_t n, Py_ssi
     if trans_b:
         return k >= FN_OTHER_MIN_INNER and (m >= FN_OTHER_NT_MIN_ROWS
                                             or <double> n * k >= FN_OTHER_NT_MAX_B)
-    if trans_a or <double> m * n * k < FN_OTHER_SMALL:
+    if <double> m * n * k < FN_OTHER_SMALL:
         return True
+    if trans_a:
+        return k >= FN_OTHER_MIN_INNER
     return fns.nn_other or (m >= FN_OTHER_NN_MIN_DIM and n >= FN_OTHER_NN_MIN_DIM
                             and k >= FN_OTHER_NN_MIN_DIM)
