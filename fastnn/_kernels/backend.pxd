@@ -24,10 +24,10 @@ ctypedef void (*set_count_fn)(int n) noexcept nogil
 # others, 1-7% (1024 x 256 @ 256 x 1024 with a transposed: 5.3 against 5.4 ms;
 # 4096 x 256 @ 256 x 4096: 83 against 96 ms; 1024 x 1024 @ (1024 x 1024)^T: 21.2 against
 # 21.9 ms), and on products of under 2**20 multiply-adds whose b is not transposed (its
-# small-matrix kernels, up to 1.2x). Input gradients whose b (a
-# weight) has FN_OTHER_NT_MAX_B elements or more go to OpenBLAS at any row count:
-# 256 x 4096 @ (4096 x 4096)^T took 90-112 ms in MKL, 90-98 in OpenBLAS, and whole
-# training steps of 784-4096-4096-10 2-11% longer with it on MKL.
+# small-matrix kernels, up to 1.2x). Input gradients whose b (a weight) has
+# FN_OTHER_NT_MAX_B elements or more go to OpenBLAS at any row count: 256 x 4096 @
+# (4096 x 4096)^T took 90-112 ms in MKL, 90-98 in OpenBLAS, and whole training steps of
+# 784-4096-4096-10 2-11% longer with it on MKL.
 # Products with neither operand transposed (a layer's forward product) go to OpenBLAS
 # from version 0.3.31 on (nn_other): 1.01-1.06x MKL there; to an older one (0.3.30:
 # 0.90-0.98x MKL on 32-256 rows) only with every dimension at least 256 (the two alike
