@@ -306,7 +306,8 @@ def test_products_go_to_the_blas_their_shape_names():
             assert not backend.goes_to_other(m, n, k, ta, tb)
         rng = np.random.default_rng(2)
         for m, k, n, ta, tb in ((16, 500, 100, False, False), (20, 300, 100, True, False),
-                                (16, 500, 100, False, True)):
+                                (16, 500, 100, False, True), (300, 1000, 10, False, False),
+                                (300, 1000, 16, False, True)):
             a, b = _product(rng, m, k, n, ta, tb, np.float32)
 
             def product(a=a, b=b, ta=ta, tb=tb):
