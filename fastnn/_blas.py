@@ -135,7 +135,7 @@ class _OpenBlas:
     scipy-openblas32 package's), loaded here and held to one thread per call."""
 
     def __init__(self, path=None):
-        self.path = path
+        self.path, self.prefix = path, ""
         self._threads = None  # thread_addresses, once looked up
         if path is None:
             self.lib, self.where, self._version = None, "SciPy's", None
@@ -164,7 +164,7 @@ class _OpenBlas:
     @property
     def version(self):
         if self._version is None:  # SciPy's, read when first needed (threadpoolctl)
-            self._version = _scipy_openblas_version()
+            self._version = _find_scipy_openblas()[0]
         return self._version
 
     def version_tuple(self):
@@ -181,43 +181,35 @@ class _OpenBlas:
         """(get, set): the addresses of its openblas_get/set_num_threads, or (0, 0)
         where they cannot be found (SciPy's copy, not identified); looked up once."""
         if self._threads is None:
-            lib, prefix = self.lib, getattr(self, "prefix", "")
-            if lib is None:
-                lib, prefix = _scipy_openblas_library()
+            lib, prefix = ((self.lib, self.prefix) if self.lib is not None
+                           else _find_scipy_openblas()[1:])
             self._threads = (0, 0) if lib is None else tuple(
                 ctypes.cast(lib[prefix + name], ctypes.c_void_p).value
                 for name in ("openblas_get_num_threads", "openblas_set_num_threads"))
         return self._threads
 
 
-def _scipy_openblas_version():
-    """The version of SciPy's OpenBLAS as threadpoolctl reads it, or "?"."""
-    from . import _threads
-
-    for name, version, *_ in _threads.blas_info():
-        if name == "openblas" and version:
-            return version
-    return "?"
-
-
-def _scipy_openblas_library():
-    """(SciPy's OpenBLAS as a ctypes library, its symbols' prefix), or (None, "")."""
+def _find_scipy_openblas():
+    """(version or "?", ctypes library or None, symbol prefix) of SciPy's own OpenBLAS, as
+    threadpoolctl finds it (not the scipy-openblas32 package's); the library is None
+    where its thread-count functions are not found."""
     from . import _threads
 
     wheel = _wheel_openblas_path()
     wheel = wheel and os.path.realpath(wheel)
-    for name, _, _, _, path in _threads.blas_info():
+    for name, version, _, _, path in _threads.blas_info():
         if name != "openblas" or not path or os.path.realpath(path) == wheel:
             continue
         try:
             lib = ctypes.CDLL(path)  # already loaded: the same library
         except OSError:
-            continue
+            return version or "?", None, ""
         for prefix in ("scipy_", ""):
             if hasattr(lib, prefix + "openblas_get_num_threads") and hasattr(
                     lib, prefix + "openblas_set_num_threads"):
-                return lib, prefix
-    return None, ""
+                return version or "?", lib, prefix
+        return version or "?", None, ""
+    return "?", None, ""
 
 
 def _wheel_openblas_path():

@@ -355,6 +355,11 @@ def test_use_addresses_refuses_what_it_cannot_do():
         backend.use_addresses(1, 1, 0, False, 0, 0, True)
     with pytest.raises(ValueError, match="need the other BLAS"):
         backend.use_addresses(1, 1, 0, False, 0, 0, False, True)
+    with pytest.raises(ValueError, match="both its getter and setter"):
+        backend.use_addresses(1, 1, 0, False, 0, 0, False, False, 1, 0)
+    with pytest.raises(ValueError, match="n must be >= 1"):
+        backend.hold_openblas_threads(0)
+    assert backend.openblas_threads_held() >= 1
 
 
 def test_openblas_is_the_newest_one_installed(monkeypatch):
@@ -400,7 +405,7 @@ def test_the_openblas_in_use_stays_at_its_held_count_under_threadpoolctl(capfd):
 
     openblas = _blas._load_openblas()
     lib, prefix = ((openblas.lib, openblas.prefix) if openblas.lib is not None
-                   else _blas._scipy_openblas_library())
+                   else _blas._find_scipy_openblas()[1:])
     if lib is None:
         pytest.skip("SciPy's OpenBLAS is not identified here")
     a = np.ones((512, 1024), np.float32)
