@@ -48,7 +48,7 @@ def assert_same_state(a, b):
 
 @pytest.mark.parametrize("activation", list(nn.ACTIVATIONS))
 @pytest.mark.parametrize("batch_norm, dropout", [(True, 0.2), (False, 0.0), (False, 1.0),
-                                                 (True, 0.0)])
+                                                 (True, 0.0), (False, 0.2)])
 @pytest.mark.parametrize("threads", [1, 2])
 def test_training_matches_layer_by_layer_bitwise(dtype, activation, batch_norm, dropout,
                                                  threads):
@@ -59,6 +59,36 @@ def test_training_matches_layer_by_layer_bitwise(dtype, activation, batch_norm, 
     assert planned._plan is not None and plain._plan is None
     assert_same_state(planned, plain)
     assert np.array_equal(pa, pb)
+
+
+@pytest.mark.parametrize("p", [0.3, 1.0])
+def test_a_dropout_after_a_relu_passes_non_finite_values_like_the_layers(dtype, p):
+    """A Dropout right after a ReLU (in a Linear's epilogue, in BatchNorm1d's pass, or
+    an op of its own) works in place over the ReLU's output and takes both gradients
+    from its own output: bit for bit the layers' results, infinities and NaNs too."""
+    def chain():
+        return nn.Sequential(
+            nn.Linear(6, 8, seed=1, dtype=dtype), nn.ReLU(), nn.Dropout(p, seed=2),
+            nn.ReLU(), nn.Dropout(p, seed=3),
+            nn.BatchNorm1d(8, dtype=dtype), nn.ReLU(), nn.Dropout(p, seed=4),
+            nn.Linear(8, 3, seed=5, dtype=dtype))
+
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((33, 6)).astype(dtype)
+    g = rng.standard_normal((33, 3)).astype(dtype)
+    x[3, 2] = np.nan
+    g[0, 0], g[1, 1], g[2, 2] = np.inf, -np.inf, np.nan
+    results = []
+    for compiled in (True, False):
+        model = chain()
+        model.compiled = compiled
+        model.zero_grad()
+        y = model.forward(x).copy()
+        dx = np.array(model.backward(g))
+        results.append([y, dx, *(np.array(q.grad) for q in model.parameters())])
+        assert (model._plan is not None) == compiled
+    for u, v in zip(*results):
+        assert np.array_equal(u, v, equal_nan=True)
 
 
 def test_layers_without_bias_and_unfused_activations(dtype):
@@ -209,18 +239,19 @@ def test_copies_and_pickles_train_on_their_own_arena(rng):
 
 
 def test_workspaces_are_shared_where_no_pass_reads_them_again():
-    """Forward: an activation after BatchNorm1d works in place. Backward: gradients
-    flow through two shared buffers. The workspace of a 784-1024-1024-10 plan at batch
-    256 is then its forward outputs (6 of 256 x 1024) plus two gradient buffers."""
+    """Forward: an activation after BatchNorm1d runs in its normalizing pass, and a
+    Dropout after a ReLU works in place over its output. Backward: gradients flow
+    through two shared buffers. The workspace of a 784-1024-1024-10 plan at batch 256 is
+    then its forward outputs (4 of 256 x 1024) plus two gradient buffers."""
     model = nn.mlp(784, 10, [1024, 1024], batch_norm=True, dropout=0.1, seed=0)
     x = np.zeros((256, 784), np.float32)
     out = model.forward(x)
     before_backward = model._plan.workspace_bytes
     model.backward(np.ones_like(out), input_grad=False)
     unit = 256 * 1024 * 4
-    # outputs: Linear, BatchNorm (+ its ReLU), Dropout per hidden layer, and the scores;
-    # each BatchNorm's mean and inv_std
-    assert before_backward == 6 * unit + 256 * 10 * 4 + 2 * (2 * 1024 * 4)
+    # outputs: Linear, BatchNorm (+ its ReLU and then the Dropout) per hidden layer, and
+    # the scores; each BatchNorm's mean and inv_std
+    assert before_backward == 4 * unit + 256 * 10 * 4 + 2 * (2 * 1024 * 4)
     # two gradient buffers; each Linear's bias-gradient sums, each BatchNorm's two sums
     assert model._plan.workspace_bytes - before_backward == (
         2 * unit + (1024 + 1024 + 10) * 4 + 2 * (2 * 1024 * 4))

@@ -16,10 +16,13 @@ from libc.math cimport sqrt
 from libc.stdlib cimport free, malloc
 
 from .simd cimport (
+    FN_ACT_IDENTITY,
     FN_PARALLEL_MIN,
     FN_REDUCE_ROWS,
     fn_bn_dx_d,
     fn_bn_dx_f,
+    fn_scale_shift_act_d,
+    fn_scale_shift_act_f,
     fn_scale_shift_d,
     fn_scale_shift_f,
     fn_tile_mean_m2_d,
@@ -46,7 +49,7 @@ def forward(const floating[:, ::1] x, const floating[::1] gamma, const floating[
     with nogil:
         status = _bn_forward(&x[0, 0], x.shape[0], x.shape[1], &gamma[0], &beta[0], rm, rv,
                              training, momentum, eps, &mean[0], &inv_std[0], &y[0, 0],
-                             n_threads)
+                             n_threads, FN_ACT_IDENTITY, 0, NULL)
     if status != 0:
         raise MemoryError("batchnorm forward: cannot allocate its workspace")
 

@@ -1,7 +1,7 @@
 # Batch statistics and the two normalization passes behind batchnorm.pyx, shared with
 # network.pyx (included, not imported). Needs: floating, prange, sqrt, malloc/free, and
-# from simd.pxd FN_PARALLEL_MIN, FN_REDUCE_ROWS, fn_tile_mean_m2_*, fn_scale_shift_*,
-# fn_bn_dx_*.
+# from simd.pxd FN_ACT_IDENTITY, FN_PARALLEL_MIN, FN_REDUCE_ROWS, fn_tile_mean_m2_*,
+# fn_scale_shift_*, fn_scale_shift_act_*, fn_bn_dx_*.
 
 cdef int _batch_stats(const floating *x, Py_ssize_t rows, Py_ssize_t d, floating *mean,
                       floating *var, int n_threads) noexcept nogil:
@@ -45,9 +45,11 @@ cdef int _bn_forward(const floating *x, Py_ssize_t rows, Py_ssize_t d,
                      const floating *gamma, const floating *beta, floating *running_mean,
                      floating *running_var, bint training, double momentum, double eps,
                      floating *mean, floating *inv_std, floating *y,
-                     int n_threads) noexcept nogil:
-    """y = (x - mean) * inv_std * gamma + beta (see batchnorm.forward); running_mean and
-    running_var may be NULL. Returns -1 when out of memory, 0 otherwise."""
+                     int n_threads, int act, floating slope, floating *z) noexcept nogil:
+    """y = f((x - mean) * inv_std * gamma + beta) (see batchnorm.forward), f the
+    activation `act` (FN_ACT_IDENTITY: none); z: NULL, or where f's input goes too
+    (for an f whose gradient reads it). running_mean and running_var may be NULL.
+    Returns -1 when out of memory, 0 otherwise."""
     cdef floating *scale = <floating *> malloc(2 * d * sizeof(floating))
     cdef floating *shift = scale + d
     cdef floating var, m = <floating> momentum, e = <floating> eps
@@ -75,7 +77,14 @@ cdef int _bn_forward(const floating *x, Py_ssize_t rows, Py_ssize_t d,
             shift[j] = beta[j] - mean[j] * scale[j]
         for r in prange(rows, schedule='static', num_threads=n_threads,
                         use_threads_if=n_threads > 1 and rows * d >= FN_PARALLEL_MIN):
-            if floating is float:
+            if act != FN_ACT_IDENTITY:
+                if floating is float:
+                    fn_scale_shift_act_f(act, x + r * d, scale, shift, y + r * d,
+                                         NULL if z == NULL else z + r * d, d, slope)
+                else:
+                    fn_scale_shift_act_d(act, x + r * d, scale, shift, y + r * d,
+                                         NULL if z == NULL else z + r * d, d, slope)
+            elif floating is float:
                 fn_scale_shift_f(x + r * d, scale, shift, y + r * d, d)
             else:
                 fn_scale_shift_d(x + r * d, scale, shift, y + r * d, d)

@@ -11,7 +11,14 @@ from cython.parallel cimport prange
 cdef extern from "omp_serial.h":
     pass
 
-from .simd cimport FN_CHUNK, FN_PARALLEL_MIN, fn_dropout_d, fn_dropout_f
+from .simd cimport (
+    FN_CHUNK,
+    FN_PARALLEL_MIN,
+    fn_dropout_d,
+    fn_dropout_f,
+    fn_dropout_gate_d,
+    fn_dropout_gate_f,
+)
 
 include "dropout_core.pxi"
 

@@ -31,6 +31,7 @@ from .planop cimport KernelOp, kernel_backward_t, kernel_forward_t
 from .simd cimport (
     FN_ACT_IDENTITY,
     FN_ACT_READS_INPUT,
+    FN_ACT_RELU,
     FN_CHUNK,
     FN_GEMM_MAX_DIM,
     FN_GEMM_PARALLEL_MIN,
@@ -53,6 +54,10 @@ from .simd cimport (
     fn_bn_grad_acc_f,
     fn_dropout_d,
     fn_dropout_f,
+    fn_dropout_gate_d,
+    fn_dropout_gate_f,
+    fn_scale_shift_act_d,
+    fn_scale_shift_act_f,
     fn_scale_shift_d,
     fn_scale_shift_f,
     fn_tile_mean_m2_d,
@@ -77,10 +82,12 @@ cdef enum:
 
 cdef struct Op:
     int kind
-    int act             # activation code (Linear: of its epilogue)
+    int act             # activation code (Linear, BatchNorm1d, Residual: of its epilogue)
     double slope
     bint grad_from_x    # activation backward reads the forward input (LeakyReLU)
-    bint has_act        # Linear: an activation in its epilogue
+    bint has_act        # Linear, BatchNorm1d, Residual: an activation in its epilogue
+    bint gated          # a ReLU whose gradient the dropout right after it applies (with
+                        # its own): the backward pass skips it
     Py_ssize_t d_in, d_out
     # Linear
     void *w
@@ -90,10 +97,11 @@ cdef struct Op:
     void *b_grad        # NULL without a bias
     bint w_assign       # the first op of a backward pass to write w_grad (b_grad): in
     bint b_assign       # a pass that assigns gradients, it writes them, not adds
-    void *dz            # activation gradient (rows x d_out); NULL without activation
-                        # (Linear), then the upstream gradient is dz
+    void *dz            # activation gradient (rows x d_out); NULL without activation or
+                        # when gated (Linear), then the upstream gradient is dz
     void *db            # bias-gradient column sums (d_out)
-    void *z             # Linear, Residual: the epilogue's input, kept for an activation
+    void *z             # Linear, BatchNorm1d, Residual: the epilogue's input, kept for an
+                        # activation
                         # whose gradient reads it (rows x d_out); else NULL
     # BatchNorm1d (w, b, w_grad, b_grad: gamma, beta and their gradients)
     void *running_mean
@@ -109,6 +117,8 @@ cdef struct Op:
     unsigned int threshold
     double scale
     bint active, zero   # dropping at all; dropping everything (p == 1)
+    bint gate           # after a ReLU, over its output: the gradient is g * scale where
+                        # y > 0, which is the dropout's and the ReLU's (see add_dropout)
     # KernelOp
     kernel_forward_t k_forward
     kernel_backward_t k_backward
@@ -212,7 +222,8 @@ cdef int _forward(Op *ops, int n_ops, Py_ssize_t rows, const floating *x,
             if _bn_forward(x, rows, op.d_out, <floating *> op.w, <floating *> op.b,
                            <floating *> op.running_mean, <floating *> op.running_var,
                            op.training, op.momentum, op.eps, <floating *> op.mean,
-                           <floating *> op.inv_std, y, n_threads) != 0:
+                           <floating *> op.inv_std, y, n_threads, op.act,
+                           <floating> op.slope, <floating *> op.z) != 0:
                 return -1
         elif op.kind == OP_ACTIVATION:
             _act_forward(op.act, x, y, rows * op.d_out, <floating> op.slope, n_threads)
@@ -279,6 +290,10 @@ cdef int _backward(Op *ops, int n_ops, Py_ssize_t rows, const floating *g,
             _matmul(False, True, rows, op.d_in, op.d_out, dz, op.d_out, <floating *> op.w,
                     op.d_out, 0, dx, n_threads)
         elif op.kind == OP_BATCHNORM:
+            if op.has_act and not op.gated:  # the epilogue's gradient first
+                _act_backward(op.act, g, <const floating *> _act_read(op), <floating *> op.dz,
+                              rows * op.d_out, <floating> op.slope, n_threads)
+                g = <floating *> op.dz
             # db: sum(dy) (the beta gradient); dz: sum(dy * xhat) (the gamma gradient)
             db = <floating *> op.db
             w_grad = db + op.d_out
@@ -295,13 +310,19 @@ cdef int _backward(Op *ops, int n_ops, Py_ssize_t rows, const floating *g,
             if op.b_grad != NULL:  # NULL: beta is frozen
                 _add_to(<floating *> op.b_grad, db, op.d_out, assign and op.b_assign)
         elif op.kind == OP_ACTIVATION:
+            if op.gated:  # the dropout after it applied its gradient
+                continue
             _act_backward(op.act, g,
                           <const floating *> op.x if op.grad_from_x else <floating *> op.y,
                           dx, rows * op.d_out, <floating> op.slope, n_threads)
         elif op.kind == OP_DROPOUT:
             if not op.active:
                 continue
-            _apply_dropout(op, g, dx, rows, n_threads)  # the forward pass's mask
+            if op.gate:
+                _dropout_gate(g, <const floating *> op.y, dx, rows * op.d_out,
+                              <floating> op.scale, n_threads)
+            else:
+                _apply_dropout(op, g, dx, rows, n_threads)  # the forward pass's mask
         elif op.kind == OP_KERNEL:
             if op.k_backward(op.k_state, op.x, op.y, g, dx, rows,
                              input_grad or i > 0, n_threads) != 0:
@@ -309,7 +330,7 @@ cdef int _backward(Op *ops, int n_ops, Py_ssize_t rows, const floating *g,
             if i == 0 and not input_grad:
                 return 0
         elif op.kind == OP_RESIDUAL:
-            if op.has_act:  # the epilogue's gradient first, for both branches
+            if op.has_act and not op.gated:  # the epilogue's gradient, for both branches
                 _act_backward(op.act, g, <const floating *> _act_read(op), <floating *> op.dz,
                               rows * op.d_out, <floating> op.slope, n_threads)
                 g = <floating *> op.dz
@@ -454,8 +475,10 @@ cdef class Plan:
         op.y_read = op.has_act and op.z == NULL
 
     def add_batchnorm(self, gamma, beta, gamma_grad, beta_grad, running_mean, running_var,
-                      bint training, double momentum, double eps):
-        """Batch normalization of d features; gamma_grad or beta_grad None: frozen."""
+                      bint training, double momentum, double eps, act=None,
+                      double slope=0.0):
+        """Batch normalization of d features; gamma_grad or beta_grad None: frozen. act:
+        the code of an activation applied in the same pass, or None."""
         cdef Py_ssize_t d = gamma.size
         cdef Op *op = self._append(OP_BATCHNORM, d)
         if op.d_in != d:
@@ -469,7 +492,12 @@ cdef class Plan:
         op.training, op.momentum, op.eps = training, momentum, eps
         op.mean = self._workspace(d, None)
         op.inv_std = self._workspace(d, None)
+        op.slope = slope
+        if act is not None:
+            op.act = act
+        op.has_act = act is not None
         op.y = self._workspace(d, self.outputs)
+        self._keep_epilogue_input(op)
 
     def add_activation(self, int act, double slope, bint grad_from_x):
         cdef Op *op = self._append(OP_ACTIVATION, self.d_out)
@@ -497,7 +525,18 @@ cdef class Plan:
         op.seed = <uint64_t *> _address(seed)
         op.step = <int64_t *> _address(step)
         op.active, op.threshold, op.scale, op.zero = active, threshold, scale, zero
-        if active:
+        cdef Op *before = &self.ops[self.n_ops - 2] if self.n_ops > 1 else NULL
+        if (active and before != NULL and before.y != NULL and before.act == FN_ACT_RELU
+                and (before.kind == OP_ACTIVATION or before.has_act)):
+            # after a ReLU (alone or in an epilogue), over its output: y > 0 exactly where
+            # the mask kept a positive value (scale >= 1), so the backward pass needs
+            # neither the ReLU's output nor the mask's hashes (exactly the two gradients)
+            op.gate = before.gated = True
+            before.y_read = False
+            op.y = before.y
+            op.y_read = True
+            self.outputs.append(self.outputs[len(self.outputs) - 1])
+        elif active:
             op.y = self._workspace(op.d_out, self.outputs)
         else:
             self.outputs.append(None)
@@ -641,8 +680,9 @@ cdef class Plan:
         grads = [None] * self.n_ops
         for i in range(self.n_ops - 1, -1, -1):
             op = &self.ops[i]
-            if op.kind == OP_DROPOUT and not op.active:
-                continue
+            if (op.kind == OP_DROPOUT and not op.active) or (
+                    op.kind == OP_ACTIVATION and op.gated):
+                continue  # passes the gradient on
             k = cur if cur >= 0 else 0
             if op.kind == OP_KERNEL:
                 k = 1 - cur if cur >= 0 else 0  # reads g while it writes dx
@@ -653,20 +693,23 @@ cdef class Plan:
                 if shortcut is not None:
                     (<Plan> shortcut)._allocate_gradients(pool, depth + 1, 1)
                     op.short_dx = (<Plan> shortcut)._input_grad_address()
-                if op.has_act:  # the branches read dz; the sum reads their gradients
+                # the branches read dz; the sum reads their gradients
+                if op.has_act and not op.gated:
                     op.dz = _address(pair[k])
                     k = 1 - k
                 else:
                     k = 1 - cur if cur >= 0 else 0
             elif op.kind == OP_LINEAR:
                 op.db = self._workspace(op.d_out, None)
-                if op.has_act:
+                if op.has_act and not op.gated:
                     op.dz = _address(pair[k])
                 else:
                     k = cur  # dz is the incoming gradient itself
                 k = 1 - k if k >= 0 else 0
             elif op.kind == OP_BATCHNORM:
                 op.db = self._workspace(2 * op.d_out, None)
+                if op.has_act and not op.gated:  # in place, as its input gradient
+                    op.dz = _address(pair[k])
             op.dx = _address(pair[k])
             grads[i] = pair[k][:self.rows * op.d_in].reshape(self.rows, op.d_in)
             cur = k

@@ -38,6 +38,12 @@ cdef extern from "simd.h" nogil:
                           Py_ssize_t n)
     void fn_scale_shift_d(const double *x, const double *scale, const double *shift, double *y,
                           Py_ssize_t n)
+    void fn_scale_shift_act_f(int act, const float *x, const float *scale,
+                              const float *shift, float *y, float *z, Py_ssize_t n,
+                              float slope)
+    void fn_scale_shift_act_d(int act, const double *x, const double *scale,
+                              const double *shift, double *y, double *z, Py_ssize_t n,
+                              double slope)
     void fn_bn_grad_acc_f(const float *dy, const float *x, const float *mean,
                           const float *inv_std, float *sum_dy, float *sum_dyx, Py_ssize_t n)
     void fn_bn_grad_acc_d(const double *dy, const double *x, const double *mean,
@@ -52,6 +58,10 @@ cdef extern from "simd.h" nogil:
     void fn_dropout_d(const double *x, double *y, Py_ssize_t n, unsigned long long first,
                       unsigned int key_lo, unsigned int key_hi, unsigned int threshold,
                       double scale)
+    void fn_dropout_gate_f(const float *g, const float *y, float *dx, Py_ssize_t n,
+                           float scale)
+    void fn_dropout_gate_d(const double *g, const double *y, double *dx, Py_ssize_t n,
+                           double scale)
     double fn_softmax_xent_row_f(const float *s, Py_ssize_t n, Py_ssize_t y, float *grad,
                                  float scale, float eps)
     double fn_softmax_xent_row_d(const double *s, Py_ssize_t n, Py_ssize_t y, double *grad,

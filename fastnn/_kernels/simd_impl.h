@@ -198,6 +198,28 @@ FN_LOOP_FN void FN_NAME(fn_scale_shift)(const FN_T *x, const FN_T *scale, const 
     FN_SIMD for (ptrdiff_t j = 0; j < n; j++) y[j] = x[j] * scale[j] + shift[j];
 }
 
+/* y[j] = f(x[j] * scale[j] + shift[j]): the normalization and an activation after it in
+ * one pass; with z not NULL, also z[j] = x[j] * scale[j] + shift[j] (the input the
+ * gradient of f reads). y may be x. */
+FN_LOOP_FN void FN_NAME(fn_scale_shift_act)(int act, const FN_T *x, const FN_T *scale,
+                                               const FN_T *shift, FN_T *y, FN_T *z,
+                                               ptrdiff_t n, FN_T slope)
+{
+#define FN_LOOP(F)                                                          \
+    if (z == NULL) {                                                        \
+        FN_SIMD for (ptrdiff_t j = 0; j < n; j++)                           \
+            y[j] = FN_NAME(F)(x[j] * scale[j] + shift[j], slope);           \
+    } else {                                                                \
+        FN_SIMD for (ptrdiff_t j = 0; j < n; j++) {                         \
+            FN_T v = x[j] * scale[j] + shift[j];                            \
+            z[j] = v;                                                       \
+            y[j] = FN_NAME(F)(v, slope);                                    \
+        }                                                                   \
+    }
+    FN_SWITCH_ACT(act, FN_LOOP, )
+#undef FN_LOOP
+}
+
 /* With xhat = (x - mean) * inv_std: sum_dy[j] += dy[j]; sum_dyx[j] += dy[j] * xhat[j] */
 FN_LOOP_FN void FN_NAME(fn_bn_grad_acc)(const FN_T *dy, const FN_T *x, const FN_T *mean,
                                            const FN_T *inv_std, FN_T *sum_dy, FN_T *sum_dyx,
@@ -229,6 +251,19 @@ FN_LOOP_FN void FN_NAME(fn_dropout)(const FN_T *x, FN_T *y, ptrdiff_t n, uint64_
         uint32_t h = fn_hash32((uint64_t)(first + (uint64_t)i), key_lo, key_hi);
         FN_T kept = x[i] * scale; /* read unconditionally: the select then vectorizes */
         y[i] = h < threshold ? (FN_T)0 : kept;
+    }
+}
+
+/* The gradient of a ReLU and a dropout after it, from the dropout's output y:
+ * dx[i] = g[i] * scale where y[i] > 0, else 0. y > 0 exactly where the mask kept a
+ * positive ReLU output (scale >= 1 keeps it positive), so this equals the two
+ * gradients one after the other without the mask's hashes. dx may be g. */
+FN_LOOP_FN void FN_NAME(fn_dropout_gate)(const FN_T *g, const FN_T *y, FN_T *dx, ptrdiff_t n,
+                                            FN_T scale)
+{
+    FN_SIMD for (ptrdiff_t i = 0; i < n; i++) {
+        FN_T kept = g[i] * scale;
+        dx[i] = y[i] > 0 ? kept : (FN_T)0;
     }
 }
 

@@ -1,5 +1,6 @@
 """Activation layers, element-wise on inputs of any shape. In a compiled plan, one that
-follows a GEMM layer (Linear, Conv2d) or a Residual sum runs in that op's epilogue."""
+follows a GEMM layer (Linear, Conv2d), a BatchNorm1d or a Residual sum runs in that op's
+epilogue."""
 
 from .. import ops
 from .._checks import check_choice, check_float, check_slope

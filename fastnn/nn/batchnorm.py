@@ -97,14 +97,19 @@ class BatchNorm1d(_BatchNorm):
     # ------------------------------------------------------------ compiled form
 
     def add_to_plan(self, plan, after):
+        """One op; an activation `after` it that offers an epilogue runs in its
+        normalizing pass."""
         if plan.shape != (self.num_features,):
             raise ValueError(f"BatchNorm1d: expected input of shape (N, {self.num_features}), "
                              f"got {('N', *plan.shape)}")
+        fused = None if after is None else after.epilogue()
+        act, slope = fused if fused is not None else (None, 0.0)
         gamma, beta = self.weight, self.bias
         plan.add_batchnorm(gamma, beta, gamma.grad if gamma.requires_grad else None,
                            beta.grad if beta.requires_grad else None, self.running_mean,
-                           self.running_var, self.training, self.momentum, self.eps)
-        return 1
+                           self.running_var, self.training, self.momentum, self.eps, act,
+                           slope)
+        return 1 if fused is None else 2
 
 
 class BatchNorm2d(_BatchNorm, KernelLayer):

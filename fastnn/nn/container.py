@@ -43,9 +43,10 @@ class Sequential(Module):
     Compiled plans: when every layer describes its compiled form (Module.add_to_plan),
     the whole forward pass, and the whole backward pass, are each one call into the
     kernels, with the results of the layer-by-layer path bit for bit. There an
-    activation right after a Linear runs in the Linear's GEMM epilogue; the layers
-    themselves are never changed, and each computes its own formula wherever it is
-    used. A plan is rebuilt when the batch size, the mode, a layer's settings or a
+    activation right after a Linear runs in the Linear's GEMM epilogue (after a
+    BatchNorm1d, in its normalizing pass), and a Dropout right after a ReLU works over
+    the ReLU's output and takes both gradients from its own; the layers themselves are
+    never changed, and each computes its own formula wherever it is used. A plan is rebuilt when the batch size, the mode, a layer's settings or a
     parameter's requires_grad change. Set `compiled = False` to run the layers one by
     one.
 
