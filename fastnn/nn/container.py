@@ -46,9 +46,9 @@ class Sequential(Module):
     activation right after a Linear runs in the Linear's GEMM epilogue (after a
     BatchNorm1d, in its normalizing pass), and a Dropout right after a ReLU works over
     the ReLU's output and takes both gradients from its own; the layers themselves are
-    never changed, and each computes its own formula wherever it is used. A plan is rebuilt when the batch size, the mode, a layer's settings or a
-    parameter's requires_grad change. Set `compiled = False` to run the layers one by
-    one.
+    never changed, and each computes its own formula wherever it is used. A plan is
+    rebuilt when the batch size, the mode, a layer's settings or a parameter's
+    requires_grad change. Set `compiled = False` to run the layers one by one.
 
     Threads: forward and backward hold the lock this Sequential shares with its layers
     (see Module), so threads that share it, or a layer of it, take turns; the array
