@@ -213,3 +213,23 @@ def test_bitwise_same_for_1_and_2_threads(large_linear):
     assert n1 > 10.0
     assert n1 == n2
     assert g1.tobytes() == g2.tobytes()
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["float32", "float64"])
+@pytest.mark.parametrize("n", [1, 31, 32, 33, 8191, 8192, 8193, 100_003])
+def test_block_sums_of_squares_against_numpy(dtype, n):
+    """The kernel behind the norm: per block of NORM_BLOCK values, the sum of squares in
+    float64 (float32 values of 1e20 square past float32's range), partial sums and the
+    tail included, bitwise the same at 1 and 2 threads."""
+    from fastnn._kernels import optim as kernels
+
+    x = (np.random.default_rng(n).standard_normal(n) * 1e20).astype(dtype)
+    block = kernels.NORM_BLOCK
+    expected = [np.sum(x[i:i + block].astype(np.float64) ** 2) for i in range(0, n, block)]
+    results = []
+    for threads in (1, 2):
+        sums = np.full(len(expected), np.nan)
+        kernels.sum_squares(x, sums, threads)
+        np.testing.assert_allclose(sums, expected, rtol=1e-12)
+        results.append(sums)
+    assert np.array_equal(*results)
