@@ -62,21 +62,25 @@ def test_training_matches_layer_by_layer_bitwise(dtype, activation, batch_norm, 
 
 
 @pytest.mark.parametrize("p", [0.3, 1.0])
-def test_a_dropout_after_a_relu_passes_non_finite_values_like_the_layers(dtype, p):
+@pytest.mark.parametrize("batch_norm", [True, False])
+def test_a_dropout_after_a_relu_passes_non_finite_values_like_the_layers(dtype, p,
+                                                                        batch_norm):
     """A Dropout right after a ReLU (in a Linear's epilogue, in BatchNorm1d's pass, or
     an op of its own) works in place over the ReLU's output and takes both gradients
-    from its own output: bit for bit the layers' results, infinities and NaNs too."""
+    from its own output: bit for bit the layers' results, infinities and NaNs too (a
+    NaN input row only without BatchNorm1d, which would spread it to every row)."""
     def chain():
-        return nn.Sequential(
-            nn.Linear(6, 8, seed=1, dtype=dtype), nn.ReLU(), nn.Dropout(p, seed=2),
-            nn.ReLU(), nn.Dropout(p, seed=3),
-            nn.BatchNorm1d(8, dtype=dtype), nn.ReLU(), nn.Dropout(p, seed=4),
-            nn.Linear(8, 3, seed=5, dtype=dtype))
+        layers = [nn.Linear(6, 8, seed=1, dtype=dtype), nn.ReLU(), nn.Dropout(p, seed=2),
+                  nn.ReLU(), nn.Dropout(p, seed=3)]
+        if batch_norm:
+            layers += [nn.BatchNorm1d(8, dtype=dtype), nn.ReLU(), nn.Dropout(p, seed=4)]
+        return nn.Sequential(*layers, nn.Linear(8, 3, seed=5, dtype=dtype))
 
     rng = np.random.default_rng(1)
     x = rng.standard_normal((33, 6)).astype(dtype)
     g = rng.standard_normal((33, 3)).astype(dtype)
-    x[3, 2] = np.nan
+    if not batch_norm:
+        x[3, 2] = np.nan
     g[0, 0], g[1, 1], g[2, 2] = np.inf, -np.inf, np.nan
     results = []
     for compiled in (True, False):
@@ -87,6 +91,7 @@ def test_a_dropout_after_a_relu_passes_non_finite_values_like_the_layers(dtype, 
         dx = np.array(model.backward(g))
         results.append([y, dx, *(np.array(q.grad) for q in model.parameters())])
         assert (model._plan is not None) == compiled
+    assert np.isfinite(results[0][1]).any() or p == 1.0
     for u, v in zip(*results):
         assert np.array_equal(u, v, equal_nan=True)
 

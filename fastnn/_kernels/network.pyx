@@ -101,8 +101,7 @@ cdef struct Op:
                         # when gated (Linear), then the upstream gradient is dz
     void *db            # bias-gradient column sums (d_out)
     void *z             # Linear, BatchNorm1d, Residual: the epilogue's input, kept for an
-                        # activation
-                        # whose gradient reads it (rows x d_out); else NULL
+                        # activation whose gradient reads it (rows x d_out); else NULL
     # BatchNorm1d (w, b, w_grad, b_grad: gamma, beta and their gradients)
     void *running_mean
     void *running_var
