@@ -290,8 +290,9 @@ class Module:
 
     def epilogue(self):
         """(activation code, slope) when this layer is an element-wise function that a
-        GEMM epilogue can apply in its place: its gradient read from the output, or from
-        the input, which the epilogue then keeps; None otherwise."""
+        GEMM epilogue (or BatchNorm1d's normalizing pass) can apply in its place: its
+        gradient read from the output, or from the input, which the epilogue then keeps;
+        None otherwise."""
         return None
 
     def workspace(self, key, shape, dtype):
