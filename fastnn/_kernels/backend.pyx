@@ -19,11 +19,6 @@ def scipy_addresses():
     return <uintptr_t> sgemm, <uintptr_t> dgemm
 
 
-def use_scipy():
-    """Route the products to scipy's BLAS (its sgemm/dgemm, run on one thread)."""
-    use_addresses(*scipy_addresses())
-
-
 def use_addresses(uintptr_t sgemm_address, uintptr_t dgemm_address,
                   uintptr_t set_threads_local_address=0, bint whole_products=False,
                   uintptr_t other_sgemm_address=0, uintptr_t other_dgemm_address=0,
@@ -86,4 +81,4 @@ def goes_to_other(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, bint trans_a, bint t
 
 
 _fns.openblas_threads = 1
-use_scipy()  # until fastnn._blas chooses
+use_addresses(*scipy_addresses())  # scipy's BLAS, until fastnn._blas chooses

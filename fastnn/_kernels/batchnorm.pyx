@@ -21,8 +21,6 @@ from .simd cimport (
     FN_REDUCE_ROWS,
     fn_bn_dx_d,
     fn_bn_dx_f,
-    fn_scale_shift_act_d,
-    fn_scale_shift_act_f,
     fn_scale_shift_d,
     fn_scale_shift_f,
     fn_tile_mean_m2_d,

@@ -1,7 +1,7 @@
 # Batch statistics and the two normalization passes behind batchnorm.pyx, shared with
 # network.pyx (included, not imported). Needs: floating, prange, sqrt, malloc/free, and
-# from simd.pxd FN_ACT_IDENTITY, FN_PARALLEL_MIN, FN_REDUCE_ROWS, fn_tile_mean_m2_*,
-# fn_scale_shift_*, fn_scale_shift_act_*, fn_bn_dx_*.
+# from simd.pxd FN_PARALLEL_MIN, FN_REDUCE_ROWS, fn_tile_mean_m2_*, fn_scale_shift_*,
+# fn_bn_dx_*.
 
 cdef int _batch_stats(const floating *x, Py_ssize_t rows, Py_ssize_t d, floating *mean,
                       floating *var, int n_threads) noexcept nogil:
@@ -77,17 +77,12 @@ cdef int _bn_forward(const floating *x, Py_ssize_t rows, Py_ssize_t d,
             shift[j] = beta[j] - mean[j] * scale[j]
         for r in prange(rows, schedule='static', num_threads=n_threads,
                         use_threads_if=n_threads > 1 and rows * d >= FN_PARALLEL_MIN):
-            if act != FN_ACT_IDENTITY:
-                if floating is float:
-                    fn_scale_shift_act_f(act, x + r * d, scale, shift, y + r * d,
-                                         NULL if z == NULL else z + r * d, d, slope)
-                else:
-                    fn_scale_shift_act_d(act, x + r * d, scale, shift, y + r * d,
-                                         NULL if z == NULL else z + r * d, d, slope)
-            elif floating is float:
-                fn_scale_shift_f(x + r * d, scale, shift, y + r * d, d)
+            if floating is float:
+                fn_scale_shift_f(act, x + r * d, scale, shift, y + r * d,
+                                 NULL if z == NULL else z + r * d, d, slope)
             else:
-                fn_scale_shift_d(x + r * d, scale, shift, y + r * d, d)
+                fn_scale_shift_d(act, x + r * d, scale, shift, y + r * d,
+                                 NULL if z == NULL else z + r * d, d, slope)
     free(scale)
     return status
 

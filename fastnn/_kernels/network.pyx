@@ -56,8 +56,6 @@ from .simd cimport (
     fn_dropout_f,
     fn_dropout_gate_d,
     fn_dropout_gate_f,
-    fn_scale_shift_act_d,
-    fn_scale_shift_act_f,
     fn_scale_shift_d,
     fn_scale_shift_f,
     fn_tile_mean_m2_d,

@@ -34,16 +34,11 @@ cdef extern from "simd.h" nogil:
                            float *mean, float *m2)
     void fn_tile_mean_m2_d(const double *x, Py_ssize_t d, Py_ssize_t rows, Py_ssize_t width,
                            double *mean, double *m2)
-    void fn_scale_shift_f(const float *x, const float *scale, const float *shift, float *y,
-                          Py_ssize_t n)
-    void fn_scale_shift_d(const double *x, const double *scale, const double *shift, double *y,
-                          Py_ssize_t n)
-    void fn_scale_shift_act_f(int act, const float *x, const float *scale,
-                              const float *shift, float *y, float *z, Py_ssize_t n,
-                              float slope)
-    void fn_scale_shift_act_d(int act, const double *x, const double *scale,
-                              const double *shift, double *y, double *z, Py_ssize_t n,
-                              double slope)
+    void fn_scale_shift_f(int act, const float *x, const float *scale, const float *shift,
+                          float *y, float *z, Py_ssize_t n, float slope)
+    void fn_scale_shift_d(int act, const double *x, const double *scale,
+                          const double *shift, double *y, double *z, Py_ssize_t n,
+                          double slope)
     void fn_bn_grad_acc_f(const float *dy, const float *x, const float *mean,
                           const float *inv_std, float *sum_dy, float *sum_dyx, Py_ssize_t n)
     void fn_bn_grad_acc_d(const double *dy, const double *x, const double *mean,

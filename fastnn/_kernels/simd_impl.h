@@ -191,19 +191,12 @@ FN_LOOP_FN void FN_NAME(fn_tile_mean_m2)(const FN_T *x, ptrdiff_t d, ptrdiff_t r
     }
 }
 
-/* y[j] = x[j] * scale[j] + shift[j] */
-FN_LOOP_FN void FN_NAME(fn_scale_shift)(const FN_T *x, const FN_T *scale, const FN_T *shift,
-                                           FN_T *y, ptrdiff_t n)
-{
-    FN_SIMD for (ptrdiff_t j = 0; j < n; j++) y[j] = x[j] * scale[j] + shift[j];
-}
-
-/* y[j] = f(x[j] * scale[j] + shift[j]): the normalization and an activation after it in
- * one pass; with z not NULL, also z[j] = x[j] * scale[j] + shift[j] (the input the
- * gradient of f reads). y may be x. */
-FN_LOOP_FN void FN_NAME(fn_scale_shift_act)(int act, const FN_T *x, const FN_T *scale,
-                                               const FN_T *shift, FN_T *y, FN_T *z,
-                                               ptrdiff_t n, FN_T slope)
+/* y[j] = f(x[j] * scale[j] + shift[j]): the normalization and an activation after it
+ * (FN_ACT_IDENTITY: none) in one pass; with z not NULL, also z[j] = x[j] * scale[j] +
+ * shift[j] (the input the gradient of f reads). y may be x. */
+FN_LOOP_FN void FN_NAME(fn_scale_shift)(int act, const FN_T *x, const FN_T *scale,
+                                           const FN_T *shift, FN_T *y, FN_T *z, ptrdiff_t n,
+                                           FN_T slope)
 {
 #define FN_LOOP(F)                                                          \
     if (z == NULL) {                                                        \
