@@ -506,9 +506,8 @@ class Trainer:
     def _check_gradients(self):
         """FloatingPointError unless every gradient the optimizer applies is finite: a
         finite loss can still overflow a gradient (large inputs in float32)."""
-        norm = self.optimizer.grad_norm()
-        if not math.isfinite(norm):
-            raise FloatingPointError(f"non-finite gradient (norm {norm}) with a finite loss")
+        if not self.optimizer.grads_finite():
+            raise FloatingPointError("non-finite gradient with a finite loss")
 
     def _need_optimizer(self, what: str) -> None:
         if self.optimizer is None:

@@ -4,6 +4,7 @@ class labels in [0, outputs) (also validation_data's), and the checks go a block
 rows at a time (a broadcast view of millions of rows allocates nothing of its size).
 A finite loss with a non-finite gradient stops training before the update."""
 
+import math
 import tracemalloc
 
 import numpy as np
@@ -181,6 +182,43 @@ def test_finite_loss_with_non_finite_gradient_stops_train_step():
     with pytest.raises(FloatingPointError, match=r"non-finite gradient"):
         trainer.train_step(X, y)
     _unchanged(model, opt, before)
+
+
+def test_a_finite_gradient_whose_square_overflows_is_not_refused():
+    """The check is for finiteness, not a norm: float64 gradients of about 1e300 (their
+    squares overflow float64) with a finite loss train on."""
+    model = nn.Sequential(nn.Linear(4, 1, seed=0, dtype=np.float64))
+    opt = optim.SGD(model, lr=1e-300)
+    trainer = fastnn.Trainer(model, losses.MSE(), opt, progress=False)
+    X = np.full((8, 4), 1e150)
+    loss = trainer.train_step(X, np.zeros((8, 1)))
+    assert math.isfinite(loss) and loss > 1e299
+    assert opt.step_count == 1
+    assert all(np.isfinite(p).all() for p in model.parameters())
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["float32", "float64"])
+@pytest.mark.parametrize("n", [0, 1, 63, 64, 65, 8191, 8192, 8193, 100_003])
+def test_the_finiteness_kernel_against_numpy(dtype, n):
+    """optim.all_finite, behind the check: True for finite values of every size (the
+    largest, -0.0, subnormals), False for one inf, -inf or NaN anywhere (the first
+    element, a chunk's last and next, the tail's last), at 1 and 2 threads."""
+    from fastnn._kernels import optim as kernels
+
+    info = np.finfo(dtype)
+    x = (np.random.default_rng(n).standard_normal(n) * 1e3).astype(dtype)
+    x[::7] = info.max
+    x[1::7] = -info.max
+    x[2::7] = -0.0
+    x[3::7] = info.smallest_subnormal
+    for threads in (1, 2):
+        assert kernels.all_finite(x, threads) is True
+    for at in sorted({0, 8191, 8192, n // 2, n - 1} & set(range(n))):
+        for bad in (np.inf, -np.inf, np.nan):
+            y = x.copy()
+            y[at] = bad
+            for threads in (1, 2):
+                assert kernels.all_finite(y, threads) is False, (at, bad, threads)
 
 
 def test_the_gradient_check_covers_only_what_the_optimizer_updates(rng):

@@ -19,6 +19,8 @@ from .simd cimport (
     fn_adagrad_f,
     fn_adam_d,
     fn_adam_f,
+    fn_any_nonfinite_d,
+    fn_any_nonfinite_f,
     fn_rmsprop_d,
     fn_rmsprop_f,
     fn_sgd_d,
@@ -106,3 +108,16 @@ def sum_squares(const floating[::1] x, double[::1] block_sums, int n_threads):
             block_sums[b] = fn_sum_squares_f(&x[start], min(_NORM_BLOCK, n - start))
         else:
             block_sums[b] = fn_sum_squares_d(&x[start], min(_NORM_BLOCK, n - start))
+
+
+def all_finite(const floating[::1] x, int n_threads):
+    """Whether every x[i] is finite (neither infinite nor NaN)."""
+    cdef Py_ssize_t n = x.shape[0], c, start, bad = 0
+    for c in prange((n + FN_CHUNK - 1) // FN_CHUNK, nogil=True, schedule='static',
+                    num_threads=n_threads, use_threads_if=n_threads > 1 and n >= FN_PARALLEL_MIN):
+        start = c * FN_CHUNK
+        if floating is float:
+            bad += fn_any_nonfinite_f(&x[start], min(FN_CHUNK, n - start))
+        else:
+            bad += fn_any_nonfinite_d(&x[start], min(FN_CHUNK, n - start))
+    return bad == 0

@@ -95,3 +95,5 @@ cdef extern from "simd.h" nogil:
                    double decay)
     double fn_sum_squares_f(const float *x, Py_ssize_t n)
     double fn_sum_squares_d(const double *x, Py_ssize_t n)
+    int fn_any_nonfinite_f(const float *x, Py_ssize_t n)
+    int fn_any_nonfinite_d(const double *x, Py_ssize_t n)
