@@ -137,6 +137,25 @@ def test_train_with_one_row_raises_eval_works():
         ops.batchnorm_forward(x, gamma, beta, training=False)
 
 
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
+@pytest.mark.parametrize("n, d", [(100, 600), (64, 256), (33, 257)])
+def test_statistics_over_several_row_tiles_and_column_blocks(dtype, n, d):
+    """The statistics are merged from tiles of 32 rows, in blocks of 256 columns: a
+    short last tile and a narrow last block included, at 1 and 2 threads alike."""
+    x, gamma, beta = problem(dtype, n=n, d=d, seed=n + d, loc=3.0)
+    _, rmean, rvar, _ = ref_forward(x, gamma, beta, 1e-5)
+    results = []
+    for threads in (1, 2):
+        with fastnn.threads(threads):
+            y, mean, inv_std = ops.batchnorm_forward(x, gamma, beta, training=True)
+        tol = TOL[np.dtype(dtype)]
+        np.testing.assert_allclose(mean, rmean, **tol)
+        np.testing.assert_allclose(inv_std, 1 / np.sqrt(rvar + 1e-5), **tol)
+        results.append((y, mean, inv_std))
+    for a, b in zip(*results):
+        assert a.tobytes() == b.tobytes()
+
+
 def test_float32_large_mean_is_accurate():
     """x = 1000 + N(0, 1) in float32: a one-pass sum-of-squares variance would lose most
     digits; compare with float64 statistics of the very same float32 numbers."""

@@ -18,9 +18,12 @@ from libc.stdlib cimport free, malloc
 from .simd cimport (
     FN_ACT_IDENTITY,
     FN_PARALLEL_MIN,
+    FN_REDUCE_COLS,
     FN_REDUCE_ROWS,
     fn_bn_dx_d,
     fn_bn_dx_f,
+    fn_merge_mean_m2_d,
+    fn_merge_mean_m2_f,
     fn_scale_shift_d,
     fn_scale_shift_f,
     fn_tile_mean_m2_d,

@@ -1,15 +1,15 @@
 # Batch statistics and the two normalization passes behind batchnorm.pyx, shared with
 # network.pyx (included, not imported). Needs: floating, prange, sqrt, malloc/free, and
-# from simd.pxd FN_PARALLEL_MIN, FN_REDUCE_ROWS, fn_tile_mean_m2_*, fn_scale_shift_*,
-# fn_bn_dx_*.
+# from simd.pxd FN_PARALLEL_MIN, FN_REDUCE_ROWS, FN_REDUCE_COLS, fn_tile_mean_m2_*,
+# fn_merge_mean_m2_*, fn_scale_shift_*, fn_bn_dx_*.
 
 cdef int _batch_stats(const floating *x, Py_ssize_t rows, Py_ssize_t d, floating *mean,
                       floating *var, int n_threads) noexcept nogil:
     """mean[j] and the biased variance var[j] of column j (rows >= 1); -1 when out of
     memory."""
     cdef Py_ssize_t n_rb = (rows + FN_REDUCE_ROWS - 1) // FN_REDUCE_ROWS
-    cdef Py_ssize_t rb, r0, j
-    cdef double n_a, n_b, n_ab, mean_a, m2_a, delta
+    cdef Py_ssize_t n_cb = (d + FN_REDUCE_COLS - 1) // FN_REDUCE_COLS
+    cdef Py_ssize_t rb, r0, cb, j0
     cdef bint threaded = n_threads > 1 and rows * d >= FN_PARALLEL_MIN
     cdef floating *tile_mean = <floating *> malloc(2 * n_rb * d * sizeof(floating))
     cdef floating *tile_m2 = tile_mean + n_rb * d
@@ -23,20 +23,15 @@ cdef int _batch_stats(const floating *x, Py_ssize_t rows, Py_ssize_t d, floating
         else:
             fn_tile_mean_m2_d(x + r0 * d, d, min(FN_REDUCE_ROWS, rows - r0), d,
                               tile_mean + rb * d, tile_m2 + rb * d)
-    for j in prange(d, schedule='static', num_threads=n_threads,
-                    use_threads_if=threaded and d >= 64):
-        n_a = min(FN_REDUCE_ROWS, rows)
-        mean_a = tile_mean[j]
-        m2_a = tile_m2[j]
-        for rb in range(1, n_rb):
-            n_b = min(FN_REDUCE_ROWS, rows - rb * FN_REDUCE_ROWS)
-            n_ab = n_a + n_b
-            delta = tile_mean[rb * d + j] - mean_a
-            mean_a = mean_a + delta * n_b / n_ab
-            m2_a = m2_a + tile_m2[rb * d + j] + delta * delta * n_a * n_b / n_ab
-            n_a = n_ab
-        mean[j] = <floating> mean_a
-        var[j] = <floating> (m2_a / rows)
+    for cb in prange(n_cb, schedule='static', num_threads=n_threads,
+                     use_threads_if=threaded and n_cb > 1):
+        j0 = cb * FN_REDUCE_COLS
+        if floating is float:
+            fn_merge_mean_m2_f(tile_mean + j0, tile_m2 + j0, d, rows,
+                               min(FN_REDUCE_COLS, d - j0), mean + j0, var + j0)
+        else:
+            fn_merge_mean_m2_d(tile_mean + j0, tile_m2 + j0, d, rows,
+                               min(FN_REDUCE_COLS, d - j0), mean + j0, var + j0)
     free(tile_mean)
     return 0
 

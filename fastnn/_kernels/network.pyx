@@ -56,6 +56,8 @@ from .simd cimport (
     fn_dropout_f,
     fn_dropout_gate_d,
     fn_dropout_gate_f,
+    fn_merge_mean_m2_d,
+    fn_merge_mean_m2_f,
     fn_scale_shift_d,
     fn_scale_shift_f,
     fn_tile_mean_m2_d,

@@ -34,6 +34,10 @@ cdef extern from "simd.h" nogil:
                            float *mean, float *m2)
     void fn_tile_mean_m2_d(const double *x, Py_ssize_t d, Py_ssize_t rows, Py_ssize_t width,
                            double *mean, double *m2)
+    void fn_merge_mean_m2_f(const float *tile_mean, const float *tile_m2, Py_ssize_t d,
+                            Py_ssize_t rows, Py_ssize_t width, float *mean, float *var)
+    void fn_merge_mean_m2_d(const double *tile_mean, const double *tile_m2, Py_ssize_t d,
+                            Py_ssize_t rows, Py_ssize_t width, double *mean, double *var)
     void fn_scale_shift_f(int act, const float *x, const float *scale, const float *shift,
                           float *y, float *z, Py_ssize_t n, float slope)
     void fn_scale_shift_d(int act, const double *x, const double *scale,

@@ -191,6 +191,39 @@ FN_LOOP_FN void FN_NAME(fn_tile_mean_m2)(const FN_T *x, ptrdiff_t d, ptrdiff_t r
     }
 }
 
+/* The means and biased variances of `width` (<= FN_REDUCE_COLS) columns over `rows`
+ * rows, from fn_tile_mean_m2's means and M2s of their tiles of FN_REDUCE_ROWS rows (the
+ * last one shorter; tile t's at t * d), merged tile after tile in double (Chan et al.'s
+ * pairwise update). Each column's arithmetic is a scalar loop's, in the same order: a
+ * column's result does not depend on the vector width, nor on its neighbours. */
+FN_LOOP_FN void FN_NAME(fn_merge_mean_m2)(const FN_T *tile_mean, const FN_T *tile_m2,
+                                             ptrdiff_t d, ptrdiff_t rows, ptrdiff_t width,
+                                             FN_T *mean, FN_T *var)
+{
+    double acc_mean[FN_REDUCE_COLS], acc_m2[FN_REDUCE_COLS];
+    double n_a = rows < FN_REDUCE_ROWS ? (double)rows : (double)FN_REDUCE_ROWS;
+    FN_SIMD for (ptrdiff_t j = 0; j < width; j++) {
+        acc_mean[j] = tile_mean[j];
+        acc_m2[j] = tile_m2[j];
+    }
+    for (ptrdiff_t r0 = FN_REDUCE_ROWS; r0 < rows; r0 += FN_REDUCE_ROWS) {
+        double n_b = rows - r0 < FN_REDUCE_ROWS ? (double)(rows - r0) : (double)FN_REDUCE_ROWS;
+        double n_ab = n_a + n_b;
+        const FN_T *tm = tile_mean + (r0 / FN_REDUCE_ROWS) * d;
+        const FN_T *t2 = tile_m2 + (r0 / FN_REDUCE_ROWS) * d;
+        FN_SIMD for (ptrdiff_t j = 0; j < width; j++) {
+            double delta = tm[j] - acc_mean[j];
+            acc_mean[j] = acc_mean[j] + delta * n_b / n_ab;
+            acc_m2[j] = acc_m2[j] + t2[j] + delta * delta * n_a * n_b / n_ab;
+        }
+        n_a = n_ab;
+    }
+    FN_SIMD for (ptrdiff_t j = 0; j < width; j++) {
+        mean[j] = (FN_T)acc_mean[j];
+        var[j] = (FN_T)(acc_m2[j] / (double)rows);
+    }
+}
+
 /* y[j] = f(x[j] * scale[j] + shift[j]): the normalization and an activation after it
  * (FN_ACT_IDENTITY: none) in one pass; with z not NULL, also z[j] = x[j] * scale[j] +
  * shift[j] (the input the gradient of f reads). y may be x. */
