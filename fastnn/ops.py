@@ -139,8 +139,10 @@ def matmul(a, b, out=None, trans_a=False, trans_b=False, accumulate=False):
     where either operand may be 2-D, or have a batch of 1, to be shared by every item.
     With accumulate=True (2-D only, `out` required) the product is added to `out`, in
     the same BLAS call: how layers accumulate weight gradients.
-    GEMM comes from BLAS (scipy's): fastnn's threads each multiply a slab of the output
-    (or, batched, their share of the items) with single-threaded BLAS calls.
+    GEMM comes from the BLAS backend (fastnn.get_blas(): an OpenBLAS, or MKL; which
+    products go where, and how they are threaded, fastnn.show_config() says): fastnn's
+    threads each multiply a slab of the output (or, batched, their share of the items)
+    with single-threaded BLAS calls, unless the backend threads whole products itself.
     """
     a = check_array(a, "a")
     b = check_array(b, "b")
