@@ -4,6 +4,8 @@ import copy
 
 import numpy as np
 
+from .. import _memory
+
 __all__ = ["KINDS", "Arena", "Parameter"]
 
 # A parameter's kind decides whether penalties and weight decay apply to it by default:
@@ -110,8 +112,9 @@ class Arena:
         dtype = np.dtype(dtype)
         order = sorted(range(len(named_arrays)), key=lambda i: named_arrays[i][2] != "weight")
         total = sum(int(np.prod(np.shape(named_arrays[i][1]))) for i in order)
-        self.data = np.empty(total, dtype)
-        self.grad = np.zeros(total, dtype)
+        # from 4 MiB on, on huge pages whole (_memory): the products read the weights
+        self.data = _memory.empty(total, dtype)
+        self.grad = _memory.zeros(total, dtype)
         self.segments = []
         offset = 0
         for i in order:

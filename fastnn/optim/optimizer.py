@@ -5,6 +5,7 @@ from typing import ClassVar
 
 import numpy as np
 
+from .. import _memory
 from .._checks import (
     NON_NEGATIVE,
     POSITIVE,
@@ -266,7 +267,8 @@ class Optimizer:
 
     def _ensure_state(self):
         if self._state is None:
-            self._state = [{name: np.zeros_like(values) for name in self.state_names}
+            self._state = [{name: _memory.zeros(values.size, values.dtype)
+                            for name in self.state_names}
                            for _, (values, _) in self._spans()]
         return self._state
 
