@@ -294,11 +294,22 @@ def torch_step(spec, x, y):
 
 def gemm_products(spec, x):
     """Per Linear layer (a, w, z, dz, dw, dx, whether dx is computed): the arrays of the
-    step's products, float32, as fastnn's Linear layers use them."""
+    step's products, float32, as fastnn's Linear layers use them: the weights one after
+    another in one buffer, their gradients in another, placed as fastnn places a
+    model's (fastnn._memory: from 4 MiB on, on huge pages whole), so that every route
+    reads the same memory as the step."""
     n, calls = spec.batch, []
-    for i, (d_in, d_out) in enumerate(zip(spec.widths[:-1], spec.widths[1:])):
+    shapes = list(zip(spec.widths[:-1], spec.widths[1:]))
+    total = sum(d_in * d_out for d_in, d_out in shapes)
+    weights = fastnn._memory.empty(total, np.float32)
+    grads = fastnn._memory.zeros(total, np.float32)
+    offset = 0
+    for i, (d_in, d_out) in enumerate(shapes):
         a = x if i == 0 else randn(n, d_in)
-        w, dw = randn(d_in, d_out), np.zeros((d_in, d_out), np.float32)
+        w = weights[offset:offset + d_in * d_out].reshape(d_in, d_out)
+        dw = grads[offset:offset + d_in * d_out].reshape(d_in, d_out)
+        w[...] = randn(d_in, d_out)
+        offset += d_in * d_out
         z, dz, dx = np.empty((n, d_out), np.float32), randn(n, d_out), np.empty_like(a)
         calls.append((a, w, z, dz, dw, dx, i > 0))
     return calls
