@@ -1,43 +1,60 @@
-"""Large arrays that start on a 2 MiB boundary, so that huge pages back them whole.
+"""Large arrays on whole huge pages.
 
-On Linux NumPy asks the kernel for transparent huge pages (madvise MADV_HUGEPAGE) for
-every allocation of 4 MiB or more, but an allocation starts anywhere on a 4 KiB page,
-and only the 2 MiB-aligned stretches inside it can get huge pages: up to 2 MiB at each
-end stays on 4 KiB pages. The parameters, gradients and optimizer state of a model are
-such arrays, and the matrix products read the weights a row at a time: a 1024 x 1024
-float32 weight has one 4 KiB page per row, and packing it for the BLAS walks through
-more pages than the TLB holds. Started on a 2 MiB boundary, the same arrays sit on
-whole huge pages (AMD EPYC, 784-1024-1024-10 training steps: 0.93x the time at batch
-32, 0.97x at batch 64, 1 thread; bench/README.md).
+The parameters, gradients and optimizer state of a model are large arrays, and the
+matrix products read the weights a row at a time: a 1024 x 1024 float32 weight has one
+4 KiB page per row, and packing it for the BLAS walks through more pages than the TLB
+holds. NumPy asks Linux for transparent huge pages for its allocations of 4 MiB or
+more, but an allocation starts anywhere on a 4 KiB page, and only the 2 MiB-aligned
+stretches inside it can get them. These arrays instead start on a 2 MiB boundary of an
+anonymous mapping, and ask for huge pages for their whole 2 MiB stretches alone (the
+rest of the last one stays on 4 KiB pages: no memory is spent on pages half used).
+On an AMD EPYC, 784-1024-1024-10 training steps took 0.93x the time at batch 32 and
+0.97x at batch 64, 1 thread (bench/README.md).
 
-Where the kernel gives no huge pages (THP off, another OS), the aligned array costs
-only untouched address space: the bytes before the boundary are never written.
+Where huge pages are not to be had (THP off, another OS), the array is an ordinary one.
 """
+
+import mmap
 
 import numpy as np
 
 __all__ = ["ALIGN_FROM", "HUGE_PAGE", "empty", "zeros"]
 
 HUGE_PAGE = 2 << 20
-# From this many bytes on, an array starts on a HUGE_PAGE boundary (NumPy asks for huge
-# pages from 4 MiB on; a smaller array would leave most of its last huge page unused).
-ALIGN_FROM = 4 << 20
+# Arrays of this many bytes or more are placed on huge pages.
+ALIGN_FROM = HUGE_PAGE
+
+
+def _huge(nbytes):
+    """A zero-filled uint8 array of nbytes whose first byte starts a huge page, on a
+    mapping that asks for huge pages over its whole 2 MiB stretches; None where the
+    mapping or the request fails."""
+    if not hasattr(mmap, "MADV_HUGEPAGE"):
+        return None
+    try:
+        region = mmap.mmap(-1, nbytes + HUGE_PAGE, flags=mmap.MAP_PRIVATE)
+        start = -np.frombuffer(region, np.uint8, count=1).ctypes.data % HUGE_PAGE
+        region.madvise(mmap.MADV_HUGEPAGE, start, nbytes // HUGE_PAGE * HUGE_PAGE)
+    except (OSError, ValueError):
+        return None
+    return np.frombuffer(region, np.uint8, count=nbytes, offset=start)
 
 
 def empty(size, dtype):
-    """np.empty(size, dtype), 1-D; from ALIGN_FROM bytes on, a view that starts on a
-    HUGE_PAGE boundary of a buffer HUGE_PAGE bytes longer."""
+    """np.empty(size, dtype), 1-D; from ALIGN_FROM bytes on, on whole huge pages where
+    the system gives them (then zero-filled)."""
     dtype = np.dtype(dtype)
     nbytes = int(size) * dtype.itemsize
-    if nbytes < ALIGN_FROM:
-        return np.empty(size, dtype)
-    buffer = np.empty(nbytes + HUGE_PAGE, np.uint8)
-    start = -buffer.ctypes.data % HUGE_PAGE
-    return buffer[start:start + nbytes].view(dtype)
+    if nbytes >= ALIGN_FROM:
+        placed = _huge(nbytes)
+        if placed is not None:
+            return placed.view(dtype)
+    return np.empty(size, dtype)
 
 
 def zeros(size, dtype):
     """As empty, filled with zeros."""
     array = empty(size, dtype)
-    array.fill(0)
+    if array.base is None:  # the mapping's pages come zero-filled
+        array.fill(0)
     return array
