@@ -296,7 +296,7 @@ def gemm_products(spec, x):
     """Per Linear layer (a, w, z, dz, dw, dx, whether dx is computed): the arrays of the
     step's products, float32, as fastnn's Linear layers use them: the weights one after
     another in one buffer, their gradients in another, placed as fastnn places a
-    model's (fastnn._memory: from 4 MiB on, on huge pages whole), so that every route
+    model's (fastnn._memory: from 2 MiB on, on huge pages whole), so that every route
     reads the same memory as the step."""
     n, calls = spec.batch, []
     shapes = list(zip(spec.widths[:-1], spec.widths[1:]))

@@ -8,8 +8,8 @@ more, but an allocation starts anywhere on a 4 KiB page, and only the 2 MiB-alig
 stretches inside it can get them. These arrays instead start on a 2 MiB boundary of an
 anonymous mapping, and ask for huge pages for their whole 2 MiB stretches alone (the
 rest of the last one stays on 4 KiB pages: no memory is spent on pages half used).
-On an AMD EPYC, 784-1024-1024-10 training steps took 0.93x the time at batch 32 and
-0.97x at batch 64, 1 thread (bench/README.md).
+On an AMD EPYC, 784-1024-1024-10 training steps took 0.93-0.94x the time at batch 32
+and 0.94-0.97x at batch 64, 1 thread (bench/README.md).
 
 Where huge pages are not to be had (THP off, another OS), the array is an ordinary one.
 """

@@ -112,7 +112,7 @@ class Arena:
         dtype = np.dtype(dtype)
         order = sorted(range(len(named_arrays)), key=lambda i: named_arrays[i][2] != "weight")
         total = sum(int(np.prod(np.shape(named_arrays[i][1]))) for i in order)
-        # from 4 MiB on, on huge pages whole (_memory): the products read the weights
+        # from 2 MiB on, on huge pages whole (_memory): the products read the weights
         self.data = _memory.empty(total, dtype)
         self.grad = _memory.zeros(total, dtype)
         self.segments = []
