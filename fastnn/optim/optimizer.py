@@ -307,8 +307,7 @@ class Optimizer:
         """Whether every gradient of every span (frozen parameters' included) is finite:
         the check before a step, cheaper than a norm (no squares, no float64)."""
         threads = kernel_threads()
-        return all(_k.all_finite(grads, threads) for _, (_, grads) in self._spans()
-                   if grads.size)
+        return all(_k.all_finite(grads, threads) for _, (_, grads) in self._spans())
 
     def grad_norm(self):
         """The L2 norm of the gradients of all the spans together (frozen parameters'
